@@ -1,0 +1,243 @@
+//! boltload: a bolt v1 load generator that checks every answer.
+//!
+//! C connections, each keeping P requests in flight. Every connection uses ids
+//! 1..=P, so ids collide across connections exactly as real clients' do, and
+//! every response is checked: its id must be one in flight on that connection
+//! and its content must be the unique payload sent with that id. A response
+//! delivered to the wrong client, or with the wrong id, is a mismatch.
+//!
+//! `boltload --target 127.0.0.1:2045 --connections 64 --inflight 8 --duration 10
+//!  --warmup 2 --payload 128 [--service S] [--json]`
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ferrymesh::protocol::bolt::{RequestBuilder, BOLT_V1};
+use ferrymesh::protocol::{Codec, FrameKind};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Clone)]
+struct Args {
+    target: String,
+    connections: usize,
+    inflight: u32,
+    duration: f64,
+    warmup: f64,
+    payload: usize,
+    service: String,
+    json: bool,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        target: "127.0.0.1:2045".into(),
+        connections: 64,
+        inflight: 8,
+        duration: 10.0,
+        warmup: 2.0,
+        payload: 128,
+        service: "com.example.EchoService:1.0".into(),
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--json" {
+            a.json = true;
+            continue;
+        }
+        let v = it.next().ok_or(format!("{flag} needs a value"))?;
+        let num = |v: &str| {
+            v.parse::<f64>()
+                .map_err(|_| format!("{flag}: not a number"))
+        };
+        match flag.as_str() {
+            "--target" => a.target = v,
+            "--connections" => a.connections = num(&v)? as usize,
+            "--inflight" => a.inflight = num(&v)? as u32,
+            "--duration" => a.duration = num(&v)?,
+            "--warmup" => a.warmup = num(&v)?,
+            "--payload" => a.payload = num(&v)? as usize,
+            "--service" => a.service = v,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if a.connections == 0 || a.inflight == 0 {
+        return Err("--connections and --inflight must be positive".into());
+    }
+    Ok(a)
+}
+
+#[derive(Default)]
+struct Totals {
+    requests: u64,
+    errors: u64,
+    mismatches: u64,
+    hist: Option<Histogram<u64>>,
+}
+
+fn payload(conn: usize, seq: u64, size: usize) -> Vec<u8> {
+    let mut p = format!("c{conn}s{seq}|").into_bytes();
+    p.resize(size.max(p.len()), b'x');
+    p
+}
+
+async fn run_conn(
+    n: usize,
+    a: Args,
+    measure_from: Instant,
+    end: Instant,
+    totals: Rc<RefCell<Totals>>,
+) {
+    let mut s = match TcpStream::connect(&a.target).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("boltload: connect {}: {e}", a.target);
+            totals.borrow_mut().errors += 1;
+            return;
+        }
+    };
+    let _ = s.set_nodelay(true);
+    // Per id: the sequence number whose payload is in flight, and when it left.
+    let mut slots: Vec<(u64, Instant)> = vec![(0, Instant::now()); a.inflight as usize + 1];
+    let mut seq = 0u64;
+    let mut out = BytesMut::new();
+    for id in 1..=a.inflight {
+        seq += 1;
+        slots[id as usize] = (seq, Instant::now());
+        RequestBuilder::new(id, &a.service, &payload(n, seq, a.payload)).encode_into(&mut out);
+    }
+    if s.write_all(&out).await.is_err() {
+        totals.borrow_mut().errors += 1;
+        return;
+    }
+    out.clear();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut outstanding = a.inflight as usize;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let (mut ok, mut errors, mut mismatches) = (0u64, 0u64, 0u64);
+    while outstanding > 0 {
+        match tokio::time::timeout(Duration::from_secs(10), s.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => {
+                errors += outstanding as u64;
+                break;
+            }
+        }
+        let now = Instant::now();
+        loop {
+            let info = match BOLT_V1.decode(&buf, 64 << 20) {
+                Ok(Some(i)) => i,
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("boltload: bad frame: {e}");
+                    errors += outstanding as u64;
+                    outstanding = 0;
+                    break;
+                }
+            };
+            let frame = buf.split_to(info.len);
+            if info.kind != FrameKind::Response {
+                continue;
+            }
+            let id = info.id as usize;
+            outstanding -= 1;
+            if id == 0 || id >= slots.len() || slots[id].0 == 0 {
+                mismatches += 1;
+                continue;
+            }
+            let (sent_seq, sent_at) = slots[id];
+            slots[id].0 = 0;
+            let status = BOLT_V1.response_status(&frame);
+            let (_, _, content) = BOLT_V1.split(&frame);
+            if status != 0 {
+                errors += 1;
+            } else if content != payload(n, sent_seq, a.payload).as_slice() {
+                mismatches += 1;
+            } else if sent_at >= measure_from {
+                ok += 1;
+                let _ = hist.record((now - sent_at).as_micros() as u64);
+            }
+            if now < end {
+                seq += 1;
+                slots[id] = (seq, now);
+                RequestBuilder::new(id as u32, &a.service, &payload(n, seq, a.payload))
+                    .encode_into(&mut out);
+                outstanding += 1;
+            }
+        }
+        if !out.is_empty() {
+            if s.write_all(&out).await.is_err() {
+                errors += outstanding as u64;
+                break;
+            }
+            out.clear();
+        }
+    }
+    let mut t = totals.borrow_mut();
+    t.requests += ok;
+    t.errors += errors;
+    t.mismatches += mismatches;
+    match &mut t.hist {
+        Some(h) => {
+            let _ = h.add(&hist);
+        }
+        None => t.hist = Some(hist),
+    }
+}
+
+fn main() {
+    let a = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("boltload: {e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    let totals = Rc::new(RefCell::new(Totals::default()));
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(a.warmup);
+    let end = measure_from + Duration::from_secs_f64(a.duration);
+    local.block_on(&rt, async {
+        let tasks: Vec<_> = (0..a.connections)
+            .map(|n| {
+                tokio::task::spawn_local(run_conn(n, a.clone(), measure_from, end, totals.clone()))
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    let measured = end
+        .min(Instant::now())
+        .saturating_duration_since(measure_from)
+        .as_secs_f64()
+        .max(1e-9);
+    let t = totals.borrow();
+    let (p50, p99) = t.hist.as_ref().map_or((0, 0), |h| {
+        (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+    });
+    let rps = t.requests as f64 / measured;
+    if a.json {
+        println!(
+            "{{\"requests\":{},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"errors\":{},\"mismatches\":{}}}",
+            t.requests, rps, p50, p99, t.errors, t.mismatches
+        );
+    } else {
+        println!(
+            "{} requests in {:.1}s: {:.0} req/s, p50 {} us, p99 {} us, {} errors, {} mismatches",
+            t.requests, measured, rps, p50, p99, t.errors, t.mismatches
+        );
+    }
+    if t.errors > 0 || t.mismatches > 0 {
+        std::process::exit(1);
+    }
+}

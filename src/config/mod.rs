@@ -1,0 +1,475 @@
+//! Configuration: MOSN's v2 schema read from JSON or YAML, checked, and turned
+//! into the [`Settings`] every worker builds its state from.
+//!
+//! Two passes. serde reads the file into [`model`] types; unknown fields are
+//! collected as warnings with their paths, and a field of the wrong type fails
+//! with its path (`serde_path_to_error`). Then [`Settings::from_model`] checks
+//! what serde cannot (addresses, protocol names, references between routers,
+//! listeners and clusters, regexes) and reports the same kind of path. YAML is
+//! read into a JSON value first, so both formats share one path-aware pass.
+
+pub mod duration;
+pub mod model;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::protocol::{codec_by_name, Codec};
+use crate::proxy::filter::FilterSpec;
+use crate::router::RouteTable;
+use crate::upstream::lb::LbKind;
+
+/// A configuration problem, located by its JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{}: {}", self.path, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Defaults that MOSN users expect.
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A validated listener.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub downstream: &'static dyn Codec,
+    pub upstream: &'static dyn Codec,
+    pub router: Arc<RouteTable>,
+    pub router_name: String,
+    pub idle_timeout: Duration,
+    pub max_frame: usize,
+    pub filters: Vec<FilterSpec>,
+}
+
+impl std::fmt::Debug for dyn Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Upstream keep-alive settings.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepaliveSpec {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub max_failures: u32,
+}
+
+impl Default for KeepaliveSpec {
+    fn default() -> Self {
+        KeepaliveSpec {
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(1),
+            max_failures: 6,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HostSpec {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+/// A validated cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub lb: LbKind,
+    pub hosts: Vec<HostSpec>,
+    pub connect_timeout: Duration,
+    /// 0 means no limit.
+    pub max_request_per_conn: u32,
+    pub connections_per_host: usize,
+    pub keepalive: KeepaliveSpec,
+}
+
+/// Everything a worker needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listeners: Vec<ListenerSpec>,
+    pub clusters: Vec<ClusterSpec>,
+    pub routers: Vec<(String, Arc<RouteTable>)>,
+    pub log_level: Option<String>,
+    pub graceful_timeout: Duration,
+    pub workers: Option<usize>,
+    /// Fields that were present but are not understood, by path.
+    pub warnings: Vec<String>,
+}
+
+/// Reads a configuration file (JSON, or YAML by extension or content).
+pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+    let yaml = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    load_str(&text, yaml)
+}
+
+/// Parses configuration text. `yaml` selects YAML; JSON otherwise.
+pub fn load_str(text: &str, yaml: bool) -> Result<Settings, ConfigError> {
+    let value: serde_json::Value = if yaml {
+        serde_saphyr::from_str(text)
+            .map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?
+    } else {
+        serde_json::from_str(text)
+            .map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?
+    };
+    let mut warnings = Vec::new();
+    let model: model::Config = from_value(value, "", &mut warnings)?;
+    let mut settings = Settings::from_model(model, &mut warnings)?;
+    settings.warnings = warnings;
+    Ok(settings)
+}
+
+/// Deserializes `value` into `T`, recording unknown fields under `prefix`.
+pub fn from_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+    warnings: &mut Vec<String>,
+) -> Result<T, ConfigError> {
+    let join = |p: &str| -> String {
+        match (prefix.is_empty(), p.is_empty() || p == ".") {
+            (true, _) => p.to_string(),
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}.{p}"),
+        }
+    };
+    let mut ignored: Vec<String> = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| ignored.push(path.to_string());
+    let de = serde_ignored::Deserializer::new(value, &mut record);
+    let out = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError::new(join(&path), e.into_inner().to_string())
+    })?;
+    warnings.extend(
+        ignored
+            .into_iter()
+            .map(|p| format!("{}: unknown field, ignored", join(&p))),
+    );
+    Ok(out)
+}
+
+fn parse_addr(s: &str, path: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| ConfigError::new(path, format!("{s:?} is not an IP:port address")))
+}
+
+impl Settings {
+    fn from_model(cfg: model::Config, warnings: &mut Vec<String>) -> Result<Settings, ConfigError> {
+        let mut clusters = Vec::new();
+        let mut cluster_index = HashMap::new();
+        for (i, c) in cfg.cluster_manager.clusters.iter().enumerate() {
+            let path = format!("cluster_manager.clusters[{i}]");
+            if cluster_index.insert(c.name.clone(), i).is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.name"),
+                    format!("duplicate cluster {:?}", c.name),
+                ));
+            }
+            clusters.push(cluster_spec(c, &path, warnings)?);
+        }
+        if cfg.servers.len() > 1 {
+            warnings.push("servers: only the first server is used, as in MOSN".into());
+        }
+        let Some(server) = cfg.servers.into_iter().next() else {
+            return Ok(Settings {
+                listeners: Vec::new(),
+                clusters,
+                routers: Vec::new(),
+                log_level: None,
+                graceful_timeout: DEFAULT_GRACEFUL_TIMEOUT,
+                workers: None,
+                warnings: Vec::new(),
+            });
+        };
+
+        let mut routers: Vec<(String, Arc<RouteTable>)> = Vec::new();
+        for (i, r) in server.routers.iter().enumerate() {
+            let path = format!("servers[0].routers[{i}]");
+            if routers.iter().any(|(n, _)| *n == r.router_config_name) {
+                return Err(ConfigError::new(
+                    format!("{path}.router_config_name"),
+                    format!("duplicate router {:?}", r.router_config_name),
+                ));
+            }
+            let table = RouteTable::compile(r, &path, &cluster_index)?;
+            routers.push((r.router_config_name.clone(), Arc::new(table)));
+        }
+
+        let mut listeners = Vec::new();
+        for (i, l) in server.listeners.iter().enumerate() {
+            let path = format!("servers[0].listeners[{i}]");
+            listeners.push(listener_spec(l, &path, &routers, warnings)?);
+        }
+        for (i, l) in listeners.iter().enumerate() {
+            if listeners[..i].iter().any(|o| o.addr == l.addr) {
+                return Err(ConfigError::new(
+                    format!("servers[0].listeners[{i}].address"),
+                    format!("{} is used by another listener", l.addr),
+                ));
+            }
+        }
+
+        let log_level = server.default_log_level.clone();
+        if let Some(level) = &log_level {
+            if crate::parse_log_level(level).is_none() {
+                return Err(ConfigError::new(
+                    "servers[0].default_log_level",
+                    format!("unknown level {level:?} (TRACE, DEBUG, INFO, WARN, ERROR, FATAL)"),
+                ));
+            }
+        }
+        Ok(Settings {
+            listeners,
+            clusters,
+            routers,
+            log_level,
+            graceful_timeout: server
+                .graceful_timeout
+                .map_or(DEFAULT_GRACEFUL_TIMEOUT, |d| d.0),
+            workers: server.processor.filter(|&n| n > 0),
+            warnings: Vec::new(),
+        })
+    }
+}
+
+fn cluster_spec(
+    c: &model::Cluster,
+    path: &str,
+    warnings: &mut Vec<String>,
+) -> Result<ClusterSpec, ConfigError> {
+    match c.kind.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("SIMPLE" | "STATIC") => {}
+        Some(other) => {
+            return Err(ConfigError::new(
+                format!("{path}.type"),
+                format!("cluster type {other:?} is not supported (SIMPLE, STATIC)"),
+            ))
+        }
+    }
+    let lb = match &c.lb_type {
+        None => LbKind::RoundRobin,
+        Some(name) => LbKind::from_name(name).ok_or_else(|| {
+            ConfigError::new(
+                format!("{path}.lb_type"),
+                format!(
+                    "unknown load balancer {name:?} (LB_ROUNDROBIN, LB_RANDOM, LB_WEIGHTED_ROUNDROBIN, LB_LEAST_REQUEST, LB_MAGLEV)"
+                ),
+            )
+        })?,
+    };
+    let mut hosts = Vec::new();
+    for (j, h) in c.hosts.iter().enumerate() {
+        let hpath = format!("{path}.hosts[{j}]");
+        let addr = parse_addr(&h.address, &format!("{hpath}.address"))?;
+        // MOSN clamps weights to 1..=128.
+        let weight = h.weight.unwrap_or(1).clamp(1, 128);
+        hosts.push(HostSpec { addr, weight });
+    }
+    for (field, present) in [
+        ("circuit_breakers", c.circuit_breakers.is_some()),
+        ("health_check", c.health_check.is_some()),
+        ("lb_subset_config", c.lb_subset_config.is_some()),
+        ("tls_context", c.tls_context.is_some()),
+    ] {
+        if present {
+            warnings.push(format!("{path}.{field}: not implemented yet, ignored"));
+        }
+    }
+    let mut keepalive = KeepaliveSpec::default();
+    if let Some(k) = &c.keepalive {
+        if let Some(d) = k.interval {
+            keepalive.interval = d.0;
+        }
+        if let Some(d) = k.timeout {
+            keepalive.timeout = d.0;
+        }
+        if let Some(n) = k.max_failures {
+            keepalive.max_failures = n.max(1);
+        }
+    }
+    if keepalive.interval.is_zero() || keepalive.timeout.is_zero() {
+        return Err(ConfigError::new(
+            format!("{path}.keepalive"),
+            "interval and timeout must be positive",
+        ));
+    }
+    let connections_per_host = c.connections_per_host.unwrap_or(1);
+    if connections_per_host == 0 {
+        return Err(ConfigError::new(
+            format!("{path}.connections_per_host"),
+            "must be at least 1",
+        ));
+    }
+    Ok(ClusterSpec {
+        name: c.name.clone(),
+        lb,
+        hosts,
+        connect_timeout: c.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0),
+        max_request_per_conn: c.max_request_per_conn.unwrap_or(0),
+        connections_per_host,
+        keepalive,
+    })
+}
+
+fn listener_spec(
+    l: &model::Listener,
+    path: &str,
+    routers: &[(String, Arc<RouteTable>)],
+    warnings: &mut Vec<String>,
+) -> Result<ListenerSpec, ConfigError> {
+    let addr = parse_addr(&l.address, &format!("{path}.address"))?;
+    if l.filter_chains.len() > 1 {
+        warnings.push(format!(
+            "{path}.filter_chains: only the first chain is used, as in MOSN"
+        ));
+    }
+    let chain = l.filter_chains.first().ok_or_else(|| {
+        ConfigError::new(
+            format!("{path}.filter_chains"),
+            "a listener needs a filter chain",
+        )
+    })?;
+    let mut proxy = None;
+    for (k, f) in chain.filters.iter().enumerate() {
+        let fpath = format!("{path}.filter_chains[0].filters[{k}]");
+        match f.kind.as_str() {
+            "proxy" | "connection_manager" => {
+                let cfg: model::ProxyConfig =
+                    from_value(f.config.clone(), &format!("{fpath}.config"), warnings)?;
+                proxy = Some((cfg, format!("{fpath}.config")));
+            }
+            other => {
+                return Err(ConfigError::new(
+                    format!("{fpath}.type"),
+                    format!("network filter {other:?} is not supported yet (proxy)"),
+                ))
+            }
+        }
+    }
+    let (proxy, ppath) = proxy.ok_or_else(|| {
+        ConfigError::new(
+            format!("{path}.filter_chains[0].filters"),
+            "a listener needs a \"proxy\" filter",
+        )
+    })?;
+    let protocol = |name: &str, field: &str| -> Result<&'static dyn Codec, ConfigError> {
+        let name = if name.eq_ignore_ascii_case("x") {
+            proxy
+                .extend_config
+                .as_ref()
+                .and_then(|e| e.sub_protocol.as_deref())
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{ppath}.extend_config.sub_protocol"),
+                        "protocol X needs a sub_protocol",
+                    )
+                })?
+        } else {
+            name
+        };
+        codec_by_name(name).ok_or_else(|| {
+            ConfigError::new(
+                format!("{ppath}.{field}"),
+                format!("unknown or unsupported protocol {name:?} (bolt, boltv2)"),
+            )
+        })
+    };
+    let downstream = protocol(&proxy.downstream_protocol, "downstream_protocol")?;
+    let upstream = match &proxy.upstream_protocol {
+        Some(p) if !p.is_empty() => protocol(p, "upstream_protocol")?,
+        _ => downstream,
+    };
+    if downstream.name() != upstream.name() {
+        return Err(ConfigError::new(
+            format!("{ppath}.upstream_protocol"),
+            format!(
+                "converting {} to {} is not supported",
+                downstream.name(),
+                upstream.name()
+            ),
+        ));
+    }
+    let router = routers
+        .iter()
+        .find(|(n, _)| *n == proxy.router_config_name)
+        .map(|(_, t)| t.clone())
+        .ok_or_else(|| {
+            ConfigError::new(
+                format!("{ppath}.router_config_name"),
+                format!(
+                    "no router named {:?} in servers[0].routers",
+                    proxy.router_config_name
+                ),
+            )
+        })?;
+    let max_frame = proxy.max_frame_size.unwrap_or(DEFAULT_MAX_FRAME);
+    if max_frame < 64 {
+        return Err(ConfigError::new(
+            format!("{ppath}.max_frame_size"),
+            "must be at least 64 bytes",
+        ));
+    }
+    let mut filters = Vec::new();
+    for (k, f) in l.stream_filters.iter().enumerate() {
+        let fpath = format!("{path}.stream_filters[{k}]");
+        match FilterSpec::parse(&f.kind, f.config.clone(), &fpath, warnings)? {
+            Some(spec) => filters.push(spec),
+            None => warnings.push(format!(
+                "{fpath}.type: unknown stream filter {:?}, skipped (as MOSN does)",
+                f.kind
+            )),
+        }
+    }
+    Ok(ListenerSpec {
+        name: l.name.clone(),
+        addr,
+        downstream,
+        upstream,
+        router,
+        router_name: proxy.router_config_name.clone(),
+        idle_timeout: l
+            .connection_idle_timeout
+            .map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
+        max_frame,
+        filters,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,276 @@
+//! MOSN's v2 configuration, as serde reads it (`pkg/config/v2/` in MOSN).
+//!
+//! Only what ferrymesh implements is modelled; every other field is reported
+//! as ignored (with its path) by the loader, never silently dropped. Field
+//! names are MOSN's. Where ferrymesh adds a knob MOSN lacks, it says so.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::duration::DurationStr;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub servers: Vec<ServerConfig>,
+    #[serde(default)]
+    pub cluster_manager: ClusterManager,
+    /// Accepted for compatibility; the admin API is not implemented yet.
+    #[serde(default)]
+    pub admin: Option<serde_json::Value>,
+    #[serde(default)]
+    pub disable_upgrade: Option<bool>,
+    #[serde(default)]
+    pub tracing: Option<serde_json::Value>,
+    #[serde(default)]
+    pub metrics: Option<serde_json::Value>,
+    #[serde(default)]
+    pub pprof: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ServerConfig {
+    #[serde(default)]
+    pub mosn_server_name: Option<String>,
+    #[serde(default)]
+    pub default_log_path: Option<String>,
+    #[serde(default)]
+    pub default_log_level: Option<String>,
+    /// Drain time on SIGTERM (MOSN `graceful_timeout`, default 30 s).
+    #[serde(default)]
+    pub graceful_timeout: Option<DurationStr>,
+    /// MOSN: number of processors; here the default worker count.
+    #[serde(default)]
+    pub processor: Option<usize>,
+    #[serde(default)]
+    pub routers: Vec<RouterConfiguration>,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Listener {
+    pub name: String,
+    pub address: String,
+    #[serde(default)]
+    pub bind_port: Option<bool>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub connection_idle_timeout: Option<DurationStr>,
+    #[serde(default)]
+    pub filter_chains: Vec<FilterChain>,
+    #[serde(default)]
+    pub stream_filters: Vec<FilterConfig>,
+    #[serde(default)]
+    pub access_logs: Option<serde_json::Value>,
+    #[serde(default)]
+    pub reuseport: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FilterChain {
+    #[serde(default)]
+    pub match_: Option<String>,
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FilterConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+/// The `proxy` network filter's config (MOSN `pkg/config/v2/proxy.go`).
+#[derive(Debug, Default, Deserialize)]
+pub struct ProxyConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub downstream_protocol: String,
+    #[serde(default)]
+    pub upstream_protocol: Option<String>,
+    pub router_config_name: String,
+    #[serde(default)]
+    pub extend_config: Option<ExtendConfig>,
+    #[serde(default)]
+    pub fallback_for_unknown_protocol: Option<bool>,
+    /// ferrymesh: the largest frame accepted from either side (default 16 MiB).
+    #[serde(default)]
+    pub max_frame_size: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ExtendConfig {
+    #[serde(default)]
+    pub sub_protocol: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RouterConfiguration {
+    pub router_config_name: String,
+    #[serde(default)]
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct VirtualHost {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub routers: Vec<Router>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Router {
+    #[serde(default, rename = "match")]
+    pub match_: RouterMatch,
+    #[serde(default)]
+    pub route: Option<RouteAction>,
+    #[serde(default)]
+    pub direct_response: Option<DirectResponse>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RouterMatch {
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatcher>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HeaderMatcher {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+    #[serde(default)]
+    pub regex: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RouteAction {
+    #[serde(default)]
+    pub cluster_name: Option<String>,
+    #[serde(default)]
+    pub weighted_clusters: Vec<WeightedCluster>,
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+    #[serde(default)]
+    pub retry_policy: Option<RetryPolicy>,
+    #[serde(default)]
+    pub hash_policy: Vec<HashPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WeightedCluster {
+    pub cluster: WeightedClusterEntry,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WeightedClusterEntry {
+    pub name: String,
+    #[serde(default)]
+    pub weight: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RetryPolicy {
+    #[serde(default)]
+    pub retry_on: bool,
+    #[serde(default)]
+    pub retry_timeout: Option<DurationStr>,
+    #[serde(default)]
+    pub num_retries: u32,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HashPolicy {
+    #[serde(default)]
+    pub header: Option<HashHeader>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HashHeader {
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DirectResponse {
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ClusterManager {
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Cluster {
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub lb_type: Option<String>,
+    #[serde(default)]
+    pub hosts: Vec<Host>,
+    #[serde(default)]
+    pub connect_timeout: Option<DurationStr>,
+    /// Upper bound of requests in flight on one upstream connection (0: none).
+    #[serde(default)]
+    pub max_request_per_conn: Option<u32>,
+    #[serde(default)]
+    pub conn_buffer_limit_bytes: Option<u32>,
+    /// ferrymesh: multiplexed connections per host and worker (default 1).
+    #[serde(default)]
+    pub connections_per_host: Option<usize>,
+    /// Upstream keep-alive (MOSN `keepalive`-like): heartbeats on idle connections.
+    #[serde(default)]
+    pub keepalive: Option<Keepalive>,
+    #[serde(default)]
+    pub idle_timeout: Option<DurationStr>,
+    #[serde(default)]
+    pub circuit_breakers: Option<serde_json::Value>,
+    #[serde(default)]
+    pub health_check: Option<serde_json::Value>,
+    #[serde(default)]
+    pub lb_subset_config: Option<serde_json::Value>,
+    #[serde(default)]
+    pub tls_context: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Keepalive {
+    /// Idle time before a heartbeat is sent (default 15 s).
+    #[serde(default)]
+    pub interval: Option<DurationStr>,
+    /// How long to wait for the ack (default 1 s).
+    #[serde(default)]
+    pub timeout: Option<DurationStr>,
+    /// Missed acks in a row before the connection is closed (default 6).
+    #[serde(default)]
+    pub max_failures: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Host {
+    pub address: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, serde_json::Value>>,
+}

@@ -1,0 +1,12 @@
+//! Network layer: listeners, connections, and the loop that moves bytes.
+//!
+//! Every connection, accepted or dialled, is driven by one task that owns both
+//! halves of the socket ([`conn::drive`]). Reads go into one 64 KiB scratch
+//! buffer per worker thread; only the tail of a frame split across reads is kept
+//! by the connection, so an idle connection holds no read buffer at all. Writes
+//! are appended by anyone on the worker thread to the connection's output buffer
+//! ([`conn::ConnShared`]) and flushed by the task in one `write` per wake-up,
+//! which coalesces the frames of many requests into one syscall.
+
+pub mod conn;
+pub mod listener;

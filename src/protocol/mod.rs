@@ -1,0 +1,145 @@
+//! Protocol layer: bytes ⇄ frames.
+//!
+//! A codec knows one wire format and nothing else: where a frame ends, what kind
+//! of frame it is, where its request id lives, how to answer a heartbeat and how
+//! to say "the proxy failed this request" in the protocol's own words. The stream
+//! and proxy layers talk to codecs only through [`Codec`], so they never see a
+//! byte offset.
+//!
+//! The decision a reader may question: [`Codec::decode`] does not build a frame
+//! object. It reads only the fixed header and returns a [`FrameInfo`] (kind, id,
+//! length, timeout); the frame stays as the bytes it arrived in and is copied
+//! once, id patched on the way, into the buffer of the connection it goes to.
+//! Header maps are parsed lazily, only when a route or a filter asks for a header.
+
+pub mod bolt;
+
+use bytes::BytesMut;
+
+use crate::error::ProxyError;
+
+/// What kind of frame a decoded header describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A request that expects exactly one response.
+    Request,
+    /// A request that expects no response.
+    Oneway,
+    /// A response to a request.
+    Response,
+    /// A keep-alive probe; answered by whoever receives it, never proxied.
+    Heartbeat,
+    /// The answer to a keep-alive probe.
+    HeartbeatAck,
+    /// A protocol control frame (e.g. bolt GoAway): consumed, not proxied.
+    Control,
+}
+
+impl FrameKind {
+    /// True for frames that travel downstream → upstream.
+    pub fn is_request(self) -> bool {
+        matches!(self, FrameKind::Request | FrameKind::Oneway)
+    }
+}
+
+/// The facts the stream and proxy layers need about one whole frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Total length of the frame in bytes.
+    pub len: usize,
+    pub kind: FrameKind,
+    /// The request id as it is on the wire.
+    pub id: u64,
+    /// The timeout the client put in the frame, if any (bolt: the timeout field).
+    pub timeout_ms: Option<u32>,
+    /// Codec-private facts needed to answer this frame later (bolt: version and
+    /// serialization byte), so an error reply can be built without the frame.
+    pub reply_tag: u32,
+}
+
+/// Outcome of [`Codec::detect`] on the first bytes of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detect {
+    Match,
+    NoMatch,
+    NeedMore,
+}
+
+/// Why a byte stream cannot be decoded. The connection that sent it is closed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("unknown protocol byte {0:#04x}")]
+    BadMagic(u8),
+    #[error("unknown frame type {0:#04x}")]
+    BadType(u8),
+    #[error("unknown command code {0}")]
+    BadCommand(u16),
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: u64, max: usize },
+    #[error("malformed header map")]
+    BadHeaders,
+}
+
+/// A key/value header of a frame, borrowed from the frame bytes.
+pub type Header<'a> = (&'a [u8], &'a [u8]);
+
+/// One wire protocol. Implementations are stateless and shared by every worker.
+pub trait Codec: Send + Sync + 'static {
+    /// The name used in configuration (`downstream_protocol`).
+    fn name(&self) -> &'static str;
+
+    /// Whether `buf`, the first bytes of a connection, look like this protocol.
+    fn detect(&self, buf: &[u8]) -> Detect;
+
+    /// Reads the frame header at the start of `buf`. `Ok(None)`: more bytes are
+    /// needed. An error means the stream is not this protocol or breaks a limit,
+    /// and the connection must be closed.
+    fn decode(&self, buf: &[u8], max_frame: usize) -> Result<Option<FrameInfo>, CodecError>;
+
+    /// Writes `id` into the id field of a whole frame, in place.
+    fn patch_id(&self, frame: &mut [u8], id: u64);
+
+    /// The largest id the wire can carry (ids are allocated below it).
+    fn max_id(&self) -> u64;
+
+    /// Appends the answer to heartbeat `req` (a whole frame) to `out`.
+    fn heartbeat_reply(&self, req: &[u8], info: &FrameInfo, out: &mut BytesMut);
+
+    /// Appends a heartbeat request with `id` to `out`, or returns false if the
+    /// protocol has none.
+    fn heartbeat_request(&self, id: u64, out: &mut BytesMut) -> bool;
+
+    /// Appends the response that tells the client its request `info` failed with
+    /// `err`, carrying the client's request id `id`.
+    fn error_response(&self, info: &FrameInfo, id: u64, err: &ProxyError, out: &mut BytesMut);
+
+    /// The protocol status that `err` is answered with (for logs and tests).
+    fn error_status(&self, err: &ProxyError, reply_tag: u32) -> u32;
+
+    /// The headers of a whole frame, in wire order. Malformed maps yield an error.
+    fn headers<'a>(&self, frame: &'a [u8]) -> Result<Vec<Header<'a>>, CodecError>;
+
+    /// One header by name, looked up without building the whole list. Routing
+    /// keys with a protocol-specific home (`service`, `method`) are mapped here.
+    fn header<'a>(&self, frame: &'a [u8], name: &str) -> Option<&'a [u8]>;
+
+    /// Appends `frame` to `out` with its header map replaced by `headers`.
+    fn encode_with_headers(&self, frame: &[u8], headers: &[(Vec<u8>, Vec<u8>)], out: &mut BytesMut);
+
+    /// The status of a response frame, mapped to an HTTP-like code for stats.
+    fn response_class(&self, frame: &[u8]) -> u16;
+}
+
+/// Looks up a codec by its configuration name (case-insensitive, MOSN spelling).
+pub fn codec_by_name(name: &str) -> Option<&'static dyn Codec> {
+    match name.to_ascii_lowercase().as_str() {
+        "bolt" => Some(&bolt::BOLT_V1),
+        "boltv2" => Some(&bolt::BOLT_V2),
+        _ => None,
+    }
+}
+
+/// Every codec ferrymesh knows, in detection order.
+pub fn all_codecs() -> [&'static dyn Codec; 2] {
+    [&bolt::BOLT_V1, &bolt::BOLT_V2]
+}

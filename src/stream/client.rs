@@ -1,0 +1,365 @@
+//! Client side: one multiplexed upstream connection, its id map, its request
+//! timers and its keep-alive heartbeats.
+//!
+//! A [`ClientConn`] is created `Connecting` by its pool, which spawns
+//! [`ClientConn::run`]: dial with the cluster's connect timeout, then drive the
+//! socket until it closes. Requests are written by [`ClientConn::send`] straight
+//! into the output buffer (id patched on the copy) from whatever code runs on
+//! the worker thread; the connection's task flushes them.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+use tokio_util::time::{delay_queue, DelayQueue};
+use tracing::{debug, info, warn};
+
+use super::idmap::IdMap;
+use super::server::ServerStream;
+use crate::config::KeepaliveSpec;
+use crate::error::ProxyError;
+use crate::network::conn::{drive, ConnShared, FrameReader, Handler};
+use crate::protocol::{Codec, FrameInfo, FrameKind};
+use crate::upstream::Host;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnState {
+    Connecting,
+    Ready,
+    /// The dial failed; the reason.
+    Failed(String),
+    Closed,
+}
+
+/// What an id-map entry waits for.
+enum Waiting {
+    Request(ServerStream),
+    Heartbeat,
+}
+
+struct ClientStream {
+    waiting: Waiting,
+    timer: delay_queue::Key,
+}
+
+/// Mutable state of the connection, touched only on its worker thread.
+struct Inner {
+    streams: IdMap<ClientStream>,
+    timers: DelayQueue<u64>,
+    missed_heartbeats: u32,
+    heartbeat_in_flight: bool,
+}
+
+/// One upstream connection.
+pub struct ClientConn {
+    pub io: ConnShared,
+    codec: &'static dyn Codec,
+    host: Rc<Host>,
+    state: RefCell<ConnState>,
+    state_changed: Notify,
+    inner: RefCell<Inner>,
+    last_active: Cell<Instant>,
+    max_frame: usize,
+}
+
+impl ClientConn {
+    pub fn new(codec: &'static dyn Codec, host: Rc<Host>, max_frame: usize) -> Rc<ClientConn> {
+        Rc::new(ClientConn {
+            io: ConnShared::default(),
+            codec,
+            host,
+            state: RefCell::new(ConnState::Connecting),
+            state_changed: Notify::new(),
+            inner: RefCell::new(Inner {
+                streams: IdMap::new(codec.max_id()),
+                timers: DelayQueue::new(),
+                missed_heartbeats: 0,
+                heartbeat_in_flight: false,
+            }),
+            last_active: Cell::new(Instant::now()),
+            max_frame,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.host.addr
+    }
+
+    pub fn state(&self) -> ConnState {
+        self.state.borrow().clone()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.state.borrow() == ConnState::Ready
+    }
+
+    /// Requests (and heartbeats) waiting for an answer on this connection.
+    pub fn in_flight(&self) -> usize {
+        self.inner.borrow().streams.len()
+    }
+
+    fn set_state(&self, s: ConnState) {
+        *self.state.borrow_mut() = s;
+        self.state_changed.notify_waiters();
+    }
+
+    /// Waits until the connection is ready, or fails with why it never will be.
+    pub async fn ready(&self) -> Result<(), ProxyError> {
+        loop {
+            let changed = self.state_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match &*self.state.borrow() {
+                ConnState::Ready => return Ok(()),
+                ConnState::Failed(why) => return Err(ProxyError::ConnectFailed(why.clone())),
+                ConnState::Closed => return Err(ProxyError::UpstreamReset),
+                ConnState::Connecting => {}
+            }
+            changed.await;
+        }
+    }
+
+    /// Writes a request frame with a fresh id. `stream` is `None` for a oneway
+    /// request, which gets an id but no map entry. On failure the stream is
+    /// handed back unanswered, so the caller can try elsewhere or fail it.
+    pub fn send(
+        &self,
+        frame: &[u8],
+        stream: Option<ServerStream>,
+        timeout: Duration,
+    ) -> Result<(), (Option<ServerStream>, ProxyError)> {
+        if !self.is_ready() || self.io.is_closed() {
+            return Err((stream, ProxyError::UpstreamReset));
+        }
+        let mut inner = self.inner.borrow_mut();
+        let Some(id) = inner.streams.next_free() else {
+            return Err((stream, ProxyError::Overflow));
+        };
+        if let Some(stream) = stream {
+            let timer = inner.timers.insert(id, timeout);
+            inner.streams.insert(
+                id,
+                ClientStream {
+                    waiting: Waiting::Request(stream),
+                    timer,
+                },
+            );
+            self.host.inc_active();
+        }
+        drop(inner);
+        let codec = self.codec;
+        self.io.push(|out| {
+            let start = out.len();
+            out.extend_from_slice(frame);
+            codec.patch_id(&mut out[start..], id);
+        });
+        Ok(())
+    }
+
+    /// Dials the host, then drives the connection until it closes. On close
+    /// every request in flight is failed with the upstream-reset error.
+    pub async fn run(
+        self: Rc<Self>,
+        connect_timeout: Duration,
+        keepalive: KeepaliveSpec,
+        on_close: impl FnOnce(),
+    ) {
+        let addr = self.host.addr;
+        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return self.connect_failed(format!("{addr}: {e}"), on_close),
+            Err(_) => {
+                return self.connect_failed(
+                    format!("{addr}: timed out after {connect_timeout:?}"),
+                    on_close,
+                )
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        self.host.mark_connected();
+        debug!(%addr, "upstream connected");
+        self.last_active.set(Instant::now());
+        self.set_state(ConnState::Ready);
+        let mut handler = ClientHandler {
+            conn: &self,
+            reader: FrameReader::default(),
+            keepalive,
+            tick: Box::pin(tokio::time::sleep(keepalive.interval)),
+        };
+        let why = drive(&stream, &self.io, &mut handler).await;
+        let failed = self.inner.borrow_mut().streams.drain();
+        let n = failed.len();
+        self.set_state(ConnState::Closed);
+        on_close();
+        if n > 0 {
+            warn!(%addr, reason = ?why, in_flight = n, "upstream connection closed with requests in flight");
+        } else {
+            debug!(%addr, reason = ?why, "upstream connection closed");
+        }
+        for (_, s) in failed {
+            if let Waiting::Request(stream) = s.waiting {
+                self.host.dec_active();
+                stream.fail(ProxyError::UpstreamReset);
+            }
+        }
+        self.inner.borrow_mut().timers.clear();
+    }
+
+    fn connect_failed(&self, why: String, on_close: impl FnOnce()) {
+        info!(reason = %why, "upstream connect failed");
+        self.host.mark_connect_failure();
+        self.io.close();
+        self.set_state(ConnState::Failed(why));
+        on_close();
+    }
+
+    fn on_frame(&self, frame: &[u8], info: FrameInfo) {
+        match info.kind {
+            FrameKind::Response | FrameKind::HeartbeatAck => {
+                let mut inner = self.inner.borrow_mut();
+                let Some(entry) = inner.streams.remove(info.id) else {
+                    // A late answer: its request already timed out.
+                    debug!(addr = %self.host.addr, id = info.id, "response for unknown id dropped");
+                    return;
+                };
+                inner.timers.remove(&entry.timer);
+                match entry.waiting {
+                    Waiting::Heartbeat => {
+                        inner.missed_heartbeats = 0;
+                        inner.heartbeat_in_flight = false;
+                    }
+                    Waiting::Request(stream) => {
+                        drop(inner);
+                        self.host.dec_active();
+                        stream.respond(frame);
+                    }
+                }
+            }
+            FrameKind::Heartbeat => {
+                // The upstream probes us: answer it.
+                self.io
+                    .push(|out| self.codec.heartbeat_reply(frame, &info, out));
+            }
+            FrameKind::Request | FrameKind::Oneway | FrameKind::Control => {
+                debug!(addr = %self.host.addr, kind = ?info.kind, "unexpected frame from upstream dropped");
+            }
+        }
+    }
+
+    /// Expired timers: requests time out, missed heartbeats count up.
+    fn poll_timers(&self, cx: &mut Context<'_>, keepalive: &KeepaliveSpec) -> Poll<&'static str> {
+        loop {
+            let mut inner = self.inner.borrow_mut();
+            let id = match inner.timers.poll_expired(cx) {
+                Poll::Ready(Some(expired)) => expired.into_inner(),
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            };
+            let Some(entry) = inner.streams.remove(id) else {
+                continue;
+            };
+            match entry.waiting {
+                Waiting::Request(stream) => {
+                    drop(inner);
+                    self.host.dec_active();
+                    stream.fail(ProxyError::Timeout);
+                }
+                Waiting::Heartbeat => {
+                    inner.heartbeat_in_flight = false;
+                    inner.missed_heartbeats += 1;
+                    let missed = inner.missed_heartbeats;
+                    warn!(addr = %self.host.addr, missed, "upstream heartbeat not answered");
+                    if missed >= keepalive.max_failures {
+                        return Poll::Ready("heartbeats not answered");
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_heartbeat(&self, keepalive: &KeepaliveSpec) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.heartbeat_in_flight {
+            return;
+        }
+        let Some(id) = inner.streams.next_free() else {
+            return;
+        };
+        let mut frame = BytesMut::new();
+        if !self.codec.heartbeat_request(id, &mut frame) {
+            return;
+        }
+        let timer = inner.timers.insert(id, keepalive.timeout);
+        inner.streams.insert(
+            id,
+            ClientStream {
+                waiting: Waiting::Heartbeat,
+                timer,
+            },
+        );
+        inner.heartbeat_in_flight = true;
+        drop(inner);
+        self.io.push(|out| out.extend_from_slice(&frame));
+    }
+}
+
+struct ClientHandler<'a> {
+    conn: &'a ClientConn,
+    reader: FrameReader,
+    keepalive: KeepaliveSpec,
+    tick: std::pin::Pin<Box<Sleep>>,
+}
+
+impl Handler for ClientHandler<'_> {
+    fn on_read(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        let conn = self.conn;
+        conn.last_active.set(Instant::now());
+        self.reader
+            .feed(data, conn.codec, conn.max_frame, |frame, info| {
+                conn.on_frame(frame, info)
+            })
+            .map_err(|e| {
+                warn!(addr = %conn.host.addr, error = %e, "bad frame from upstream, closing");
+                "bad frame from upstream"
+            })
+    }
+
+    fn on_eof(&mut self) -> Option<&'static str> {
+        Some("")
+    }
+
+    fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<&'static str> {
+        if let Poll::Ready(why) = self.conn.poll_timers(cx, &self.keepalive) {
+            return Poll::Ready(why);
+        }
+        // Keep-alive: one timer, re-armed from the last read rather than reset on
+        // every read, so a busy connection costs no timer work per frame.
+        while self.tick.as_mut().poll(cx).is_ready() {
+            let idle_since = self.conn.last_active.get();
+            let due = idle_since + self.keepalive.interval;
+            let now = Instant::now();
+            if now >= due {
+                self.conn.send_heartbeat(&self.keepalive);
+                self.conn.last_active.set(now);
+                self.tick.as_mut().reset(now + self.keepalive.interval);
+            } else {
+                self.tick.as_mut().reset(due);
+            }
+        }
+        Poll::Pending
+    }
+
+    fn read_paused(&self) -> bool {
+        false
+    }
+
+    fn idle_close(&self) -> Option<&'static str> {
+        None
+    }
+}

@@ -1,0 +1,112 @@
+//! The multiplexed connection pool of one host on one worker.
+//!
+//! Up to `connections_per_host` connections, dialled lazily: the first request
+//! dials one and waits for it; while fewer than the maximum exist, a request
+//! that finds a ready connection uses it and dials one more in the background.
+//! Requests go to the ready connection with the fewest in flight. A connection
+//! leaves the pool when it closes or fails to connect; the next request dials
+//! again.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use crate::config::{ClusterSpec, KeepaliveSpec, DEFAULT_MAX_FRAME};
+use crate::protocol::Codec;
+use crate::upstream::Host;
+
+use super::client::ClientConn;
+
+/// Where a request can go now.
+pub enum Pick {
+    /// A connected connection with room.
+    Ready(Rc<ClientConn>),
+    /// A connection being dialled: wait for it.
+    Wait(Rc<ClientConn>),
+    /// Every connection is at `max_request_per_conn`.
+    Overflow,
+}
+
+pub struct HostPool {
+    host: Rc<Host>,
+    codec: &'static dyn Codec,
+    max_conns: usize,
+    max_per_conn: u32,
+    connect_timeout: std::time::Duration,
+    keepalive: KeepaliveSpec,
+    conns: RefCell<Vec<Rc<ClientConn>>>,
+}
+
+impl HostPool {
+    pub fn new(host: Rc<Host>, spec: &ClusterSpec, codec: &'static dyn Codec) -> Rc<HostPool> {
+        Rc::new(HostPool {
+            host,
+            codec,
+            max_conns: spec.connections_per_host,
+            max_per_conn: spec.max_request_per_conn,
+            connect_timeout: spec.connect_timeout,
+            keepalive: spec.keepalive,
+            conns: RefCell::new(Vec::new()),
+        })
+    }
+
+    pub fn host(&self) -> &Rc<Host> {
+        &self.host
+    }
+
+    /// Connections currently in the pool (connecting or ready).
+    pub fn len(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.borrow().is_empty()
+    }
+
+    /// Chooses a connection for one request.
+    pub fn pick(self: &Rc<Self>) -> Pick {
+        let conns = self.conns.borrow();
+        let best = conns
+            .iter()
+            .filter(|c| c.is_ready())
+            .min_by_key(|c| c.in_flight())
+            .cloned();
+        let room = conns.len() < self.max_conns;
+        let first_connecting = conns.iter().find(|c| !c.is_ready()).cloned();
+        drop(conns);
+        match best {
+            Some(c) => {
+                if room {
+                    self.dial();
+                }
+                if self.max_per_conn > 0 && c.in_flight() >= self.max_per_conn as usize {
+                    Pick::Overflow
+                } else {
+                    Pick::Ready(c)
+                }
+            }
+            None if room => Pick::Wait(self.dial()),
+            None => match first_connecting {
+                Some(c) => Pick::Wait(c),
+                None => Pick::Wait(self.dial()),
+            },
+        }
+    }
+
+    /// Starts dialling a new connection and adds it to the pool.
+    fn dial(self: &Rc<Self>) -> Rc<ClientConn> {
+        let conn = ClientConn::new(self.codec, self.host.clone(), DEFAULT_MAX_FRAME);
+        self.conns.borrow_mut().push(conn.clone());
+        let pool: Weak<HostPool> = Rc::downgrade(self);
+        let weak_conn = Rc::downgrade(&conn);
+        let on_close = move || {
+            if let (Some(pool), Some(conn)) = (pool.upgrade(), weak_conn.upgrade()) {
+                pool.conns.borrow_mut().retain(|c| !Rc::ptr_eq(c, &conn));
+            }
+        };
+        tokio::task::spawn_local(
+            conn.clone()
+                .run(self.connect_timeout, self.keepalive, on_close),
+        );
+        conn
+    }
+}

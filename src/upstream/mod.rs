@@ -1,0 +1,121 @@
+//! Upstream: clusters, their hosts, and the load balancers that pick a host.
+//!
+//! Every worker builds its own [`Cluster`] objects from the shared
+//! [`ClusterSpec`]s, so host state (requests in flight, health, balancer
+//! cursors) lives in `Cell`s on one thread and the hot path takes no lock.
+//! The cost: least-request balancing sees only its own worker's requests, and
+//! a host found dead by one worker is found dead again by the others.
+//!
+//! Health is passive for now: a failed connect marks the host unhealthy for a
+//! backoff that doubles on each failure in a row (1 s up to 30 s); the first
+//! request after the backoff is a probe. Active health checks come later.
+
+pub mod lb;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::ClusterSpec;
+use crate::stream::pool::HostPool;
+use lb::{LbContext, LoadBalancer};
+
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One upstream host, as one worker sees it.
+#[derive(Debug)]
+pub struct Host {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Requests this worker has in flight to the host.
+    active: Cell<u32>,
+    unhealthy_until: Cell<Option<Instant>>,
+    fail_streak: Cell<u32>,
+}
+
+impl Host {
+    pub fn new(addr: SocketAddr, weight: u32) -> Host {
+        Host {
+            addr,
+            weight,
+            active: Cell::new(0),
+            unhealthy_until: Cell::new(None),
+            fail_streak: Cell::new(0),
+        }
+    }
+
+    pub fn active(&self) -> u32 {
+        self.active.get()
+    }
+
+    pub fn inc_active(&self) {
+        self.active.set(self.active.get() + 1);
+    }
+
+    pub fn dec_active(&self) {
+        self.active.set(self.active.get().saturating_sub(1));
+    }
+
+    pub fn is_healthy(&self, now: Instant) -> bool {
+        self.unhealthy_until.get().is_none_or(|t| now >= t)
+    }
+
+    /// A connect to this host failed: back off from it.
+    pub fn mark_connect_failure(&self) {
+        let streak = self.fail_streak.get().saturating_add(1);
+        self.fail_streak.set(streak);
+        let backoff = MIN_BACKOFF
+            .saturating_mul(1 << (streak - 1).min(5))
+            .min(MAX_BACKOFF);
+        self.unhealthy_until.set(Some(Instant::now() + backoff));
+    }
+
+    /// A connect succeeded: the host is healthy again.
+    pub fn mark_connected(&self) {
+        self.fail_streak.set(0);
+        self.unhealthy_until.set(None);
+    }
+}
+
+/// A cluster as one worker runs it: hosts, a balancer, and a pool per host.
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub hosts: Vec<Rc<Host>>,
+    pub pools: Vec<Rc<HostPool>>,
+    lb: LoadBalancer,
+}
+
+impl Cluster {
+    pub fn new(spec: &ClusterSpec, upstream: &'static dyn crate::protocol::Codec) -> Cluster {
+        let hosts: Vec<Rc<Host>> = spec
+            .hosts
+            .iter()
+            .map(|h| Rc::new(Host::new(h.addr, h.weight)))
+            .collect();
+        let pools = hosts
+            .iter()
+            .map(|h| HostPool::new(h.clone(), spec, upstream))
+            .collect();
+        let lb = LoadBalancer::new(spec.lb, &hosts);
+        Cluster {
+            spec: spec.clone(),
+            hosts,
+            pools,
+            lb,
+        }
+    }
+
+    /// Picks a host index, skipping unhealthy hosts and those in `exclude`.
+    pub fn choose(&self, hash_key: Option<&[u8]>, exclude: &[usize]) -> Option<usize> {
+        let ctx = LbContext {
+            hash_key,
+            exclude,
+            now: Instant::now(),
+        };
+        self.lb.choose(&self.hosts, &ctx)
+    }
+}
