@@ -59,6 +59,12 @@ impl ConnShared {
         self.out.borrow().len()
     }
 
+    /// Takes everything queued for writing (for tests that run no driver).
+    #[doc(hidden)]
+    pub fn take_output(&self) -> BytesMut {
+        std::mem::take(&mut *self.out.borrow_mut())
+    }
+
     /// Asks the connection's task to close the connection.
     pub fn close(&self) {
         self.closed.set(true);

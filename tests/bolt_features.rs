@@ -1,0 +1,266 @@
+//! Proxy features end to end: upstream keep-alive, stream filters, retries on
+//! connect failure, overflow, weighted clusters and consistent hashing.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ferrymesh::protocol::bolt::{status, RequestBuilder};
+use ferrymesh::protocol::{Codec, FrameKind};
+use serde_json::json;
+use support::*;
+
+fn request(id: u32, content: &str) -> Vec<u8> {
+    RequestBuilder::new(id, SERVICE, content.as_bytes()).encode()
+}
+
+fn keepalive(c: &mut serde_json::Value) {
+    c["keepalive"] = json!({"interval": "150ms", "timeout": "100ms", "max_failures": 2});
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_get_heartbeats() {
+    let up = Upstream::start("u", Mode::Echo).await;
+    let port = free_port();
+    let mut c = cluster("echo", &[up.addr]);
+    keepalive(&mut c);
+    let proxy = Proxy::start(&config(port, vec![route_all("echo")], vec![c]), 1);
+    let mut cl = Client::connect(proxy.addr).await;
+    cl.send(&request(1, "warm")).await;
+    assert_eq!(cl.recv().await.status, 0);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let beats = up
+        .seen()
+        .iter()
+        .filter(|s| s.kind == FrameKind::Heartbeat)
+        .count();
+    assert!(beats >= 2, "idle connection got {beats} heartbeats");
+    // Acked heartbeats keep the same connection alive.
+    cl.send(&request(2, "again")).await;
+    assert_eq!(cl.recv().await.status, 0);
+    assert_eq!(up.conns.load(Ordering::SeqCst), 1);
+    assert_eq!(up.closed.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn unanswered_heartbeats_close_the_upstream_connection() {
+    let up = Upstream::start("u", Mode::Silent).await;
+    let port = free_port();
+    let mut c = cluster("silent", &[up.addr]);
+    keepalive(&mut c);
+    let proxy = Proxy::start(&config(port, vec![route_all("silent")], vec![c]), 1);
+    let mut cl = Client::connect(proxy.addr).await;
+    let mut r = RequestBuilder::new(1, SERVICE, b"x");
+    r.timeout_ms = 50;
+    cl.send(&r.encode()).await;
+    assert_eq!(cl.recv().await.status, status::TIMEOUT);
+    tokio::time::timeout(Duration::from_secs(3), async {
+        while up.closed.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("ferrymesh closed the connection after missed heartbeat acks");
+    assert!(
+        up.seen()
+            .iter()
+            .filter(|s| s.kind == FrameKind::Heartbeat)
+            .count()
+            >= 2
+    );
+}
+
+#[tokio::test]
+async fn filters_answer_directly_or_change_headers() {
+    let up = Upstream::start("u", Mode::Echo).await;
+    let port = free_port();
+    let mut cfg = config(
+        port,
+        vec![route_all("echo")],
+        vec![cluster("echo", &[up.addr])],
+    );
+    cfg["servers"][0]["listeners"][0]["stream_filters"] = json!([
+        {"type": "header_mutation", "config": {
+            "request_headers_to_add": [{"key": "x-mesh", "value": "ferrymesh"}],
+            "request_headers_to_remove": ["secret"],
+            "response_headers_to_add": [{"key": "x-served-by", "value": "ferrymesh"}]
+        }},
+        {"type": "no_such_filter", "config": {}}
+    ]);
+    let proxy = Proxy::start(&cfg, 1);
+    let mut cl = Client::connect(proxy.addr).await;
+    cl.send(
+        &RequestBuilder::new(5, SERVICE, b"payload")
+            .header("secret", "s3cr3t")
+            .encode(),
+    )
+    .await;
+    let r = cl.recv().await;
+    assert_eq!(
+        (r.info.id, r.status, r.content.as_slice()),
+        (5, 0, &b"payload"[..])
+    );
+    let hdrs = ferrymesh::protocol::bolt::BOLT_V1
+        .header(&r.frame, "x-served-by")
+        .map(<[u8]>::to_vec);
+    assert_eq!(
+        hdrs.as_deref(),
+        Some(&b"ferrymesh"[..]),
+        "response header added"
+    );
+    let seen = &up.seen()[0];
+    let get = |k: &str| {
+        seen.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("x-mesh"), Some("ferrymesh"));
+    assert_eq!(get("secret"), None);
+    assert_eq!(get("service"), Some(SERVICE));
+    assert_eq!(seen.content, b"payload");
+    drop(proxy);
+
+    let port = free_port();
+    let mut cfg = config(
+        port,
+        vec![route_all("echo")],
+        vec![cluster("echo", &[up.addr])],
+    );
+    cfg["servers"][0]["listeners"][0]["stream_filters"] =
+        json!([{"type": "ip_access", "config": {"deny": ["127.0.0.0/8"]}}]);
+    let proxy = Proxy::start(&cfg, 1);
+    let mut cl = Client::connect(proxy.addr).await;
+    cl.send(&request(6, "denied")).await;
+    let r = cl.recv().await;
+    assert_eq!(
+        (r.info.id, r.status),
+        (6, status::SERVER_EXCEPTION),
+        "ip_access answers MOSN's 403 (bolt 2)"
+    );
+    assert_eq!(
+        up.requests_seen(),
+        1,
+        "the denied request never left ferrymesh"
+    );
+}
+
+#[tokio::test]
+async fn connect_failures_are_retried_on_another_host() {
+    let live = Upstream::start("live", Mode::Echo).await;
+    let dead = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let port = free_port();
+    let proxy = Proxy::start(
+        &config(
+            port,
+            vec![route_all("c")],
+            vec![cluster("c", &[dead, live.addr])],
+        ),
+        1,
+    );
+    let mut cl = Client::connect(proxy.addr).await;
+    for id in 1..=10 {
+        cl.send(&request(id, "r")).await;
+        let r = cl.recv().await;
+        assert_eq!(
+            (r.status, r.server.as_deref()),
+            (0, Some("live")),
+            "request {id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requests_beyond_max_request_per_conn_overflow() {
+    let up = Upstream::start("u", Mode::Silent).await;
+    let port = free_port();
+    let mut c = cluster("c", &[up.addr]);
+    c["max_request_per_conn"] = json!(2);
+    let proxy = Proxy::start(&config(port, vec![route_all("c")], vec![c]), 1);
+    let mut cl = Client::connect(proxy.addr).await;
+    // Warm the connection so the limit applies to a ready connection.
+    let mut r = RequestBuilder::new(1, SERVICE, b"x");
+    r.timeout_ms = 50;
+    cl.send(&r.encode()).await;
+    assert_eq!(cl.recv().await.status, status::TIMEOUT);
+    for id in 2..=4 {
+        let mut r = RequestBuilder::new(id, SERVICE, b"x");
+        r.timeout_ms = 400;
+        cl.send(&r.encode()).await;
+    }
+    let first = cl.recv().await;
+    assert_eq!(
+        (first.info.id, first.status),
+        (4, status::SERVER_THREADPOOL_BUSY),
+        "third concurrent request overflows"
+    );
+    for _ in 0..2 {
+        assert_eq!(cl.recv().await.status, status::TIMEOUT);
+    }
+}
+
+#[tokio::test]
+async fn weighted_clusters_split_traffic() {
+    let a = Upstream::start("a", Mode::Echo).await;
+    let b = Upstream::start("b", Mode::Echo).await;
+    let port = free_port();
+    let route = json!({"match": {"headers": [{"name": "service", "value": ".*"}]}, "route": {"weighted_clusters": [
+        {"cluster": {"name": "a", "weight": 80}}, {"cluster": {"name": "b", "weight": 20}}
+    ]}});
+    let proxy = Proxy::start(
+        &config(
+            port,
+            vec![route],
+            vec![cluster("a", &[a.addr]), cluster("b", &[b.addr])],
+        ),
+        1,
+    );
+    let mut cl = Client::connect(proxy.addr).await;
+    let mut count: HashMap<String, u32> = HashMap::new();
+    for id in 1..=500 {
+        cl.send(&request(id, "w")).await;
+        *count.entry(cl.recv().await.server.unwrap()).or_default() += 1;
+    }
+    let share_a = f64::from(count["a"]) / 500.0;
+    assert!(
+        (0.7..0.9).contains(&share_a),
+        "cluster a got {share_a} of the traffic, want about 0.8"
+    );
+}
+
+#[tokio::test]
+async fn maglev_keeps_a_key_on_one_host() {
+    let ups = [
+        Upstream::start("h0", Mode::Echo).await,
+        Upstream::start("h1", Mode::Echo).await,
+        Upstream::start("h2", Mode::Echo).await,
+    ];
+    let port = free_port();
+    let mut c = cluster("c", &ups.iter().map(|u| u.addr).collect::<Vec<_>>());
+    c["lb_type"] = json!("LB_MAGLEV");
+    let route = json!({"match": {"headers": [{"name": "service", "value": ".*"}]},
+        "route": {"cluster_name": "c", "hash_policy": [{"header": {"key": "uid"}}]}});
+    let proxy = Proxy::start(&config(port, vec![route], vec![c]), 2);
+    let mut owners: HashMap<String, String> = HashMap::new();
+    let mut hosts_used = std::collections::HashSet::new();
+    for round in 0..3 {
+        // A new connection each round: the key, not the connection, decides.
+        let mut cl = Client::connect(proxy.addr).await;
+        for u in 0..30 {
+            let uid = format!("user-{u}");
+            cl.send(
+                &RequestBuilder::new(u, SERVICE, b"k")
+                    .header("uid", &uid)
+                    .encode(),
+            )
+            .await;
+            let server = cl.recv().await.server.unwrap();
+            hosts_used.insert(server.clone());
+            let owner = owners.entry(uid.clone()).or_insert(server.clone());
+            assert_eq!(*owner, server, "{uid} moved hosts in round {round}");
+        }
+    }
+    assert_eq!(hosts_used.len(), 3, "keys spread over all hosts");
+}

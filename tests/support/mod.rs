@@ -1,0 +1,418 @@
+//! Test harness: ferrymesh as a child process, bolt upstreams we control, and a
+//! bolt client, all over real sockets on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use ferrymesh::protocol::bolt::{ResponseBuilder, BOLT_V1};
+use ferrymesh::protocol::{Codec, FrameInfo, FrameKind};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+pub const SERVICE: &str = "com.example.EchoService:1.0";
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// What an upstream does with requests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    /// Answer at once, echoing the content, with header `server=<name>`.
+    Echo,
+    /// Answer after a delay.
+    Delay(Duration),
+    /// Never answer requests (heartbeats too).
+    Silent,
+}
+
+/// One frame an upstream received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub conn: usize,
+    pub kind: FrameKind,
+    pub id: u64,
+    pub headers: Vec<(String, String)>,
+    pub content: Vec<u8>,
+}
+
+/// A bolt upstream on a real socket.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub conns: Arc<AtomicUsize>,
+    /// Connections the peer (ferrymesh) closed.
+    pub closed: Arc<AtomicUsize>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str, mode: Mode) -> Upstream {
+        Self::start_on("127.0.0.1:0", name, mode).await
+    }
+
+    pub async fn start_on(addr: &str, name: &str, mode: Mode) -> Upstream {
+        let listener = TcpListener::bind(addr).await.expect("bind upstream");
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::new(Mutex::new(Vec::new()));
+        let (s2, c2, t2, n2, x2) = (
+            seen.clone(),
+            conns.clone(),
+            tasks.clone(),
+            name.to_string(),
+            closed.clone(),
+        );
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let n = c2.fetch_add(1, Ordering::SeqCst);
+                let (s3, t3, n3, x3) = (s2.clone(), t2.clone(), n2.clone(), x2.clone());
+                let h = tokio::spawn(async move {
+                    serve_upstream(sock, n, mode, n3, s3, t3).await;
+                    x3.fetch_add(1, Ordering::SeqCst);
+                });
+                t2.lock().unwrap().push(h);
+            }
+        });
+        Upstream {
+            addr,
+            name: name.to_string(),
+            seen,
+            conns,
+            closed,
+            tasks,
+            accept,
+        }
+    }
+
+    /// Closes the listener and every connection, as a crashed process would.
+    pub fn kill(&self) {
+        self.accept.abort();
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn requests_seen(&self) -> usize {
+        self.seen().iter().filter(|s| s.kind.is_request()).count()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn serve_upstream(
+    sock: TcpStream,
+    conn: usize,
+    mode: Mode,
+    name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
+    let _ = sock.set_nodelay(true);
+    let (mut rd, wr) = sock.into_split();
+    let wr = Arc::new(tokio::sync::Mutex::new(wr));
+    let mut buf = BytesMut::new();
+    loop {
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let mut out = BytesMut::new();
+        while let Ok(Some(info)) = BOLT_V1.decode(&buf, 64 << 20) {
+            let frame = buf.split_to(info.len);
+            let headers = BOLT_V1
+                .headers(&frame)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(k).into_owned(),
+                        String::from_utf8_lossy(v).into_owned(),
+                    )
+                })
+                .collect();
+            let (_, _, content) = BOLT_V1.split(&frame);
+            seen.lock().unwrap().push(Seen {
+                conn,
+                kind: info.kind,
+                id: info.id,
+                headers,
+                content: content.to_vec(),
+            });
+            match (info.kind, mode) {
+                (_, Mode::Silent) => {}
+                (FrameKind::Heartbeat, _) => BOLT_V1.heartbeat_reply(&frame, &info, &mut out),
+                (FrameKind::Request, Mode::Echo) => echo_response(&info, content, &name, &mut out),
+                (FrameKind::Request, Mode::Delay(d)) => {
+                    let mut r = BytesMut::new();
+                    echo_response(&info, content, &name, &mut r);
+                    let wr = wr.clone();
+                    tasks.lock().unwrap().push(tokio::spawn(async move {
+                        tokio::time::sleep(d).await;
+                        let _ = wr.lock().await.write_all(&r).await;
+                    }));
+                }
+                _ => {}
+            }
+        }
+        if !out.is_empty() && wr.lock().await.write_all(&out).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn echo_response(info: &FrameInfo, content: &[u8], name: &str, out: &mut BytesMut) {
+    let mut r = ResponseBuilder::new(info.id as u32, 0, content);
+    r.headers
+        .push((b"server".to_vec(), name.as_bytes().to_vec()));
+    r.encode_into(out);
+}
+
+/// A ferrymesh child process.
+pub struct Proxy {
+    pub child: Child,
+    pub addr: SocketAddr,
+    _config: tempfile_path::TempPath,
+}
+
+mod tempfile_path {
+    /// A file removed on drop.
+    pub struct TempPath(pub std::path::PathBuf);
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+static CONFIG_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl Proxy {
+    /// Starts ferrymesh with `config` and waits until its listener accepts.
+    pub fn start(config: &Value, workers: usize) -> Proxy {
+        Self::start_with(config, &["--workers", &workers.to_string()])
+    }
+
+    pub fn start_with(config: &Value, args: &[&str]) -> Proxy {
+        let addr: SocketAddr = config["servers"][0]["listeners"][0]["address"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "ferrymesh-test-{}-{}.json",
+            std::process::id(),
+            CONFIG_SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(config.to_string().as_bytes()))
+            .unwrap();
+        let level = std::env::var("FERRYMESH_TEST_LOG").unwrap_or_else(|_| "WARN".into());
+        let child = Command::new(env!("CARGO_BIN_EXE_ferrymesh"))
+            .args(["start", "-c"])
+            .arg(&path)
+            .args(["--log-level", &level])
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn ferrymesh");
+        let p = Proxy {
+            child,
+            addr,
+            _config: tempfile_path::TempPath(path),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "ferrymesh did not start listening on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit and returns its code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Config pieces.
+pub fn listener(port: u16, router: &str) -> Value {
+    json!({
+        "name": "bolt_in",
+        "address": format!("127.0.0.1:{port}"),
+        "bind_port": true,
+        "filter_chains": [{"filters": [{"type": "proxy", "config": {
+            "downstream_protocol": "bolt", "upstream_protocol": "bolt", "router_config_name": router
+        }}]}]
+    })
+}
+
+pub fn cluster(name: &str, hosts: &[SocketAddr]) -> Value {
+    json!({
+        "name": name, "type": "SIMPLE", "lb_type": "LB_ROUNDROBIN", "connect_timeout": "1s",
+        "hosts": hosts.iter().map(|h| json!({"address": h.to_string()})).collect::<Vec<_>>()
+    })
+}
+
+/// A config with one listener, the given routes (`routers[]` entries) and clusters.
+pub fn config(port: u16, routes: Vec<Value>, clusters: Vec<Value>) -> Value {
+    json!({
+        "servers": [{
+            "default_log_level": "WARN",
+            "routers": [{"router_config_name": "r", "virtual_hosts": [{"name": "all", "domains": ["*"], "routers": routes}]}],
+            "listeners": [listener(port, "r")]
+        }],
+        "cluster_manager": {"clusters": clusters}
+    })
+}
+
+/// A route sending every request with a service header to `cluster`.
+pub fn route_all(cluster: &str) -> Value {
+    json!({"match": {"headers": [{"name": "service", "value": ".*"}]}, "route": {"cluster_name": cluster}})
+}
+
+/// A bolt client connection.
+pub struct Client {
+    pub sock: TcpStream,
+    buf: BytesMut,
+}
+
+/// A decoded response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub info: FrameInfo,
+    pub status: u16,
+    pub content: Vec<u8>,
+    pub server: Option<String>,
+    pub frame: Vec<u8>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let sock = TcpStream::connect(addr)
+            .await
+            .expect("connect to ferrymesh");
+        sock.set_nodelay(true).unwrap();
+        Client {
+            sock,
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &[u8]) {
+        self.sock.write_all(frame).await.expect("write");
+    }
+
+    /// Reads one frame, or `None` on close or after `within`.
+    pub async fn recv_within(&mut self, within: Duration) -> Option<Response> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(info) = BOLT_V1
+                .decode(&self.buf, 64 << 20)
+                .expect("ferrymesh sent a bad frame")
+            {
+                let frame = self.buf.split_to(info.len);
+                let (_, _, content) = BOLT_V1.split(&frame);
+                return Some(Response {
+                    info,
+                    status: if info.kind == FrameKind::Response {
+                        BOLT_V1.response_status(&frame)
+                    } else {
+                        0
+                    },
+                    content: content.to_vec(),
+                    server: BOLT_V1
+                        .header(&frame, "server")
+                        .map(|s| String::from_utf8_lossy(s).into_owned()),
+                    frame: frame.to_vec(),
+                });
+            }
+            match tokio::time::timeout_at(deadline, self.sock.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Response {
+        self.recv_within(Duration::from_secs(5))
+            .await
+            .expect("a response within 5 s")
+    }
+
+    /// True when the peer closed the connection (EOF or reset) within `within`.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let mut scratch = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.sock.read(&mut scratch)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    pub fn advance_buf(&mut self, n: usize) {
+        self.buf.advance(n);
+    }
+}
