@@ -170,7 +170,7 @@ pub fn from_value<T: DeserializeOwned>(
         }
     };
     let mut ignored: Vec<String> = Vec::new();
-    let mut record = |path: serde_ignored::Path<'_>| ignored.push(path.to_string());
+    let mut record = |path: serde_ignored::Path<'_>| ignored.push(ignored_path(&path));
     let de = serde_ignored::Deserializer::new(value, &mut record);
     let out = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -182,6 +182,26 @@ pub fn from_value<T: DeserializeOwned>(
             .map(|p| format!("{}: unknown field, ignored", join(&p))),
     );
     Ok(out)
+}
+
+/// Formats a serde_ignored path the way serde_path_to_error does: `a[0].b`.
+fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
+        Path::Map { parent, key } => {
+            let p = ignored_path(parent);
+            if p.is_empty() {
+                key.clone()
+            } else {
+                format!("{p}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
+    }
 }
 
 fn parse_addr(s: &str, path: &str) -> Result<SocketAddr, ConfigError> {

@@ -1,1 +1,163 @@
+use super::*;
 
+const MOSN_BOLT: &str = r#"{
+  "disable_upgrade": true,
+  "servers": [{"default_log_path": "stdout", "default_log_level": "INFO",
+    "routers": [{"router_config_name": "client_router",
+      "virtual_hosts": [{"name": "clientHost", "domains": ["*"],
+        "routers": [{"match": {"headers": [{"name": "service", "value": ".*"}]},
+                     "route": {"cluster_name": "clientCluster"}}]}]}],
+    "listeners": [{"name": "clientListener", "address": "127.0.0.1:2045", "bind_port": true,
+      "filter_chains": [{"filters": [{"type": "proxy", "config":
+        {"downstream_protocol": "X", "extend_config": {"sub_protocol": "bolt"}, "router_config_name": "client_router"}}]}]}]}],
+  "cluster_manager": {"clusters": [{"name": "clientCluster", "type": "SIMPLE", "lb_type": "LB_RANDOM",
+    "max_request_per_conn": 1024, "conn_buffer_limit_bytes": 32768,
+    "hosts": [{"address": "127.0.0.1:2046"}]}]},
+  "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 34901}}}
+}"#;
+
+fn err(text: &str) -> ConfigError {
+    load_str(text, false).expect_err("config should be refused")
+}
+
+#[test]
+fn reads_mosns_sample_bolt_config() {
+    let s = load_str(MOSN_BOLT, false).unwrap();
+    assert_eq!(s.listeners.len(), 1);
+    let l = &s.listeners[0];
+    assert_eq!(l.addr.to_string(), "127.0.0.1:2045");
+    assert_eq!(l.downstream.name(), "bolt");
+    assert_eq!(s.clusters[0].lb, LbKind::Random);
+    assert_eq!(s.clusters[0].max_request_per_conn, 1024);
+    assert!(
+        s.warnings.is_empty(),
+        "MOSN's own sample needs no warnings: {:?}",
+        s.warnings
+    );
+}
+
+#[test]
+fn yaml_of_the_same_shape_is_accepted() {
+    let yaml = r#"
+servers:
+  - routers:
+      - router_config_name: r
+        virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routers:
+              - match: { headers: [{ name: service, value: "com.a:1.0" }] }
+                route: { cluster_name: c, timeout: 500ms }
+    listeners:
+      - name: l
+        address: 127.0.0.1:2045
+        filter_chains:
+          - filters:
+              - type: proxy
+                config: { downstream_protocol: bolt, router_config_name: r }
+cluster_manager:
+  clusters:
+    - name: c
+      lb_type: LB_WEIGHTED_ROUNDROBIN
+      hosts: [{ address: "127.0.0.1:1", weight: 3 }]
+"#;
+    let s = load_str(yaml, true).unwrap();
+    assert_eq!(s.clusters[0].lb, LbKind::WeightedRoundRobin);
+    assert_eq!(s.clusters[0].hosts[0].weight, 3);
+}
+
+#[test]
+fn unknown_fields_are_warned_with_their_path() {
+    let text = MOSN_BOLT.replace(
+        "\"bind_port\": true",
+        "\"bind_port\": true, \"frobnicate\": 1",
+    );
+    let s = load_str(&text, false).unwrap();
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w == "servers[0].listeners[0].frobnicate: unknown field, ignored"),
+        "{:?}",
+        s.warnings
+    );
+}
+
+#[test]
+fn wrong_fields_are_refused_with_path_and_reason() {
+    let e = err(&MOSN_BOLT.replace("\"bind_port\": true", "\"bind_port\": \"yes\""));
+    assert_eq!(e.path, "servers[0].listeners[0].bind_port");
+    assert!(e.reason.contains("expected a boolean"), "{e}");
+
+    let e = err(&MOSN_BOLT.replace("127.0.0.1:2046", "localhost"));
+    assert_eq!(e.path, "cluster_manager.clusters[0].hosts[0].address");
+
+    let e = err(&MOSN_BOLT.replace(
+        "\"cluster_name\": \"clientCluster\"",
+        "\"cluster_name\": \"nope\"",
+    ));
+    assert_eq!(
+        e.path,
+        "servers[0].routers[0].virtual_hosts[0].routers[0].route.cluster_name"
+    );
+    assert!(e.reason.contains("no cluster named \"nope\""));
+
+    let e = err(&MOSN_BOLT.replace("LB_RANDOM", "LB_FANCY"));
+    assert_eq!(e.path, "cluster_manager.clusters[0].lb_type");
+
+    let e = err(&MOSN_BOLT.replace("\"sub_protocol\": \"bolt\"", "\"sub_protocol\": \"thrift\""));
+    assert_eq!(
+        e.path,
+        "servers[0].listeners[0].filter_chains[0].filters[0].config.downstream_protocol"
+    );
+
+    let e = err(&MOSN_BOLT.replace(
+        "\"router_config_name\": \"client_router\"}",
+        "\"router_config_name\": \"other\"}",
+    ));
+    assert_eq!(
+        e.path,
+        "servers[0].listeners[0].filter_chains[0].filters[0].config.router_config_name"
+    );
+
+    let e = err(&MOSN_BOLT.replace("\"value\": \".*\"", "\"value\": \"(\", \"regex\": true"));
+    assert_eq!(
+        e.path,
+        "servers[0].routers[0].virtual_hosts[0].routers[0].match.headers[0].value"
+    );
+
+    let e = err(&MOSN_BOLT.replace(
+        "\"cluster_name\": \"clientCluster\"}",
+        "\"cluster_name\": \"clientCluster\", \"timeout\": \"3\"}",
+    ));
+    assert_eq!(
+        e.path,
+        "servers[0].routers[0].virtual_hosts[0].routers[0].route.timeout"
+    );
+    assert!(e.reason.contains("missing unit"), "{e}");
+
+    let e = err("{not json");
+    assert!(e.reason.starts_with("invalid JSON"));
+}
+
+#[test]
+fn stream_filters_are_checked_and_unknown_ones_skipped() {
+    let text = MOSN_BOLT.replace(
+        "\"bind_port\": true,",
+        "\"bind_port\": true, \"stream_filters\": [{\"type\": \"ip_access\", \"config\": {\"allow\": [\"10.0.0.0/33\"]}}],",
+    );
+    let e = err(&text);
+    assert_eq!(
+        e.path,
+        "servers[0].listeners[0].stream_filters[0].config.allow[0]"
+    );
+
+    let text = MOSN_BOLT.replace(
+        "\"bind_port\": true,",
+        "\"bind_port\": true, \"stream_filters\": [{\"type\": \"healthcheck\"}],",
+    );
+    let s = load_str(&text, false).unwrap();
+    assert!(s
+        .warnings
+        .iter()
+        .any(|w| w.contains("unknown stream filter \"healthcheck\"")));
+}

@@ -21,9 +21,11 @@
 //! | header size    | 22         | 20          | 24         | 22          |
 //!
 //! v1 and v2 differ only in these offsets, so one implementation reads both
-//! through a [`Layout`]. A v2 frame with ver1 > 1 carries a CRC32 of the frame
-//! after it; unlike MOSN we count it in the frame length and recompute it when
-//! the id is patched.
+//! through a [`Layout`]. A v2 frame with ver1 = 2 and bit 0 of the switch byte
+//! set carries a CRC32 of the frame after it (SOFA's Java decoder checks both;
+//! sofa-bolt-node sets both). Unlike MOSN we count it in the frame length,
+//! recompute it when the id is patched, and put one on our own replies to such
+//! requests (heartbeat acks, error responses).
 
 pub mod frame;
 
@@ -170,6 +172,11 @@ fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// Whether a v2 frame with these ver1 and switch bytes carries a CRC32 trailer.
+fn crc_enabled(ver1: u8, switch: u8) -> bool {
+    ver1 >= 2 && switch & 1 == 1
+}
+
 /// `reply_tag` packing: the bytes an answer must echo from its request.
 fn pack_tag(codec: u8, ver1: u8, switch: u8) -> u32 {
     u32::from(codec) | u32::from(ver1) << 8 | u32::from(switch) << 16
@@ -193,7 +200,10 @@ impl Bolt {
     }
 
     fn has_crc(&self, frame: &[u8]) -> bool {
-        self.layout.ver1.is_some_and(|at| frame[at] > 1)
+        match (self.layout.ver1, self.layout.switch) {
+            (Some(v), Some(s)) => crc_enabled(frame[v], frame[s]),
+            _ => false,
+        }
     }
 
     /// Section ranges of a frame already accepted by `decode`.
@@ -238,8 +248,7 @@ impl Bolt {
         let start = out.len();
         out.put_u8(l.proto);
         if l.ver1.is_some() {
-            // A reply never carries a CRC: ver1 > 1 is not echoed.
-            out.put_u8(ver1.min(1));
+            out.put_u8(ver1);
         }
         out.put_u8(TYPE_RESPONSE);
         out.put_u16(cmd);
@@ -254,7 +263,11 @@ impl Bolt {
         out.put_u16(0); // header map
         out.put_u32(content.len() as u32);
         out.put_slice(content);
-        debug_assert_eq!(out.len() - start, l.resp_header_size + content.len());
+        if l.ver1.is_some() && crc_enabled(ver1, switch) {
+            // Answer in the request's mode: a CRC-checking client rejects a reply without one.
+            let crc = crc32fast::hash(&out[start..]);
+            out.put_u32(crc);
+        }
     }
 
     /// The status byte pair of a bolt response frame.
