@@ -42,10 +42,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn blame(&self) -> Blame {
         match self {
-            ProxyError::NoRoute
-            | ProxyError::Codec
-            | ProxyError::Forbidden
-            | ProxyError::DirectResponse { .. } => Blame::Downstream,
+            ProxyError::NoRoute | ProxyError::Codec | ProxyError::Forbidden | ProxyError::DirectResponse { .. } => {
+                Blame::Downstream
+            }
             ProxyError::NoHealthyHost
             | ProxyError::ConnectFailed(_)
             | ProxyError::UpstreamReset
@@ -65,9 +64,7 @@ impl ProxyError {
     pub fn code(&self) -> u16 {
         match self {
             ProxyError::NoRoute => 404,
-            ProxyError::NoHealthyHost
-            | ProxyError::ConnectFailed(_)
-            | ProxyError::UpstreamReset => 502,
+            ProxyError::NoHealthyHost | ProxyError::ConnectFailed(_) | ProxyError::UpstreamReset => 502,
             ProxyError::Overflow => 503,
             ProxyError::Timeout => 504,
             ProxyError::Forbidden => 403,

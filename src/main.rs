@@ -10,11 +10,7 @@ use tracing::{error, warn};
 use ferrymesh::config::{self, Settings};
 
 #[derive(Parser)]
-#[command(
-    name = "ferrymesh",
-    version,
-    about = "A service-mesh data plane: MOSN-compatible sidecar and gateway"
-)]
+#[command(name = "ferrymesh", version, about = "A service-mesh data plane: MOSN-compatible sidecar and gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,11 +43,7 @@ enum Command {
 }
 
 fn init_logging(level: tracing::Level) {
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false).init();
 }
 
 fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
@@ -76,12 +68,7 @@ fn main() -> ExitCode {
             print_summary(&settings);
             ExitCode::SUCCESS
         }
-        Command::Start {
-            config,
-            workers,
-            log_level,
-            drain_timeout,
-        } => {
+        Command::Start { config, workers, log_level, drain_timeout } => {
             let level_name = log_level.clone();
             if let Some(l) = &level_name {
                 if ferrymesh::parse_log_level(l).is_none() {
@@ -101,10 +88,7 @@ fn main() -> ExitCode {
             for w in &settings.warnings {
                 warn!("config {w}");
             }
-            let drain = match drain_timeout
-                .as_deref()
-                .map(config::duration::parse_duration)
-            {
+            let drain = match drain_timeout.as_deref().map(config::duration::parse_duration) {
                 None => settings.graceful_timeout,
                 Some(Ok(d)) => d,
                 Some(Err(e)) => {
@@ -135,8 +119,8 @@ fn print_summary(s: &Settings) {
             "  {} {} {}->{} router={} idle_timeout={:?} max_frame={} filters={}",
             l.name,
             l.addr,
-            l.downstream.name(),
-            l.upstream.name(),
+            l.downstream.describe(),
+            l.upstream.map_or("same as downstream", |c| c.name()),
             l.router_name,
             l.idle_timeout,
             l.max_frame,
@@ -146,19 +130,11 @@ fn print_summary(s: &Settings) {
     println!("routers:");
     for (name, table) in &s.routers {
         let vhosts: Vec<&str> = table.vhost_names().collect();
-        println!(
-            "  {name}: {} routes in virtual hosts {:?}",
-            table.route_count(),
-            vhosts
-        );
+        println!("  {name}: {} routes in virtual hosts {:?}", table.route_count(), vhosts);
     }
     println!("clusters:");
     for c in &s.clusters {
-        let hosts: Vec<String> = c
-            .hosts
-            .iter()
-            .map(|h| format!("{}(w{})", h.addr, h.weight))
-            .collect();
+        let hosts: Vec<String> = c.hosts.iter().map(|h| format!("{}(w{})", h.addr, h.weight)).collect();
         println!(
             "  {} lb={:?} connect_timeout={:?} connections_per_host={} hosts=[{}]",
             c.name,

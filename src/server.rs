@@ -49,18 +49,15 @@ impl Shutdown {
 /// Runs ferrymesh until a signal has drained it. Returns the process exit code.
 pub fn run(settings: Settings, workers: usize, drain_timeout: Duration) -> io::Result<i32> {
     for l in &settings.listeners {
-        ensure_free(l.addr).map_err(|e| {
-            io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.addr))
-        })?;
+        ensure_free(l.addr).map_err(|e| io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.addr)))?;
     }
     // Bind every socket before starting, so a bad address fails the start.
     let mut sockets = Vec::new();
     for _ in 0..workers {
         let mut per_worker = Vec::new();
         for l in &settings.listeners {
-            let s = bind_reuseport(l.addr, 4096).map_err(|e| {
-                io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.addr))
-            })?;
+            let s = bind_reuseport(l.addr, 4096)
+                .map_err(|e| io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.addr)))?;
             per_worker.push(s);
         }
         sockets.push(per_worker);
@@ -77,12 +74,10 @@ pub fn run(settings: Settings, workers: usize, drain_timeout: Duration) -> io::R
         threads.push(t);
     }
     for l in &settings.listeners {
-        info!(listener = %l.name, addr = %l.addr, protocol = l.downstream.name(), workers, "listening");
+        info!(listener = %l.name, addr = %l.addr, protocol = %l.downstream.describe(), workers, "listening");
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         wait_signal().await;
         info!(timeout = ?drain_timeout, "shutting down: draining in-flight requests");
@@ -116,10 +111,7 @@ pub fn run(settings: Settings, workers: usize, drain_timeout: Duration) -> io::R
 
 async fn wait_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         error!("cannot install signal handlers");
         std::future::pending::<()>().await;
         return;
@@ -137,32 +129,21 @@ fn worker_main(
     shutdown: &Shutdown,
     drain_timeout: Duration,
 ) -> io::Result<Stats> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     let stats = local.block_on(&rt, async {
-        // Clusters speak the upstream protocol of the listeners that use them;
-        // all listeners share one protocol family for now (checked in config).
-        let upstream = settings
-            .listeners
-            .first()
-            .map_or(&crate::protocol::bolt::BOLT_V1 as _, |l| l.upstream);
-        let clusters = settings
-            .clusters
-            .iter()
-            .map(|c| Rc::new(Cluster::new(c, upstream)))
-            .collect();
+        // Clusters speak bolt for now: the bolt codec reads v1 and v2 frames
+        // alike, so one upstream connection carries both. Its own version only
+        // sets the version of the keep-alive heartbeats ferrymesh sends.
+        let upstream: &'static dyn crate::protocol::Codec =
+            settings.listeners.iter().find_map(|l| l.upstream).unwrap_or(&crate::protocol::bolt::BOLT_V1);
+        let clusters = settings.clusters.iter().map(|c| Rc::new(Cluster::new(c, upstream))).collect();
         let worker = Rc::new(WorkerCtx::new(clusters));
         let mut accepts = Vec::new();
         for (sock, spec) in sockets.into_iter().zip(&settings.listeners) {
             let listener = TcpListener::from_std(sock)?;
             let ctx = Rc::new(ListenerCtx::new(spec.clone()));
-            accepts.push(tokio::task::spawn_local(accept_loop(
-                listener,
-                ctx,
-                worker.clone(),
-            )));
+            accepts.push(tokio::task::spawn_local(accept_loop(listener, ctx, worker.clone())));
         }
         shutdown.wait().await;
         worker.start_drain();
@@ -173,11 +154,7 @@ fn worker_main(
         tokio::pin!(gone);
         gone.as_mut().enable();
         if worker.live_conns.get() > 0 && tokio::time::timeout(drain_timeout, gone).await.is_err() {
-            warn!(
-                worker = n,
-                open = worker.live_conns.get(),
-                "drain timeout: closing remaining connections"
-            );
+            warn!(worker = n, open = worker.live_conns.get(), "drain timeout: closing remaining connections");
         }
         let stats = Stats::default();
         stats.merge(&worker.stats);

@@ -17,6 +17,7 @@ pub struct Stats {
     pub responses_error: Cell<u64>,
     pub proxy_errors: Cell<[u64; ERROR_LABELS.len()]>,
     pub codec_errors: Cell<u64>,
+    pub unknown_protocol: Cell<u64>,
 }
 
 /// The labels of [`ProxyError`], in counter order.
@@ -69,6 +70,7 @@ impl Stats {
         add(&self.responses_ok, &other.responses_ok);
         add(&self.responses_error, &other.responses_error);
         add(&self.codec_errors, &other.codec_errors);
+        add(&self.unknown_protocol, &other.unknown_protocol);
         let mut all = self.proxy_errors.get();
         for (a, b) in all.iter_mut().zip(other.proxy_errors.get()) {
             *a += b;
@@ -85,7 +87,7 @@ impl Stats {
             .map(|(l, n)| format!("{l}={n}"))
             .collect();
         format!(
-            "connections={} requests={} oneway={} heartbeats={} upstream_ok={} upstream_error_status={} codec_errors={} proxy_errors=[{}]",
+            "connections={} requests={} oneway={} heartbeats={} upstream_ok={} upstream_error_status={} codec_errors={} unknown_protocol={} proxy_errors=[{}]",
             self.downstream_connections.get(),
             self.downstream_requests.get(),
             self.oneway_requests.get(),
@@ -93,6 +95,7 @@ impl Stats {
             self.responses_ok.get(),
             self.responses_error.get(),
             self.codec_errors.get(),
+            self.unknown_protocol.get(),
             errors.join(" ")
         )
     }

@@ -31,11 +31,7 @@ async fn idle_upstream_connections_get_heartbeats() {
     cl.send(&request(1, "warm")).await;
     assert_eq!(cl.recv().await.status, 0);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let beats = up
-        .seen()
-        .iter()
-        .filter(|s| s.kind == FrameKind::Heartbeat)
-        .count();
+    let beats = up.seen().iter().filter(|s| s.kind == FrameKind::Heartbeat).count();
     assert!(beats >= 2, "idle connection got {beats} heartbeats");
     // Acked heartbeats keep the same connection alive.
     cl.send(&request(2, "again")).await;
@@ -63,24 +59,14 @@ async fn unanswered_heartbeats_close_the_upstream_connection() {
     })
     .await
     .expect("ferrymesh closed the connection after missed heartbeat acks");
-    assert!(
-        up.seen()
-            .iter()
-            .filter(|s| s.kind == FrameKind::Heartbeat)
-            .count()
-            >= 2
-    );
+    assert!(up.seen().iter().filter(|s| s.kind == FrameKind::Heartbeat).count() >= 2);
 }
 
 #[tokio::test]
 async fn filters_answer_directly_or_change_headers() {
     let up = Upstream::start("u", Mode::Echo).await;
     let port = free_port();
-    let mut cfg = config(
-        port,
-        vec![route_all("echo")],
-        vec![cluster("echo", &[up.addr])],
-    );
+    let mut cfg = config(port, vec![route_all("echo")], vec![cluster("echo", &[up.addr])]);
     cfg["servers"][0]["listeners"][0]["stream_filters"] = json!([
         {"type": "header_mutation", "config": {
             "request_headers_to_add": [{"key": "x-mesh", "value": "ferrymesh"}],
@@ -91,32 +77,13 @@ async fn filters_answer_directly_or_change_headers() {
     ]);
     let proxy = Proxy::start(&cfg, 1);
     let mut cl = Client::connect(proxy.addr).await;
-    cl.send(
-        &RequestBuilder::new(5, SERVICE, b"payload")
-            .header("secret", "s3cr3t")
-            .encode(),
-    )
-    .await;
+    cl.send(&RequestBuilder::new(5, SERVICE, b"payload").header("secret", "s3cr3t").encode()).await;
     let r = cl.recv().await;
-    assert_eq!(
-        (r.info.id, r.status, r.content.as_slice()),
-        (5, 0, &b"payload"[..])
-    );
-    let hdrs = ferrymesh::protocol::bolt::BOLT_V1
-        .header(&r.frame, "x-served-by")
-        .map(<[u8]>::to_vec);
-    assert_eq!(
-        hdrs.as_deref(),
-        Some(&b"ferrymesh"[..]),
-        "response header added"
-    );
+    assert_eq!((r.info.id, r.status, r.content.as_slice()), (5, 0, &b"payload"[..]));
+    let hdrs = ferrymesh::protocol::bolt::BOLT_V1.header(&r.frame, "x-served-by").map(<[u8]>::to_vec);
+    assert_eq!(hdrs.as_deref(), Some(&b"ferrymesh"[..]), "response header added");
     let seen = &up.seen()[0];
-    let get = |k: &str| {
-        seen.headers
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| seen.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     assert_eq!(get("x-mesh"), Some("ferrymesh"));
     assert_eq!(get("secret"), None);
     assert_eq!(get("service"), Some(SERVICE));
@@ -124,27 +91,15 @@ async fn filters_answer_directly_or_change_headers() {
     drop(proxy);
 
     let port = free_port();
-    let mut cfg = config(
-        port,
-        vec![route_all("echo")],
-        vec![cluster("echo", &[up.addr])],
-    );
+    let mut cfg = config(port, vec![route_all("echo")], vec![cluster("echo", &[up.addr])]);
     cfg["servers"][0]["listeners"][0]["stream_filters"] =
         json!([{"type": "ip_access", "config": {"deny": ["127.0.0.0/8"]}}]);
     let proxy = Proxy::start(&cfg, 1);
     let mut cl = Client::connect(proxy.addr).await;
     cl.send(&request(6, "denied")).await;
     let r = cl.recv().await;
-    assert_eq!(
-        (r.info.id, r.status),
-        (6, status::SERVER_EXCEPTION),
-        "ip_access answers MOSN's 403 (bolt 2)"
-    );
-    assert_eq!(
-        up.requests_seen(),
-        1,
-        "the denied request never left ferrymesh"
-    );
+    assert_eq!((r.info.id, r.status), (6, status::SERVER_EXCEPTION), "ip_access answers MOSN's 403 (bolt 2)");
+    assert_eq!(up.requests_seen(), 1, "the denied request never left ferrymesh");
 }
 
 #[tokio::test]
@@ -152,23 +107,12 @@ async fn connect_failures_are_retried_on_another_host() {
     let live = Upstream::start("live", Mode::Echo).await;
     let dead = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let port = free_port();
-    let proxy = Proxy::start(
-        &config(
-            port,
-            vec![route_all("c")],
-            vec![cluster("c", &[dead, live.addr])],
-        ),
-        1,
-    );
+    let proxy = Proxy::start(&config(port, vec![route_all("c")], vec![cluster("c", &[dead, live.addr])]), 1);
     let mut cl = Client::connect(proxy.addr).await;
     for id in 1..=10 {
         cl.send(&request(id, "r")).await;
         let r = cl.recv().await;
-        assert_eq!(
-            (r.status, r.server.as_deref()),
-            (0, Some("live")),
-            "request {id}"
-        );
+        assert_eq!((r.status, r.server.as_deref()), (0, Some("live")), "request {id}");
     }
 }
 
@@ -209,14 +153,7 @@ async fn weighted_clusters_split_traffic() {
     let route = json!({"match": {"headers": [{"name": "service", "value": ".*"}]}, "route": {"weighted_clusters": [
         {"cluster": {"name": "a", "weight": 80}}, {"cluster": {"name": "b", "weight": 20}}
     ]}});
-    let proxy = Proxy::start(
-        &config(
-            port,
-            vec![route],
-            vec![cluster("a", &[a.addr]), cluster("b", &[b.addr])],
-        ),
-        1,
-    );
+    let proxy = Proxy::start(&config(port, vec![route], vec![cluster("a", &[a.addr]), cluster("b", &[b.addr])]), 1);
     let mut cl = Client::connect(proxy.addr).await;
     let mut count: HashMap<String, u32> = HashMap::new();
     for id in 1..=500 {
@@ -224,10 +161,7 @@ async fn weighted_clusters_split_traffic() {
         *count.entry(cl.recv().await.server.unwrap()).or_default() += 1;
     }
     let share_a = f64::from(count["a"]) / 500.0;
-    assert!(
-        (0.7..0.9).contains(&share_a),
-        "cluster a got {share_a} of the traffic, want about 0.8"
-    );
+    assert!((0.7..0.9).contains(&share_a), "cluster a got {share_a} of the traffic, want about 0.8");
 }
 
 #[tokio::test]
@@ -250,12 +184,7 @@ async fn maglev_keeps_a_key_on_one_host() {
         let mut cl = Client::connect(proxy.addr).await;
         for u in 0..30 {
             let uid = format!("user-{u}");
-            cl.send(
-                &RequestBuilder::new(u, SERVICE, b"k")
-                    .header("uid", &uid)
-                    .encode(),
-            )
-            .await;
+            cl.send(&RequestBuilder::new(u, SERVICE, b"k").header("uid", &uid).encode()).await;
             let server = cl.recv().await.server.unwrap();
             hosts_used.insert(server.clone());
             let owner = owners.entry(uid.clone()).or_insert(server.clone());

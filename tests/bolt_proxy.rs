@@ -48,16 +48,8 @@ async fn multiplexes_colliding_ids_without_mixing_responses() {
                 let r = cl.recv().await;
                 assert_eq!(r.status, status::SUCCESS);
                 let expected = format!("conn{conn}-id{}", r.info.id);
-                assert_eq!(
-                    String::from_utf8_lossy(&r.content),
-                    expected,
-                    "response reached the wrong request"
-                );
-                assert!(
-                    got.insert(r.info.id, r.server.clone()).is_none(),
-                    "id {} answered twice",
-                    r.info.id
-                );
+                assert_eq!(String::from_utf8_lossy(&r.content), expected, "response reached the wrong request");
+                assert!(got.insert(r.info.id, r.server.clone()).is_none(), "id {} answered twice", r.info.id);
             }
             assert_eq!(got.len(), N as usize);
             got
@@ -72,11 +64,7 @@ async fn multiplexes_colliding_ids_without_mixing_responses() {
     assert_eq!(servers.len(), 3, "requests spread over all three hosts");
     for u in &ups {
         let conns = u.conns.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(
-            (1..=2).contains(&conns),
-            "{} saw {conns} upstream connections, want 1..=2",
-            u.name
-        );
+        assert!((1..=2).contains(&conns), "{} saw {conns} upstream connections, want 1..=2", u.name);
         // Upstream ids are unique per upstream connection at any moment.
         let seen = u.seen();
         assert!(seen.iter().all(|s| s.kind == FrameKind::Request));
@@ -90,14 +78,7 @@ async fn multiplexes_colliding_ids_without_mixing_responses() {
 async fn decodes_frames_split_anywhere_and_batched() {
     let up = Upstream::start("u", Mode::Echo).await;
     let port = free_port();
-    let proxy = Proxy::start(
-        &config(
-            port,
-            vec![route_all("echo")],
-            vec![cluster("echo", &[up.addr])],
-        ),
-        1,
-    );
+    let proxy = Proxy::start(&config(port, vec![route_all("echo")], vec![cluster("echo", &[up.addr])]), 1);
     let mut cl = Client::connect(proxy.addr).await;
     let frame = request(7, "split-me");
     for cut in 1..frame.len() {
@@ -105,11 +86,7 @@ async fn decodes_frames_split_anywhere_and_batched() {
         tokio::time::sleep(Duration::from_millis(2)).await;
         cl.send(&frame[cut..]).await;
         let r = cl.recv().await;
-        assert_eq!(
-            (r.info.id, r.status, r.content.as_slice()),
-            (7, 0, &b"split-me"[..]),
-            "cut at {cut}"
-        );
+        assert_eq!((r.info.id, r.status, r.content.as_slice()), (7, 0, &b"split-me"[..]), "cut at {cut}");
     }
     // Byte by byte.
     for b in &frame {
@@ -125,10 +102,7 @@ async fn decodes_frames_split_anywhere_and_batched() {
     let mut ids = HashSet::new();
     for _ in 0..100 {
         let r = cl.recv().await;
-        assert_eq!(
-            String::from_utf8_lossy(&r.content),
-            format!("b{}", r.info.id)
-        );
+        assert_eq!(String::from_utf8_lossy(&r.content), format!("b{}", r.info.id));
         ids.insert(r.info.id);
     }
     assert_eq!(ids.len(), 100);
@@ -141,14 +115,7 @@ async fn upstream_killed_in_flight_fails_its_requests_and_traffic_moves_on() {
     let slow = Upstream::start("slow", Mode::Delay(Duration::from_secs(20))).await;
     let live = Upstream::start("live", Mode::Echo).await;
     let port = free_port();
-    let proxy = Proxy::start(
-        &config(
-            port,
-            vec![route_all("echo")],
-            vec![cluster("echo", &[slow.addr, live.addr])],
-        ),
-        1,
-    );
+    let proxy = Proxy::start(&config(port, vec![route_all("echo")], vec![cluster("echo", &[slow.addr, live.addr])]), 1);
     let mut cl = Client::connect(proxy.addr).await;
     for id in 1..=10 {
         cl.send(&request(id, "x")).await;
@@ -160,35 +127,19 @@ async fn upstream_killed_in_flight_fails_its_requests_and_traffic_moves_on() {
         answered += 1;
     }
     let pending = 10 - answered;
-    assert!(
-        pending > 0 && slow.requests_seen() == pending,
-        "some requests wait on the slow host"
-    );
+    assert!(pending > 0 && slow.requests_seen() == pending, "some requests wait on the slow host");
     let killed_at = Instant::now();
     slow.kill();
     for _ in 0..pending {
-        let r = cl
-            .recv_within(Duration::from_secs(2))
-            .await
-            .expect("reset answer");
-        assert_eq!(
-            r.status,
-            status::NO_PROCESSOR,
-            "upstream reset is answered with status 6"
-        );
+        let r = cl.recv_within(Duration::from_secs(2)).await.expect("reset answer");
+        assert_eq!(r.status, status::NO_PROCESSOR, "upstream reset is answered with status 6");
     }
-    assert!(
-        killed_at.elapsed() < Duration::from_secs(1),
-        "answers came promptly"
-    );
+    assert!(killed_at.elapsed() < Duration::from_secs(1), "answers came promptly");
     // Later requests all succeed on the live host: connects to the dead one fail and are retried.
     for id in 100..120 {
         cl.send(&request(id, "after")).await;
         let r = cl.recv().await;
-        assert_eq!(
-            (r.info.id, r.status, r.server.as_deref()),
-            (u64::from(id), 0, Some("live"))
-        );
+        assert_eq!((r.info.id, r.status, r.server.as_deref()), (u64::from(id), 0, Some("live")));
     }
 }
 
@@ -203,17 +154,8 @@ async fn route_timeout_answers_and_late_responses_are_dropped() {
         json!({"match": {"headers": [{"name": "service", "value": "silent"}]}, "route": {"cluster_name": "silent", "timeout": "300ms"}}),
         json!({"match": {"headers": [{"name": "service", "value": "slow"}]}, "route": {"cluster_name": "slow", "timeout": "200ms"}}),
     ];
-    let proxy = Proxy::start(
-        &config(
-            port,
-            routes,
-            vec![
-                cluster("silent", &[silent.addr]),
-                cluster("slow", &[slow.addr]),
-            ],
-        ),
-        1,
-    );
+    let proxy =
+        Proxy::start(&config(port, routes, vec![cluster("silent", &[silent.addr]), cluster("slow", &[slow.addr])]), 1);
     let mut cl = Client::connect(proxy.addr).await;
     // No timeout in the frame (-1): the route's 300 ms applies.
     let mut r = RequestBuilder::new(1, "silent", b"x");
@@ -223,10 +165,7 @@ async fn route_timeout_answers_and_late_responses_are_dropped() {
     let resp = cl.recv().await;
     let took = t0.elapsed();
     assert_eq!((resp.info.id, resp.status), (1, status::TIMEOUT));
-    assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_millis(1500),
-        "took {took:?}"
-    );
+    assert!(took >= Duration::from_millis(290) && took < Duration::from_millis(1500), "took {took:?}");
     // The frame's own timeout wins over the route's.
     let mut r = RequestBuilder::new(2, "silent", b"x");
     r.timeout_ms = 100;
@@ -245,14 +184,8 @@ async fn route_timeout_answers_and_late_responses_are_dropped() {
     r.timeout_ms = 2000;
     cl.send(&r.encode()).await;
     let resp = cl.recv().await;
-    assert_eq!(
-        (resp.info.id, resp.status, resp.content.as_slice()),
-        (3, 0, &b"second"[..])
-    );
-    assert!(
-        cl.recv_within(Duration::from_millis(300)).await.is_none(),
-        "nothing else arrives"
-    );
+    assert_eq!((resp.info.id, resp.status, resp.content.as_slice()), (3, 0, &b"second"[..]));
+    assert!(cl.recv_within(Duration::from_millis(300)).await.is_none(), "nothing else arrives");
 }
 
 /// (e) No route, no hosts, hosts that refuse connections, direct responses.
@@ -265,10 +198,7 @@ async fn proxy_failures_get_mosn_statuses() {
         json!({"match": {"headers": [{"name": "service", "value": "dead"}]}, "route": {"cluster_name": "dead"}}),
         json!({"match": {"headers": [{"name": "service", "value": "busy"}]}, "direct_response": {"status": 503, "body": "busy"}}),
     ];
-    let clusters = vec![
-        cluster("empty", &[]),
-        cluster("dead", &[format!("127.0.0.1:{dead}").parse().unwrap()]),
-    ];
+    let clusters = vec![cluster("empty", &[]), cluster("dead", &[format!("127.0.0.1:{dead}").parse().unwrap()])];
     let proxy = Proxy::start(&config(port, routes, clusters), 1);
     let mut cl = Client::connect(proxy.addr).await;
     let cases = [
@@ -279,14 +209,9 @@ async fn proxy_failures_get_mosn_statuses() {
     ];
     for (i, (service, want)) in cases.iter().enumerate() {
         let id = 40 + i as u32;
-        cl.send(&RequestBuilder::new(id, service, b"x").encode())
-            .await;
+        cl.send(&RequestBuilder::new(id, service, b"x").encode()).await;
         let r = cl.recv().await;
-        assert_eq!(
-            (r.info.id, r.status),
-            (u64::from(id), *want),
-            "service {service}"
-        );
+        assert_eq!((r.info.id, r.status), (u64::from(id), *want), "service {service}");
     }
     // A request without any service header matches no route either.
     let mut r = RequestBuilder::new(50, "", b"x");
@@ -300,13 +225,8 @@ async fn proxy_failures_get_mosn_statuses() {
 async fn bad_frames_close_only_their_connection() {
     let up = Upstream::start("u", Mode::Echo).await;
     let port = free_port();
-    let mut cfg = config(
-        port,
-        vec![route_all("echo")],
-        vec![cluster("echo", &[up.addr])],
-    );
-    cfg["servers"][0]["listeners"][0]["filter_chains"][0]["filters"][0]["config"]
-        ["max_frame_size"] = json!(4096);
+    let mut cfg = config(port, vec![route_all("echo")], vec![cluster("echo", &[up.addr])]);
+    cfg["servers"][0]["listeners"][0]["filter_chains"][0]["filters"][0]["config"]["max_frame_size"] = json!(4096);
     let proxy = Proxy::start(&cfg, 1);
     let mut good = Client::connect(proxy.addr).await;
     good.send(&request(1, "before")).await;
@@ -314,38 +234,22 @@ async fn bad_frames_close_only_their_connection() {
 
     let mut garbage = Client::connect(proxy.addr).await;
     garbage.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert!(
-        garbage.closed_within(Duration::from_secs(2)).await,
-        "garbage closes the connection"
-    );
+    assert!(garbage.closed_within(Duration::from_secs(2)).await, "garbage closes the connection");
 
     let mut bad_cmd = Client::connect(proxy.addr).await;
     let mut f = request(1, "x");
     f[3] = 0x33; // unknown command code
     bad_cmd.send(&f).await;
-    assert!(
-        bad_cmd.closed_within(Duration::from_secs(2)).await,
-        "unknown command closes the connection"
-    );
+    assert!(bad_cmd.closed_within(Duration::from_secs(2)).await, "unknown command closes the connection");
 
     let mut big = Client::connect(proxy.addr).await;
     big.send(&request(1, &"y".repeat(5000))).await;
-    assert!(
-        big.closed_within(Duration::from_secs(2)).await,
-        "oversized frame closes the connection"
-    );
+    assert!(big.closed_within(Duration::from_secs(2)).await, "oversized frame closes the connection");
 
     good.send(&request(2, "after")).await;
     let r = good.recv().await;
-    assert_eq!(
-        (r.info.id, r.status, r.content.as_slice()),
-        (2, 0, &b"after"[..])
-    );
-    assert_eq!(
-        up.requests_seen(),
-        2,
-        "nothing from the bad connections reached the upstream"
-    );
+    assert_eq!((r.info.id, r.status, r.content.as_slice()), (2, 0, &b"after"[..]));
+    assert_eq!(up.requests_seen(), 2, "nothing from the bad connections reached the upstream");
 }
 
 /// (g) Heartbeats are answered by ferrymesh itself; oneway requests are delivered
@@ -354,22 +258,11 @@ async fn bad_frames_close_only_their_connection() {
 async fn heartbeats_answered_locally_and_oneway_delivered() {
     let up = Upstream::start("u", Mode::Echo).await;
     let port = free_port();
-    let proxy = Proxy::start(
-        &config(
-            port,
-            vec![route_all("echo")],
-            vec![cluster("echo", &[up.addr])],
-        ),
-        1,
-    );
+    let proxy = Proxy::start(&config(port, vec![route_all("echo")], vec![cluster("echo", &[up.addr])]), 1);
     let mut cl = Client::connect(proxy.addr).await;
-    cl.send(&RequestBuilder::heartbeat(0x7f00_0001).encode())
-        .await;
+    cl.send(&RequestBuilder::heartbeat(0x7f00_0001).encode()).await;
     let r = cl.recv().await;
-    assert_eq!(
-        (r.info.kind, r.info.id),
-        (FrameKind::HeartbeatAck, 0x7f00_0001)
-    );
+    assert_eq!((r.info.kind, r.info.id), (FrameKind::HeartbeatAck, 0x7f00_0001));
     assert_eq!(r.frame, hex("01000000017f0000010100000000000000000000"));
 
     let mut ow = RequestBuilder::new(9, SERVICE, b"fire-and-forget");
@@ -379,15 +272,8 @@ async fn heartbeats_answered_locally_and_oneway_delivered() {
     let r = cl.recv().await;
     assert_eq!(r.info.id, 10, "the oneway request got no answer");
     let seen = up.seen();
-    assert!(
-        seen.iter()
-            .any(|s| s.kind == FrameKind::Oneway && s.content == b"fire-and-forget"),
-        "oneway delivered"
-    );
-    assert!(
-        !seen.iter().any(|s| s.kind == FrameKind::Heartbeat),
-        "client heartbeat not forwarded"
-    );
+    assert!(seen.iter().any(|s| s.kind == FrameKind::Oneway && s.content == b"fire-and-forget"), "oneway delivered");
+    assert!(!seen.iter().any(|s| s.kind == FrameKind::Heartbeat), "client heartbeat not forwarded");
 }
 
 /// (h) SIGTERM: in-flight requests are answered, then the process exits 0.
@@ -395,14 +281,7 @@ async fn heartbeats_answered_locally_and_oneway_delivered() {
 async fn sigterm_drains_in_flight_requests() {
     let up = Upstream::start("u", Mode::Delay(Duration::from_millis(700))).await;
     let port = free_port();
-    let mut proxy = Proxy::start(
-        &config(
-            port,
-            vec![route_all("echo")],
-            vec![cluster("echo", &[up.addr])],
-        ),
-        2,
-    );
+    let mut proxy = Proxy::start(&config(port, vec![route_all("echo")], vec![cluster("echo", &[up.addr])]), 2);
     let mut clients = Vec::new();
     for c in 0..4 {
         let mut cl = Client::connect(proxy.addr).await;
@@ -417,25 +296,45 @@ async fn sigterm_drains_in_flight_requests() {
         for _ in 1..=5 {
             let r = cl.recv().await;
             assert_eq!(r.status, 0);
-            assert_eq!(
-                String::from_utf8_lossy(&r.content),
-                format!("c{c}i{}", r.info.id)
-            );
+            assert_eq!(String::from_utf8_lossy(&r.content), format!("c{c}i{}", r.info.id));
         }
-        assert!(
-            cl.closed_within(Duration::from_secs(2)).await,
-            "drained connection is closed"
-        );
+        assert!(cl.closed_within(Duration::from_secs(2)).await, "drained connection is closed");
     }
-    let code = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let code = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(5))).await.unwrap();
     assert_eq!(code, Some(0));
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// MOSN's `Auto`: the protocol is detected per connection; bolt v1 and v2
+/// clients share the listener and the upstream connection; bytes of no known
+/// protocol close the connection.
+#[tokio::test]
+async fn auto_detects_bolt_v1_and_v2_per_connection() {
+    let up = Upstream::start("u", Mode::Echo).await;
+    let port = free_port();
+    let mut cfg = config(port, vec![route_all("echo")], vec![cluster("echo", &[up.addr])]);
+    let p = &mut cfg["servers"][0]["listeners"][0]["filter_chains"][0]["filters"][0]["config"];
+    p["downstream_protocol"] = json!("Auto");
+    p["upstream_protocol"] = json!("Auto");
+    let proxy = Proxy::start(&cfg, 1);
+
+    let mut v1 = Client::connect(proxy.addr).await;
+    v1.send(&request(1, "one")).await;
+    let r = v1.recv().await;
+    assert_eq!((r.frame[0], r.info.id, r.content.as_slice()), (1, 1, &b"one"[..]));
+
+    let mut v2 = Client::connect(proxy.addr).await;
+    let mut req = RequestBuilder::new(1, SERVICE, b"two");
+    req.version = 2;
+    v2.send(&req.encode()).await;
+    let r = v2.recv().await;
+    assert_eq!((r.frame[0], r.info.id, r.content.as_slice()), (2, 1, &b"two"[..]), "answered in v2");
+    assert_eq!(up.conns.load(std::sync::atomic::Ordering::SeqCst), 1, "one upstream connection carries both");
+
+    let mut junk = Client::connect(proxy.addr).await;
+    junk.send(b"\x16\x03\x01 not bolt").await;
+    assert!(junk.closed_within(Duration::from_secs(2)).await);
 }

@@ -27,10 +27,7 @@ struct Node(Child);
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
         let _ = self.0.wait();
     }
 }
@@ -46,9 +43,7 @@ fn start_server(name: &str) -> (Node, u16) {
         .spawn()
         .expect("node is installed");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let port = line
         .trim()
         .strip_prefix("READY ")
@@ -79,13 +74,8 @@ fn run_client(addr: std::net::SocketAddr, extra: &[&str]) -> String {
 fn proxy_to(server_port: u16, protocol: &str) -> Proxy {
     let port = free_port();
     let upstream = format!("127.0.0.1:{server_port}").parse().unwrap();
-    let mut cfg = config(
-        port,
-        vec![route_all("sofa")],
-        vec![cluster("sofa", &[upstream])],
-    );
-    let proxy_cfg =
-        &mut cfg["servers"][0]["listeners"][0]["filter_chains"][0]["filters"][0]["config"];
+    let mut cfg = config(port, vec![route_all("sofa")], vec![cluster("sofa", &[upstream])]);
+    let proxy_cfg = &mut cfg["servers"][0]["listeners"][0]["filter_chains"][0]["filters"][0]["config"];
     proxy_cfg["downstream_protocol"] = json!(protocol);
     proxy_cfg["upstream_protocol"] = json!(protocol);
     Proxy::start(&cfg, 1)
@@ -102,22 +92,12 @@ fn scenario(out: &str, name: &str) -> serde_json::Value {
 fn sofa_rpc_node_through_ferrymesh_bolt_v1() {
     let (_server, sport) = start_server("s1");
     let proxy = proxy_to(sport, "bolt");
-    let out = run_client(
-        proxy.addr,
-        &["--no-late", "--expect-server", "s1", "--rounds", "5"],
-    );
+    let out = run_client(proxy.addr, &["--no-late", "--expect-server", "s1", "--rounds", "5"]);
     assert_eq!(scenario(&out, "echo")["calls"], 100);
-    assert_eq!(
-        scenario(&out, "service_error")["resp_status"],
-        2,
-        "the service's exception passes through"
-    );
+    assert_eq!(scenario(&out, "service_error")["resp_status"], 2, "the service's exception passes through");
     let t = scenario(&out, "client_timeout");
     assert_eq!(t["ok"], true);
-    assert_eq!(
-        t["late_reply_reached_client"], false,
-        "ferrymesh dropped the late answer"
-    );
+    assert_eq!(t["late_reply_reached_client"], false, "ferrymesh dropped the late answer");
     assert_eq!(scenario(&out, "heartbeat")["ack_status"], 0);
     assert_eq!(scenario(&out, "summary")["ok"], true);
 }
@@ -131,11 +111,7 @@ fn sofa_rpc_node_through_ferrymesh_bolt_v2_with_and_without_crc() {
         args.extend_from_slice(extra);
         let out = run_client(proxy.addr, &args);
         assert_eq!(scenario(&out, "echo")["proto"], 2, "{extra:?}");
-        assert_eq!(
-            scenario(&out, "heartbeat")["ack_status"],
-            0,
-            "{extra:?}: our ack passes the client's CRC check"
-        );
+        assert_eq!(scenario(&out, "heartbeat")["ack_status"], 0, "{extra:?}: our ack passes the client's CRC check");
         assert_eq!(scenario(&out, "summary")["ok"], true);
     }
 }
@@ -147,20 +123,11 @@ fn sofa_rpc_node_failover_between_two_servers() {
     let (a, pa) = start_server("a");
     let (_b, pb) = start_server("b");
     let port = free_port();
-    let hosts = [
-        format!("127.0.0.1:{pa}").parse().unwrap(),
-        format!("127.0.0.1:{pb}").parse().unwrap(),
-    ];
-    let proxy = Proxy::start(
-        &config(port, vec![route_all("sofa")], vec![cluster("sofa", &hosts)]),
-        1,
-    );
+    let hosts = [format!("127.0.0.1:{pa}").parse().unwrap(), format!("127.0.0.1:{pb}").parse().unwrap()];
+    let proxy = Proxy::start(&config(port, vec![route_all("sofa")], vec![cluster("sofa", &hosts)]), 1);
     let out = run_client(proxy.addr, &["--no-late", "--rounds", "3"]);
     let servers = &scenario(&out, "echo")["servers"];
-    assert!(
-        servers["a"].as_u64().unwrap_or(0) > 0 && servers["b"].as_u64().unwrap_or(0) > 0,
-        "{servers}"
-    );
+    assert!(servers["a"].as_u64().unwrap_or(0) > 0 && servers["b"].as_u64().unwrap_or(0) > 0, "{servers}");
     drop(a);
     std::thread::sleep(Duration::from_millis(200));
     let out = run_client(proxy.addr, &["--no-late", "--expect-server", "b"]);

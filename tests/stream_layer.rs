@@ -58,10 +58,7 @@ fn statuses(out: BytesMut) -> Vec<(u64, u16)> {
 }
 
 fn run(f: impl std::future::Future<Output = ()>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     tokio::task::LocalSet::new().block_on(&rt, f);
 }
 
@@ -78,9 +75,7 @@ fn send_n(
     for id in 1..=n {
         let frame = RequestBuilder::new(id, "s", b"x").encode();
         let info: FrameInfo = BOLT_V1.decode(&frame, 1 << 20).unwrap().unwrap();
-        conn.send(&frame, Some(server.stream(info)), timeout)
-            .map_err(|(_, e)| e)
-            .unwrap();
+        conn.send(&frame, Some(server.stream(info)), timeout).map_err(|(_, e)| e).unwrap();
     }
     conn
 }
@@ -112,11 +107,7 @@ fn timeouts_empty_the_id_map() {
         assert!(got.iter().all(|&(_, s)| s == status::TIMEOUT));
         let mut ids: Vec<u64> = got.iter().map(|&(id, _)| id).collect();
         ids.sort();
-        assert_eq!(
-            ids,
-            (1..=50).collect::<Vec<u64>>(),
-            "each client id answered once"
-        );
+        assert_eq!(ids, (1..=50).collect::<Vec<u64>>(), "each client id answered once");
     });
 }
 

@@ -23,19 +23,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_end == 0 {
             return Err(format!("invalid duration {s:?}: expected a number"));
         }
-        let value: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
+        let value: f64 = rest[..num_end].parse().map_err(|_| format!("invalid duration {s:?}"))?;
         rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -43,11 +37,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            "" => {
-                return Err(format!(
-                    "invalid duration {s:?}: missing unit (e.g. \"3s\")"
-                ))
-            }
+            "" => return Err(format!("invalid duration {s:?}: missing unit (e.g. \"3s\")")),
             u => return Err(format!("invalid duration {s:?}: unknown unit {u:?}")),
         };
         total += value * scale;

@@ -33,10 +33,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        ConfigError { path: path.into(), reason: reason.into() }
     }
 }
 
@@ -59,13 +56,34 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What a listener speaks to its clients.
+#[derive(Debug, Clone)]
+pub enum DownstreamProtocol {
+    Fixed(&'static dyn Codec),
+    /// Detected per connection from its first bytes, among these (MOSN `Auto`
+    /// or a comma-separated list).
+    Detect(Vec<&'static dyn Codec>),
+}
+
+impl DownstreamProtocol {
+    pub fn describe(&self) -> String {
+        match self {
+            DownstreamProtocol::Fixed(c) => c.name().to_string(),
+            DownstreamProtocol::Detect(list) => {
+                format!("Auto({})", list.iter().map(|c| c.name()).collect::<Vec<_>>().join(","))
+            }
+        }
+    }
+}
+
 /// A validated listener.
 #[derive(Debug, Clone)]
 pub struct ListenerSpec {
     pub name: String,
     pub addr: SocketAddr,
-    pub downstream: &'static dyn Codec,
-    pub upstream: &'static dyn Codec,
+    pub downstream: DownstreamProtocol,
+    /// `None`: the upstream speaks what the client spoke (`Auto`).
+    pub upstream: Option<&'static dyn Codec>,
     pub router: Arc<RouteTable>,
     pub router_name: String,
     pub idle_timeout: Duration,
@@ -89,11 +107,7 @@ pub struct KeepaliveSpec {
 
 impl Default for KeepaliveSpec {
     fn default() -> Self {
-        KeepaliveSpec {
-            interval: Duration::from_secs(15),
-            timeout: Duration::from_secs(1),
-            max_failures: 6,
-        }
+        KeepaliveSpec { interval: Duration::from_secs(15), timeout: Duration::from_secs(1), max_failures: 6 }
     }
 }
 
@@ -133,21 +147,16 @@ pub struct Settings {
 pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
-    let yaml = matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    );
+    let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
     load_str(&text, yaml)
 }
 
 /// Parses configuration text. `yaml` selects YAML; JSON otherwise.
 pub fn load_str(text: &str, yaml: bool) -> Result<Settings, ConfigError> {
     let value: serde_json::Value = if yaml {
-        serde_saphyr::from_str(text)
-            .map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?
     } else {
-        serde_json::from_str(text)
-            .map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?
+        serde_json::from_str(text).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?
     };
     let mut warnings = Vec::new();
     let model: model::Config = from_value(value, "", &mut warnings)?;
@@ -176,11 +185,7 @@ pub fn from_value<T: DeserializeOwned>(
         let path = e.path().to_string();
         ConfigError::new(join(&path), e.into_inner().to_string())
     })?;
-    warnings.extend(
-        ignored
-            .into_iter()
-            .map(|p| format!("{}: unknown field, ignored", join(&p))),
-    );
+    warnings.extend(ignored.into_iter().map(|p| format!("{}: unknown field, ignored", join(&p))));
     Ok(out)
 }
 
@@ -198,15 +203,14 @@ fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
                 format!("{p}.{key}")
             }
         }
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => ignored_path(parent),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            ignored_path(parent)
+        }
     }
 }
 
 fn parse_addr(s: &str, path: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse()
-        .map_err(|_| ConfigError::new(path, format!("{s:?} is not an IP:port address")))
+    s.parse().map_err(|_| ConfigError::new(path, format!("{s:?} is not an IP:port address")))
 }
 
 impl Settings {
@@ -216,10 +220,7 @@ impl Settings {
         for (i, c) in cfg.cluster_manager.clusters.iter().enumerate() {
             let path = format!("cluster_manager.clusters[{i}]");
             if cluster_index.insert(c.name.clone(), i).is_some() {
-                return Err(ConfigError::new(
-                    format!("{path}.name"),
-                    format!("duplicate cluster {:?}", c.name),
-                ));
+                return Err(ConfigError::new(format!("{path}.name"), format!("duplicate cluster {:?}", c.name)));
             }
             clusters.push(cluster_spec(c, &path, warnings)?);
         }
@@ -279,20 +280,14 @@ impl Settings {
             clusters,
             routers,
             log_level,
-            graceful_timeout: server
-                .graceful_timeout
-                .map_or(DEFAULT_GRACEFUL_TIMEOUT, |d| d.0),
+            graceful_timeout: server.graceful_timeout.map_or(DEFAULT_GRACEFUL_TIMEOUT, |d| d.0),
             workers: server.processor.filter(|&n| n > 0),
             warnings: Vec::new(),
         })
     }
 }
 
-fn cluster_spec(
-    c: &model::Cluster,
-    path: &str,
-    warnings: &mut Vec<String>,
-) -> Result<ClusterSpec, ConfigError> {
+fn cluster_spec(c: &model::Cluster, path: &str, warnings: &mut Vec<String>) -> Result<ClusterSpec, ConfigError> {
     match c.kind.as_deref().map(str::to_ascii_uppercase).as_deref() {
         None | Some("SIMPLE" | "STATIC") => {}
         Some(other) => {
@@ -344,17 +339,11 @@ fn cluster_spec(
         }
     }
     if keepalive.interval.is_zero() || keepalive.timeout.is_zero() {
-        return Err(ConfigError::new(
-            format!("{path}.keepalive"),
-            "interval and timeout must be positive",
-        ));
+        return Err(ConfigError::new(format!("{path}.keepalive"), "interval and timeout must be positive"));
     }
     let connections_per_host = c.connections_per_host.unwrap_or(1);
     if connections_per_host == 0 {
-        return Err(ConfigError::new(
-            format!("{path}.connections_per_host"),
-            "must be at least 1",
-        ));
+        return Err(ConfigError::new(format!("{path}.connections_per_host"), "must be at least 1"));
     }
     Ok(ClusterSpec {
         name: c.name.clone(),
@@ -375,23 +364,18 @@ fn listener_spec(
 ) -> Result<ListenerSpec, ConfigError> {
     let addr = parse_addr(&l.address, &format!("{path}.address"))?;
     if l.filter_chains.len() > 1 {
-        warnings.push(format!(
-            "{path}.filter_chains: only the first chain is used, as in MOSN"
-        ));
+        warnings.push(format!("{path}.filter_chains: only the first chain is used, as in MOSN"));
     }
-    let chain = l.filter_chains.first().ok_or_else(|| {
-        ConfigError::new(
-            format!("{path}.filter_chains"),
-            "a listener needs a filter chain",
-        )
-    })?;
+    let chain = l
+        .filter_chains
+        .first()
+        .ok_or_else(|| ConfigError::new(format!("{path}.filter_chains"), "a listener needs a filter chain"))?;
     let mut proxy = None;
     for (k, f) in chain.filters.iter().enumerate() {
         let fpath = format!("{path}.filter_chains[0].filters[{k}]");
         match f.kind.as_str() {
             "proxy" | "connection_manager" => {
-                let cfg: model::ProxyConfig =
-                    from_value(f.config.clone(), &format!("{fpath}.config"), warnings)?;
+                let cfg: model::ProxyConfig = from_value(f.config.clone(), &format!("{fpath}.config"), warnings)?;
                 proxy = Some((cfg, format!("{fpath}.config")));
             }
             other => {
@@ -403,77 +387,66 @@ fn listener_spec(
         }
     }
     let (proxy, ppath) = proxy.ok_or_else(|| {
-        ConfigError::new(
-            format!("{path}.filter_chains[0].filters"),
-            "a listener needs a \"proxy\" filter",
-        )
+        ConfigError::new(format!("{path}.filter_chains[0].filters"), "a listener needs a \"proxy\" filter")
     })?;
-    let protocol = |name: &str, field: &str| -> Result<&'static dyn Codec, ConfigError> {
-        let name = if name.eq_ignore_ascii_case("x") {
-            proxy
-                .extend_config
-                .as_ref()
-                .and_then(|e| e.sub_protocol.as_deref())
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        format!("{ppath}.extend_config.sub_protocol"),
-                        "protocol X needs a sub_protocol",
-                    )
-                })?
-        } else {
-            name
-        };
+    let sub_protocol = || -> Result<&str, ConfigError> {
+        proxy.extend_config.as_ref().and_then(|e| e.sub_protocol.as_deref()).ok_or_else(|| {
+            ConfigError::new(format!("{ppath}.extend_config.sub_protocol"), "protocol X needs a sub_protocol")
+        })
+    };
+    let codec = |name: &str, field: &str| -> Result<&'static dyn Codec, ConfigError> {
         codec_by_name(name).ok_or_else(|| {
             ConfigError::new(
                 format!("{ppath}.{field}"),
-                format!("unknown or unsupported protocol {name:?} (bolt, boltv2)"),
+                format!("unknown or unsupported protocol {name:?} (bolt, boltv2, Auto)"),
             )
         })
     };
-    let downstream = protocol(&proxy.downstream_protocol, "downstream_protocol")?;
-    let upstream = match &proxy.upstream_protocol {
-        Some(p) if !p.is_empty() => protocol(p, "upstream_protocol")?,
-        _ => downstream,
+    let downstream_name = proxy.downstream_protocol.trim();
+    let downstream = if downstream_name.eq_ignore_ascii_case("auto") {
+        DownstreamProtocol::Detect(crate::protocol::auto_codecs())
+    } else if downstream_name.contains(',') {
+        let mut list = Vec::new();
+        for name in downstream_name.split(',').map(str::trim) {
+            list.push(codec(name, "downstream_protocol")?);
+        }
+        DownstreamProtocol::Detect(list)
+    } else if downstream_name.eq_ignore_ascii_case("x") {
+        DownstreamProtocol::Fixed(codec(sub_protocol()?, "extend_config.sub_protocol")?)
+    } else {
+        DownstreamProtocol::Fixed(codec(downstream_name, "downstream_protocol")?)
     };
-    if downstream.name() != upstream.name() {
-        return Err(ConfigError::new(
-            format!("{ppath}.upstream_protocol"),
-            format!(
-                "converting {} to {} is not supported",
-                downstream.name(),
-                upstream.name()
-            ),
-        ));
+    let upstream = match proxy.upstream_protocol.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(p) if p.eq_ignore_ascii_case("auto") => None,
+        Some(p) if p.eq_ignore_ascii_case("x") => Some(codec(sub_protocol()?, "extend_config.sub_protocol")?),
+        Some(p) => Some(codec(p, "upstream_protocol")?),
+    };
+    if let (Some(up), DownstreamProtocol::Fixed(down)) = (upstream, &downstream) {
+        if up.family() != down.family() {
+            return Err(ConfigError::new(
+                format!("{ppath}.upstream_protocol"),
+                format!("converting {} to {} is not supported", down.name(), up.name()),
+            ));
+        }
     }
-    let router = routers
-        .iter()
-        .find(|(n, _)| *n == proxy.router_config_name)
-        .map(|(_, t)| t.clone())
-        .ok_or_else(|| {
+    let router =
+        routers.iter().find(|(n, _)| *n == proxy.router_config_name).map(|(_, t)| t.clone()).ok_or_else(|| {
             ConfigError::new(
                 format!("{ppath}.router_config_name"),
-                format!(
-                    "no router named {:?} in servers[0].routers",
-                    proxy.router_config_name
-                ),
+                format!("no router named {:?} in servers[0].routers", proxy.router_config_name),
             )
         })?;
     let max_frame = proxy.max_frame_size.unwrap_or(DEFAULT_MAX_FRAME);
     if max_frame < 64 {
-        return Err(ConfigError::new(
-            format!("{ppath}.max_frame_size"),
-            "must be at least 64 bytes",
-        ));
+        return Err(ConfigError::new(format!("{ppath}.max_frame_size"), "must be at least 64 bytes"));
     }
     let mut filters = Vec::new();
     for (k, f) in l.stream_filters.iter().enumerate() {
         let fpath = format!("{path}.stream_filters[{k}]");
         match FilterSpec::parse(&f.kind, f.config.clone(), &fpath, warnings)? {
             Some(spec) => filters.push(spec),
-            None => warnings.push(format!(
-                "{fpath}.type: unknown stream filter {:?}, skipped (as MOSN does)",
-                f.kind
-            )),
+            None => warnings.push(format!("{fpath}.type: unknown stream filter {:?}, skipped (as MOSN does)", f.kind)),
         }
     }
     Ok(ListenerSpec {
@@ -483,9 +456,7 @@ fn listener_spec(
         upstream,
         router,
         router_name: proxy.router_config_name.clone(),
-        idle_timeout: l
-            .connection_idle_timeout
-            .map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
+        idle_timeout: l.connection_idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
         max_frame,
         filters,
     })

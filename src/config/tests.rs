@@ -26,14 +26,10 @@ fn reads_mosns_sample_bolt_config() {
     assert_eq!(s.listeners.len(), 1);
     let l = &s.listeners[0];
     assert_eq!(l.addr.to_string(), "127.0.0.1:2045");
-    assert_eq!(l.downstream.name(), "bolt");
+    assert_eq!(l.downstream.describe(), "bolt");
     assert_eq!(s.clusters[0].lb, LbKind::Random);
     assert_eq!(s.clusters[0].max_request_per_conn, 1024);
-    assert!(
-        s.warnings.is_empty(),
-        "MOSN's own sample needs no warnings: {:?}",
-        s.warnings
-    );
+    assert!(s.warnings.is_empty(), "MOSN's own sample needs no warnings: {:?}", s.warnings);
 }
 
 #[test]
@@ -68,15 +64,10 @@ cluster_manager:
 
 #[test]
 fn unknown_fields_are_warned_with_their_path() {
-    let text = MOSN_BOLT.replace(
-        "\"bind_port\": true",
-        "\"bind_port\": true, \"frobnicate\": 1",
-    );
+    let text = MOSN_BOLT.replace("\"bind_port\": true", "\"bind_port\": true, \"frobnicate\": 1");
     let s = load_str(&text, false).unwrap();
     assert!(
-        s.warnings
-            .iter()
-            .any(|w| w == "servers[0].listeners[0].frobnicate: unknown field, ignored"),
+        s.warnings.iter().any(|w| w == "servers[0].listeners[0].frobnicate: unknown field, ignored"),
         "{:?}",
         s.warnings
     );
@@ -91,48 +82,25 @@ fn wrong_fields_are_refused_with_path_and_reason() {
     let e = err(&MOSN_BOLT.replace("127.0.0.1:2046", "localhost"));
     assert_eq!(e.path, "cluster_manager.clusters[0].hosts[0].address");
 
-    let e = err(&MOSN_BOLT.replace(
-        "\"cluster_name\": \"clientCluster\"",
-        "\"cluster_name\": \"nope\"",
-    ));
-    assert_eq!(
-        e.path,
-        "servers[0].routers[0].virtual_hosts[0].routers[0].route.cluster_name"
-    );
+    let e = err(&MOSN_BOLT.replace("\"cluster_name\": \"clientCluster\"", "\"cluster_name\": \"nope\""));
+    assert_eq!(e.path, "servers[0].routers[0].virtual_hosts[0].routers[0].route.cluster_name");
     assert!(e.reason.contains("no cluster named \"nope\""));
 
     let e = err(&MOSN_BOLT.replace("LB_RANDOM", "LB_FANCY"));
     assert_eq!(e.path, "cluster_manager.clusters[0].lb_type");
 
     let e = err(&MOSN_BOLT.replace("\"sub_protocol\": \"bolt\"", "\"sub_protocol\": \"thrift\""));
-    assert_eq!(
-        e.path,
-        "servers[0].listeners[0].filter_chains[0].filters[0].config.downstream_protocol"
-    );
+    assert_eq!(e.path, "servers[0].listeners[0].filter_chains[0].filters[0].config.extend_config.sub_protocol");
 
-    let e = err(&MOSN_BOLT.replace(
-        "\"router_config_name\": \"client_router\"}",
-        "\"router_config_name\": \"other\"}",
-    ));
-    assert_eq!(
-        e.path,
-        "servers[0].listeners[0].filter_chains[0].filters[0].config.router_config_name"
-    );
+    let e = err(&MOSN_BOLT.replace("\"router_config_name\": \"client_router\"}", "\"router_config_name\": \"other\"}"));
+    assert_eq!(e.path, "servers[0].listeners[0].filter_chains[0].filters[0].config.router_config_name");
 
     let e = err(&MOSN_BOLT.replace("\"value\": \".*\"", "\"value\": \"(\", \"regex\": true"));
-    assert_eq!(
-        e.path,
-        "servers[0].routers[0].virtual_hosts[0].routers[0].match.headers[0].value"
-    );
+    assert_eq!(e.path, "servers[0].routers[0].virtual_hosts[0].routers[0].match.headers[0].value");
 
-    let e = err(&MOSN_BOLT.replace(
-        "\"cluster_name\": \"clientCluster\"}",
-        "\"cluster_name\": \"clientCluster\", \"timeout\": \"3\"}",
-    ));
-    assert_eq!(
-        e.path,
-        "servers[0].routers[0].virtual_hosts[0].routers[0].route.timeout"
-    );
+    let e = err(&MOSN_BOLT
+        .replace("\"cluster_name\": \"clientCluster\"}", "\"cluster_name\": \"clientCluster\", \"timeout\": \"3\"}"));
+    assert_eq!(e.path, "servers[0].routers[0].virtual_hosts[0].routers[0].route.timeout");
     assert!(e.reason.contains("missing unit"), "{e}");
 
     let e = err("{not json");
@@ -146,18 +114,49 @@ fn stream_filters_are_checked_and_unknown_ones_skipped() {
         "\"bind_port\": true, \"stream_filters\": [{\"type\": \"ip_access\", \"config\": {\"allow\": [\"10.0.0.0/33\"]}}],",
     );
     let e = err(&text);
-    assert_eq!(
-        e.path,
-        "servers[0].listeners[0].stream_filters[0].config.allow[0]"
-    );
+    assert_eq!(e.path, "servers[0].listeners[0].stream_filters[0].config.allow[0]");
 
-    let text = MOSN_BOLT.replace(
-        "\"bind_port\": true,",
-        "\"bind_port\": true, \"stream_filters\": [{\"type\": \"healthcheck\"}],",
-    );
+    let text = MOSN_BOLT
+        .replace("\"bind_port\": true,", "\"bind_port\": true, \"stream_filters\": [{\"type\": \"healthcheck\"}],");
     let s = load_str(&text, false).unwrap();
-    assert!(s
-        .warnings
-        .iter()
-        .any(|w| w.contains("unknown stream filter \"healthcheck\"")));
+    assert!(s.warnings.iter().any(|w| w.contains("unknown stream filter \"healthcheck\"")));
+}
+
+/// The shape of MOSN's `configs/mosn_rpc_config_bolt.json`: two listeners with
+/// `Auto` protocols (and the legacy sub_protocol), a `healthcheck` stream filter
+/// MOSN no longer registers, LB_RANDOM clusters and an admin block.
+#[test]
+fn mosn_rpc_config_bolt_shape_starts() {
+    let text = r#"{"servers": [{"default_log_path": "stdout",
+      "routers": [
+        {"router_config_name": "server_router", "virtual_hosts": [{"name": "serverHost", "domains": ["*"],
+          "routers": [{"match": {"headers": [{"name": "service", "value": ".*"}]}, "route": {"cluster_name": "serverCluster"}}]}]},
+        {"router_config_name": "client_router", "virtual_hosts": [{"name": "clientHost", "domains": ["*"],
+          "routers": [{"match": {"headers": [{"name": "service", "value": ".*"}]}, "route": {"cluster_name": "clientCluster"}}]}]}],
+      "listeners": [
+        {"name": "serverListener", "address": "127.0.0.1:2046", "bind_port": true,
+         "filter_chains": [{"filters": [{"type": "proxy", "config": {"downstream_protocol": "Auto", "upstream_protocol": "Auto",
+           "router_config_name": "server_router", "extend_config": {"sub_protocol": "bolt"}}}]}],
+         "stream_filters": [{"type": "healthcheck", "config": {}}]},
+        {"name": "clientListener", "address": "127.0.0.1:2045", "bind_port": true,
+         "filter_chains": [{"filters": [{"type": "proxy", "config": {"downstream_protocol": "Auto", "upstream_protocol": "Auto",
+           "router_config_name": "client_router", "extend_config": {"sub_protocol": "bolt"}}}]}]}]}],
+      "cluster_manager": {"clusters": [
+        {"name": "serverCluster", "type": "SIMPLE", "lb_type": "LB_RANDOM", "max_request_per_conn": 1024,
+         "conn_buffer_limit_bytes": 32768, "hosts": [{"address": "127.0.0.1:12199"}]},
+        {"name": "clientCluster", "type": "SIMPLE", "lb_type": "LB_RANDOM", "max_request_per_conn": 1024,
+         "conn_buffer_limit_bytes": 32768, "hosts": [{"address": "127.0.0.1:2046"}]}]},
+      "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 34901}}}}"#;
+    let s = load_str(text, false).unwrap();
+    assert_eq!(s.listeners.len(), 2);
+    assert!(matches!(s.listeners[0].downstream, DownstreamProtocol::Detect(_)));
+    assert!(s.listeners[0].upstream.is_none());
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    assert!(s.warnings[0].contains("healthcheck"));
+    let s = load_str(
+        &text.replace("\"Auto\", \"upstream_protocol\": \"Auto\"", "\"bolt,boltv2\", \"upstream_protocol\": \"bolt\""),
+        false,
+    )
+    .unwrap();
+    assert_eq!(s.listeners[0].downstream.describe(), "Auto(bolt,boltv2)");
 }

@@ -199,9 +199,7 @@ fn poll_conn<H: Handler>(
             let mut s = s.borrow_mut();
             match stream.try_read(&mut s[..]) {
                 Ok(0) => Err(None),
-                Ok(n) => handler
-                    .on_read(&s[..n])
-                    .map_err(|why| Some(Closed::Local(why))),
+                Ok(n) => handler.on_read(&s[..n]).map_err(|why| Some(Closed::Local(why))),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
                 Err(e) => Err(Some(Closed::Io(e))),
             }
@@ -213,11 +211,7 @@ fn poll_conn<H: Handler>(
                 *eof = true;
                 if let Some(why) = handler.on_eof() {
                     let _ = flush(cx, stream, shared);
-                    return Poll::Ready(if why.is_empty() {
-                        Closed::Eof
-                    } else {
-                        Closed::Local(why)
-                    });
+                    return Poll::Ready(if why.is_empty() { Closed::Eof } else { Closed::Local(why) });
                 }
             }
         }
@@ -240,11 +234,7 @@ fn poll_conn<H: Handler>(
     }
     if shared.out.borrow().is_empty() {
         if let Some(why) = handler.idle_close() {
-            return Poll::Ready(if *eof {
-                Closed::Eof
-            } else {
-                Closed::Local(why)
-            });
+            return Poll::Ready(if *eof { Closed::Eof } else { Closed::Local(why) });
         }
     }
     shared.register(cx);

@@ -88,6 +88,12 @@ pub trait Codec: Send + Sync + 'static {
     /// The name used in configuration (`downstream_protocol`).
     fn name(&self) -> &'static str;
 
+    /// Codecs of one family read each other's frames (bolt and boltv2), so a
+    /// listener of one may forward to an upstream of the other.
+    fn family(&self) -> &'static str {
+        self.name()
+    }
+
     /// Whether `buf`, the first bytes of a connection, look like this protocol.
     fn detect(&self, buf: &[u8]) -> Detect;
 
@@ -139,7 +145,7 @@ pub fn codec_by_name(name: &str) -> Option<&'static dyn Codec> {
     }
 }
 
-/// Every codec ferrymesh knows, in detection order.
-pub fn all_codecs() -> [&'static dyn Codec; 2] {
-    [&bolt::BOLT_V1, &bolt::BOLT_V2]
+/// The codecs `Auto` tries, in detection order (bolt reads v1 and v2).
+pub fn auto_codecs() -> Vec<&'static dyn Codec> {
+    vec![&bolt::BOLT_V1]
 }

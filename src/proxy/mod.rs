@@ -30,10 +30,10 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
-use crate::config::{ListenerSpec, DEFAULT_ROUTE_TIMEOUT};
+use crate::config::{DownstreamProtocol, ListenerSpec, DEFAULT_ROUTE_TIMEOUT};
 use crate::error::ProxyError;
 use crate::network::conn::{drive, FrameReader, Handler};
-use crate::protocol::{FrameInfo, FrameKind};
+use crate::protocol::{Codec, Detect, FrameInfo, FrameKind};
 use crate::router::Target;
 use crate::stats::Stats;
 use crate::stream::client::ClientConn;
@@ -84,41 +84,36 @@ impl ListenerCtx {
     pub fn new(spec: ListenerSpec) -> ListenerCtx {
         let filters = Rc::new(FilterChain::new(&spec.filters));
         let hook = filter::response_hook(&filters);
-        ListenerCtx {
-            spec,
-            filters,
-            hook,
-        }
+        ListenerCtx { spec, filters, hook }
     }
 }
 
 /// Serves one accepted client connection until it closes.
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    listener: Rc<ListenerCtx>,
-    worker: Rc<WorkerCtx>,
-) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Rc<ListenerCtx>, worker: Rc<WorkerCtx>) {
     let _ = stream.set_nodelay(true);
-    let codec = listener.spec.downstream;
-    let conn = Rc::new(ServerConn::new(
-        codec,
-        worker.stats.clone(),
-        listener.hook.clone(),
-    ));
-    worker.live_conns.set(worker.live_conns.get() + 1);
     let stats = &worker.stats;
-    stats
-        .downstream_connections
-        .set(stats.downstream_connections.get() + 1);
+    stats.downstream_connections.set(stats.downstream_connections.get() + 1);
+    let codec = match &listener.spec.downstream {
+        DownstreamProtocol::Fixed(c) => *c,
+        DownstreamProtocol::Detect(candidates) => match sniff(&stream, candidates, listener.spec.idle_timeout).await {
+            Ok(c) => c,
+            Err(Sniff::Silent(why)) => {
+                debug!(%peer, listener = %listener.spec.name, reason = why, "connection closed before detection");
+                return;
+            }
+            Err(Sniff::Unknown(first)) => {
+                stats.unknown_protocol.set(stats.unknown_protocol.get() + 1);
+                let hex: String = first.iter().map(|b| format!("{b:02x}")).collect();
+                warn!(%peer, listener = %listener.spec.name, first_bytes = %hex, "protocol not recognised, closing");
+                return;
+            }
+        },
+    };
+    let conn = Rc::new(ServerConn::new(codec, worker.stats.clone(), listener.hook.clone()));
+    worker.live_conns.set(worker.live_conns.get() + 1);
     let idle = listener.spec.idle_timeout;
     let mut handler = DownstreamHandler {
-        req: RequestPath {
-            conn: &conn,
-            listener: &listener,
-            worker: &worker,
-            peer,
-        },
+        req: RequestPath { conn: &conn, listener: &listener, worker: &worker, peer },
         reader: FrameReader::default(),
         eof: false,
         draining: worker.draining.get(),
@@ -152,7 +147,7 @@ impl Handler for DownstreamHandler<'_> {
         self.last_active = Instant::now();
         let req = &self.req;
         let spec = &req.listener.spec;
-        self.reader.feed(data, spec.downstream, spec.max_frame, |frame, info| req.on_frame(frame, info)).map_err(|e| {
+        self.reader.feed(data, req.conn.codec, spec.max_frame, |frame, info| req.on_frame(frame, info)).map_err(|e| {
             let stats = &req.worker.stats;
             stats.codec_errors.set(stats.codec_errors.get() + 1);
             warn!(peer = %req.peer, listener = %spec.name, error = %e, "bad frame from client, closing its connection");
@@ -177,9 +172,7 @@ impl Handler for DownstreamHandler<'_> {
                 debug!(peer = %self.req.peer, "closing idle client connection");
                 return Poll::Ready("idle timeout");
             }
-            self.idle_timer
-                .as_mut()
-                .reset(if now >= due { now + self.idle } else { due });
+            self.idle_timer.as_mut().reset(if now >= due { now + self.idle } else { due });
         }
         Poll::Pending
     }
@@ -203,17 +196,13 @@ struct RequestPath<'a> {
 
 impl RequestPath<'_> {
     fn on_frame(&self, frame: &[u8], info: FrameInfo) {
-        let codec = self.listener.spec.downstream;
+        let codec = self.conn.codec;
         match info.kind {
             FrameKind::Request | FrameKind::Oneway => self.on_request(frame, info),
             FrameKind::Heartbeat => {
                 let stats = &self.worker.stats;
-                stats
-                    .heartbeats_answered
-                    .set(stats.heartbeats_answered.get() + 1);
-                self.conn
-                    .io
-                    .push(|out| codec.heartbeat_reply(frame, &info, out));
+                stats.heartbeats_answered.set(stats.heartbeats_answered.get() + 1);
+                self.conn.io.push(|out| codec.heartbeat_reply(frame, &info, out));
             }
             FrameKind::Response | FrameKind::HeartbeatAck | FrameKind::Control => {
                 debug!(peer = %self.peer, kind = ?info.kind, "frame from client ignored");
@@ -237,7 +226,7 @@ impl RequestPath<'_> {
             }
         };
         let spec = &self.listener.spec;
-        let codec = spec.downstream;
+        let codec = self.conn.codec;
 
         let edited;
         let frame = if self.listener.filters.is_empty() {
@@ -259,15 +248,9 @@ impl RequestPath<'_> {
             return refuse(ProxyError::NoRoute);
         };
         if let Target::Direct { status, body } = &route.target {
-            return refuse(ProxyError::DirectResponse {
-                status: *status,
-                body: body.clone(),
-            });
+            return refuse(ProxyError::DirectResponse { status: *status, body: body.clone() });
         }
-        let Some(cluster) = route
-            .pick_cluster(fastrand::u32(..))
-            .map(|i| &self.worker.clusters[i])
-        else {
+        let Some(cluster) = route.pick_cluster(fastrand::u32(..)).map(|i| &self.worker.clusters[i]) else {
             return refuse(ProxyError::NoRoute);
         };
         // The client's own timeout wins over the route's (MOSN); none means the
@@ -279,11 +262,7 @@ impl RequestPath<'_> {
             .unwrap_or(DEFAULT_ROUTE_TIMEOUT);
         let hash_key = route.hash_header.as_deref().and_then(header);
         let stream = (!oneway).then(|| self.conn.stream(info));
-        let attempt = Attempt {
-            cluster,
-            hash_key,
-            tried: &[],
-        };
+        let attempt = Attempt { cluster, hash_key, tried: &[] };
         match attempt.pick() {
             Err(err) => fail(stream, err, stats),
             Ok((_, Pick::Overflow)) => fail(stream, ProxyError::Overflow, stats),
@@ -308,6 +287,47 @@ impl RequestPath<'_> {
     }
 }
 
+/// Reads the first bytes of a connection without consuming them and picks the
+/// codec that recognises them. One `peek` decides for bolt (one byte); a codec
+/// that needs more bytes is asked again as they arrive.
+async fn sniff(
+    stream: &TcpStream,
+    candidates: &[&'static dyn Codec],
+    within: Duration,
+) -> Result<&'static dyn Codec, Sniff> {
+    let mut buf = [0u8; 32];
+    let deadline = Instant::now() + within;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Err(_) => return Err(Sniff::Silent("no bytes before the idle timeout")),
+            Ok(Err(_)) => return Err(Sniff::Silent("read error")),
+            Ok(Ok(0)) => return Err(Sniff::Silent("closed before sending anything")),
+            Ok(Ok(n)) => n,
+        };
+        let mut need_more = false;
+        for &c in candidates {
+            match c.detect(&buf[..n]) {
+                Detect::Match => return Ok(c),
+                Detect::NeedMore => need_more = true,
+                Detect::NoMatch => {}
+            }
+        }
+        if !need_more || n == buf.len() {
+            return Err(Sniff::Unknown(buf[..n.min(16)].to_vec()));
+        }
+        // peek returns at once while bytes are buffered: give more a moment to arrive.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Why detection gave up.
+enum Sniff {
+    /// The client sent nothing (a port probe, a slow client).
+    Silent(&'static str),
+    /// The client sent bytes no configured protocol recognises: the first of them.
+    Unknown(Vec<u8>),
+}
+
 /// Answers a request with `err`, or counts it if it was oneway.
 fn fail(stream: Option<ServerStream>, err: ProxyError, stats: &Stats) {
     match stream {
@@ -328,10 +348,7 @@ struct Attempt<'a> {
 
 impl Attempt<'_> {
     fn pick(&self) -> Result<(usize, Pick), ProxyError> {
-        let host = self
-            .cluster
-            .choose(self.hash_key, self.tried)
-            .ok_or(ProxyError::NoHealthyHost)?;
+        let host = self.cluster.choose(self.hash_key, self.tried).ok_or(ProxyError::NoHealthyHost)?;
         Ok((host, self.cluster.pools[host].pick()))
     }
 }
@@ -367,19 +384,12 @@ async fn wait_and_send(mut w: Waiting, first_host: usize, mut conn: Rc<ClientCon
             }
             Ok(Err(err)) => err,
         };
-        let retryable = matches!(
-            err,
-            ProxyError::ConnectFailed(_) | ProxyError::UpstreamReset
-        );
+        let retryable = matches!(err, ProxyError::ConnectFailed(_) | ProxyError::UpstreamReset);
         if !retryable || w.retries == 0 {
             return fail(w.stream, err, &w.stats);
         }
         w.retries -= 1;
-        let attempt = Attempt {
-            cluster: &w.cluster,
-            hash_key: w.hash_key.as_deref(),
-            tried: &tried,
-        };
+        let attempt = Attempt { cluster: &w.cluster, hash_key: w.hash_key.as_deref(), tried: &tried };
         match attempt.pick() {
             // No other host to try: the client hears about the failed connect.
             Err(_) => return fail(w.stream, err, &w.stats),

@@ -48,10 +48,7 @@ pub enum Target {
     /// One cluster, by index into the worker's cluster list.
     Cluster(usize),
     /// Clusters picked by weight; `total` is the sum of the weights.
-    Weighted {
-        clusters: Vec<(usize, u32)>,
-        total: u32,
-    },
+    Weighted { clusters: Vec<(usize, u32)>, total: u32 },
     /// Answer at once with this (HTTP-like) status and body.
     Direct { status: u16, body: String },
 }
@@ -126,21 +123,10 @@ impl RouteTable {
                 let rpath = format!("{vpath}.routers[{r}]");
                 routes.push(compile_route(rc, &rpath, clusters)?);
             }
-            let domains = if vh.domains.is_empty() {
-                vec!["*".to_string()]
-            } else {
-                vh.domains.clone()
-            };
-            vhosts.push(VirtualHost {
-                name: vh.name.clone(),
-                domains,
-                routes,
-            });
+            let domains = if vh.domains.is_empty() { vec!["*".to_string()] } else { vh.domains.clone() };
+            vhosts.push(VirtualHost { name: vh.name.clone(), domains, routes });
         }
-        Ok(RouteTable {
-            name: cfg.router_config_name.clone(),
-            vhosts,
-        })
+        Ok(RouteTable { name: cfg.router_config_name.clone(), vhosts })
     }
 
     pub fn name(&self) -> &str {
@@ -157,11 +143,7 @@ impl RouteTable {
     fn vhost(&self, host: Option<&str>) -> Option<&VirtualHost> {
         if let Some(host) = host {
             let host = host.to_ascii_lowercase();
-            if let Some(v) = self
-                .vhosts
-                .iter()
-                .find(|v| v.domains.iter().any(|d| d.eq_ignore_ascii_case(&host)))
-            {
+            if let Some(v) = self.vhosts.iter().find(|v| v.domains.iter().any(|d| d.eq_ignore_ascii_case(&host))) {
                 return Some(v);
             }
             let suffix = self
@@ -175,23 +157,13 @@ impl RouteTable {
                 return Some(v);
             }
         }
-        self.vhosts
-            .iter()
-            .find(|v| v.domains.iter().any(|d| d == "*"))
-            .or_else(|| self.vhosts.first())
+        self.vhosts.iter().find(|v| v.domains.iter().any(|d| d == "*")).or_else(|| self.vhosts.first())
     }
 
     /// The first route whose rules all match. `header` looks a header up.
-    pub fn route<'a>(
-        &self,
-        host: Option<&str>,
-        header: &dyn Fn(&str) -> Option<&'a [u8]>,
-    ) -> Option<&RouteEntry> {
+    pub fn route<'a>(&self, host: Option<&str>, header: &dyn Fn(&str) -> Option<&'a [u8]>) -> Option<&RouteEntry> {
         let vh = self.vhost(host)?;
-        vh.routes
-            .iter()
-            .find(|r| r.headers.iter().all(|m| m.matches(header)))
-            .map(|r| &r.entry)
+        vh.routes.iter().find(|r| r.headers.iter().all(|m| m.matches(header))).map(|r| &r.entry)
     }
 
     /// Virtual host names, for `ferrymesh check`.
@@ -201,11 +173,7 @@ impl RouteTable {
 }
 
 fn compile_headers(m: &RouterMatch, path: &str) -> Result<Vec<HeaderMatch>, ConfigError> {
-    for (field, set) in [
-        ("prefix", &m.prefix),
-        ("path", &m.path),
-        ("regex", &m.regex),
-    ] {
+    for (field, set) in [("prefix", &m.prefix), ("path", &m.path), ("regex", &m.regex)] {
         if set.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err(ConfigError::new(
                 format!("{path}.{field}"),
@@ -219,18 +187,11 @@ fn compile_headers(m: &RouterMatch, path: &str) -> Result<Vec<HeaderMatch>, Conf
         let matcher = if hm.value == ".*" {
             HeaderMatch::Present { name }
         } else if hm.regex {
-            let re = Regex::new(&format!("^(?:{})$", hm.value)).map_err(|e| {
-                ConfigError::new(
-                    format!("{path}.headers[{h}].value"),
-                    format!("invalid regex: {e}"),
-                )
-            })?;
+            let re = Regex::new(&format!("^(?:{})$", hm.value))
+                .map_err(|e| ConfigError::new(format!("{path}.headers[{h}].value"), format!("invalid regex: {e}")))?;
             HeaderMatch::Regex { name, re }
         } else {
-            HeaderMatch::Exact {
-                name,
-                value: hm.value.as_bytes().to_vec(),
-            }
+            HeaderMatch::Exact { name, value: hm.value.as_bytes().to_vec() }
         };
         out.push(matcher);
     }
@@ -244,59 +205,34 @@ fn compile_route(
 ) -> Result<Route, ConfigError> {
     let headers = compile_headers(&rc.match_, &format!("{path}.match"))?;
     let lookup = |name: &str, field: String| -> Result<usize, ConfigError> {
-        clusters.get(name).copied().ok_or_else(|| {
-            ConfigError::new(
-                field,
-                format!("no cluster named {name:?} in cluster_manager.clusters"),
-            )
-        })
+        clusters
+            .get(name)
+            .copied()
+            .ok_or_else(|| ConfigError::new(field, format!("no cluster named {name:?} in cluster_manager.clusters")))
     };
     let action = rc.route.as_ref();
     let target = if let Some(d) = &rc.direct_response {
         if !(100..=999).contains(&d.status) {
-            return Err(ConfigError::new(
-                format!("{path}.direct_response.status"),
-                "must be 100..999",
-            ));
+            return Err(ConfigError::new(format!("{path}.direct_response.status"), "must be 100..999"));
         }
-        Target::Direct {
-            status: d.status,
-            body: d.body.clone(),
-        }
+        Target::Direct { status: d.status, body: d.body.clone() }
     } else {
-        let action = action.ok_or_else(|| {
-            ConfigError::new(path, "a router needs \"route\" or \"direct_response\"")
-        })?;
+        let action = action.ok_or_else(|| ConfigError::new(path, "a router needs \"route\" or \"direct_response\""))?;
         if !action.weighted_clusters.is_empty() {
             let mut list = Vec::new();
             for (w, wc) in action.weighted_clusters.iter().enumerate() {
-                let idx = lookup(
-                    &wc.cluster.name,
-                    format!("{path}.route.weighted_clusters[{w}].cluster.name"),
-                )?;
+                let idx = lookup(&wc.cluster.name, format!("{path}.route.weighted_clusters[{w}].cluster.name"))?;
                 list.push((idx, wc.cluster.weight));
             }
             let total: u32 = list.iter().map(|(_, w)| *w).sum();
             if total == 0 {
-                return Err(ConfigError::new(
-                    format!("{path}.route.weighted_clusters"),
-                    "weights add up to 0",
-                ));
+                return Err(ConfigError::new(format!("{path}.route.weighted_clusters"), "weights add up to 0"));
             }
-            Target::Weighted {
-                clusters: list,
-                total,
-            }
+            Target::Weighted { clusters: list, total }
         } else {
-            let name = action
-                .cluster_name
-                .as_deref()
-                .filter(|n| !n.is_empty())
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        format!("{path}.route"),
-                        "needs cluster_name or weighted_clusters",
-                    )
+            let name =
+                action.cluster_name.as_deref().filter(|n| !n.is_empty()).ok_or_else(|| {
+                    ConfigError::new(format!("{path}.route"), "needs cluster_name or weighted_clusters")
                 })?;
             Target::Cluster(lookup(name, format!("{path}.route.cluster_name"))?)
         }
@@ -310,16 +246,10 @@ fn compile_route(
         headers,
         entry: RouteEntry {
             target,
-            timeout: action
-                .and_then(|a| a.timeout)
-                .map(|d| d.0)
-                .filter(|d| !d.is_zero()),
+            timeout: action.and_then(|a| a.timeout).map(|d| d.0).filter(|d| !d.is_zero()),
             connect_retries,
-            hash_header: action.and_then(|a| {
-                a.hash_policy
-                    .iter()
-                    .find_map(|h| h.header.as_ref().map(|h| h.key.clone()))
-            }),
+            hash_header: action
+                .and_then(|a| a.hash_policy.iter().find_map(|h| h.header.as_ref().map(|h| h.key.clone()))),
         },
     })
 }

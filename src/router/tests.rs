@@ -5,19 +5,12 @@ use crate::config::model::RouterConfiguration;
 
 fn table(json: serde_json::Value) -> RouteTable {
     let cfg: RouterConfiguration = serde_json::from_value(json).unwrap();
-    let clusters: HashMap<String, usize> = [("a".to_string(), 0), ("b".to_string(), 1)]
-        .into_iter()
-        .collect();
+    let clusters: HashMap<String, usize> = [("a".to_string(), 0), ("b".to_string(), 1)].into_iter().collect();
     RouteTable::compile(&cfg, "r", &clusters).unwrap()
 }
 
 fn lookup<'a>(headers: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a [u8]> {
-    move |name| {
-        headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_bytes())
-    }
+    move |name| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_bytes())
 }
 
 fn cluster_of(t: &RouteTable, headers: &[(&str, &str)]) -> Option<usize> {
@@ -34,14 +27,8 @@ fn header_rules_exact_regex_and_present() {
             {"match": {"headers": [{"name": "zone", "value": ".*"}]}, "route": {"cluster_name": "a"}}
         ]}]}),
     );
-    assert_eq!(
-        cluster_of(&t, &[("service", "com.a:1.0"), ("method", "getUser")]),
-        Some(0)
-    );
-    assert_eq!(
-        cluster_of(&t, &[("service", "com.a:1.0"), ("method", "putUser")]),
-        None
-    );
+    assert_eq!(cluster_of(&t, &[("service", "com.a:1.0"), ("method", "getUser")]), Some(0));
+    assert_eq!(cluster_of(&t, &[("service", "com.a:1.0"), ("method", "putUser")]), None);
     assert_eq!(cluster_of(&t, &[("service", "com.b:2.0")]), Some(1));
     // Regexes are anchored: a prefix match is not enough.
     assert_eq!(cluster_of(&t, &[("service", "xcom.b:2.0")]), None);
@@ -53,11 +40,9 @@ fn header_rules_exact_regex_and_present() {
 
 #[test]
 fn weighted_clusters_follow_the_roll() {
-    let t = table(
-        serde_json::json!({"router_config_name": "r", "virtual_hosts": [{"name": "v", "routers": [
-            {"match": {"headers": []}, "route": {"weighted_clusters": [{"cluster": {"name": "a", "weight": 3}}, {"cluster": {"name": "b", "weight": 1}}]}}
-        ]}]}),
-    );
+    let t = table(serde_json::json!({"router_config_name": "r", "virtual_hosts": [{"name": "v", "routers": [
+        {"match": {"headers": []}, "route": {"weighted_clusters": [{"cluster": {"name": "a", "weight": 3}}, {"cluster": {"name": "b", "weight": 1}}]}}
+    ]}]}));
     let h = lookup(&[]);
     let r = t.route(None, &h).unwrap();
     let picks: Vec<usize> = (0..8).map(|roll| r.pick_cluster(roll).unwrap()).collect();
@@ -66,21 +51,16 @@ fn weighted_clusters_follow_the_roll() {
 
 #[test]
 fn virtual_hosts_by_domain() {
-    let t = table(
-        serde_json::json!({"router_config_name": "r", "virtual_hosts": [
-            {"name": "exact", "domains": ["api.example.com"], "routers": [{"match": {"headers": []}, "route": {"cluster_name": "a"}}]},
-            {"name": "wild", "domains": ["*.example.com"], "routers": [{"match": {"headers": []}, "route": {"cluster_name": "b"}}]},
-            {"name": "any", "domains": ["*"], "routers": [{"match": {"headers": []}, "direct_response": {"status": 404}}]}
-        ]}),
-    );
+    let t = table(serde_json::json!({"router_config_name": "r", "virtual_hosts": [
+        {"name": "exact", "domains": ["api.example.com"], "routers": [{"match": {"headers": []}, "route": {"cluster_name": "a"}}]},
+        {"name": "wild", "domains": ["*.example.com"], "routers": [{"match": {"headers": []}, "route": {"cluster_name": "b"}}]},
+        {"name": "any", "domains": ["*"], "routers": [{"match": {"headers": []}, "direct_response": {"status": 404}}]}
+    ]}));
     let h = lookup(&[]);
     let pick = |host| t.route(Some(host), &h).and_then(|r| r.pick_cluster(0));
     assert_eq!(pick("api.example.com"), Some(0));
     assert_eq!(pick("API.example.com"), Some(0));
     assert_eq!(pick("web.example.com"), Some(1));
     assert_eq!(pick("other.org"), None);
-    assert!(matches!(
-        t.route(None, &h).unwrap().target,
-        Target::Direct { status: 404, .. }
-    ));
+    assert!(matches!(t.route(None, &h).unwrap().target, Target::Direct { status: 404, .. }));
 }

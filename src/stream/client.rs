@@ -144,13 +144,7 @@ impl ClientConn {
         };
         if let Some(stream) = stream {
             let timer = inner.timers.insert(id, timeout);
-            inner.streams.insert(
-                id,
-                ClientStream {
-                    waiting: Waiting::Request(stream),
-                    timer,
-                },
-            );
+            inner.streams.insert(id, ClientStream { waiting: Waiting::Request(stream), timer });
             self.host.inc_active();
         }
         drop(inner);
@@ -165,22 +159,12 @@ impl ClientConn {
 
     /// Dials the host, then drives the connection until it closes. On close
     /// every request in flight is failed with the upstream-reset error.
-    pub async fn run(
-        self: Rc<Self>,
-        connect_timeout: Duration,
-        keepalive: KeepaliveSpec,
-        on_close: impl FnOnce(),
-    ) {
+    pub async fn run(self: Rc<Self>, connect_timeout: Duration, keepalive: KeepaliveSpec, on_close: impl FnOnce()) {
         let addr = self.host.addr;
         let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return self.connect_failed(format!("{addr}: {e}"), on_close),
-            Err(_) => {
-                return self.connect_failed(
-                    format!("{addr}: timed out after {connect_timeout:?}"),
-                    on_close,
-                )
-            }
+            Err(_) => return self.connect_failed(format!("{addr}: timed out after {connect_timeout:?}"), on_close),
         };
         let _ = stream.set_nodelay(true);
         self.host.mark_connected();
@@ -244,8 +228,7 @@ impl ClientConn {
             }
             FrameKind::Heartbeat => {
                 // The upstream probes us: answer it.
-                self.io
-                    .push(|out| self.codec.heartbeat_reply(frame, &info, out));
+                self.io.push(|out| self.codec.heartbeat_reply(frame, &info, out));
             }
             FrameKind::Request | FrameKind::Oneway | FrameKind::Control => {
                 debug!(addr = %self.host.addr, kind = ?info.kind, "unexpected frame from upstream dropped");
@@ -296,13 +279,7 @@ impl ClientConn {
             return;
         }
         let timer = inner.timers.insert(id, keepalive.timeout);
-        inner.streams.insert(
-            id,
-            ClientStream {
-                waiting: Waiting::Heartbeat,
-                timer,
-            },
-        );
+        inner.streams.insert(id, ClientStream { waiting: Waiting::Heartbeat, timer });
         inner.heartbeat_in_flight = true;
         drop(inner);
         self.io.push(|out| out.extend_from_slice(&frame));
@@ -320,14 +297,10 @@ impl Handler for ClientHandler<'_> {
     fn on_read(&mut self, data: &[u8]) -> Result<(), &'static str> {
         let conn = self.conn;
         conn.last_active.set(Instant::now());
-        self.reader
-            .feed(data, conn.codec, conn.max_frame, |frame, info| {
-                conn.on_frame(frame, info)
-            })
-            .map_err(|e| {
-                warn!(addr = %conn.host.addr, error = %e, "bad frame from upstream, closing");
-                "bad frame from upstream"
-            })
+        self.reader.feed(data, conn.codec, conn.max_frame, |frame, info| conn.on_frame(frame, info)).map_err(|e| {
+            warn!(addr = %conn.host.addr, error = %e, "bad frame from upstream, closing");
+            "bad frame from upstream"
+        })
     }
 
     fn on_eof(&mut self) -> Option<&'static str> {

@@ -36,11 +36,7 @@ pub struct IdMap<T> {
 impl<T> IdMap<T> {
     /// A map whose ids run from 1 to `max` inclusive.
     pub fn new(max: u64) -> Self {
-        IdMap {
-            entries: HashMap::default(),
-            next: 1,
-            max: max.max(1),
-        }
+        IdMap { entries: HashMap::default(), next: 1, max: max.max(1) }
     }
 
     /// The next id not in use, without reserving it.

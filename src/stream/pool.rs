@@ -65,11 +65,7 @@ impl HostPool {
     /// Chooses a connection for one request.
     pub fn pick(self: &Rc<Self>) -> Pick {
         let conns = self.conns.borrow();
-        let best = conns
-            .iter()
-            .filter(|c| c.is_ready())
-            .min_by_key(|c| c.in_flight())
-            .cloned();
+        let best = conns.iter().filter(|c| c.is_ready()).min_by_key(|c| c.in_flight()).cloned();
         let room = conns.len() < self.max_conns;
         let first_connecting = conns.iter().find(|c| !c.is_ready()).cloned();
         drop(conns);
@@ -103,10 +99,7 @@ impl HostPool {
                 pool.conns.borrow_mut().retain(|c| !Rc::ptr_eq(c, &conn));
             }
         };
-        tokio::task::spawn_local(
-            conn.clone()
-                .run(self.connect_timeout, self.keepalive, on_close),
-        );
+        tokio::task::spawn_local(conn.clone().run(self.connect_timeout, self.keepalive, on_close));
         conn
     }
 }

@@ -36,18 +36,8 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
-    pub fn new(
-        codec: &'static dyn Codec,
-        stats: Rc<Stats>,
-        hook: Option<Rc<dyn ResponseHook>>,
-    ) -> ServerConn {
-        ServerConn {
-            io: ConnShared::default(),
-            codec,
-            stats,
-            hook,
-            inflight: Cell::new(0),
-        }
+    pub fn new(codec: &'static dyn Codec, stats: Rc<Stats>, hook: Option<Rc<dyn ResponseHook>>) -> ServerConn {
+        ServerConn { io: ConnShared::default(), codec, stats, hook, inflight: Cell::new(0) }
     }
 
     /// Requests of this connection still waiting for their answer.
@@ -58,21 +48,14 @@ impl ServerConn {
     /// Opens a server stream for request `info` (not for oneway requests).
     pub fn stream(self: &Rc<Self>, info: FrameInfo) -> ServerStream {
         self.inflight.set(self.inflight.get() + 1);
-        self.stats
-            .downstream_active
-            .set(self.stats.downstream_active.get() + 1);
-        ServerStream {
-            conn: self.clone(),
-            info,
-            answered: false,
-        }
+        self.stats.downstream_active.set(self.stats.downstream_active.get() + 1);
+        ServerStream { conn: self.clone(), info, answered: false }
     }
 
     /// Answers a request that never got a server stream (refused up front).
     pub fn reply_error(&self, info: &FrameInfo, err: &ProxyError) {
         self.stats.count_error(err);
-        self.io
-            .push(|out| self.codec.error_response(info, info.id, err, out));
+        self.io.push(|out| self.codec.error_response(info, info.id, err, out));
     }
 }
 
@@ -128,9 +111,7 @@ impl ServerStream {
         self.answered = true;
         let conn = &self.conn;
         conn.inflight.set(conn.inflight.get() - 1);
-        conn.stats
-            .downstream_active
-            .set(conn.stats.downstream_active.get().saturating_sub(1));
+        conn.stats.downstream_active.set(conn.stats.downstream_active.get().saturating_sub(1));
         if conn.inflight.get() == 0 {
             // A draining connection may close now.
             conn.io.wake();
@@ -142,10 +123,7 @@ impl Drop for ServerStream {
     fn drop(&mut self) {
         if !self.answered {
             error!(id = self.info.id, "bug: request dropped without an answer");
-            self.conn.reply_error(
-                &self.info,
-                &ProxyError::Internal("request dropped without an answer"),
-            );
+            self.conn.reply_error(&self.info, &ProxyError::Internal("request dropped without an answer"));
             self.finish();
         }
     }

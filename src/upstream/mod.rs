@@ -39,13 +39,7 @@ pub struct Host {
 
 impl Host {
     pub fn new(addr: SocketAddr, weight: u32) -> Host {
-        Host {
-            addr,
-            weight,
-            active: Cell::new(0),
-            unhealthy_until: Cell::new(None),
-            fail_streak: Cell::new(0),
-        }
+        Host { addr, weight, active: Cell::new(0), unhealthy_until: Cell::new(None), fail_streak: Cell::new(0) }
     }
 
     pub fn active(&self) -> u32 {
@@ -68,9 +62,7 @@ impl Host {
     pub fn mark_connect_failure(&self) {
         let streak = self.fail_streak.get().saturating_add(1);
         self.fail_streak.set(streak);
-        let backoff = MIN_BACKOFF
-            .saturating_mul(1 << (streak - 1).min(5))
-            .min(MAX_BACKOFF);
+        let backoff = MIN_BACKOFF.saturating_mul(1 << (streak - 1).min(5)).min(MAX_BACKOFF);
         self.unhealthy_until.set(Some(Instant::now() + backoff));
     }
 
@@ -91,31 +83,15 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(spec: &ClusterSpec, upstream: &'static dyn crate::protocol::Codec) -> Cluster {
-        let hosts: Vec<Rc<Host>> = spec
-            .hosts
-            .iter()
-            .map(|h| Rc::new(Host::new(h.addr, h.weight)))
-            .collect();
-        let pools = hosts
-            .iter()
-            .map(|h| HostPool::new(h.clone(), spec, upstream))
-            .collect();
+        let hosts: Vec<Rc<Host>> = spec.hosts.iter().map(|h| Rc::new(Host::new(h.addr, h.weight))).collect();
+        let pools = hosts.iter().map(|h| HostPool::new(h.clone(), spec, upstream)).collect();
         let lb = LoadBalancer::new(spec.lb, &hosts);
-        Cluster {
-            spec: spec.clone(),
-            hosts,
-            pools,
-            lb,
-        }
+        Cluster { spec: spec.clone(), hosts, pools, lb }
     }
 
     /// Picks a host index, skipping unhealthy hosts and those in `exclude`.
     pub fn choose(&self, hash_key: Option<&[u8]>, exclude: &[usize]) -> Option<usize> {
-        let ctx = LbContext {
-            hash_key,
-            exclude,
-            now: Instant::now(),
-        };
+        let ctx = LbContext { hash_key, exclude, now: Instant::now() };
         self.lb.choose(&self.hosts, &ctx)
     }
 }

@@ -21,10 +21,7 @@ pub const SERVICE: &str = "com.example.EchoService:1.0";
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 /// What an upstream does with requests.
@@ -72,13 +69,7 @@ impl Upstream {
         let conns = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));
         let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::new(Mutex::new(Vec::new()));
-        let (s2, c2, t2, n2, x2) = (
-            seen.clone(),
-            conns.clone(),
-            tasks.clone(),
-            name.to_string(),
-            closed.clone(),
-        );
+        let (s2, c2, t2, n2, x2) = (seen.clone(), conns.clone(), tasks.clone(), name.to_string(), closed.clone());
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
@@ -93,15 +84,7 @@ impl Upstream {
                 t2.lock().unwrap().push(h);
             }
         });
-        Upstream {
-            addr,
-            name: name.to_string(),
-            seen,
-            conns,
-            closed,
-            tasks,
-            accept,
-        }
+        Upstream { addr, name: name.to_string(), seen, conns, closed, tasks, accept }
     }
 
     /// Closes the listener and every connection, as a crashed process would.
@@ -151,28 +134,17 @@ async fn serve_upstream(
                 .headers(&frame)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(k, v)| {
-                    (
-                        String::from_utf8_lossy(k).into_owned(),
-                        String::from_utf8_lossy(v).into_owned(),
-                    )
-                })
+                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
                 .collect();
             let (_, _, content) = BOLT_V1.split(&frame);
-            seen.lock().unwrap().push(Seen {
-                conn,
-                kind: info.kind,
-                id: info.id,
-                headers,
-                content: content.to_vec(),
-            });
+            seen.lock().unwrap().push(Seen { conn, kind: info.kind, id: info.id, headers, content: content.to_vec() });
             match (info.kind, mode) {
                 (_, Mode::Silent) => {}
                 (FrameKind::Heartbeat, _) => BOLT_V1.heartbeat_reply(&frame, &info, &mut out),
-                (FrameKind::Request, Mode::Echo) => echo_response(&info, content, &name, &mut out),
+                (FrameKind::Request, Mode::Echo) => echo_response(frame[0], &info, content, &name, &mut out),
                 (FrameKind::Request, Mode::Delay(d)) => {
                     let mut r = BytesMut::new();
-                    echo_response(&info, content, &name, &mut r);
+                    echo_response(frame[0], &info, content, &name, &mut r);
                     let wr = wr.clone();
                     tasks.lock().unwrap().push(tokio::spawn(async move {
                         tokio::time::sleep(d).await;
@@ -188,10 +160,11 @@ async fn serve_upstream(
     }
 }
 
-fn echo_response(info: &FrameInfo, content: &[u8], name: &str, out: &mut BytesMut) {
+/// An echo answer in the version of the request (as SOFA servers answer).
+fn echo_response(version: u8, info: &FrameInfo, content: &[u8], name: &str, out: &mut BytesMut) {
     let mut r = ResponseBuilder::new(info.id as u32, 0, content);
-    r.headers
-        .push((b"server".to_vec(), name.as_bytes().to_vec()));
+    r.version = version;
+    r.headers.push((b"server".to_vec(), name.as_bytes().to_vec()));
     r.encode_into(out);
 }
 
@@ -221,19 +194,13 @@ impl Proxy {
     }
 
     pub fn start_with(config: &Value, args: &[&str]) -> Proxy {
-        let addr: SocketAddr = config["servers"][0]["listeners"][0]["address"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let addr: SocketAddr = config["servers"][0]["listeners"][0]["address"].as_str().unwrap().parse().unwrap();
         let path = std::env::temp_dir().join(format!(
             "ferrymesh-test-{}-{}.json",
             std::process::id(),
             CONFIG_SEQ.fetch_add(1, Ordering::SeqCst)
         ));
-        std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(config.to_string().as_bytes()))
-            .unwrap();
+        std::fs::File::create(&path).and_then(|mut f| f.write_all(config.to_string().as_bytes())).unwrap();
         let level = std::env::var("FERRYMESH_TEST_LOG").unwrap_or_else(|_| "WARN".into());
         let child = Command::new(env!("CARGO_BIN_EXE_ferrymesh"))
             .args(["start", "-c"])
@@ -243,17 +210,10 @@ impl Proxy {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn ferrymesh");
-        let p = Proxy {
-            child,
-            addr,
-            _config: tempfile_path::TempPath(path),
-        };
+        let p = Proxy { child, addr, _config: tempfile_path::TempPath(path) };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "ferrymesh did not start listening on {addr}"
-            );
+            assert!(Instant::now() < deadline, "ferrymesh did not start listening on {addr}");
             std::thread::sleep(Duration::from_millis(20));
         }
         p
@@ -264,11 +224,7 @@ impl Proxy {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
         assert!(ok.success());
     }
 
@@ -348,14 +304,9 @@ pub struct Response {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
-        let sock = TcpStream::connect(addr)
-            .await
-            .expect("connect to ferrymesh");
+        let sock = TcpStream::connect(addr).await.expect("connect to ferrymesh");
         sock.set_nodelay(true).unwrap();
-        Client {
-            sock,
-            buf: BytesMut::new(),
-        }
+        Client { sock, buf: BytesMut::new() }
     }
 
     pub async fn send(&mut self, frame: &[u8]) {
@@ -366,23 +317,14 @@ impl Client {
     pub async fn recv_within(&mut self, within: Duration) -> Option<Response> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if let Some(info) = BOLT_V1
-                .decode(&self.buf, 64 << 20)
-                .expect("ferrymesh sent a bad frame")
-            {
+            if let Some(info) = BOLT_V1.decode(&self.buf, 64 << 20).expect("ferrymesh sent a bad frame") {
                 let frame = self.buf.split_to(info.len);
                 let (_, _, content) = BOLT_V1.split(&frame);
                 return Some(Response {
                     info,
-                    status: if info.kind == FrameKind::Response {
-                        BOLT_V1.response_status(&frame)
-                    } else {
-                        0
-                    },
+                    status: if info.kind == FrameKind::Response { BOLT_V1.response_status(&frame) } else { 0 },
                     content: content.to_vec(),
-                    server: BOLT_V1
-                        .header(&frame, "server")
-                        .map(|s| String::from_utf8_lossy(s).into_owned()),
+                    server: BOLT_V1.header(&frame, "server").map(|s| String::from_utf8_lossy(s).into_owned()),
                     frame: frame.to_vec(),
                 });
             }
@@ -394,9 +336,7 @@ impl Client {
     }
 
     pub async fn recv(&mut self) -> Response {
-        self.recv_within(Duration::from_secs(5))
-            .await
-            .expect("a response within 5 s")
+        self.recv_within(Duration::from_secs(5)).await.expect("a response within 5 s")
     }
 
     /// True when the peer closed the connection (EOF or reset) within `within`.

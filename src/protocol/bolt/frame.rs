@@ -4,8 +4,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::{
-    headers_len, put_headers, Layout, CMD_HEARTBEAT, CMD_REQUEST, CMD_RESPONSE, TYPE_ONEWAY,
-    TYPE_REQUEST, TYPE_RESPONSE, V1, V2,
+    headers_len, put_headers, Layout, CMD_HEARTBEAT, CMD_REQUEST, CMD_RESPONSE, TYPE_ONEWAY, TYPE_REQUEST,
+    TYPE_RESPONSE, V1, V2,
 };
 
 pub const SOFA_REQUEST_CLASS: &str = "com.alipay.sofa.rpc.core.request.SofaRequest";
@@ -61,8 +61,7 @@ impl RequestBuilder {
     }
 
     pub fn header(mut self, k: &str, v: &str) -> Self {
-        self.headers
-            .push((k.as_bytes().to_vec(), v.as_bytes().to_vec()));
+        self.headers.push((k.as_bytes().to_vec(), v.as_bytes().to_vec()));
         self
     }
 
@@ -78,16 +77,8 @@ impl RequestBuilder {
         if l.ver1.is_some() {
             out.put_u8(1);
         }
-        out.put_u8(if self.oneway {
-            TYPE_ONEWAY
-        } else {
-            TYPE_REQUEST
-        });
-        out.put_u16(if self.heartbeat {
-            CMD_HEARTBEAT
-        } else {
-            CMD_REQUEST
-        });
+        out.put_u8(if self.oneway { TYPE_ONEWAY } else { TYPE_REQUEST });
+        out.put_u16(if self.heartbeat { CMD_HEARTBEAT } else { CMD_REQUEST });
         out.put_u8(1);
         out.put_u32(self.id);
         out.put_u8(super::CODEC_HESSIAN2);
@@ -142,11 +133,7 @@ impl ResponseBuilder {
             out.put_u8(1);
         }
         out.put_u8(TYPE_RESPONSE);
-        out.put_u16(if self.heartbeat {
-            CMD_HEARTBEAT
-        } else {
-            CMD_RESPONSE
-        });
+        out.put_u16(if self.heartbeat { CMD_HEARTBEAT } else { CMD_RESPONSE });
         out.put_u8(1);
         out.put_u32(self.id);
         out.put_u8(super::CODEC_HESSIAN2);

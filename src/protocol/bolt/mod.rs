@@ -21,7 +21,11 @@
 //! | header size    | 22         | 20          | 24         | 22          |
 //!
 //! v1 and v2 differ only in these offsets, so one implementation reads both
-//! through a [`Layout`]. A v2 frame with ver1 = 2 and bit 0 of the switch byte
+//! through a [`Layout`], chosen per frame by its first byte. As in MOSN, the
+//! `bolt` and `boltv2` codecs therefore accept both versions: one listener and
+//! one upstream connection carry v1 and v2 frames alike, and every answer is
+//! written in the version of its request. The codec's own version only decides
+//! the heartbeats ferrymesh originates. A v2 frame with ver1 = 2 and bit 0 of the switch byte
 //! set carries a CRC32 of the frame after it (SOFA's Java decoder checks both;
 //! sofa-bolt-node sets both). Unlike MOSN we count it in the frame length,
 //! recompute it when the id is patched, and put one on our own replies to such
@@ -148,21 +152,33 @@ pub const V2: Layout = Layout {
     resp_header_size: 22,
 };
 
-/// The bolt codec for one version.
+/// The bolt codec. `layout` is the version of the frames it originates.
 #[derive(Debug)]
 pub struct Bolt {
     pub layout: &'static Layout,
     name: &'static str,
 }
 
-pub static BOLT_V1: Bolt = Bolt {
-    layout: &V1,
-    name: "bolt",
-};
-pub static BOLT_V2: Bolt = Bolt {
-    layout: &V2,
-    name: "boltv2",
-};
+pub static BOLT_V1: Bolt = Bolt { layout: &V1, name: "bolt" };
+pub static BOLT_V2: Bolt = Bolt { layout: &V2, name: "boltv2" };
+
+/// The layout of a frame whose first byte is `proto`.
+fn layout_of(proto: u8) -> Option<&'static Layout> {
+    match proto {
+        1 => Some(&V1),
+        2 => Some(&V2),
+        _ => None,
+    }
+}
+
+/// The layout of a frame already accepted by `decode`.
+fn layout(frame: &[u8]) -> &'static Layout {
+    if frame.first() == Some(&2) {
+        &V2
+    } else {
+        &V1
+    }
+}
 
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
@@ -178,12 +194,12 @@ fn crc_enabled(ver1: u8, switch: u8) -> bool {
 }
 
 /// `reply_tag` packing: the bytes an answer must echo from its request.
-fn pack_tag(codec: u8, ver1: u8, switch: u8) -> u32 {
-    u32::from(codec) | u32::from(ver1) << 8 | u32::from(switch) << 16
+fn pack_tag(codec: u8, ver1: u8, switch: u8, proto: u8) -> u32 {
+    u32::from(codec) | u32::from(ver1) << 8 | u32::from(switch) << 16 | u32::from(proto) << 24
 }
 
-fn unpack_tag(tag: u32) -> (u8, u8, u8) {
-    (tag as u8, (tag >> 8) as u8, (tag >> 16) as u8)
+fn unpack_tag(tag: u32) -> (u8, u8, u8, u8) {
+    (tag as u8, (tag >> 8) as u8, (tag >> 16) as u8, (tag >> 24) as u8)
 }
 
 /// Where the class name, header map and content of a whole frame lie.
@@ -196,11 +212,12 @@ struct Sections {
 
 impl Bolt {
     fn is_response(&self, frame: &[u8]) -> bool {
-        frame[self.layout.typ] == TYPE_RESPONSE
+        frame[layout(frame).typ] == TYPE_RESPONSE
     }
 
     fn has_crc(&self, frame: &[u8]) -> bool {
-        match (self.layout.ver1, self.layout.switch) {
+        let l = layout(frame);
+        match (l.ver1, l.switch) {
             (Some(v), Some(s)) => crc_enabled(frame[v], frame[s]),
             _ => false,
         }
@@ -209,20 +226,16 @@ impl Bolt {
     /// Section ranges of a frame already accepted by `decode`.
     fn sections(&self, frame: &[u8]) -> Sections {
         let resp = self.is_response(frame);
-        let at = self.layout.class_len_at(resp);
+        let l = layout(frame);
+        let at = l.class_len_at(resp);
         let class_len = usize::from(be16(frame, at));
         let header_len = usize::from(be16(frame, at + 2));
         let content_len = be32(frame, at + 4) as usize;
-        let start = self.layout.header_size(resp);
+        let start = l.header_size(resp);
         let class = start..start + class_len;
         let headers = class.end..class.end + header_len;
         let content = headers.end..headers.end + content_len;
-        Sections {
-            class,
-            headers,
-            content,
-            crc: self.has_crc(frame),
-        }
+        Sections { class, headers, content, crc: self.has_crc(frame) }
     }
 
     fn rewrite_crc(&self, frame: &mut [u8]) {
@@ -234,17 +247,9 @@ impl Bolt {
     }
 
     /// Appends a response header of this version with empty sections after it.
-    fn put_response(
-        &self,
-        out: &mut BytesMut,
-        cmd: u16,
-        id: u32,
-        tag: u32,
-        status: u16,
-        content: &[u8],
-    ) {
-        let l = self.layout;
-        let (codec, ver1, switch) = unpack_tag(tag);
+    fn put_response(&self, out: &mut BytesMut, cmd: u16, id: u32, tag: u32, status: u16, content: &[u8]) {
+        let (codec, ver1, switch, proto) = unpack_tag(tag);
+        let l = layout_of(proto).unwrap_or(self.layout);
         let start = out.len();
         out.put_u8(l.proto);
         if l.ver1.is_some() {
@@ -272,7 +277,7 @@ impl Bolt {
 
     /// The status byte pair of a bolt response frame.
     pub fn response_status(&self, frame: &[u8]) -> u16 {
-        be16(frame, self.layout.status)
+        be16(frame, layout(frame).status)
     }
 
     /// The class name, header map bytes and content of a whole frame.
@@ -336,10 +341,7 @@ pub fn put_headers<K: AsRef<[u8]>, V: AsRef<[u8]>>(out: &mut BytesMut, headers: 
 
 /// Encoded size of a header map.
 pub fn headers_len<K: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(K, V)]) -> usize {
-    headers
-        .iter()
-        .map(|(k, v)| 8 + k.as_ref().len() + v.as_ref().len())
-        .sum()
+    headers.iter().map(|(k, v)| 8 + k.as_ref().len() + v.as_ref().len()).sum()
 }
 
 impl Codec for Bolt {
@@ -347,21 +349,25 @@ impl Codec for Bolt {
         self.name
     }
 
+    fn family(&self) -> &'static str {
+        "bolt"
+    }
+
     fn detect(&self, buf: &[u8]) -> Detect {
         match buf.first() {
             None => Detect::NeedMore,
-            Some(&b) if b == self.layout.proto => Detect::Match,
+            Some(&b) if layout_of(b).is_some() => Detect::Match,
             Some(_) => Detect::NoMatch,
         }
     }
 
     fn decode(&self, buf: &[u8], max_frame: usize) -> Result<Option<FrameInfo>, CodecError> {
-        let l = self.layout;
+        let Some(&proto) = buf.first() else {
+            return Ok(None);
+        };
+        let l = layout_of(proto).ok_or(CodecError::BadMagic(proto))?;
         if buf.len() <= l.typ {
             return Ok(None);
-        }
-        if buf[0] != l.proto {
-            return Err(CodecError::BadMagic(buf[0]));
         }
         let typ = buf[l.typ];
         let resp = match typ {
@@ -384,21 +390,11 @@ impl Codec for Bolt {
             (_, other, _) => return Err(CodecError::BadCommand(other)),
         };
         let at = l.class_len_at(resp);
-        let crc = if l.ver1.is_some_and(|v| buf[v] > 1) {
-            4
-        } else {
-            0
-        };
-        let len = hsize as u64
-            + u64::from(be16(buf, at))
-            + u64::from(be16(buf, at + 2))
-            + u64::from(be32(buf, at + 4))
-            + crc;
+        let crc = if l.ver1.is_some_and(|v| buf[v] > 1) { 4 } else { 0 };
+        let len =
+            hsize as u64 + u64::from(be16(buf, at)) + u64::from(be16(buf, at + 2)) + u64::from(be32(buf, at + 4)) + crc;
         if len > max_frame as u64 {
-            return Err(CodecError::TooLarge {
-                len,
-                max: max_frame,
-            });
+            return Err(CodecError::TooLarge { len, max: max_frame });
         }
         let len = len as usize;
         if buf.len() < len {
@@ -417,12 +413,12 @@ impl Codec for Bolt {
             kind,
             id: u64::from(be32(buf, l.id)),
             timeout_ms,
-            reply_tag: pack_tag(buf[l.codec], ver1, switch),
+            reply_tag: pack_tag(buf[l.codec], ver1, switch, proto),
         }))
     }
 
     fn patch_id(&self, frame: &mut [u8], id: u64) {
-        let at = self.layout.id;
+        let at = layout(frame).id;
         frame[at..at + 4].copy_from_slice(&(id as u32).to_be_bytes());
         self.rewrite_crc(frame);
     }
@@ -432,14 +428,7 @@ impl Codec for Bolt {
     }
 
     fn heartbeat_reply(&self, _req: &[u8], info: &FrameInfo, out: &mut BytesMut) {
-        self.put_response(
-            out,
-            CMD_HEARTBEAT,
-            info.id as u32,
-            info.reply_tag,
-            status::SUCCESS,
-            &[],
-        );
+        self.put_response(out, CMD_HEARTBEAT, info.id as u32, info.reply_tag, status::SUCCESS, &[]);
     }
 
     fn heartbeat_request(&self, id: u64, out: &mut BytesMut) -> bool {
@@ -472,17 +461,16 @@ impl Codec for Bolt {
         self.put_response(out, CMD_RESPONSE, id as u32, info.reply_tag, status, body);
     }
 
-    fn error_status(&self, err: &ProxyError, _reply_tag: u32) -> u32 {
+    fn error_status(&self, err: &ProxyError, reply_tag: u32) -> u32 {
+        let v1 = unpack_tag(reply_tag).3 != 2;
         use status::*;
         let s = match err {
-            ProxyError::NoRoute | ProxyError::NoHealthyHost | ProxyError::ConnectFailed(_) => {
-                NO_PROCESSOR
-            }
+            ProxyError::NoRoute | ProxyError::NoHealthyHost | ProxyError::ConnectFailed(_) => NO_PROCESSOR,
             ProxyError::UpstreamReset => NO_PROCESSOR,
             ProxyError::Overflow => SERVER_THREADPOOL_BUSY,
             ProxyError::Timeout => TIMEOUT,
             ProxyError::Codec => CODEC_EXCEPTION,
-            ProxyError::Forbidden if self.layout.proto == 1 => SERVER_EXCEPTION,
+            ProxyError::Forbidden if v1 => SERVER_EXCEPTION,
             ProxyError::DirectResponse { status: code, .. } => map_internal_code(*code),
             ProxyError::Forbidden | ProxyError::Internal(_) => UNKNOWN,
         };
@@ -505,18 +493,14 @@ impl Codec for Bolt {
         }
     }
 
-    fn encode_with_headers(
-        &self,
-        frame: &[u8],
-        headers: &[(Vec<u8>, Vec<u8>)],
-        out: &mut BytesMut,
-    ) {
+    fn encode_with_headers(&self, frame: &[u8], headers: &[(Vec<u8>, Vec<u8>)], out: &mut BytesMut) {
         let s = self.sections(frame);
         let resp = self.is_response(frame);
-        let hsize = self.layout.header_size(resp);
+        let l = layout(frame);
+        let hsize = l.header_size(resp);
         let start = out.len();
         out.extend_from_slice(&frame[..hsize]);
-        let at = start + self.layout.class_len_at(resp) + 2;
+        let at = start + l.class_len_at(resp) + 2;
         let len = headers_len(headers) as u16;
         out[at..at + 2].copy_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&frame[s.class]);

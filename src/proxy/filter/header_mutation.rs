@@ -30,11 +30,7 @@ pub struct HeaderMutation {
 }
 
 impl HeaderMutation {
-    pub fn parse(
-        config: serde_json::Value,
-        path: &str,
-        warnings: &mut Vec<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn parse(config: serde_json::Value, path: &str, warnings: &mut Vec<String>) -> Result<Self, ConfigError> {
         from_value(config, path, warnings)
     }
 }
@@ -54,20 +50,12 @@ impl StreamFilter for HeaderMutation {
     }
 
     fn on_request(&self, req: &mut RequestCtx<'_>) -> FilterStatus {
-        apply(
-            &mut req.headers,
-            &self.request_headers_to_add,
-            &self.request_headers_to_remove,
-        );
+        apply(&mut req.headers, &self.request_headers_to_add, &self.request_headers_to_remove);
         FilterStatus::Continue
     }
 
     fn on_response(&self, headers: &mut Headers<'_>) -> FilterStatus {
-        apply(
-            headers,
-            &self.response_headers_to_add,
-            &self.response_headers_to_remove,
-        );
+        apply(headers, &self.response_headers_to_add, &self.response_headers_to_remove);
         FilterStatus::Continue
     }
 

@@ -25,19 +25,13 @@ impl Cidr {
             Some((ip, p)) => (ip, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = ip
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+        let addr: IpAddr = ip.trim().parse().map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|&p| p <= max)
-                .ok_or_else(|| format!("bad prefix in {s:?}"))?,
+            Some(p) => {
+                p.trim().parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(|| format!("bad prefix in {s:?}"))?
+            }
         };
         Ok(Cidr { addr, prefix })
     }
@@ -49,15 +43,11 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -80,27 +70,16 @@ struct Raw {
 }
 
 impl IpAccess {
-    pub fn parse(
-        config: serde_json::Value,
-        path: &str,
-        warnings: &mut Vec<String>,
-    ) -> Result<IpAccess, ConfigError> {
+    pub fn parse(config: serde_json::Value, path: &str, warnings: &mut Vec<String>) -> Result<IpAccess, ConfigError> {
         let raw: Raw = from_value(config, path, warnings)?;
         let (allow, list, field) = match (raw.allow, raw.deny) {
             (Some(a), None) => (true, a, "allow"),
             (None, Some(d)) => (false, d, "deny"),
-            _ => {
-                return Err(ConfigError::new(
-                    path,
-                    "needs exactly one of \"allow\" or \"deny\"",
-                ))
-            }
+            _ => return Err(ConfigError::new(path, "needs exactly one of \"allow\" or \"deny\"")),
         };
         let mut blocks = Vec::new();
         for (i, s) in list.iter().enumerate() {
-            blocks.push(
-                Cidr::parse(s).map_err(|e| ConfigError::new(format!("{path}.{field}[{i}]"), e))?,
-            );
+            blocks.push(Cidr::parse(s).map_err(|e| ConfigError::new(format!("{path}.{field}[{i}]"), e))?);
         }
         Ok(IpAccess { allow, blocks })
     }

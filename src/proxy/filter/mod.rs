@@ -46,19 +46,12 @@ pub struct Headers<'a> {
 
 impl<'a> Headers<'a> {
     pub fn new(codec: &'a dyn Codec, frame: &'a [u8]) -> Self {
-        Headers {
-            codec,
-            frame,
-            edited: None,
-        }
+        Headers { codec, frame, edited: None }
     }
 
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         match &self.edited {
-            Some(list) => list
-                .iter()
-                .find(|(k, _)| k == name.as_bytes())
-                .map(|(_, v)| v.as_slice()),
+            Some(list) => list.iter().find(|(k, _)| k == name.as_bytes()).map(|(_, v)| v.as_slice()),
             None => self.codec.header(self.frame, name),
         }
     }
@@ -68,11 +61,7 @@ impl<'a> Headers<'a> {
         self.edited.get_or_insert_with(|| {
             codec
                 .headers(frame)
-                .map(|l| {
-                    l.into_iter()
-                        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                        .collect()
-                })
+                .map(|l| l.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
                 .unwrap_or_default()
         })
     }
@@ -132,9 +121,7 @@ pub struct FilterChain {
 
 impl FilterChain {
     pub fn new(specs: &[FilterSpec]) -> FilterChain {
-        FilterChain {
-            filters: specs.iter().map(FilterSpec::build).collect(),
-        }
+        FilterChain { filters: specs.iter().map(FilterSpec::build).collect() }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -153,10 +140,7 @@ impl FilterChain {
         frame: &[u8],
         peer: SocketAddr,
     ) -> Result<Option<BytesMut>, ProxyError> {
-        let mut req = RequestCtx {
-            peer,
-            headers: Headers::new(codec, frame),
-        };
+        let mut req = RequestCtx { peer, headers: Headers::new(codec, frame) };
         for f in &self.filters {
             if let FilterStatus::Respond(err) = f.on_request(&mut req) {
                 tracing::debug!(filter = f.name(), %peer, error = %err, "filter answered the request");
@@ -200,9 +184,7 @@ impl FilterSpec {
         let cpath = format!("{path}.config");
         Ok(Some(match kind {
             "ip_access" => FilterSpec::IpAccess(IpAccess::parse(config, &cpath, warnings)?),
-            "header_mutation" => {
-                FilterSpec::HeaderMutation(HeaderMutation::parse(config, &cpath, warnings)?)
-            }
+            "header_mutation" => FilterSpec::HeaderMutation(HeaderMutation::parse(config, &cpath, warnings)?),
             _ => return Ok(None),
         }))
     }
@@ -217,9 +199,7 @@ impl FilterSpec {
 
 /// The chain as the stream layer's response hook, when it has response hooks.
 pub fn response_hook(chain: &Rc<FilterChain>) -> Option<Rc<dyn ResponseHook>> {
-    chain
-        .has_response_hooks()
-        .then(|| chain.clone() as Rc<dyn ResponseHook>)
+    chain.has_response_hooks().then(|| chain.clone() as Rc<dyn ResponseHook>)
 }
 
 #[cfg(test)]

@@ -12,12 +12,8 @@ fn cidr_blocks() {
     let b = Cidr::parse("10.1.0.0/16").unwrap();
     assert!(b.contains("10.1.200.3".parse().unwrap()));
     assert!(!b.contains("10.2.0.1".parse().unwrap()));
-    assert!(Cidr::parse("127.0.0.1")
-        .unwrap()
-        .contains("::ffff:127.0.0.1".parse().unwrap()));
-    assert!(Cidr::parse("::/0")
-        .unwrap()
-        .contains("2001:db8::1".parse().unwrap()));
+    assert!(Cidr::parse("127.0.0.1").unwrap().contains("::ffff:127.0.0.1".parse().unwrap()));
+    assert!(Cidr::parse("::/0").unwrap().contains("2001:db8::1".parse().unwrap()));
     assert!(Cidr::parse("10.0.0.0/33").is_err());
     assert!(Cidr::parse("nope").is_err());
 }
@@ -36,27 +32,12 @@ fn ip_access_allow_and_deny() {
 
 #[test]
 fn unchanged_requests_are_not_reencoded_and_changed_ones_are() {
-    let frame = RequestBuilder::new(3, "svc", b"body")
-        .header("a", "1")
-        .encode();
+    let frame = RequestBuilder::new(3, "svc", b"body").header("a", "1").encode();
     let chain = FilterChain::new(&[FilterSpec::IpAccess(
-        IpAccess::parse(
-            serde_json::json!({"deny": ["10.0.0.0/8"]}),
-            "f",
-            &mut Vec::new(),
-        )
-        .unwrap(),
+        IpAccess::parse(serde_json::json!({"deny": ["10.0.0.0/8"]}), "f", &mut Vec::new()).unwrap(),
     )]);
-    assert!(chain
-        .on_request(&BOLT_V1, &frame, peer("127.0.0.1"))
-        .unwrap()
-        .is_none());
-    assert_eq!(
-        chain
-            .on_request(&BOLT_V1, &frame, peer("10.0.0.1"))
-            .unwrap_err(),
-        ProxyError::Forbidden
-    );
+    assert!(chain.on_request(&BOLT_V1, &frame, peer("127.0.0.1")).unwrap().is_none());
+    assert_eq!(chain.on_request(&BOLT_V1, &frame, peer("10.0.0.1")).unwrap_err(), ProxyError::Forbidden);
 
     let hm: HeaderMutation = serde_json::from_value(serde_json::json!({
         "request_headers_to_add": [{"key": "a", "value": "2"}, {"key": "b", "value": "3"}],
@@ -64,17 +45,11 @@ fn unchanged_requests_are_not_reencoded_and_changed_ones_are() {
     }))
     .unwrap();
     let chain = FilterChain::new(&[FilterSpec::HeaderMutation(hm)]);
-    let out = chain
-        .on_request(&BOLT_V1, &frame, peer("127.0.0.1"))
-        .unwrap()
-        .expect("re-encoded");
+    let out = chain.on_request(&BOLT_V1, &frame, peer("127.0.0.1")).unwrap().expect("re-encoded");
     let info = BOLT_V1.decode(&out, 1 << 20).unwrap().unwrap();
     assert_eq!(info.len, out.len());
     assert_eq!(info.id, 3);
     let headers = BOLT_V1.headers(&out).unwrap();
-    assert_eq!(
-        headers,
-        vec![(&b"a"[..], &b"2"[..]), (&b"b"[..], &b"3"[..])]
-    );
+    assert_eq!(headers, vec![(&b"a"[..], &b"2"[..]), (&b"b"[..], &b"3"[..])]);
     assert_eq!(BOLT_V1.split(&out).2, b"body");
 }

@@ -8,9 +8,7 @@ use super::LbContext;
 use crate::upstream::Host;
 
 pub fn choose(hosts: &[Rc<Host>], ctx: &LbContext) -> Option<usize> {
-    let eligible: Vec<usize> = (0..hosts.len())
-        .filter(|&i| ctx.eligible(hosts, i))
-        .collect();
+    let eligible: Vec<usize> = (0..hosts.len()).filter(|&i| ctx.eligible(hosts, i)).collect();
     match eligible.len() {
         0 => None,
         1 => Some(eligible[0]),
@@ -21,8 +19,7 @@ pub fn choose(hosts: &[Rc<Host>], ctx: &LbContext) -> Option<usize> {
                 b = eligible[n - 1];
             }
             // Active counts weighted by the inverse of the host weight.
-            let score =
-                |i: usize| u64::from(hosts[i].active()) * 128 / u64::from(hosts[i].weight.max(1));
+            let score = |i: usize| u64::from(hosts[i].active()) * 128 / u64::from(hosts[i].weight.max(1));
             Some(if score(b) < score(a) { b } else { a })
         }
     }

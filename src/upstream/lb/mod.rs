@@ -70,13 +70,9 @@ pub enum LoadBalancer {
 impl LoadBalancer {
     pub fn new(kind: LbKind, hosts: &[Rc<Host>]) -> LoadBalancer {
         match kind {
-            LbKind::RoundRobin => {
-                LoadBalancer::RoundRobin(round_robin::RoundRobin::new(hosts.len()))
-            }
+            LbKind::RoundRobin => LoadBalancer::RoundRobin(round_robin::RoundRobin::new(hosts.len())),
             LbKind::Random => LoadBalancer::Random,
-            LbKind::WeightedRoundRobin => {
-                LoadBalancer::Weighted(weighted::SmoothWeighted::new(hosts.len()))
-            }
+            LbKind::WeightedRoundRobin => LoadBalancer::Weighted(weighted::SmoothWeighted::new(hosts.len())),
             LbKind::LeastRequest => LoadBalancer::LeastRequest,
             LbKind::Maglev => LoadBalancer::Maglev(Maglev::new(hosts, maglev::DEFAULT_TABLE_SIZE)),
         }
@@ -107,9 +103,7 @@ fn random(hosts: &[Rc<Host>], ctx: &LbContext) -> Option<usize> {
 
 /// The first eligible host at or after `start`, wrapping around.
 fn scan_from(hosts: &[Rc<Host>], ctx: &LbContext, start: usize) -> Option<usize> {
-    (0..hosts.len())
-        .map(|k| (start + k) % hosts.len())
-        .find(|&i| ctx.eligible(hosts, i))
+    (0..hosts.len()).map(|k| (start + k) % hosts.len()).find(|&i| ctx.eligible(hosts, i))
 }
 
 #[cfg(test)]

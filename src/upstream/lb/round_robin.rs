@@ -13,13 +13,7 @@ pub struct RoundRobin {
 impl RoundRobin {
     pub fn new(hosts: usize) -> RoundRobin {
         // A random start keeps workers (and restarts) from all hitting host 0 first.
-        RoundRobin {
-            next: Cell::new(if hosts == 0 {
-                0
-            } else {
-                fastrand::usize(..hosts)
-            }),
-        }
+        RoundRobin { next: Cell::new(if hosts == 0 { 0 } else { fastrand::usize(..hosts) }) }
     }
 
     pub fn choose(&self, hosts: &[Rc<Host>], ctx: &LbContext) -> Option<usize> {

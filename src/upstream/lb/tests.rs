@@ -8,21 +8,12 @@ fn hosts(weights: &[u32]) -> Vec<Rc<Host>> {
     weights
         .iter()
         .enumerate()
-        .map(|(i, &w)| {
-            Rc::new(Host::new(
-                format!("10.0.0.{}:80", i + 1).parse().unwrap(),
-                w,
-            ))
-        })
+        .map(|(i, &w)| Rc::new(Host::new(format!("10.0.0.{}:80", i + 1).parse().unwrap(), w)))
         .collect()
 }
 
 fn ctx<'a>(exclude: &'a [usize]) -> LbContext<'a> {
-    LbContext {
-        hash_key: None,
-        exclude,
-        now: Instant::now(),
-    }
+    LbContext { hash_key: None, exclude, now: Instant::now() }
 }
 
 fn counts(lb: &LoadBalancer, hs: &[Rc<Host>], n: usize) -> HashMap<usize, usize> {
@@ -37,18 +28,9 @@ fn counts(lb: &LoadBalancer, hs: &[Rc<Host>], n: usize) -> HashMap<usize, usize>
 fn names_follow_mosn_and_envoy() {
     assert_eq!(LbKind::from_name("LB_ROUNDROBIN"), Some(LbKind::RoundRobin));
     assert_eq!(LbKind::from_name("ROUND_ROBIN"), Some(LbKind::RoundRobin));
-    assert_eq!(
-        LbKind::from_name("LB_LEAST_REQUEST"),
-        Some(LbKind::LeastRequest)
-    );
-    assert_eq!(
-        LbKind::from_name("LEAST_ACTIVE_REQUEST"),
-        Some(LbKind::LeastRequest)
-    );
-    assert_eq!(
-        LbKind::from_name("WEIGHTED_ROUND_ROBIN"),
-        Some(LbKind::WeightedRoundRobin)
-    );
+    assert_eq!(LbKind::from_name("LB_LEAST_REQUEST"), Some(LbKind::LeastRequest));
+    assert_eq!(LbKind::from_name("LEAST_ACTIVE_REQUEST"), Some(LbKind::LeastRequest));
+    assert_eq!(LbKind::from_name("WEIGHTED_ROUND_ROBIN"), Some(LbKind::WeightedRoundRobin));
     assert_eq!(LbKind::from_name("LB_MAGLEV"), Some(LbKind::Maglev));
     assert_eq!(LbKind::from_name("LB_NOPE"), None);
 }
@@ -64,11 +46,7 @@ fn round_robin_cycles_and_skips_excluded_and_unhealthy() {
     assert!((0..10).all(|_| lb.choose(&hs, &ctx(&[1])).unwrap() != 1));
     hs[2].mark_connect_failure();
     assert!((0..10).all(|_| lb.choose(&hs, &ctx(&[])).unwrap() != 2));
-    assert_eq!(
-        lb.choose(&hs, &ctx(&[0, 1])),
-        None,
-        "the only other host is unhealthy"
-    );
+    assert_eq!(lb.choose(&hs, &ctx(&[0, 1])), None, "the only other host is unhealthy");
 }
 
 #[test]
@@ -76,11 +54,7 @@ fn smooth_weighted_is_exact_and_interleaved() {
     let hs = hosts(&[5, 1, 1]);
     let lb = LoadBalancer::new(LbKind::WeightedRoundRobin, &hs);
     let seq: Vec<usize> = (0..7).map(|_| lb.choose(&hs, &ctx(&[])).unwrap()).collect();
-    assert_eq!(
-        seq,
-        vec![0, 0, 1, 0, 2, 0, 0],
-        "nginx's smooth order for 5,1,1"
-    );
+    assert_eq!(seq, vec![0, 0, 1, 0, 2, 0, 0], "nginx's smooth order for 5,1,1");
     let c = counts(&lb, &hs, 700);
     assert_eq!((c[&0], c[&1], c[&2]), (500, 100, 100));
 }
@@ -116,33 +90,19 @@ fn maglev_is_consistent_and_moves_few_keys() {
     for &h in &before {
         per_host[h] += 1;
     }
-    assert!(
-        per_host.iter().all(|&n| (300..500).contains(&n)),
-        "{per_host:?}"
-    );
+    assert!(per_host.iter().all(|&n| (300..500).contains(&n)), "{per_host:?}");
     // Same table from the same hosts: same answers.
     let again = Maglev::new(&hs, 65537);
-    assert!(keys
-        .iter()
-        .zip(&before)
-        .all(|(k, &h)| again.lookup(k.as_bytes()) == h));
+    assert!(keys.iter().zip(&before).all(|(k, &h)| again.lookup(k.as_bytes()) == h));
     // Remove host 4: keys of other hosts mostly stay put.
     let fewer = Maglev::new(&hs[..4], 65537);
-    let moved = keys
-        .iter()
-        .zip(&before)
-        .filter(|(_, &h)| h != 4)
-        .filter(|(k, &h)| fewer.lookup(k.as_bytes()) != h)
-        .count();
+    let moved =
+        keys.iter().zip(&before).filter(|(_, &h)| h != 4).filter(|(k, &h)| fewer.lookup(k.as_bytes()) != h).count();
     assert!(moved < 200, "{moved} keys of surviving hosts moved");
     // An ineligible owner hands the key to a stable second choice.
     let key = keys[0].as_bytes();
     let owner = before[0];
-    let c = LbContext {
-        hash_key: Some(key),
-        exclude: &[owner],
-        now: Instant::now(),
-    };
+    let c = LbContext { hash_key: Some(key), exclude: &[owner], now: Instant::now() };
     let second = m.choose(&hs, &c, key).unwrap();
     assert_ne!(second, owner);
     assert_eq!(m.choose(&hs, &c, key), Some(second));

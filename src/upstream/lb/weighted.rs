@@ -17,9 +17,7 @@ pub struct SmoothWeighted {
 
 impl SmoothWeighted {
     pub fn new(hosts: usize) -> SmoothWeighted {
-        SmoothWeighted {
-            current: (0..hosts).map(|_| Cell::new(0)).collect(),
-        }
+        SmoothWeighted { current: (0..hosts).map(|_| Cell::new(0)).collect() }
     }
 
     pub fn choose(&self, hosts: &[Rc<Host>], ctx: &LbContext) -> Option<usize> {
