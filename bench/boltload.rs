@@ -50,10 +50,7 @@ fn parse() -> Result<Args, String> {
             continue;
         }
         let v = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = |v: &str| {
-            v.parse::<f64>()
-                .map_err(|_| format!("{flag}: not a number"))
-        };
+        let num = |v: &str| v.parse::<f64>().map_err(|_| format!("{flag}: not a number"));
         match flag.as_str() {
             "--target" => a.target = v,
             "--connections" => a.connections = num(&v)? as usize,
@@ -85,13 +82,7 @@ fn payload(conn: usize, seq: u64, size: usize) -> Vec<u8> {
     p
 }
 
-async fn run_conn(
-    n: usize,
-    a: Args,
-    measure_from: Instant,
-    end: Instant,
-    totals: Rc<RefCell<Totals>>,
-) {
+async fn run_conn(n: usize, a: Args, measure_from: Instant, end: Instant, totals: Rc<RefCell<Totals>>) {
     let mut s = match TcpStream::connect(&a.target).await {
         Ok(s) => s,
         Err(e) => {
@@ -164,8 +155,7 @@ async fn run_conn(
             if now < end {
                 seq += 1;
                 slots[id] = (seq, now);
-                RequestBuilder::new(id as u32, &a.service, &payload(n, seq, a.payload))
-                    .encode_into(&mut out);
+                RequestBuilder::new(id as u32, &a.service, &payload(n, seq, a.payload)).encode_into(&mut out);
                 outstanding += 1;
             }
         }
@@ -197,10 +187,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     let totals = Rc::new(RefCell::new(Totals::default()));
     let start = Instant::now();
@@ -208,23 +195,15 @@ fn main() {
     let end = measure_from + Duration::from_secs_f64(a.duration);
     local.block_on(&rt, async {
         let tasks: Vec<_> = (0..a.connections)
-            .map(|n| {
-                tokio::task::spawn_local(run_conn(n, a.clone(), measure_from, end, totals.clone()))
-            })
+            .map(|n| tokio::task::spawn_local(run_conn(n, a.clone(), measure_from, end, totals.clone())))
             .collect();
         for t in tasks {
             let _ = t.await;
         }
     });
-    let measured = end
-        .min(Instant::now())
-        .saturating_duration_since(measure_from)
-        .as_secs_f64()
-        .max(1e-9);
+    let measured = end.min(Instant::now()).saturating_duration_since(measure_from).as_secs_f64().max(1e-9);
     let t = totals.borrow();
-    let (p50, p99) = t.hist.as_ref().map_or((0, 0), |h| {
-        (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
-    });
+    let (p50, p99) = t.hist.as_ref().map_or((0, 0), |h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99)));
     let rps = t.requests as f64 / measured;
     if a.json {
         println!(

@@ -23,9 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let mut s = TcpStream::connect(&target).await?;
         let mut buf = BytesMut::new();
@@ -50,10 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 continue;
             }
             let status = BOLT_V1.response_status(&frame);
-            let server = BOLT_V1
-                .header(&frame, "server")
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
+            let server = BOLT_V1.header(&frame, "server").map(String::from_utf8_lossy).unwrap_or_default();
             let (_, _, content) = BOLT_V1.split(&frame);
             println!(
                 "request id={id} -> response id={} status={status} server={server} content={:?}",

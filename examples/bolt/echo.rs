@@ -21,20 +21,14 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        listen: "127.0.0.1:12200".into(),
-        name: "echo".into(),
-        delay: Duration::ZERO,
-    };
+    let mut a = Args { listen: "127.0.0.1:12200".into(), name: "echo".into(), delay: Duration::ZERO };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--listen" => a.listen = val(),
             "--name" => a.name = val(),
-            "--delay-ms" => {
-                a.delay = Duration::from_millis(val().parse().expect("--delay-ms: a number"))
-            }
+            "--delay-ms" => a.delay = Duration::from_millis(val().parse().expect("--delay-ms: a number")),
             "-h" | "--help" => {
                 println!("bolt-echo --listen ADDR [--name NAME] [--delay-ms N]");
                 std::process::exit(0);
@@ -47,9 +41,7 @@ fn args() -> Args {
 
 fn main() -> std::io::Result<()> {
     let a = args();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(&a.listen).await?;
         println!("READY {}", listener.local_addr()?);
