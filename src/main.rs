@@ -42,8 +42,23 @@ enum Command {
     Version,
 }
 
-fn init_logging(level: tracing::Level) {
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false).init();
+/// Logs go to `default_log_path`: "stdout", "stderr" (the default) or a file,
+/// appended to.
+fn init_logging(level: tracing::Level, path: Option<&str>) -> Result<(), String> {
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_target(false);
+    match path {
+        None | Some("" | "stderr") => builder.with_writer(std::io::stderr).init(),
+        Some("stdout") => builder.with_writer(std::io::stdout).with_ansi(false).init(),
+        Some(file) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .map_err(|e| format!("servers[0].default_log_path: cannot open {file}: {e}"))?;
+            builder.with_writer(std::sync::Mutex::new(f)).with_ansi(false).init();
+        }
+    }
+    Ok(())
 }
 
 fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
@@ -84,7 +99,10 @@ fn main() -> ExitCode {
                 .or_else(|| settings.log_level.clone())
                 .and_then(|l| ferrymesh::parse_log_level(&l))
                 .unwrap_or(tracing::Level::INFO);
-            init_logging(level);
+            if let Err(e) = init_logging(level, settings.log_path.as_deref()) {
+                eprintln!("ferrymesh: {e}");
+                return ExitCode::from(2);
+            }
             for w in &settings.warnings {
                 warn!("config {w}");
             }

@@ -137,6 +137,8 @@ pub struct Settings {
     pub clusters: Vec<ClusterSpec>,
     pub routers: Vec<(String, Arc<RouteTable>)>,
     pub log_level: Option<String>,
+    /// `default_log_path`: "stdout", "stderr" or a file.
+    pub log_path: Option<String>,
     pub graceful_timeout: Duration,
     pub workers: Option<usize>,
     /// Fields that were present but are not understood, by path.
@@ -233,6 +235,7 @@ impl Settings {
                 clusters,
                 routers: Vec::new(),
                 log_level: None,
+                log_path: None,
                 graceful_timeout: DEFAULT_GRACEFUL_TIMEOUT,
                 workers: None,
                 warnings: Vec::new(),
@@ -280,6 +283,7 @@ impl Settings {
             clusters,
             routers,
             log_level,
+            log_path: server.default_log_path.clone(),
             graceful_timeout: server.graceful_timeout.map_or(DEFAULT_GRACEFUL_TIMEOUT, |d| d.0),
             workers: server.processor.filter(|&n| n > 0),
             warnings: Vec::new(),
