@@ -135,8 +135,14 @@ fn worker_main(
         // Clusters speak bolt for now: the bolt codec reads v1 and v2 frames
         // alike, so one upstream connection carries both. Its own version only
         // sets the version of the keep-alive heartbeats ferrymesh sends.
-        let upstream: &'static dyn crate::protocol::Codec =
-            settings.listeners.iter().find_map(|l| l.upstream).unwrap_or(&crate::protocol::bolt::BOLT_V1);
+        let upstream: &'static dyn crate::protocol::Codec = settings
+            .listeners
+            .iter()
+            .find_map(|l| match l.upstream {
+                Some(crate::protocol::Protocol::Rpc(c)) => Some(c),
+                _ => None,
+            })
+            .unwrap_or(&crate::protocol::bolt::BOLT_V1);
         let clusters = settings.clusters.iter().map(|c| Rc::new(Cluster::new(c, upstream))).collect();
         let worker = Rc::new(WorkerCtx::new(clusters));
         let mut accepts = Vec::new();

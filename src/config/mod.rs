@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::protocol::{codec_by_name, Codec};
+use crate::protocol::Protocol;
 use crate::proxy::filter::FilterSpec;
 use crate::router::RouteTable;
 use crate::upstream::lb::LbKind;
@@ -59,10 +59,10 @@ pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 /// What a listener speaks to its clients.
 #[derive(Debug, Clone)]
 pub enum DownstreamProtocol {
-    Fixed(&'static dyn Codec),
+    Fixed(Protocol),
     /// Detected per connection from its first bytes, among these (MOSN `Auto`
     /// or a comma-separated list).
-    Detect(Vec<&'static dyn Codec>),
+    Detect(Vec<Protocol>),
 }
 
 impl DownstreamProtocol {
@@ -82,19 +82,14 @@ pub struct ListenerSpec {
     pub name: String,
     pub addr: SocketAddr,
     pub downstream: DownstreamProtocol,
-    /// `None`: the upstream speaks what the client spoke (`Auto`).
-    pub upstream: Option<&'static dyn Codec>,
+    /// `None`: the upstream speaks what the client spoke (`Auto`). An RPC
+    /// client always goes upstream in its own codec family.
+    pub upstream: Option<Protocol>,
     pub router: Arc<RouteTable>,
     pub router_name: String,
     pub idle_timeout: Duration,
     pub max_frame: usize,
     pub filters: Vec<FilterSpec>,
-}
-
-impl std::fmt::Debug for dyn Codec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// Upstream keep-alive settings.
@@ -398,36 +393,40 @@ fn listener_spec(
             ConfigError::new(format!("{ppath}.extend_config.sub_protocol"), "protocol X needs a sub_protocol")
         })
     };
-    let codec = |name: &str, field: &str| -> Result<&'static dyn Codec, ConfigError> {
-        codec_by_name(name).ok_or_else(|| {
+    let protocol = |name: &str, field: &str| -> Result<Protocol, ConfigError> {
+        Protocol::by_name(name).ok_or_else(|| {
             ConfigError::new(
                 format!("{ppath}.{field}"),
-                format!("unknown or unsupported protocol {name:?} (bolt, boltv2, Auto)"),
+                format!("unknown or unsupported protocol {name:?} (bolt, boltv2, Http1, Http2, Auto)"),
             )
         })
     };
     let downstream_name = proxy.downstream_protocol.trim();
     let downstream = if downstream_name.eq_ignore_ascii_case("auto") {
-        DownstreamProtocol::Detect(crate::protocol::auto_codecs())
+        DownstreamProtocol::Detect(crate::protocol::auto_protocols())
     } else if downstream_name.contains(',') {
         let mut list = Vec::new();
         for name in downstream_name.split(',').map(str::trim) {
-            list.push(codec(name, "downstream_protocol")?);
+            list.push(protocol(name, "downstream_protocol")?);
         }
         DownstreamProtocol::Detect(list)
     } else if downstream_name.eq_ignore_ascii_case("x") {
-        DownstreamProtocol::Fixed(codec(sub_protocol()?, "extend_config.sub_protocol")?)
+        DownstreamProtocol::Fixed(protocol(sub_protocol()?, "extend_config.sub_protocol")?)
     } else {
-        DownstreamProtocol::Fixed(codec(downstream_name, "downstream_protocol")?)
+        DownstreamProtocol::Fixed(protocol(downstream_name, "downstream_protocol")?)
     };
     let upstream = match proxy.upstream_protocol.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(p) if p.eq_ignore_ascii_case("auto") => None,
-        Some(p) if p.eq_ignore_ascii_case("x") => Some(codec(sub_protocol()?, "extend_config.sub_protocol")?),
-        Some(p) => Some(codec(p, "upstream_protocol")?),
+        Some(p) if p.eq_ignore_ascii_case("x") => Some(protocol(sub_protocol()?, "extend_config.sub_protocol")?),
+        Some(p) => Some(protocol(p, "upstream_protocol")?),
     };
     if let (Some(up), DownstreamProtocol::Fixed(down)) = (upstream, &downstream) {
-        if up.family() != down.family() {
+        let same_family = match (up, down) {
+            (Protocol::Rpc(u), Protocol::Rpc(d)) => u.family() == d.family(),
+            (u, d) => u.is_http() && d.is_http(),
+        };
+        if !same_family {
             return Err(ConfigError::new(
                 format!("{ppath}.upstream_protocol"),
                 format!("converting {} to {} is not supported", down.name(), up.name()),

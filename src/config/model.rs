@@ -134,6 +134,55 @@ pub struct Router {
     pub route: Option<RouteAction>,
     #[serde(default)]
     pub direct_response: Option<DirectResponse>,
+    #[serde(default)]
+    pub redirect: Option<Redirect>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Redirect {
+    /// 301 (default), 302, 303, 307 or 308.
+    #[serde(default)]
+    pub response_code: Option<u16>,
+    #[serde(default)]
+    pub path_redirect: Option<String>,
+    #[serde(default)]
+    pub host_redirect: Option<String>,
+    #[serde(default)]
+    pub scheme_redirect: Option<String>,
+}
+
+/// A header to add (MOSN `HeaderValueOption`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeaderValueOption {
+    pub header: HeaderKv,
+    #[serde(default)]
+    pub append: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeaderKv {
+    pub key: String,
+    pub value: String,
+}
+
+/// ferrymesh (Envoy's `query_parameters`): match on a query parameter.
+#[derive(Debug, Deserialize)]
+pub struct QueryMatcher {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+    #[serde(default)]
+    pub regex: bool,
+    #[serde(default)]
+    pub present: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RetryBackOff {
+    #[serde(default)]
+    pub base_interval: Option<DurationStr>,
+    #[serde(default)]
+    pub max_interval: Option<DurationStr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +195,8 @@ pub struct RouterMatch {
     pub regex: Option<String>,
     #[serde(default)]
     pub headers: Vec<HeaderMatcher>,
+    #[serde(default)]
+    pub query_parameters: Vec<QueryMatcher>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +206,9 @@ pub struct HeaderMatcher {
     pub value: String,
     #[serde(default)]
     pub regex: bool,
+    /// ferrymesh (Envoy's `present_match`): the header is there, any value.
+    #[serde(default)]
+    pub present: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +223,18 @@ pub struct RouteAction {
     pub retry_policy: Option<RetryPolicy>,
     #[serde(default)]
     pub hash_policy: Vec<HashPolicy>,
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
+    #[serde(default)]
+    pub host_rewrite: Option<String>,
+    #[serde(default)]
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub request_headers_to_remove: Vec<String>,
+    #[serde(default)]
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    #[serde(default)]
+    pub response_headers_to_remove: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,12 +251,19 @@ pub struct WeightedClusterEntry {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RetryPolicy {
+    /// MOSN: `true`; or Envoy's list, e.g. `"5xx,connect-failure,reset"`.
     #[serde(default)]
-    pub retry_on: bool,
+    pub retry_on: serde_json::Value,
+    /// Per-try timeout.
     #[serde(default)]
     pub retry_timeout: Option<DurationStr>,
     #[serde(default)]
     pub num_retries: u32,
+    /// Statuses retried with `retriable-status-codes`.
+    #[serde(default)]
+    pub status_codes: Vec<u16>,
+    #[serde(default)]
+    pub retry_back_off: Option<RetryBackOff>,
 }
 
 #[derive(Debug, Deserialize)]

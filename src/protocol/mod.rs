@@ -13,6 +13,7 @@
 //! Header maps are parsed lazily, only when a route or a filter asks for a header.
 
 pub mod bolt;
+pub mod http;
 
 use bytes::BytesMut;
 
@@ -136,7 +137,7 @@ pub trait Codec: Send + Sync + 'static {
     fn response_class(&self, frame: &[u8]) -> u16;
 }
 
-/// Looks up a codec by its configuration name (case-insensitive, MOSN spelling).
+/// Looks up an RPC codec by its configuration name (case-insensitive, MOSN spelling).
 pub fn codec_by_name(name: &str) -> Option<&'static dyn Codec> {
     match name.to_ascii_lowercase().as_str() {
         "bolt" => Some(&bolt::BOLT_V1),
@@ -145,7 +146,60 @@ pub fn codec_by_name(name: &str) -> Option<&'static dyn Codec> {
     }
 }
 
-/// The codecs `Auto` tries, in detection order (bolt reads v1 and v2).
-pub fn auto_codecs() -> Vec<&'static dyn Codec> {
-    vec![&bolt::BOLT_V1]
+/// What a listener or a cluster speaks: an RPC codec of ours, or HTTP through hyper.
+#[derive(Clone, Copy)]
+pub enum Protocol {
+    Rpc(&'static dyn Codec),
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c); gRPC rides on it.
+    Http2,
+}
+
+impl Protocol {
+    /// Names as MOSN writes them (`bolt`, `Http1`, `Http2`); `gRPC` is HTTP/2.
+    pub fn by_name(name: &str) -> Option<Protocol> {
+        match name.to_ascii_lowercase().as_str() {
+            "http1" | "http" | "http/1.1" => Some(Protocol::Http1),
+            "http2" | "h2c" | "grpc" => Some(Protocol::Http2),
+            other => codec_by_name(other).map(Protocol::Rpc),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Rpc(c) => c.name(),
+            Protocol::Http1 => "Http1",
+            Protocol::Http2 => "Http2",
+        }
+    }
+
+    pub fn is_http(&self) -> bool {
+        !matches!(self, Protocol::Rpc(_))
+    }
+
+    /// Whether `buf`, the first bytes of a connection, are this protocol.
+    pub fn detect(&self, buf: &[u8]) -> Detect {
+        match self {
+            Protocol::Rpc(c) => c.detect(buf),
+            Protocol::Http1 => http::detect_http1(buf),
+            Protocol::Http2 => http::detect_http2(buf),
+        }
+    }
+}
+
+impl std::fmt::Debug for dyn Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::fmt::Debug for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What `Auto` tries, in order: bolt (v1 and v2), HTTP/2 prior knowledge, HTTP/1.x.
+pub fn auto_protocols() -> Vec<Protocol> {
+    vec![Protocol::Rpc(&bolt::BOLT_V1), Protocol::Http2, Protocol::Http1]
 }

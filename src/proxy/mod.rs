@@ -15,6 +15,7 @@
 //! close), or it is failed here with the protocol's error response.
 
 pub mod filter;
+pub mod http;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -33,7 +34,7 @@ use tracing::{debug, info, warn};
 use crate::config::{DownstreamProtocol, ListenerSpec, DEFAULT_ROUTE_TIMEOUT};
 use crate::error::ProxyError;
 use crate::network::conn::{drive, FrameReader, Handler};
-use crate::protocol::{Codec, Detect, FrameInfo, FrameKind};
+use crate::protocol::{Detect, FrameInfo, FrameKind, Protocol};
 use crate::router::Target;
 use crate::stats::Stats;
 use crate::stream::client::ClientConn;
@@ -93,10 +94,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Rc<ListenerCtx
     let _ = stream.set_nodelay(true);
     let stats = &worker.stats;
     stats.downstream_connections.set(stats.downstream_connections.get() + 1);
-    let codec = match &listener.spec.downstream {
-        DownstreamProtocol::Fixed(c) => *c,
+    let protocol = match &listener.spec.downstream {
+        DownstreamProtocol::Fixed(p) => *p,
         DownstreamProtocol::Detect(candidates) => match sniff(&stream, candidates, listener.spec.idle_timeout).await {
-            Ok(c) => c,
+            Ok(p) => p,
             Err(Sniff::Silent(why)) => {
                 debug!(%peer, listener = %listener.spec.name, reason = why, "connection closed before detection");
                 return;
@@ -108,6 +109,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Rc<ListenerCtx
                 return;
             }
         },
+    };
+    let codec = match protocol {
+        Protocol::Rpc(c) => c,
+        http_version => return http::serve(stream, peer, http_version, listener, worker).await,
     };
     let conn = Rc::new(ServerConn::new(codec, worker.stats.clone(), listener.hook.clone()));
     worker.live_conns.set(worker.live_conns.get() + 1);
@@ -290,11 +295,7 @@ impl RequestPath<'_> {
 /// Reads the first bytes of a connection without consuming them and picks the
 /// codec that recognises them. One `peek` decides for bolt (one byte); a codec
 /// that needs more bytes is asked again as they arrive.
-async fn sniff(
-    stream: &TcpStream,
-    candidates: &[&'static dyn Codec],
-    within: Duration,
-) -> Result<&'static dyn Codec, Sniff> {
+async fn sniff(stream: &TcpStream, candidates: &[Protocol], within: Duration) -> Result<Protocol, Sniff> {
     let mut buf = [0u8; 32];
     let deadline = Instant::now() + within;
     loop {

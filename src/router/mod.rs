@@ -3,41 +3,65 @@
 //! RPC routes match on headers (MOSN's `match.headers`): every listed header
 //! must match, exactly or by an anchored regex. MOSN's fast path is kept: a
 //! value of `".*"` means "present and non-empty" and needs no regex engine.
-//! Cluster names are resolved to indices when the table is compiled, so a
-//! route never looks a cluster up by name on the hot path, and a route to an
-//! undefined cluster is a configuration error rather than a runtime 404.
+//! HTTP routes add the path (exact, prefix, regex), headers including the
+//! `:method` and `:authority` pseudo-headers, and query parameters. Cluster
+//! names are resolved to indices when the table is compiled, so a route never
+//! looks a cluster up by name on the hot path, and a route to an undefined
+//! cluster is a configuration error rather than a runtime 404.
+
+pub mod retry;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use regex::bytes::Regex;
 
-use crate::config::model::{RouterConfiguration, RouterMatch};
+use crate::config::model::{HeaderValueOption, RouterConfiguration, RouterMatch};
 use crate::config::ConfigError;
+pub use retry::{RetryOn, RetryPolicy};
 
-/// How one header is compared.
+/// How one header (or query parameter) is compared.
 #[derive(Debug)]
-pub enum HeaderMatch {
-    Exact {
-        name: String,
-        value: Vec<u8>,
-    },
-    Regex {
-        name: String,
-        re: Regex,
-    },
+pub enum ValueMatch {
+    Exact(Vec<u8>),
+    Regex(Regex),
+    /// Present, any value (Envoy's `present_match`).
+    Present,
     /// MOSN's `".*"`: present and non-empty.
-    Present {
-        name: String,
-    },
+    NonEmpty,
 }
 
-impl HeaderMatch {
-    fn matches<'a>(&self, header: &dyn Fn(&str) -> Option<&'a [u8]>) -> bool {
+impl ValueMatch {
+    fn matches(&self, v: Option<&[u8]>) -> bool {
+        match (self, v) {
+            (_, None) => false,
+            (ValueMatch::Exact(want), Some(v)) => want == v,
+            (ValueMatch::Regex(re), Some(v)) => re.is_match(v),
+            (ValueMatch::Present, Some(_)) => true,
+            (ValueMatch::NonEmpty, Some(v)) => !v.is_empty(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub value: ValueMatch,
+}
+
+#[derive(Debug)]
+enum PathMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+impl PathMatch {
+    fn matches(&self, path: &str) -> bool {
         match self {
-            HeaderMatch::Exact { name, value } => header(name) == Some(value.as_slice()),
-            HeaderMatch::Regex { name, re } => header(name).is_some_and(|v| re.is_match(v)),
-            HeaderMatch::Present { name } => header(name).is_some_and(|v| !v.is_empty()),
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Regex(re) => re.is_match(path.as_bytes()),
         }
     }
 }
@@ -51,6 +75,36 @@ pub enum Target {
     Weighted { clusters: Vec<(usize, u32)>, total: u32 },
     /// Answer at once with this (HTTP-like) status and body.
     Direct { status: u16, body: String },
+    /// HTTP redirect.
+    Redirect(Redirect),
+}
+
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub code: u16,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub scheme: Option<String>,
+}
+
+/// A header to add: name, value, and whether to append to an existing value.
+#[derive(Debug, Clone)]
+pub struct AddHeader {
+    pub name: http::HeaderName,
+    pub value: http::HeaderValue,
+    pub append: bool,
+}
+
+/// HTTP rewrites and header operations of a route.
+#[derive(Debug, Default)]
+pub struct HttpActions {
+    /// The matched prefix is replaced by this.
+    pub prefix_rewrite: Option<(String, String)>,
+    pub host_rewrite: Option<http::HeaderValue>,
+    pub request_add: Vec<AddHeader>,
+    pub request_remove: Vec<http::HeaderName>,
+    pub response_add: Vec<AddHeader>,
+    pub response_remove: Vec<http::HeaderName>,
 }
 
 /// What a matched route does.
@@ -61,8 +115,11 @@ pub struct RouteEntry {
     pub timeout: Option<Duration>,
     /// Extra attempts after a failed connect (on other hosts).
     pub connect_retries: u32,
+    /// When and how often HTTP requests are tried again.
+    pub retry: RetryPolicy,
     /// Header whose value feeds consistent-hash load balancers.
     pub hash_header: Option<String>,
+    pub http: HttpActions,
 }
 
 impl RouteEntry {
@@ -80,15 +137,18 @@ impl RouteEntry {
                 }
                 clusters.last().map(|&(c, _)| c)
             }
-            Target::Direct { .. } => None,
+            Target::Direct { .. } | Target::Redirect(_) => None,
         }
     }
 }
 
 #[derive(Debug)]
 struct Route {
+    path: Option<PathMatch>,
     headers: Vec<HeaderMatch>,
-    entry: RouteEntry,
+    query: Vec<(String, ValueMatch)>,
+    /// Shared, so an HTTP request can hold its route across awaits.
+    entry: std::sync::Arc<RouteEntry>,
 }
 
 #[derive(Debug)]
@@ -103,6 +163,16 @@ struct VirtualHost {
 pub struct RouteTable {
     name: String,
     vhosts: Vec<VirtualHost>,
+}
+
+/// What a request offers the matcher.
+pub struct RouteInput<'a, 'h> {
+    /// The Host / :authority, without port; `None` for RPC.
+    pub host: Option<&'a str>,
+    /// The path, without the query; `None` for RPC.
+    pub path: Option<&'a str>,
+    pub query: Option<&'a str>,
+    pub header: &'a dyn Fn(&str) -> Option<&'h [u8]>,
 }
 
 /// Default retries after a connect failure when a route has no retry policy:
@@ -138,32 +208,45 @@ impl RouteTable {
         self.vhosts.iter().map(|v| v.routes.len()).sum()
     }
 
-    /// The virtual host for `host` (exact, `*.suffix`, then `*`); RPC traffic
-    /// has no host and gets the `*` host, or the first one.
+    /// The virtual host for `host` (exact, longest `*.suffix`, then `*`); RPC
+    /// traffic has no host and gets the `*` host, or the first one.
     fn vhost(&self, host: Option<&str>) -> Option<&VirtualHost> {
         if let Some(host) = host {
-            let host = host.to_ascii_lowercase();
-            if let Some(v) = self.vhosts.iter().find(|v| v.domains.iter().any(|d| d.eq_ignore_ascii_case(&host))) {
+            if let Some(v) = self.vhosts.iter().find(|v| v.domains.iter().any(|d| d.eq_ignore_ascii_case(host))) {
                 return Some(v);
             }
+            let host = host.to_ascii_lowercase();
             let suffix = self
                 .vhosts
                 .iter()
                 .flat_map(|v| v.domains.iter().map(move |d| (v, d)))
-                .filter(|(_, d)| d.starts_with("*.") || (d.starts_with('*') && d.len() > 1))
+                .filter(|(_, d)| d.len() > 1 && d.starts_with('*'))
                 .filter(|(_, d)| host.ends_with(&d[1..].to_ascii_lowercase()))
                 .max_by_key(|(_, d)| d.len());
             if let Some((v, _)) = suffix {
                 return Some(v);
             }
+            return self.vhosts.iter().find(|v| v.domains.iter().any(|d| d == "*"));
         }
         self.vhosts.iter().find(|v| v.domains.iter().any(|d| d == "*")).or_else(|| self.vhosts.first())
     }
 
-    /// The first route whose rules all match. `header` looks a header up.
-    pub fn route<'a>(&self, host: Option<&str>, header: &dyn Fn(&str) -> Option<&'a [u8]>) -> Option<&RouteEntry> {
-        let vh = self.vhost(host)?;
-        vh.routes.iter().find(|r| r.headers.iter().all(|m| m.matches(header))).map(|r| &r.entry)
+    /// The first RPC route whose rules all match. `header` looks a header up.
+    pub fn route<'h>(&self, host: Option<&str>, header: &dyn Fn(&str) -> Option<&'h [u8]>) -> Option<&RouteEntry> {
+        self.find(&RouteInput { host, path: None, query: None, header }).map(|e| &**e)
+    }
+
+    /// The first route whose rules all match.
+    pub fn find(&self, input: &RouteInput<'_, '_>) -> Option<&std::sync::Arc<RouteEntry>> {
+        let vh = self.vhost(input.host)?;
+        vh.routes
+            .iter()
+            .find(|r| {
+                r.path.as_ref().is_none_or(|p| input.path.is_some_and(|path| p.matches(path)))
+                    && r.headers.iter().all(|m| m.value.matches((input.header)(&m.name)))
+                    && r.query.iter().all(|(name, m)| m.matches(query_param(input.query, name)))
+            })
+            .map(|r| &r.entry)
     }
 
     /// Virtual host names, for `ferrymesh check`.
@@ -172,30 +255,84 @@ impl RouteTable {
     }
 }
 
-fn compile_headers(m: &RouterMatch, path: &str) -> Result<Vec<HeaderMatch>, ConfigError> {
-    for (field, set) in [("prefix", &m.prefix), ("path", &m.path), ("regex", &m.regex)] {
-        if set.as_deref().is_some_and(|s| !s.is_empty()) {
-            return Err(ConfigError::new(
-                format!("{path}.{field}"),
-                "path matching needs an HTTP listener, which is not implemented yet",
-            ));
-        }
+/// The raw value of query parameter `name` (not percent-decoded).
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a [u8]> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v.as_bytes())
+    })
+}
+
+fn value_match(value: &str, regex: bool, present: bool, path: &str) -> Result<ValueMatch, ConfigError> {
+    Ok(if present {
+        ValueMatch::Present
+    } else if value == ".*" {
+        ValueMatch::NonEmpty
+    } else if regex {
+        ValueMatch::Regex(
+            Regex::new(&format!("^(?:{value})$"))
+                .map_err(|e| ConfigError::new(format!("{path}.value"), format!("invalid regex: {e}")))?,
+        )
+    } else {
+        ValueMatch::Exact(value.as_bytes().to_vec())
+    })
+}
+
+/// A compiled `match`: path rule, header rules, query rules.
+type Matchers = (Option<PathMatch>, Vec<HeaderMatch>, Vec<(String, ValueMatch)>);
+
+fn compile_match(
+    m: &RouterMatch,
+    path: &str,
+) -> Result<Matchers, ConfigError> {
+    let set = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+    let kinds = [set(&m.path), set(&m.prefix), set(&m.regex)];
+    if kinds.iter().filter(|k| k.is_some()).count() > 1 {
+        return Err(ConfigError::new(path, "use only one of path, prefix and regex"));
     }
-    let mut out = Vec::new();
+    let path_match = match kinds {
+        [Some(p), _, _] => Some(PathMatch::Exact(p)),
+        [_, Some(p), _] => Some(PathMatch::Prefix(p)),
+        [_, _, Some(r)] => Some(PathMatch::Regex(
+            Regex::new(&format!("^(?:{r})$"))
+                .map_err(|e| ConfigError::new(format!("{path}.regex"), format!("invalid regex: {e}")))?,
+        )),
+        _ => None,
+    };
+    let mut headers = Vec::new();
     for (h, hm) in m.headers.iter().enumerate() {
-        let name = hm.name.to_ascii_lowercase();
-        let matcher = if hm.value == ".*" {
-            HeaderMatch::Present { name }
-        } else if hm.regex {
-            let re = Regex::new(&format!("^(?:{})$", hm.value))
-                .map_err(|e| ConfigError::new(format!("{path}.headers[{h}].value"), format!("invalid regex: {e}")))?;
-            HeaderMatch::Regex { name, re }
-        } else {
-            HeaderMatch::Exact { name, value: hm.value.as_bytes().to_vec() }
-        };
-        out.push(matcher);
+        let value = value_match(&hm.value, hm.regex, hm.present, &format!("{path}.headers[{h}]"))?;
+        headers.push(HeaderMatch { name: hm.name.to_ascii_lowercase(), value });
+    }
+    let mut query = Vec::new();
+    for (q, qm) in m.query_parameters.iter().enumerate() {
+        let value = value_match(&qm.value, qm.regex, qm.present, &format!("{path}.query_parameters[{q}]"))?;
+        query.push((qm.name.clone(), value));
+    }
+    Ok((path_match, headers, query))
+}
+
+fn header_name(name: &str, path: &str) -> Result<http::HeaderName, ConfigError> {
+    http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+        .map_err(|_| ConfigError::new(path, format!("{name:?} is not a valid header name")))
+}
+
+fn add_headers(list: &[HeaderValueOption], path: &str) -> Result<Vec<AddHeader>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, h) in list.iter().enumerate() {
+        let p = format!("{path}[{i}].header");
+        out.push(AddHeader {
+            name: header_name(&h.header.key, &format!("{p}.key"))?,
+            value: http::HeaderValue::from_str(&h.header.value)
+                .map_err(|_| ConfigError::new(format!("{p}.value"), "not a valid header value"))?,
+            append: h.append,
+        });
     }
     Ok(out)
+}
+
+fn remove_headers(list: &[String], path: &str) -> Result<Vec<http::HeaderName>, ConfigError> {
+    list.iter().enumerate().map(|(i, n)| header_name(n, &format!("{path}[{i}]"))).collect()
 }
 
 fn compile_route(
@@ -203,7 +340,7 @@ fn compile_route(
     path: &str,
     clusters: &HashMap<String, usize>,
 ) -> Result<Route, ConfigError> {
-    let headers = compile_headers(&rc.match_, &format!("{path}.match"))?;
+    let (path_match, headers, query) = compile_match(&rc.match_, &format!("{path}.match"))?;
     let lookup = |name: &str, field: String| -> Result<usize, ConfigError> {
         clusters
             .get(name)
@@ -216,8 +353,23 @@ fn compile_route(
             return Err(ConfigError::new(format!("{path}.direct_response.status"), "must be 100..999"));
         }
         Target::Direct { status: d.status, body: d.body.clone() }
+    } else if let Some(r) = &rc.redirect {
+        let code = r.response_code.unwrap_or(301);
+        if ![301, 302, 303, 307, 308].contains(&code) {
+            return Err(ConfigError::new(
+                format!("{path}.redirect.response_code"),
+                "must be 301, 302, 303, 307 or 308",
+            ));
+        }
+        Target::Redirect(Redirect {
+            code,
+            path: r.path_redirect.clone().filter(|s| !s.is_empty()),
+            host: r.host_redirect.clone().filter(|s| !s.is_empty()),
+            scheme: r.scheme_redirect.clone().filter(|s| !s.is_empty()),
+        })
     } else {
-        let action = action.ok_or_else(|| ConfigError::new(path, "a router needs \"route\" or \"direct_response\""))?;
+        let action = action
+            .ok_or_else(|| ConfigError::new(path, "a router needs \"route\", \"direct_response\" or \"redirect\""))?;
         if !action.weighted_clusters.is_empty() {
             let mut list = Vec::new();
             for (w, wc) in action.weighted_clusters.iter().enumerate() {
@@ -237,20 +389,47 @@ fn compile_route(
             Target::Cluster(lookup(name, format!("{path}.route.cluster_name"))?)
         }
     };
-    let retry = action.and_then(|a| a.retry_policy.as_ref());
-    let connect_retries = match retry {
-        Some(p) if p.retry_on => p.num_retries,
-        _ => DEFAULT_CONNECT_RETRIES,
+    let retry = match action.and_then(|a| a.retry_policy.as_ref()) {
+        Some(p) => RetryPolicy::compile(p, &format!("{path}.route.retry_policy"))?,
+        None => RetryPolicy::default(),
     };
+    let connect_retries = if retry.on.is_empty() { DEFAULT_CONNECT_RETRIES } else { retry.num_retries };
+    let mut http_actions = HttpActions::default();
+    if let Some(a) = action {
+        let rpath = format!("{path}.route");
+        if let Some(rewrite) = a.prefix_rewrite.as_ref().filter(|s| !s.is_empty()) {
+            let Some(PathMatch::Prefix(prefix) | PathMatch::Exact(prefix)) = &path_match else {
+                return Err(ConfigError::new(format!("{rpath}.prefix_rewrite"), "needs a prefix or path match"));
+            };
+            http_actions.prefix_rewrite = Some((prefix.clone(), rewrite.clone()));
+        }
+        if let Some(h) = a.host_rewrite.as_ref().filter(|s| !s.is_empty()) {
+            http_actions.host_rewrite = Some(
+                http::HeaderValue::from_str(h)
+                    .map_err(|_| ConfigError::new(format!("{rpath}.host_rewrite"), "not a valid host"))?,
+            );
+        }
+        http_actions.request_add = add_headers(&a.request_headers_to_add, &format!("{rpath}.request_headers_to_add"))?;
+        http_actions.response_add =
+            add_headers(&a.response_headers_to_add, &format!("{rpath}.response_headers_to_add"))?;
+        http_actions.request_remove =
+            remove_headers(&a.request_headers_to_remove, &format!("{rpath}.request_headers_to_remove"))?;
+        http_actions.response_remove =
+            remove_headers(&a.response_headers_to_remove, &format!("{rpath}.response_headers_to_remove"))?;
+    }
     Ok(Route {
+        path: path_match,
         headers,
-        entry: RouteEntry {
+        query,
+        entry: std::sync::Arc::new(RouteEntry {
             target,
             timeout: action.and_then(|a| a.timeout).map(|d| d.0).filter(|d| !d.is_zero()),
             connect_retries,
+            retry,
             hash_header: action
                 .and_then(|a| a.hash_policy.iter().find_map(|h| h.header.as_ref().map(|h| h.key.clone()))),
-        },
+            http: http_actions,
+        }),
     })
 }
 

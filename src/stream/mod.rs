@@ -12,6 +12,7 @@
 //! path, when a request must wait for a connection to be dialled.
 
 pub mod client;
+pub mod http;
 pub mod idmap;
 pub mod pool;
 pub mod server;

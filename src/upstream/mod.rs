@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::ClusterSpec;
+use crate::stream::http::HttpPool;
 use crate::stream::pool::HostPool;
 use lb::{LbContext, LoadBalancer};
 
@@ -78,6 +79,8 @@ pub struct Cluster {
     pub spec: ClusterSpec,
     pub hosts: Vec<Rc<Host>>,
     pub pools: Vec<Rc<HostPool>>,
+    /// HTTP pools, one per host.
+    pub http_pools: Vec<Rc<HttpPool>>,
     lb: LoadBalancer,
 }
 
@@ -85,8 +88,9 @@ impl Cluster {
     pub fn new(spec: &ClusterSpec, upstream: &'static dyn crate::protocol::Codec) -> Cluster {
         let hosts: Vec<Rc<Host>> = spec.hosts.iter().map(|h| Rc::new(Host::new(h.addr, h.weight))).collect();
         let pools = hosts.iter().map(|h| HostPool::new(h.clone(), spec, upstream)).collect();
+        let http_pools = hosts.iter().map(|h| HttpPool::new(h.clone(), spec.connect_timeout)).collect();
         let lb = LoadBalancer::new(spec.lb, &hosts);
-        Cluster { spec: spec.clone(), hosts, pools, lb }
+        Cluster { spec: spec.clone(), hosts, pools, http_pools, lb }
     }
 
     /// Picks a host index, skipping unhealthy hosts and those in `exclude`.

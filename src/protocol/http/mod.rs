@@ -1,0 +1,246 @@
+//! HTTP/1.1 and HTTP/2 facts ferrymesh needs beside hyper, which does the
+//! parsing and framing: protocol detection from the first bytes, the
+//! hop-by-hop headers a proxy must not forward, the checks that stop request
+//! smuggling, and how proxy failures are said in HTTP and in gRPC.
+//!
+//! The decision a reader may question: hyper already rejects most malformed
+//! messages, but it is a server library, not a proxy, so it accepts some
+//! requests whose framing another hop could read differently (both
+//! Content-Length and Transfer-Encoding; repeated Content-Length; a
+//! Transfer-Encoding in HTTP/1.0). [`validate_request`] refuses those before
+//! anything is forwarded.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Version};
+
+use super::Detect;
+use crate::error::ProxyError;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+const METHODS: [&[u8]; 9] =
+    [b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+
+/// Whether `buf` starts an HTTP/1.x request (a known method and a space).
+pub fn detect_http1(buf: &[u8]) -> Detect {
+    let mut more = false;
+    for m in METHODS {
+        if buf.starts_with(m) {
+            return Detect::Match;
+        }
+        if m.starts_with(buf) {
+            more = true;
+        }
+    }
+    if more {
+        Detect::NeedMore
+    } else {
+        Detect::NoMatch
+    }
+}
+
+/// Whether `buf` starts with the HTTP/2 preface (prior knowledge, h2c).
+pub fn detect_http2(buf: &[u8]) -> Detect {
+    if buf.len() >= H2_PREFACE.len() {
+        if buf.starts_with(H2_PREFACE) {
+            Detect::Match
+        } else {
+            Detect::NoMatch
+        }
+    } else if H2_PREFACE.starts_with(buf) {
+        Detect::NeedMore
+    } else {
+        Detect::NoMatch
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
+/// plus `proxy-connection`, which some clients still send.
+pub const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, and those the `Connection` header names.
+/// `keep_upgrade` keeps `Connection: upgrade` and `Upgrade` for a tunnel;
+/// `te: trailers` is kept, as gRPC needs it end to end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let te_trailers = headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let upgrade = headers.get(header::UPGRADE).cloned();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        if let Some(u) = upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, u);
+        }
+    }
+}
+
+/// Whether the request asks to switch protocols (WebSocket and the like).
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// Why a request is refused before it is forwarded.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Invalid(pub &'static str);
+
+/// Checks a parsed request for ambiguous framing and bad header bytes.
+pub fn validate_request<B>(req: &Request<B>) -> Result<(), Invalid> {
+    let h = req.headers();
+    let version = req.version();
+    if version == Version::HTTP_11 || version == Version::HTTP_10 {
+        let hosts = h.get_all(header::HOST).iter().count();
+        if version == Version::HTTP_11 && hosts == 0 && req.uri().authority().is_none() {
+            return Err(Invalid("HTTP/1.1 request without Host"));
+        }
+        if hosts > 1 {
+            return Err(Invalid("more than one Host header"));
+        }
+        let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
+        let cl = h.get_all(header::CONTENT_LENGTH).iter().count();
+        if te > 0 && cl > 0 {
+            return Err(Invalid("both Transfer-Encoding and Content-Length"));
+        }
+        if cl > 1 {
+            return Err(Invalid("more than one Content-Length header"));
+        }
+        if te > 0 && version == Version::HTTP_10 {
+            return Err(Invalid("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if te > 0 {
+            let last_is_chunked = h
+                .get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+            if !last_is_chunked || te > 1 {
+                return Err(Invalid("Transfer-Encoding other than a single final chunked"));
+            }
+        }
+    }
+    if let Some(cl) = h.get(header::CONTENT_LENGTH) {
+        if !cl.as_bytes().iter().all(u8::is_ascii_digit) || cl.is_empty() {
+            return Err(Invalid("Content-Length is not a number"));
+        }
+    }
+    for (_, v) in h.iter() {
+        if v.as_bytes().iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(Invalid("control character in a header value"));
+        }
+    }
+    if req.method() == Method::CONNECT {
+        return Err(Invalid("CONNECT is not proxied"));
+    }
+    Ok(())
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc[+proto|…]`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The HTTP status for a proxy failure (Envoy's and MOSN's choices).
+pub fn error_status(err: &ProxyError) -> StatusCode {
+    match err {
+        ProxyError::NoRoute => StatusCode::NOT_FOUND,
+        ProxyError::NoHealthyHost | ProxyError::Overflow => StatusCode::SERVICE_UNAVAILABLE,
+        ProxyError::ConnectFailed(_) | ProxyError::UpstreamReset => StatusCode::BAD_GATEWAY,
+        ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ProxyError::Codec => StatusCode::BAD_REQUEST,
+        ProxyError::Forbidden => StatusCode::FORBIDDEN,
+        ProxyError::DirectResponse { status, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+        ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// gRPC status codes (grpc/doc/statuscodes.md).
+pub mod grpc_status {
+    pub const OK: u32 = 0;
+    pub const DEADLINE_EXCEEDED: u32 = 4;
+    pub const PERMISSION_DENIED: u32 = 7;
+    pub const RESOURCE_EXHAUSTED: u32 = 8;
+    pub const UNIMPLEMENTED: u32 = 12;
+    pub const INTERNAL: u32 = 13;
+    pub const UNAVAILABLE: u32 = 14;
+    pub const UNKNOWN: u32 = 2;
+}
+
+/// The gRPC status for a proxy failure: what Envoy answers for each.
+pub fn grpc_error_status(err: &ProxyError) -> u32 {
+    use grpc_status::*;
+    match err {
+        ProxyError::NoRoute => UNIMPLEMENTED,
+        ProxyError::NoHealthyHost | ProxyError::ConnectFailed(_) | ProxyError::UpstreamReset => UNAVAILABLE,
+        ProxyError::Overflow => UNAVAILABLE,
+        ProxyError::Timeout => DEADLINE_EXCEEDED,
+        ProxyError::Codec => INTERNAL,
+        ProxyError::Forbidden => PERMISSION_DENIED,
+        ProxyError::DirectResponse { status, .. } => http_to_grpc(*status),
+        ProxyError::Internal(_) => INTERNAL,
+    }
+}
+
+/// gRPC's mapping of HTTP statuses (grpc/doc/http-grpc-status-mapping.md).
+pub fn http_to_grpc(status: u16) -> u32 {
+    use grpc_status::*;
+    match status {
+        200 => OK,
+        400 => INTERNAL,
+        401 => 16,
+        403 => PERMISSION_DENIED,
+        404 => UNIMPLEMENTED,
+        429 | 502 | 503 | 504 => UNAVAILABLE,
+        _ => UNKNOWN,
+    }
+}
+
+/// Parses a `grpc-timeout` header (`1S`, `500m`, `100u`, …) into a duration.
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+use super::*;
+
+fn req(version: Version, headers: &[(&str, &str)]) -> Request<()> {
+    let mut b = Request::builder().uri("/x").version(version);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(()).unwrap()
+}
+
+#[test]
+fn detects_http1_and_h2_preface() {
+    assert_eq!(detect_http1(b"GET / HTTP/1.1\r\n"), Detect::Match);
+    assert_eq!(detect_http1(b"PO"), Detect::NeedMore);
+    assert_eq!(detect_http1(b"\x01\x01"), Detect::NoMatch);
+    assert_eq!(detect_http2(H2_PREFACE), Detect::Match);
+    assert_eq!(detect_http2(b"PRI * HT"), Detect::NeedMore);
+    assert_eq!(detect_http2(b"GET / HTTP/1.1\r\n\r\nxxxxxxxxxx"), Detect::NoMatch);
+}
+
+#[test]
+fn strips_hop_by_hop_and_connection_named_headers() {
+    let mut h = HeaderMap::new();
+    h.insert("connection", HeaderValue::from_static("keep-alive, x-private"));
+    h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    h.insert("x-private", HeaderValue::from_static("1"));
+    h.insert("te", HeaderValue::from_static("trailers"));
+    h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+    h.insert("x-keep", HeaderValue::from_static("1"));
+    strip_hop_by_hop(&mut h, false);
+    let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, vec!["x-keep", "te"]);
+}
+
+#[test]
+fn refuses_ambiguous_framing() {
+    let ok = req(Version::HTTP_11, &[("host", "a"), ("content-length", "5")]);
+    assert_eq!(validate_request(&ok), Ok(()));
+    let cases: &[(&str, Request<()>)] = &[
+        ("no host", req(Version::HTTP_11, &[])),
+        ("two hosts", req(Version::HTTP_11, &[("host", "a"), ("host", "b")])),
+        ("cl+te", req(Version::HTTP_11, &[("host", "a"), ("content-length", "5"), ("transfer-encoding", "chunked")])),
+        ("two cl", req(Version::HTTP_11, &[("host", "a"), ("content-length", "5"), ("content-length", "5")])),
+        ("te 1.0", req(Version::HTTP_10, &[("transfer-encoding", "chunked")])),
+        ("te gzip", req(Version::HTTP_11, &[("host", "a"), ("transfer-encoding", "gzip")])),
+        ("te chunked,gzip", req(Version::HTTP_11, &[("host", "a"), ("transfer-encoding", "chunked, gzip")])),
+        ("cl +5", req(Version::HTTP_11, &[("host", "a"), ("content-length", "+5")])),
+    ];
+    for (name, r) in cases {
+        assert!(validate_request(r).is_err(), "{name}");
+    }
+}
+
+#[test]
+fn grpc_mappings_and_timeouts() {
+    assert_eq!(grpc_error_status(&ProxyError::NoHealthyHost), 14);
+    assert_eq!(grpc_error_status(&ProxyError::Timeout), 4);
+    assert_eq!(grpc_error_status(&ProxyError::NoRoute), 12);
+    let mut h = HeaderMap::new();
+    h.insert("grpc-timeout", HeaderValue::from_static("250m"));
+    assert_eq!(grpc_timeout(&h), Some(std::time::Duration::from_millis(250)));
+    h.insert("grpc-timeout", HeaderValue::from_static("2S"));
+    assert_eq!(grpc_timeout(&h), Some(std::time::Duration::from_secs(2)));
+    h.insert("grpc-timeout", HeaderValue::from_static("x"));
+    assert_eq!(grpc_timeout(&h), None);
+}

@@ -1,0 +1,613 @@
+//! The HTTP request path: one hyper server connection per client, and for each
+//! request: checks against smuggling → route → cluster → host → upstream
+//! request (rewrites, header operations, hop-by-hop headers removed,
+//! `x-forwarded-*`, `x-request-id`) → tries with the route's retry policy →
+//! the response streamed back. Bodies stream both ways with hyper's
+//! back-pressure; nothing is buffered whole, except a small request body
+//! (≤ 64 KiB, known length) kept so that a retry can send it again.
+//!
+//! Failures are answered in the client's terms: an HTTP status, or, for a
+//! gRPC request, a trailers-only gRPC response with `grpc-status` (14
+//! UNAVAILABLE, 4 DEADLINE_EXCEEDED, 12 UNIMPLEMENTED for no route).
+//!
+//! Timeouts bound the wait for the response headers (route `timeout`, or the
+//! client's `grpc-timeout`, and the per-try `retry_timeout`); a response that
+//! has started streams for as long as both sides keep it going, so long gRPC
+//! streams are not cut.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::{ListenerCtx, WorkerCtx};
+use crate::config::DEFAULT_ROUTE_TIMEOUT;
+use crate::error::ProxyError;
+use crate::protocol::http::{grpc_error_status, grpc_timeout, is_grpc, is_upgrade, strip_hop_by_hop, validate_request};
+use crate::protocol::Protocol;
+use crate::router::{Redirect, RetryOn, RouteEntry, RouteInput, Target};
+use crate::stream::http::{Body, BoxError, LocalExec, SendError, Version};
+use hyper::body::Body as _;
+
+/// Request bodies up to this size (with a known length) are kept for retries.
+const REPLAY_LIMIT: u64 = 64 * 1024;
+/// HTTP/1.1 limits: header section size (431 beyond) and header count.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+/// A client must send its whole request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+fn incoming(body: Incoming) -> Body {
+    body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+}
+
+/// One client connection.
+struct ConnCtx {
+    listener: Rc<ListenerCtx>,
+    worker: Rc<WorkerCtx>,
+    peer: SocketAddr,
+    /// What the upstream speaks for requests of this connection.
+    upstream: Version,
+    active: Cell<u32>,
+    last_active: Cell<Instant>,
+}
+
+/// Serves an HTTP/1.x or HTTP/2 (prior knowledge) client connection.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proto: Protocol,
+    listener: Rc<ListenerCtx>,
+    worker: Rc<WorkerCtx>,
+) {
+    let downstream = if matches!(proto, Protocol::Http2) { Version::Http2 } else { Version::Http1 };
+    let upstream = match listener.spec.upstream {
+        Some(Protocol::Http1) => Version::Http1,
+        Some(Protocol::Http2) => Version::Http2,
+        _ => downstream,
+    };
+    let ctx = Rc::new(ConnCtx {
+        listener: listener.clone(),
+        worker: worker.clone(),
+        peer,
+        upstream,
+        active: Cell::new(0),
+        last_active: Cell::new(Instant::now()),
+    });
+    worker.live_conns.set(worker.live_conns.get() + 1);
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| {
+        let ctx = svc_ctx.clone();
+        async move { Ok::<_, Infallible>(handle(ctx, req).await) }
+    });
+    let io = TokioIo::new(stream);
+    let idle = listener.spec.idle_timeout;
+    let drain = worker.drain.notified();
+    tokio::pin!(drain);
+    let result = match downstream {
+        Version::Http1 => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .max_headers(MAX_HEADERS)
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await
+        }
+        Version::Http2 => {
+            let conn = hyper::server::conn::http2::Builder::new(LocalExec)
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(1024)
+                .serve_connection(io, service);
+            tokio::pin!(conn);
+            drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, error = %e, "client HTTP connection ended with an error");
+    }
+    worker.live_conns.set(worker.live_conns.get() - 1);
+    if worker.live_conns.get() == 0 && worker.draining.get() {
+        worker.conns_gone.notify_waiters();
+    }
+}
+
+/// Drives a hyper server connection; shuts it down gracefully on drain or
+/// after `idle` with no request in flight.
+async fn drive<C, F>(
+    mut conn: std::pin::Pin<&mut C>,
+    ctx: &ConnCtx,
+    mut drain: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    idle: Duration,
+    shutdown: F,
+) -> Result<(), hyper::Error>
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+    F: Fn(std::pin::Pin<&mut C>),
+{
+    let mut closing = ctx.worker.draining.get();
+    if closing {
+        shutdown(conn.as_mut());
+    }
+    let tick = tokio::time::sleep(idle);
+    tokio::pin!(tick);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            _ = drain.as_mut(), if !closing => {
+                closing = true;
+                shutdown(conn.as_mut());
+            }
+            _ = tick.as_mut(), if !closing => {
+                let due = ctx.last_active.get() + idle;
+                if ctx.active.get() == 0 && Instant::now() >= due {
+                    debug!(peer = %ctx.peer, "closing idle client HTTP connection");
+                    closing = true;
+                    shutdown(conn.as_mut());
+                } else {
+                    tick.as_mut().reset(due.max(Instant::now() + Duration::from_millis(10)));
+                }
+            }
+        }
+    }
+}
+
+async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
+    ctx.active.set(ctx.active.get() + 1);
+    ctx.last_active.set(Instant::now());
+    let stats = &ctx.worker.stats;
+    stats.count_request();
+    let grpc = is_grpc(req.headers());
+    let (resp, route_ops) = match forward(&ctx, req, grpc).await {
+        Ok(pair) => pair,
+        Err(err) => {
+            stats.count_error(&err);
+            (error_response(&err, grpc), None)
+        }
+    };
+    let mut resp = resp;
+    if let Some(entry) = route_ops {
+        for name in &entry.http.response_remove {
+            resp.headers_mut().remove(name);
+        }
+        add_headers(resp.headers_mut(), &entry.http.response_add);
+    }
+    ctx.active.set(ctx.active.get() - 1);
+    ctx.last_active.set(Instant::now());
+    resp
+}
+
+fn add_headers(h: &mut HeaderMap, list: &[crate::router::AddHeader]) {
+    for a in list {
+        if a.append {
+            h.append(a.name.clone(), a.value.clone());
+        } else {
+            h.insert(a.name.clone(), a.value.clone());
+        }
+    }
+}
+
+/// A proxy failure in the client's terms.
+fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
+    let message = err.to_string();
+    if grpc {
+        // Trailers-only: the status rides in the headers of an empty 200.
+        let mut resp = Response::new(empty());
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(grpc_error_status(err)));
+        if let Ok(v) = HeaderValue::from_str(&message) {
+            h.insert("grpc-message", v);
+        }
+        return resp;
+    }
+    let status = crate::protocol::http::error_status(err);
+    let body = match err {
+        ProxyError::DirectResponse { body, .. } => body.clone(),
+        _ => format!("{message}\n"),
+    };
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    if !matches!(err, ProxyError::DirectResponse { .. }) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        resp.headers_mut().insert("x-ferrymesh-error", HeaderValue::from_static(err.label()));
+    }
+    resp
+}
+
+/// Host (without port) of a request: the URI authority, else the Host header.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?.to_string(),
+    };
+    Some(strip_port(&raw).to_string())
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| h).trim_start_matches('[');
+    }
+    host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h)
+}
+
+/// Route, then send with retries. Returns the response and the route whose
+/// response header operations still apply.
+async fn forward(
+    ctx: &Rc<ConnCtx>,
+    mut req: Request<Incoming>,
+    grpc: bool,
+) -> Result<(Response<Body>, Option<Arc<RouteEntry>>), ProxyError> {
+    if let Err(why) = validate_request(&req) {
+        info!(peer = %ctx.peer, reason = why.0, "malformed request refused");
+        return Err(ProxyError::DirectResponse { status: 400, body: format!("bad request: {}\n", why.0) });
+    }
+    let host = request_host(&req);
+    let table = &ctx.listener.spec.router;
+    let route: Arc<RouteEntry> = {
+        let method = req.method().as_str().to_string();
+        let path = req.uri().path().to_string();
+        let headers = req.headers();
+        let host_ref = host.as_deref();
+        let header = |name: &str| -> Option<&[u8]> {
+            match name {
+                ":method" => Some(method.as_bytes()),
+                ":authority" => host_ref.map(str::as_bytes),
+                ":path" => Some(path.as_bytes()),
+                other => headers.get(other).map(HeaderValue::as_bytes),
+            }
+        };
+        let input = RouteInput { host: host_ref, path: Some(&path), query: req.uri().query(), header: &header };
+        match table.find(&input) {
+            Some(entry) => entry.clone(),
+            None => {
+                debug!(peer = %ctx.peer, host = ?host, path = %path, "no route");
+                return Err(ProxyError::NoRoute);
+            }
+        }
+    };
+    let entry = &*route;
+    match &entry.target {
+        Target::Direct { status, body } => {
+            return Err(ProxyError::DirectResponse { status: *status, body: body.clone() });
+        }
+        Target::Redirect(r) => return Ok((redirect(&req, host.as_deref(), r), Some(route.clone()))),
+        _ => {}
+    }
+    let Some(cluster) = entry.pick_cluster(fastrand::u32(..)).map(|i| ctx.worker.clusters[i].clone()) else {
+        return Err(ProxyError::NoRoute);
+    };
+    let timeout =
+        (if grpc { grpc_timeout(req.headers()) } else { None }).or(entry.timeout).unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    let deadline = Instant::now() + timeout;
+
+    let upgrade = is_upgrade(&req);
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let hash_key = entry.hash_header.as_deref().and_then(|h| req.headers().get(h)).map(|v| v.as_bytes().to_vec());
+    let (parts, body) = req.into_parts();
+    let upstream_parts = upstream_request(ctx, &parts, entry, host.as_deref(), upgrade)?;
+
+    // A small body of known length is kept so a retry can send it again.
+    let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let no_body = length == Some(0) || (length.is_none() && body.is_end_stream());
+    let replayable = !entry.retry.on.is_empty() && (no_body || length.is_some_and(|l| l <= REPLAY_LIMIT));
+    let mut body = Some(if replayable && !no_body {
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| ProxyError::DirectResponse { status: 400, body: format!("bad request body: {e}\n") })?
+            .to_bytes();
+        ReqBody::Replay(bytes)
+    } else if no_body {
+        ReqBody::Replay(Bytes::new())
+    } else {
+        ReqBody::Stream(first_frame_checked(body, parts.version).await?)
+    });
+
+    let policy = &entry.retry;
+    let max_tries = 1 + policy.num_retries.max(if policy.on.is_empty() { entry.connect_retries } else { 0 });
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_err = ProxyError::NoHealthyHost;
+    for attempt in 0..max_tries {
+        if attempt > 0 {
+            let pause = policy.backoff(attempt);
+            if Instant::now() + pause >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        let Some(h) = cluster.choose(hash_key.as_deref(), &tried).or_else(|| {
+            // Every host tried: try one again rather than give up early.
+            (!tried.is_empty()).then(|| cluster.choose(hash_key.as_deref(), &[])).flatten()
+        }) else {
+            return Err(if tried.is_empty() { ProxyError::NoHealthyHost } else { last_err });
+        };
+        tried.push(h);
+        let pool = cluster.http_pools[h].clone();
+        let try_deadline = policy.per_try_timeout.map_or(deadline, |t| deadline.min(Instant::now() + t));
+        let sender = match tokio::time::timeout_at(try_deadline, pool.connect(ctx.upstream)).await {
+            Err(_) => {
+                last_err = ProxyError::Timeout;
+                continue;
+            }
+            Ok(Err(SendError::Connect(why) | SendError::Reset(why))) => {
+                warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream connect failed");
+                last_err = ProxyError::ConnectFailed(why);
+                // The request never left: another host is always worth a try.
+                continue;
+            }
+            Ok(Ok(s)) => s,
+        };
+        let req_body = match body.take() {
+            Some(ReqBody::Replay(b)) => {
+                body = Some(ReqBody::Replay(b.clone()));
+                if b.is_empty() {
+                    empty()
+                } else {
+                    full(b)
+                }
+            }
+            Some(ReqBody::Stream(s)) => s,
+            None => break,
+        };
+        let upstream_req = Request::from_parts(upstream_parts.clone_parts(), req_body);
+        pool.host().inc_active();
+        let sent = tokio::time::timeout_at(try_deadline, pool.send(sender, upstream_req)).await;
+        pool.host().dec_active();
+        let can_retry = body.is_some() && attempt + 1 < max_tries;
+        match sent {
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                if can_retry && policy.retry_status(status) {
+                    debug!(peer = %ctx.peer, upstream = %pool.host().addr, status, "retrying on status");
+                    last_err = ProxyError::DirectResponse { status, body: String::new() };
+                    continue;
+                }
+                let resp = downstream_response(resp, downstream_upgrade, ctx);
+                return Ok((resp, Some(route.clone())));
+            }
+            Ok(Err(SendError::Reset(why) | SendError::Connect(why))) => {
+                warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream reset");
+                last_err = ProxyError::UpstreamReset;
+                if !(can_retry && policy.on.contains(RetryOn::RESET)) {
+                    break;
+                }
+            }
+            Err(_) => {
+                last_err = ProxyError::Timeout;
+                let per_try = policy.per_try_timeout.is_some() && Instant::now() < deadline;
+                if !(can_retry && per_try) {
+                    break;
+                }
+            }
+        }
+    }
+    match last_err {
+        // A status the policy retried and that stayed bad: the client sees a gateway error.
+        ProxyError::DirectResponse { status, .. } => {
+            Err(ProxyError::DirectResponse { status, body: format!("upstream answered {status} on every try\n") })
+        }
+        e => Err(e),
+    }
+}
+
+enum ReqBody {
+    Replay(Bytes),
+    Stream(Body),
+}
+
+/// A chunked HTTP/1.1 body is read up to its first chunk before anything is
+/// forwarded, so that a malformed chunk size is refused with 400 and never
+/// reaches the upstream. Other bodies stream as they come.
+async fn first_frame_checked(body: Incoming, version: http::Version) -> Result<Body, ProxyError> {
+    if version != http::Version::HTTP_11 || body.size_hint().exact().is_some() {
+        return Ok(incoming(body));
+    }
+    let mut body = body;
+    match body.frame().await {
+        None => Ok(empty()),
+        Some(Err(e)) => Err(ProxyError::DirectResponse { status: 400, body: format!("bad request body: {e}\n") }),
+        Some(Ok(frame)) => Ok(Prepend { first: Some(frame), rest: body }.boxed_unsync()),
+    }
+}
+
+/// A body whose first frame was already read (to check it) and is put back.
+struct Prepend {
+    first: Option<hyper::body::Frame<Bytes>>,
+    rest: Incoming,
+}
+
+impl hyper::body::Body for Prepend {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        if let Some(f) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(f)));
+        }
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx).map_err(|e| Box::new(e) as BoxError)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+}
+
+/// Request head of the upstream request, cloned per try.
+struct UpstreamParts {
+    parts: http::request::Parts,
+}
+
+impl UpstreamParts {
+    fn clone_parts(&self) -> http::request::Parts {
+        let mut b = Request::builder()
+            .method(self.parts.method.clone())
+            .uri(self.parts.uri.clone())
+            .version(self.parts.version);
+        if let Some(h) = b.headers_mut() {
+            *h = self.parts.headers.clone();
+        }
+        b.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| Request::new(()).into_parts().0)
+    }
+}
+
+fn upstream_request(
+    ctx: &ConnCtx,
+    parts: &http::request::Parts,
+    entry: &RouteEntry,
+    host: Option<&str>,
+    upgrade: bool,
+) -> Result<UpstreamParts, ProxyError> {
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers, upgrade);
+    headers.remove(header::EXPECT);
+    // x-forwarded-for: append the client's address.
+    let peer_ip = ctx.peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {peer_ip}"),
+        _ => peer_ip,
+    };
+    headers.insert("x-forwarded-for", HeaderValue::from_str(&xff).map_err(|_| ProxyError::Codec)?);
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key("x-request-id") {
+        headers.insert("x-request-id", HeaderValue::from_str(&request_id()).map_err(|_| ProxyError::Codec)?);
+    }
+    for name in &entry.http.request_remove {
+        headers.remove(name);
+    }
+    add_headers(&mut headers, &entry.http.request_add);
+
+    // Path, with the matched prefix rewritten.
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let pq = match &entry.http.prefix_rewrite {
+        Some((prefix, with)) if pq.starts_with(prefix.as_str()) => format!("{with}{}", &pq[prefix.len()..]),
+        _ => pq.to_string(),
+    };
+    // Host / :authority: kept as the client sent it, unless rewritten.
+    let authority = match &entry.http.host_rewrite {
+        Some(h) => Some(h.to_str().map_err(|_| ProxyError::Codec)?.to_string()),
+        None => parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string))
+            .or_else(|| host.map(str::to_string)),
+    };
+    let (uri, version) = match ctx.upstream {
+        Version::Http1 => {
+            headers.remove(header::HOST);
+            if let Some(a) = &authority {
+                headers.insert(header::HOST, HeaderValue::from_str(a).map_err(|_| ProxyError::Codec)?);
+            }
+            (pq.parse::<Uri>().map_err(|_| ProxyError::Codec)?, http::Version::HTTP_11)
+        }
+        Version::Http2 => {
+            headers.remove(header::HOST);
+            let a = authority.unwrap_or_else(|| ctx.peer.to_string());
+            (format!("http://{a}{pq}").parse::<Uri>().map_err(|_| ProxyError::Codec)?, http::Version::HTTP_2)
+        }
+    };
+    let mut b = Request::builder().method(parts.method.clone()).uri(uri).version(version);
+    if let Some(h) = b.headers_mut() {
+        *h = headers;
+    }
+    let parts = b.body(()).map_err(|_| ProxyError::Codec)?.into_parts().0;
+    Ok(UpstreamParts { parts })
+}
+
+/// A random UUID v4, as `x-request-id`.
+fn request_id() -> String {
+    let a = fastrand::u64(..);
+    let b = fastrand::u64(..);
+    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn redirect<B>(req: &Request<B>, host: Option<&str>, r: &Redirect) -> Response<Body> {
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let host = r
+        .host
+        .as_deref()
+        .or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()))
+        .or(host)
+        .unwrap_or("localhost");
+    let path = match &r.path {
+        Some(p) => p.clone(),
+        None => req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string(),
+    };
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{host}{path}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// The upstream response as the client gets it; a 101 becomes a tunnel.
+fn downstream_response(
+    mut resp: Response<Incoming>,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ctx: &ConnCtx,
+) -> Response<Body> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        if let Some(down) = downstream_upgrade {
+            let up = hyper::upgrade::on(&mut resp);
+            let peer = ctx.peer;
+            tokio::task::spawn_local(async move {
+                match tokio::try_join!(down, up) {
+                    Ok((down, up)) => {
+                        let (mut d, mut u) = (TokioIo::new(down), TokioIo::new(up));
+                        match tokio::io::copy_bidirectional(&mut d, &mut u).await {
+                            Ok((to_up, to_down)) => debug!(%peer, to_up, to_down, "tunnel closed"),
+                            Err(e) => debug!(%peer, error = %e, "tunnel ended"),
+                        }
+                    }
+                    Err(e) => warn!(%peer, error = %e, "upgrade failed"),
+                }
+            });
+        }
+    }
+    ctx.worker.stats.count_response(if resp.status().is_server_error() { 500 } else { 200 });
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, switching);
+    // The client hears its own HTTP version (hyper writes HTTP/1.1 or HTTP/2).
+    parts.version = http::Version::default();
+    Response::from_parts(parts, incoming(body))
+}

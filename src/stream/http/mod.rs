@@ -1,0 +1,248 @@
+//! HTTP upstream connections, on hyper's client connection API.
+//!
+//! hyper frames the messages; this module owns the connections, per host and
+//! per worker like the bolt pools: HTTP/1.1 connections are kept alive and
+//! carry one request at a time (a connection goes back to the pool when hyper
+//! says it is ready for the next request), HTTP/2 uses one multiplexed
+//! connection, dialled once however many requests wait for it.
+//!
+//! The decision a reader may question: hyper-util's pooled `Client` would do
+//! much of this, but it dials whatever the request URI names and derives
+//! `:authority` from it. A proxy must dial the host its balancer chose while
+//! keeping the client's Host / `:authority`, and must know whether a failure
+//! happened before the request left (safe to try another host) or after.
+//! Dialling is therefore separate from sending: [`HttpPool::connect`] fails
+//! with the request still in the caller's hands.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tracing::debug;
+
+use crate::upstream::Host;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every body ferrymesh hands to hyper, in either direction.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Most idle HTTP/1.1 connections kept per host and worker.
+const MAX_IDLE_H1: usize = 256;
+
+/// Runs hyper's background futures on the worker's own thread.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalExec;
+
+impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// Why a request did not get a response.
+#[derive(Debug)]
+pub enum SendError {
+    /// The connection could not be made; the request never left.
+    Connect(String),
+    /// The request was (perhaps partly) sent and the exchange broke.
+    Reset(String),
+}
+
+/// A connection ready to carry one request.
+pub enum Sender {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+/// Which HTTP version to speak upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http1,
+    Http2,
+}
+
+pub struct HttpPool {
+    host: Rc<Host>,
+    connect_timeout: Duration,
+    h1_idle: RefCell<Vec<http1::SendRequest<Body>>>,
+    h2: RefCell<Option<http2::SendRequest<Body>>>,
+    h2_dialing: Cell<bool>,
+    h2_dialed: Notify,
+    h2_last_error: RefCell<Option<String>>,
+}
+
+impl HttpPool {
+    pub fn new(host: Rc<Host>, connect_timeout: Duration) -> Rc<HttpPool> {
+        Rc::new(HttpPool {
+            host,
+            connect_timeout,
+            h1_idle: RefCell::new(Vec::new()),
+            h2: RefCell::new(None),
+            h2_dialing: Cell::new(false),
+            h2_dialed: Notify::new(),
+            h2_last_error: RefCell::new(None),
+        })
+    }
+
+    pub fn host(&self) -> &Rc<Host> {
+        &self.host
+    }
+
+    /// A connection for one request: an idle HTTP/1.1 one or a new one; the
+    /// HTTP/2 one (dialled if there is none).
+    pub async fn connect(&self, version: Version) -> Result<Sender, SendError> {
+        match version {
+            Version::Http1 => {
+                if let Some(s) = self.take_idle_h1() {
+                    return Ok(Sender::H1(s));
+                }
+                self.dial_h1().await.map(Sender::H1)
+            }
+            Version::Http2 => self.h2_sender().await.map(Sender::H2),
+        }
+    }
+
+    fn take_idle_h1(&self) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.h1_idle.borrow_mut();
+        idle.retain(|s| !s.is_closed());
+        let ready = idle.iter().rposition(|s| s.is_ready())?;
+        Some(idle.swap_remove(ready))
+    }
+
+    /// Sends `req` on `sender`. A stale keep-alive connection (closed by the
+    /// upstream while idle) hands the request back unsent, and it is sent
+    /// again on a fresh connection.
+    pub async fn send(&self, sender: Sender, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        match sender {
+            Sender::H1(mut s) => {
+                let mut req = req;
+                for _ in 0..3 {
+                    match s.try_send_request(req).await {
+                        Ok(resp) => {
+                            if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                                self.return_h1(s);
+                            }
+                            return Ok(resp);
+                        }
+                        Err(mut e) => match e.take_message() {
+                            Some(unsent) => {
+                                debug!(addr = %self.host.addr, error = %e.error(), "stale upstream connection, redialling");
+                                req = unsent;
+                                s = self.dial_h1().await?;
+                            }
+                            None => return Err(SendError::Reset(e.into_error().to_string())),
+                        },
+                    }
+                }
+                Err(SendError::Reset("upstream closed three connections in a row".into()))
+            }
+            Sender::H2(mut s) => s.send_request(req).await.map_err(|e| {
+                if s.is_closed() {
+                    self.h2.borrow_mut().take();
+                }
+                SendError::Reset(e.to_string())
+            }),
+        }
+    }
+
+    fn return_h1(&self, s: http1::SendRequest<Body>) {
+        let mut idle = self.h1_idle.borrow_mut();
+        if idle.len() < MAX_IDLE_H1 {
+            idle.push(s);
+        }
+    }
+
+    async fn dial(&self) -> Result<TokioIo<TcpStream>, SendError> {
+        let addr: SocketAddr = self.host.addr;
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.host.mark_connect_failure();
+                return Err(SendError::Connect(format!("{addr}: {e}")));
+            }
+            Err(_) => {
+                self.host.mark_connect_failure();
+                return Err(SendError::Connect(format!("{addr}: timed out after {:?}", self.connect_timeout)));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        self.host.mark_connected();
+        Ok(TokioIo::new(stream))
+    }
+
+    async fn dial_h1(&self) -> Result<http1::SendRequest<Body>, SendError> {
+        let io = self.dial().await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(format!("{}: {e}", self.host.addr)))?;
+        let addr = self.host.addr;
+        tokio::task::spawn_local(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(%addr, error = %e, "upstream HTTP/1.1 connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn h2_sender(&self) -> Result<http2::SendRequest<Body>, SendError> {
+        loop {
+            if let Some(s) = self.h2.borrow().as_ref().filter(|s| !s.is_closed()) {
+                return Ok(s.clone());
+            }
+            if self.h2_dialing.get() {
+                let dialed = self.h2_dialed.notified();
+                tokio::pin!(dialed);
+                dialed.as_mut().enable();
+                if self.h2_dialing.get() {
+                    dialed.await;
+                    if self.h2.borrow().is_none() {
+                        let why = self.h2_last_error.borrow().clone().unwrap_or_else(|| "dial failed".into());
+                        return Err(SendError::Connect(why));
+                    }
+                }
+                continue;
+            }
+            self.h2_dialing.set(true);
+            let dialed = self.dial_h2().await;
+            self.h2_dialing.set(false);
+            let result = match dialed {
+                Ok(s) => {
+                    *self.h2.borrow_mut() = Some(s.clone());
+                    Ok(s)
+                }
+                Err(SendError::Connect(why) | SendError::Reset(why)) => {
+                    *self.h2_last_error.borrow_mut() = Some(why.clone());
+                    Err(SendError::Connect(why))
+                }
+            };
+            self.h2_dialed.notify_waiters();
+            return result;
+        }
+    }
+
+    async fn dial_h2(&self) -> Result<http2::SendRequest<Body>, SendError> {
+        let io = self.dial().await?;
+        let (sender, conn) = http2::Builder::new(LocalExec)
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(format!("{}: {e}", self.host.addr)))?;
+        let addr = self.host.addr;
+        tokio::task::spawn_local(async move {
+            if let Err(e) = conn.await {
+                debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
