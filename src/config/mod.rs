@@ -89,6 +89,8 @@ pub struct ListenerSpec {
     pub router_name: String,
     pub idle_timeout: Duration,
     pub max_frame: usize,
+    /// HTTP: time allowed for a request head.
+    pub header_read_timeout: Duration,
     pub filters: Vec<FilterSpec>,
 }
 
@@ -461,6 +463,7 @@ fn listener_spec(
         router_name: proxy.router_config_name.clone(),
         idle_timeout: l.connection_idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
         max_frame,
+        header_read_timeout: proxy.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
         filters,
     })
 }

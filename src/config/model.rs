@@ -101,6 +101,9 @@ pub struct ProxyConfig {
     /// ferrymesh: the largest frame accepted from either side (default 16 MiB).
     #[serde(default)]
     pub max_frame_size: Option<usize>,
+    /// ferrymesh: HTTP clients must send a whole request head within this (default 10s).
+    #[serde(default)]
+    pub header_read_timeout: Option<DurationStr>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -44,11 +44,11 @@ use hyper::body::Body as _;
 
 /// Request bodies up to this size (with a known length) are kept for retries.
 const REPLAY_LIMIT: u64 = 64 * 1024;
-/// HTTP/1.1 limits: header section size (431 beyond) and header count.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// HTTP/1.1 limits: the read buffer for a request head (hyper answers 431
+/// beyond it; `validate_request` holds the section to 60 KiB) and the header
+/// count (431 beyond).
+const MAX_HEAD_BUFFER: usize = 96 * 1024;
 const MAX_HEADERS: usize = 100;
-/// A client must send its whole request head within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).map_err(|never| match never {}).boxed_unsync()
@@ -109,8 +109,8 @@ pub async fn serve(
         Version::Http1 => {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES)
+                .header_read_timeout(listener.spec.header_read_timeout)
+                .max_buf_size(MAX_HEAD_BUFFER)
                 .max_headers(MAX_HEADERS)
                 .serve_connection(io, service)
                 .with_upgrades();
@@ -262,8 +262,8 @@ async fn forward(
     grpc: bool,
 ) -> Result<(Response<Body>, Option<Arc<RouteEntry>>), ProxyError> {
     if let Err(why) = validate_request(&req) {
-        info!(peer = %ctx.peer, reason = why.0, "malformed request refused");
-        return Err(ProxyError::DirectResponse { status: 400, body: format!("bad request: {}\n", why.0) });
+        info!(peer = %ctx.peer, reason = why.0, status = why.1, "malformed request refused");
+        return Err(ProxyError::DirectResponse { status: why.1, body: format!("bad request: {}\n", why.0) });
     }
     let host = request_host(&req);
     let table = &ctx.listener.spec.router;

@@ -281,10 +281,7 @@ fn value_match(value: &str, regex: bool, present: bool, path: &str) -> Result<Va
 /// A compiled `match`: path rule, header rules, query rules.
 type Matchers = (Option<PathMatch>, Vec<HeaderMatch>, Vec<(String, ValueMatch)>);
 
-fn compile_match(
-    m: &RouterMatch,
-    path: &str,
-) -> Result<Matchers, ConfigError> {
+fn compile_match(m: &RouterMatch, path: &str) -> Result<Matchers, ConfigError> {
     let set = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
     let kinds = [set(&m.path), set(&m.prefix), set(&m.regex)];
     if kinds.iter().filter(|k| k.is_some()).count() > 1 {

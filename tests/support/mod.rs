@@ -356,3 +356,4 @@ impl Client {
         self.buf.advance(n);
     }
 }
+pub mod http;

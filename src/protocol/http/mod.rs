@@ -107,32 +107,45 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
-/// Why a request is refused before it is forwarded.
+/// Why a request is refused before it is forwarded, and with which status.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Invalid(pub &'static str);
+pub struct Invalid(pub &'static str, pub u16);
 
-/// Checks a parsed request for ambiguous framing and bad header bytes.
+/// Largest header section (names and values) accepted: Envoy's 60 KiB.
+pub const MAX_HEADER_BYTES: usize = 60 * 1024;
+/// Largest request target accepted.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+
+/// Checks a parsed request for ambiguous framing, bad header bytes and size
+/// limits.
 pub fn validate_request<B>(req: &Request<B>) -> Result<(), Invalid> {
     let h = req.headers();
+    let size: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if size > MAX_HEADER_BYTES {
+        return Err(Invalid("header section too large", 431));
+    }
+    if req.uri().to_string().len() > MAX_URI_BYTES {
+        return Err(Invalid("request target too long", 414));
+    }
     let version = req.version();
     if version == Version::HTTP_11 || version == Version::HTTP_10 {
         let hosts = h.get_all(header::HOST).iter().count();
         if version == Version::HTTP_11 && hosts == 0 && req.uri().authority().is_none() {
-            return Err(Invalid("HTTP/1.1 request without Host"));
+            return Err(Invalid("HTTP/1.1 request without Host", 400));
         }
         if hosts > 1 {
-            return Err(Invalid("more than one Host header"));
+            return Err(Invalid("more than one Host header", 400));
         }
         let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
         let cl = h.get_all(header::CONTENT_LENGTH).iter().count();
         if te > 0 && cl > 0 {
-            return Err(Invalid("both Transfer-Encoding and Content-Length"));
+            return Err(Invalid("both Transfer-Encoding and Content-Length", 400));
         }
         if cl > 1 {
-            return Err(Invalid("more than one Content-Length header"));
+            return Err(Invalid("more than one Content-Length header", 400));
         }
         if te > 0 && version == Version::HTTP_10 {
-            return Err(Invalid("Transfer-Encoding in an HTTP/1.0 request"));
+            return Err(Invalid("Transfer-Encoding in an HTTP/1.0 request", 400));
         }
         if te > 0 {
             let last_is_chunked = h
@@ -143,22 +156,22 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<(), Invalid> {
                 .and_then(|v| v.rsplit(',').next())
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
             if !last_is_chunked || te > 1 {
-                return Err(Invalid("Transfer-Encoding other than a single final chunked"));
+                return Err(Invalid("Transfer-Encoding other than a single final chunked", 400));
             }
         }
     }
     if let Some(cl) = h.get(header::CONTENT_LENGTH) {
         if !cl.as_bytes().iter().all(u8::is_ascii_digit) || cl.is_empty() {
-            return Err(Invalid("Content-Length is not a number"));
+            return Err(Invalid("Content-Length is not a number", 400));
         }
     }
     for (_, v) in h.iter() {
         if v.as_bytes().iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(Invalid("control character in a header value"));
+            return Err(Invalid("control character in a header value", 400));
         }
     }
     if req.method() == Method::CONNECT {
-        return Err(Invalid("CONNECT is not proxied"));
+        return Err(Invalid("CONNECT is not proxied", 400));
     }
     Ok(())
 }

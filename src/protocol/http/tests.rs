@@ -36,6 +36,8 @@ fn strips_hop_by_hop_and_connection_named_headers() {
 fn refuses_ambiguous_framing() {
     let ok = req(Version::HTTP_11, &[("host", "a"), ("content-length", "5")]);
     assert_eq!(validate_request(&ok), Ok(()));
+    let big = req(Version::HTTP_11, &[("host", "a"), ("x-big", &"b".repeat(70 * 1024))]);
+    assert_eq!(validate_request(&big).unwrap_err().1, 431);
     let cases: &[(&str, Request<()>)] = &[
         ("no host", req(Version::HTTP_11, &[])),
         ("two hosts", req(Version::HTTP_11, &[("host", "a"), ("host", "b")])),

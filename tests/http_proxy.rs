@@ -1,0 +1,554 @@
+//! HTTP through ferrymesh, end to end over real sockets: routing, rewrites,
+//! header handling, errors (HTTP and gRPC forms), retries, streaming bodies,
+//! trailers, HTTP/1.1 ⇄ HTTP/2, upgrades, limits and a smuggling table.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use support::http::*;
+use support::{free_port, Proxy};
+
+/// A config with one HTTP listener (`downstream`, `upstream` protocols).
+fn http_config(port: u16, downstream: &str, upstream: &str, vhosts: Value, clusters: Vec<Value>) -> Value {
+    json!({
+        "servers": [{
+            "default_log_level": "WARN",
+            "routers": [{"router_config_name": "web", "virtual_hosts": vhosts}],
+            "listeners": [{
+                "name": "http", "address": format!("127.0.0.1:{port}"), "bind_port": true,
+                "filter_chains": [{"filters": [{"type": "proxy", "config": {
+                    "downstream_protocol": downstream, "upstream_protocol": upstream, "router_config_name": "web",
+                    "header_read_timeout": "500ms"
+                }}]}]
+            }]
+        }],
+        "cluster_manager": {"clusters": clusters}
+    })
+}
+
+fn cluster(name: &str, hosts: &[SocketAddr]) -> Value {
+    json!({"name": name, "type": "SIMPLE", "lb_type": "LB_ROUNDROBIN", "connect_timeout": "500ms",
+           "hosts": hosts.iter().map(|h| json!({"address": h.to_string()})).collect::<Vec<_>>()})
+}
+
+fn all_to(cluster: &str) -> Value {
+    json!([{"name": "all", "domains": ["*"], "routers": [{"match": {"prefix": "/"}, "route": {"cluster_name": cluster}}]}])
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+    trailers: Option<http::HeaderMap>,
+}
+
+/// Sends one request over a new connection (HTTP/2 prior knowledge if `h2`).
+async fn send(addr: SocketAddr, h2: bool, req: Request<Full<Bytes>>) -> Resp {
+    let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let resp = if h2 {
+        let (mut s, c) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        tokio::spawn(c);
+        s.send_request(req).await.unwrap()
+    } else {
+        let (mut s, c) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(c);
+        s.send_request(req).await.unwrap()
+    };
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    Resp { status: parts.status, headers: parts.headers, body: collected.to_bytes(), trailers }
+}
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path).header("host", "example.com").body(Full::new(Bytes::new())).unwrap()
+}
+
+fn get_h2(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("http://example.com{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+        // (the authority is what ferrymesh routes on; the address is the socket's)
+        .map(|b| {
+            let _ = addr;
+            b
+        })
+}
+
+fn server_of(r: &Resp) -> String {
+    r.headers.get("x-server").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn routes_on_domain_path_method_headers_and_query() {
+    let names = ["exact", "prefix", "regex", "method", "header", "regexhdr", "present", "query", "wild", "dflt"];
+    let mut ups = Vec::new();
+    for n in names {
+        ups.push(HttpUpstream::start(n, false).await);
+    }
+    let clusters: Vec<Value> = names.iter().zip(&ups).map(|(n, u)| cluster(n, &[u.addr])).collect();
+    let route = |m: Value, c: &str| json!({"match": m, "route": {"cluster_name": c}});
+    let vhosts = json!([
+        {"name": "api", "domains": ["api.example.com"], "routers": [
+            route(json!({"path": "/exact"}), "exact"),
+            route(json!({"regex": "/items/[0-9]+"}), "regex"),
+            route(json!({"prefix": "/", "headers": [{"name": ":method", "value": "DELETE"}]}), "method"),
+            route(json!({"prefix": "/", "headers": [{"name": "x-tenant", "value": "blue"}]}), "header"),
+            route(json!({"prefix": "/", "headers": [{"name": "x-tenant", "value": "gr(e|a)y", "regex": true}]}), "regexhdr"),
+            route(json!({"prefix": "/", "headers": [{"name": "x-debug", "present": true}]}), "present"),
+            route(json!({"prefix": "/", "query_parameters": [{"name": "v", "value": "2"}]}), "query"),
+            route(json!({"prefix": "/p"}), "prefix")
+        ]},
+        {"name": "wild", "domains": ["*.example.com"], "routers": [route(json!({"prefix": "/"}), "wild")]},
+        {"name": "any", "domains": ["*"], "routers": [route(json!({"prefix": "/"}), "dflt")]}
+    ]);
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http1", "Http1", vhosts, clusters), 1);
+    let req = |method: &str, path: &str, host: &str, hdrs: &[(&str, &str)]| {
+        let mut b = Request::builder().method(method).uri(path).header("host", host);
+        for (k, v) in hdrs {
+            b = b.header(*k, *v);
+        }
+        b.body(Full::new(Bytes::new())).unwrap()
+    };
+    let cases = [
+        (req("GET", "/exact", "api.example.com", &[]), "exact"),
+        (req("GET", "/pages/more", "api.example.com:8080", &[]), "prefix"),
+        (req("GET", "/items/42", "api.example.com", &[]), "regex"),
+        (req("GET", "/items/4x", "api.example.com", &[("x-tenant", "blue")]), "header"),
+        (req("DELETE", "/x", "api.example.com", &[]), "method"),
+        (req("GET", "/x", "api.example.com", &[("x-tenant", "gray")]), "regexhdr"),
+        (req("GET", "/x", "api.example.com", &[("x-debug", "")]), "present"),
+        (req("GET", "/x?a=1&v=2", "api.example.com", &[]), "query"),
+        (req("GET", "/x?v=3", "api.example.com", &[]), "dflt_404"),
+        (req("GET", "/", "www.example.com", &[]), "wild"),
+        (req("GET", "/", "other.org", &[]), "dflt"),
+    ];
+    for (r, want) in cases {
+        let desc = format!("{} {} host={:?}", r.method(), r.uri(), r.headers().get("host"));
+        let resp = send(proxy.addr, false, r).await;
+        if want == "dflt_404" {
+            assert_eq!(resp.status, StatusCode::NOT_FOUND, "{desc}: no route in the api host");
+        } else {
+            assert_eq!((resp.status, server_of(&resp)), (StatusCode::OK, want.to_string()), "{desc}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn rewrites_header_operations_direct_and_redirect() {
+    let up = HttpUpstream::start("up", false).await;
+    let vhosts = json!([{"name": "all", "domains": ["*"], "routers": [
+        {"match": {"prefix": "/api/"}, "route": {"cluster_name": "c", "prefix_rewrite": "/v2/", "host_rewrite": "internal.svc",
+            "request_headers_to_add": [{"header": {"key": "x-added", "value": "1"}}],
+            "request_headers_to_remove": ["x-secret"],
+            "response_headers_to_add": [{"header": {"key": "x-resp", "value": "yes"}}],
+            "response_headers_to_remove": ["x-server"]}},
+        {"match": {"path": "/teapot"}, "direct_response": {"status": 418, "body": "short and stout"}},
+        {"match": {"prefix": "/old"}, "redirect": {"path_redirect": "/new", "response_code": 308}},
+        {"match": {"prefix": "/"}, "route": {"cluster_name": "c"}}
+    ]}]);
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http1", "Http1", vhosts, vec![cluster("c", &[up.addr])]), 1);
+    let r = Request::get("/api/users?id=7")
+        .header("host", "example.com")
+        .header("x-secret", "s")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send(proxy.addr, false, r).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.headers.get("x-resp").unwrap(), "yes");
+    assert!(resp.headers.get("x-server").is_none(), "response header removed");
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen.uri, "/v2/users?id=7");
+    assert_eq!(seen.header("host"), Some("internal.svc"));
+    assert_eq!(seen.header("x-added"), Some("1"));
+    assert_eq!(seen.header("x-secret"), None);
+
+    let resp = send(proxy.addr, false, get("/teapot")).await;
+    assert_eq!((resp.status.as_u16(), &resp.body[..]), (418, &b"short and stout"[..]));
+    let resp = send(proxy.addr, false, get("/old/page")).await;
+    assert_eq!(resp.status.as_u16(), 308);
+    assert_eq!(resp.headers.get("location").unwrap(), "http://example.com/new");
+    assert_eq!(up.seen().len(), 1, "direct and redirect answers never reach the upstream");
+}
+
+#[tokio::test]
+async fn weighted_clusters_split_http_traffic() {
+    let a = HttpUpstream::start("a", false).await;
+    let b = HttpUpstream::start("b", false).await;
+    let vhosts = json!([{"name": "all", "domains": ["*"], "routers": [{"match": {"prefix": "/"}, "route": {"weighted_clusters": [
+        {"cluster": {"name": "a", "weight": 3}}, {"cluster": {"name": "b", "weight": 1}}]}}]}]);
+    let port = free_port();
+    let proxy = Proxy::start(
+        &http_config(port, "Http1", "Http1", vhosts, vec![cluster("a", &[a.addr]), cluster("b", &[b.addr])]),
+        1,
+    );
+    let mut count: HashMap<String, u32> = HashMap::new();
+    for _ in 0..400 {
+        *count.entry(server_of(&send(proxy.addr, false, get("/")).await)).or_default() += 1;
+    }
+    let share = f64::from(count["a"]) / 400.0;
+    assert!((0.65..0.85).contains(&share), "{count:?}");
+}
+
+#[tokio::test]
+async fn proxy_headers_hop_by_hop_and_keepalive_pool() {
+    let up = HttpUpstream::start("up", false).await;
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http1", "Http1", all_to("c"), vec![cluster("c", &[up.addr])]), 1);
+    let r = Request::get("/h")
+        .header("host", "example.com:8080")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("x-forwarded-for", "10.0.0.1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(proxy.addr, false, r).await.status, StatusCode::OK);
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen.header("host"), Some("example.com:8080"), "Host kept");
+    for hop in ["x-hop", "keep-alive", "proxy-connection"] {
+        assert_eq!(seen.header(hop), None, "{hop} removed");
+    }
+    assert_ne!(seen.header("connection"), Some("keep-alive, x-hop"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    let rid = seen.header("x-request-id").unwrap();
+    assert_eq!(rid.len(), 36, "generated x-request-id {rid}");
+    // An incoming x-request-id is kept.
+    let r =
+        Request::get("/h").header("host", "e").header("x-request-id", "abc-123").body(Full::new(Bytes::new())).unwrap();
+    send(proxy.addr, false, r).await;
+    assert_eq!(up.seen().pop().unwrap().header("x-request-id"), Some("abc-123"));
+    // Sequential requests reuse the pooled upstream connection.
+    for _ in 0..20 {
+        send(proxy.addr, false, get("/again")).await;
+    }
+    assert!(up.conns.load(std::sync::atomic::Ordering::SeqCst) <= 2, "keep-alive pool reuses connections");
+}
+
+#[tokio::test]
+async fn errors_in_http_and_grpc_form() {
+    let up = HttpUpstream::start("up", true).await;
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let vhosts = json!([{"name": "all", "domains": ["*"], "routers": [
+        {"match": {"prefix": "/nohost"}, "route": {"cluster_name": "empty"}},
+        {"match": {"prefix": "/dead"}, "route": {"cluster_name": "dead"}},
+        {"match": {"prefix": "/slow"}, "route": {"cluster_name": "up", "timeout": "200ms"}},
+        {"match": {"prefix": "/reset"}, "route": {"cluster_name": "up"}}
+    ]}]);
+    let clusters = vec![cluster("empty", &[]), cluster("dead", &[dead]), cluster("up", &[up.addr])];
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http2", "Http2", vhosts, clusters), 1);
+    let cases =
+        [("/none", 404, 12), ("/nohost", 503, 14), ("/dead", 502, 14), ("/slow/2000", 504, 4), ("/reset", 502, 14)];
+    for (path, http_status, grpc_status) in cases {
+        let t0 = Instant::now();
+        let resp = send(proxy.addr, true, get_h2(proxy.addr, path)).await;
+        assert_eq!(resp.status.as_u16(), http_status, "{path}");
+        if path.starts_with("/slow") {
+            assert!(t0.elapsed() < Duration::from_millis(1500), "timeout answered at the route timeout");
+        }
+        let g = Request::post(format!("http://example.com{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+            .unwrap();
+        let resp = send(proxy.addr, true, g).await;
+        assert_eq!(resp.status, StatusCode::OK, "{path}: gRPC errors are trailers-only 200s");
+        assert_eq!(resp.headers.get("content-type").unwrap(), "application/grpc");
+        assert_eq!(resp.headers.get("grpc-status").unwrap().to_str().unwrap(), grpc_status.to_string(), "{path}");
+        assert!(resp.headers.contains_key("grpc-message"));
+    }
+}
+
+#[tokio::test]
+async fn retries_5xx_on_another_host_and_respects_policy() {
+    let bad = HttpUpstream::start("bad", false).await;
+    let good = HttpUpstream::start("good", false).await;
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let vhosts = json!([{"name": "all", "domains": ["*"], "routers": [
+        {"match": {"prefix": "/status/"}, "route": {"cluster_name": "mixed", "retry_policy": {"retry_on": "5xx", "num_retries": 2}}},
+        {"match": {"prefix": "/codes/"}, "route": {"cluster_name": "bad_only", "prefix_rewrite": "/status/",
+            "retry_policy": {"retry_on": "retriable-status-codes", "status_codes": [409], "num_retries": 2}}},
+        {"match": {"prefix": "/slow/"}, "route": {"cluster_name": "mixed", "timeout": "3s",
+            "retry_policy": {"retry_on": "5xx", "num_retries": 1, "retry_timeout": "200ms"}}},
+        {"match": {"prefix": "/"}, "route": {"cluster_name": "deadfirst"}}
+    ]}]);
+    let mut mixed = cluster("mixed", &[bad.addr, good.addr]);
+    mixed["lb_type"] = json!("LB_ROUNDROBIN");
+    let clusters = vec![mixed, cluster("bad_only", &[bad.addr]), cluster("deadfirst", &[dead, good.addr])];
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http1", "Http1", vhosts, clusters), 1);
+    // "bad" answers 503 to /status/503 and "good" too: but only the bad host is
+    // tried once per request, then the other (never the same host twice).
+    for _ in 0..6 {
+        let resp = send(proxy.addr, false, get("/status/200")).await;
+        assert_eq!(resp.status, StatusCode::OK);
+    }
+    let before = bad.seen().len() + good.seen().len();
+    let resp = send(proxy.addr, false, get("/status/503")).await;
+    assert_eq!(resp.status.as_u16(), 503, "5xx on every try is passed on");
+    let tries = bad.seen().len() + good.seen().len() - before;
+    assert_eq!(tries, 3, "1 try + 2 retries");
+    // Listed status codes.
+    let before = bad.seen().len();
+    assert_eq!(send(proxy.addr, false, get("/codes/409")).await.status.as_u16(), 409);
+    assert_eq!(bad.seen().len() - before, 3);
+    let before = bad.seen().len();
+    assert_eq!(send(proxy.addr, false, get("/codes/418")).await.status.as_u16(), 418);
+    assert_eq!(bad.seen().len() - before, 1, "unlisted status is not retried");
+    // Per-try timeout: a slow first try is abandoned, the retry answers.
+    let t0 = Instant::now();
+    let resp = send(proxy.addr, false, get("/slow/1000")).await;
+    assert!(resp.status == StatusCode::OK || resp.status == StatusCode::GATEWAY_TIMEOUT);
+    assert!(t0.elapsed() < Duration::from_millis(900), "per-try timeout cut the slow try");
+    // Connect failures go to another host even without a policy.
+    for _ in 0..4 {
+        let resp = send(proxy.addr, false, get("/x")).await;
+        assert_eq!((resp.status, server_of(&resp)), (StatusCode::OK, "good".to_string()));
+    }
+}
+
+#[tokio::test]
+async fn streams_large_bodies_with_bounded_memory() {
+    let up = HttpUpstream::start("up", false).await;
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http1", "Http1", all_to("c"), vec![cluster("c", &[up.addr])]), 1);
+    // 1 GiB upload, streamed in 1 MiB chunks.
+    const TOTAL: usize = 1 << 30;
+    let chunk = Bytes::from(vec![b'z'; 1 << 20]);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        for _ in 0..TOTAL / chunk.len() {
+            if tx.send(Ok(hyper::body::Frame::data(chunk.clone()))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
+    let req = Request::post("/upload").header("host", "e").header("transfer-encoding", "chunked").body(body).unwrap();
+    let io = TokioIo::new(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
+    let (mut s, c) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(c);
+    let resp = s.send_request(req).await.unwrap();
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(text, format!("up got {TOTAL}").as_bytes());
+    let hwm = peak_rss_kib(proxy.pid());
+    assert!(hwm < 64 * 1024, "ferrymesh peak RSS {hwm} KiB while a 1 GiB body passed");
+    // A streamed response arrives in order.
+    let resp = send(proxy.addr, false, get("/stream/50")).await;
+    let expected: String = (0..50).map(|i| format!("chunk{i};")).collect();
+    assert_eq!(resp.body, expected.as_bytes());
+}
+
+fn tokio_stream_from<T>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_core::Stream<Item = T> {
+    struct S<T>(tokio::sync::mpsc::Receiver<T>);
+    impl<T> futures_core::Stream for S<T> {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+    S(rx)
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn trailers_pass_and_versions_convert() {
+    let h2_up = HttpUpstream::start("h2up", true).await;
+    let h1_up = HttpUpstream::start("h1up", false).await;
+    // HTTP/1.1 in, HTTP/2 out.
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http1", "Http2", all_to("c"), vec![cluster("c", &[h2_up.addr])]), 1);
+    let resp = send(proxy.addr, false, get("/hello")).await;
+    assert_eq!((resp.status, server_of(&resp)), (StatusCode::OK, "h2up".to_string()));
+    assert_eq!(h2_up.seen().pop().unwrap().version, http::Version::HTTP_2);
+    drop(proxy);
+    // HTTP/2 in, HTTP/1.1 out.
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http2", "Http1", all_to("c"), vec![cluster("c", &[h1_up.addr])]), 1);
+    let resp = send(proxy.addr, true, get_h2(proxy.addr, "/hello")).await;
+    assert_eq!((resp.status, server_of(&resp)), (StatusCode::OK, "h1up".to_string()));
+    let seen = h1_up.seen().pop().unwrap();
+    assert_eq!((seen.version, seen.header("host")), (http::Version::HTTP_11, Some("example.com")));
+    drop(proxy);
+    // HTTP/2 end to end: trailers arrive.
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http2", "Http2", all_to("c"), vec![cluster("c", &[h2_up.addr])]), 1);
+    let resp = send(proxy.addr, true, get_h2(proxy.addr, "/trailers")).await;
+    assert_eq!(&resp.body[..], b"with trailers");
+    let t = resp.trailers.expect("trailers passed through");
+    assert_eq!(
+        (t.get("grpc-status").unwrap().to_str().unwrap(), t.get("x-trailer").unwrap().to_str().unwrap()),
+        ("0", "yes")
+    );
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = HttpUpstream::start("up", false).await;
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http1", "Http1", all_to("c"), vec![cluster("c", &[up.addr])]), 1);
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: e\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"));
+    for msg in [&b"ping one"[..], b"second message"] {
+        s.write_all(msg).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(&buf[..n], msg, "bytes flow both ways through the tunnel");
+    }
+    assert_eq!(up.seen()[0].header("upgrade"), Some("websocket"));
+}
+
+#[tokio::test]
+async fn limits_and_slow_clients() {
+    let up = HttpUpstream::start("up", false).await;
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http1", "Http1", all_to("c"), vec![cluster("c", &[up.addr])]), 1);
+    let q = Duration::from_millis(700);
+    let big = format!("GET / HTTP/1.1\r\nHost: e\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let (out, _) = raw_exchange(proxy.addr, big.as_bytes(), q).await;
+    assert_eq!(first_status(&out), Some(431), "{}", &out[..out.len().min(100)]);
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let (out, _) = raw_exchange(proxy.addr, format!("GET / HTTP/1.1\r\nHost: e\r\n{many}\r\n").as_bytes(), q).await;
+    assert_eq!(first_status(&out), Some(431));
+    // A client that never finishes its head is cut off at header_read_timeout (500ms here).
+    let t0 = Instant::now();
+    let (_, closed) = raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: e\r\nX-Slow: ", Duration::from_secs(3)).await;
+    assert!(closed && t0.elapsed() < Duration::from_secs(2), "slow header closed after {:?}", t0.elapsed());
+    // Expect: 100-continue gets its 100 and the body goes through.
+    let (out, _) = raw_exchange(
+        proxy.addr,
+        b"POST /e HTTP/1.1\r\nHost: e\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
+        q,
+    )
+    .await;
+    assert!(out.contains("200 OK") && out.contains("up got 5"), "{out}");
+    assert!(up.seen().iter().all(|s| s.header("expect").is_none()), "Expect handled here, not forwarded");
+}
+
+/// Malformed or ambiguous requests are refused with 400 (431 for oversized
+/// heads) and the upstream receives nothing.
+#[tokio::test]
+async fn smuggling_table() {
+    let up = HttpUpstream::start("up", false).await;
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http1", "Http1", all_to("c"), vec![cluster("c", &[up.addr])]), 1);
+    let cases: &[(&str, &[u8])] = &[
+        ("two content-lengths", b"POST /s1 HTTP/1.1\r\nHost: e\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+        ("te gzip", b"POST /s4 HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: gzip\r\n\r\nabc"),
+        ("te chunked, gzip", b"POST /s5 HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"),
+        ("te xchunked", b"POST /s6 HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+        ("te twice", b"POST /s7 HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("obs-fold", b"GET /s8 HTTP/1.1\r\nHost: e\r\nX-A: a\r\n  folded\r\n\r\n"),
+        ("space before colon", b"POST /s9 HTTP/1.1\r\nHost: e\r\nContent-Length : 5\r\n\r\nhello"),
+        ("bad chunk size", b"POST /s10 HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+        ("chunk size overflow", b"POST /s11 HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nx\r\n0\r\n\r\n"),
+        ("negative content-length", b"POST /s12 HTTP/1.1\r\nHost: e\r\nContent-Length: -5\r\n\r\nhello"),
+        ("plus content-length", b"POST /s13 HTTP/1.1\r\nHost: e\r\nContent-Length: +5\r\n\r\nhello"),
+        ("control char in value", b"GET /s14 HTTP/1.1\r\nHost: e\r\nX-A: a\x01b\r\n\r\n"),
+        ("del in value", b"GET /s15 HTTP/1.1\r\nHost: e\r\nX-A: a\x7fb\r\n\r\n"),
+        ("nul in value", b"GET /s16 HTTP/1.1\r\nHost: e\r\nX-A: a\x00b\r\n\r\n"),
+        ("bare cr", b"GET /s17 HTTP/1.1\r\nHost: e\r\nX-A: a\rb\r\n\r\n"),
+        ("no host", b"GET /s18 HTTP/1.1\r\n\r\n"),
+        ("two hosts", b"GET /s19 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        ("http/1.0 with te", b"POST /s20 HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("leading space header", b"POST /s21 HTTP/1.1\r\n Transfer-Encoding: chunked\r\nHost: e\r\n\r\n0\r\n\r\n"),
+    ];
+    for (name, bytes) in cases {
+        let (out, _) = raw_exchange(proxy.addr, bytes, Duration::from_millis(500)).await;
+        let status = first_status(&out);
+        assert!(matches!(status, Some(400 | 431)), "{name}: got {:?}", out.lines().next());
+    }
+    let long_line = format!("GET /s22/{} HTTP/1.1\r\nHost: e\r\n\r\n", "u".repeat(80 * 1024));
+    let (out, _) = raw_exchange(proxy.addr, long_line.as_bytes(), Duration::from_millis(500)).await;
+    assert!(matches!(first_status(&out), Some(400 | 414 | 431)), "long request line");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen: Vec<String> = up.seen().iter().map(|s| s.uri.clone()).collect();
+    assert!(seen.is_empty(), "the upstream received: {seen:?}");
+    // Identical repeated Content-Length values may be folded into one (RFC 9110
+    // §8.6): hyper does, and the upstream then gets exactly that body.
+    let (out, _) = raw_exchange(
+        proxy.addr,
+        b"POST /cl2 HTTP/1.1\r\nHost: e\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(first_status(&out) == Some(400) || out.contains("up got 5"), "{out}");
+    // Content-Length with Transfer-Encoding: RFC 9112 §6.3 lets an intermediary
+    // drop the Content-Length and forward the chunked body; hyper does, and
+    // closes the connection after the answer, so a request smuggled behind the
+    // body is never read. The upstream gets a re-framed, unambiguous request.
+    let (out, closed) = raw_exchange(
+        proxy.addr,
+        b"POST /clte HTTP/1.1\r\nHost: e\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: e\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(first_status(&out) == Some(400) || (out.contains("up got 0") && closed), "{out}");
+    assert!(!up.seen().iter().any(|s| s.uri.contains("smuggled")), "the smuggled request never reached the upstream");
+    // A well-formed chunked request still passes.
+    let (out, _) = raw_exchange(
+        proxy.addr,
+        b"POST /ok HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(out.contains("up got 5"), "{out}");
+}
+
+#[tokio::test]
+async fn one_port_serves_bolt_http1_and_h2() {
+    let bolt = support::Upstream::start("bolt", support::Mode::Echo).await;
+    let web = HttpUpstream::start("web", false).await;
+    let web2 = HttpUpstream::start("web2", true).await;
+    let port = free_port();
+    let cfg = json!({
+        "servers": [{"routers": [
+            {"router_config_name": "r", "virtual_hosts": [{"name": "all", "domains": ["*"], "routers": [
+                {"match": {"headers": [{"name": "service", "value": ".*"}]}, "route": {"cluster_name": "bolt"}},
+                {"match": {"prefix": "/"}, "route": {"cluster_name": "web"}}]}]}],
+         "listeners": [{"name": "auto", "address": format!("127.0.0.1:{port}"), "filter_chains": [{"filters": [{"type": "proxy",
+            "config": {"downstream_protocol": "Auto", "upstream_protocol": "Auto", "router_config_name": "r"}}]}]}]}],
+        "cluster_manager": {"clusters": [cluster("bolt", &[bolt.addr]), cluster("web", &[web.addr])]}
+    });
+    let proxy = Proxy::start(&cfg, 1);
+    let mut cl = support::Client::connect(proxy.addr).await;
+    cl.send(&ferrymesh::protocol::bolt::RequestBuilder::new(3, support::SERVICE, b"rpc").encode()).await;
+    assert_eq!(cl.recv().await.content, b"rpc");
+    let r = send(proxy.addr, false, get("/page")).await;
+    assert_eq!(server_of(&r), "web");
+    // h2 prior knowledge on the same port; the upstream speaks what the client spoke.
+    drop(web2);
+    let r = send(proxy.addr, true, get_h2(proxy.addr, "/page")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "h2 client → h2 upstream, which web (HTTP/1.1) is not");
+    let (out, closed) = raw_exchange(proxy.addr, b"\x16\x03\x01\x00\x05hello", Duration::from_secs(1)).await;
+    assert!(out.is_empty() && closed, "unknown first bytes close the connection");
+}
