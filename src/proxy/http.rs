@@ -10,8 +10,8 @@
 //! gRPC request, a trailers-only gRPC response with `grpc-status` (14
 //! UNAVAILABLE, 4 DEADLINE_EXCEEDED, 12 UNIMPLEMENTED for no route).
 //!
-//! Timeouts bound the wait for the response headers (route `timeout`, or the
-//! client's `grpc-timeout`, and the per-try `retry_timeout`); a response that
+//! Timeouts bound the wait for the response headers (route `timeout`, cut to
+//! the client's `grpc-timeout` if shorter, and the per-try `retry_timeout`); a response that
 //! has started streams for as long as both sides keep it going, so long gRPC
 //! streams are not cut.
 
@@ -300,8 +300,12 @@ async fn forward(
     let Some(cluster) = entry.pick_cluster(fastrand::u32(..)).map(|i| ctx.worker.clusters[i].clone()) else {
         return Err(ProxyError::NoRoute);
     };
-    let timeout =
-        (if grpc { grpc_timeout(req.headers()) } else { None }).or(entry.timeout).unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    // A gRPC client's deadline may shorten the route's timeout, never extend it.
+    let route_timeout = entry.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    let timeout = match grpc.then(|| grpc_timeout(req.headers())).flatten() {
+        Some(client) => client.min(route_timeout),
+        None => route_timeout,
+    };
     let deadline = Instant::now() + timeout;
 
     let upgrade = is_upgrade(&req);
