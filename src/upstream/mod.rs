@@ -8,7 +8,9 @@
 //!
 //! Health is passive for now: a failed connect marks the host unhealthy for a
 //! backoff that doubles on each failure in a row (1 s up to 30 s); the first
-//! request after the backoff is a probe. Active health checks come later.
+//! request after the backoff is a probe. When no host is healthy the balancer
+//! ignores health (panic mode, as Envoy does) rather than fail every request.
+//! Active health checks come later.
 
 pub mod lb;
 
@@ -94,8 +96,17 @@ impl Cluster {
     }
 
     /// Picks a host index, skipping unhealthy hosts and those in `exclude`.
+    /// When no host is healthy, health is ignored (panic mode); `None` only
+    /// when the cluster is empty or every host was tried.
     pub fn choose(&self, hash_key: Option<&[u8]>, exclude: &[usize]) -> Option<usize> {
-        let ctx = LbContext { hash_key, exclude, now: Instant::now() };
-        self.lb.choose(&self.hosts, &ctx)
+        let mut ctx = LbContext { hash_key, exclude, now: Instant::now(), ignore_health: false };
+        if let Some(h) = self.lb.choose(&self.hosts, &ctx) {
+            return Some(h);
+        }
+        if !self.hosts.iter().any(|h| h.is_healthy(ctx.now)) {
+            ctx.ignore_health = true;
+            return self.lb.choose(&self.hosts, &ctx);
+        }
+        None
     }
 }

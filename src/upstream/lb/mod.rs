@@ -50,11 +50,14 @@ pub struct LbContext<'a> {
     /// Host indices this request already tried.
     pub exclude: &'a [usize],
     pub now: Instant,
+    /// Panic mode: no host is healthy, so health is ignored (Envoy's panic
+    /// threshold at its limit): better to try a host than to fail for sure.
+    pub ignore_health: bool,
 }
 
 impl LbContext<'_> {
     pub fn eligible(&self, hosts: &[Rc<Host>], i: usize) -> bool {
-        !self.exclude.contains(&i) && hosts[i].is_healthy(self.now)
+        !self.exclude.contains(&i) && (self.ignore_health || hosts[i].is_healthy(self.now))
     }
 }
 

@@ -13,7 +13,7 @@ fn hosts(weights: &[u32]) -> Vec<Rc<Host>> {
 }
 
 fn ctx<'a>(exclude: &'a [usize]) -> LbContext<'a> {
-    LbContext { hash_key: None, exclude, now: Instant::now() }
+    LbContext { hash_key: None, exclude, now: Instant::now(), ignore_health: false }
 }
 
 fn counts(lb: &LoadBalancer, hs: &[Rc<Host>], n: usize) -> HashMap<usize, usize> {
@@ -102,7 +102,7 @@ fn maglev_is_consistent_and_moves_few_keys() {
     // An ineligible owner hands the key to a stable second choice.
     let key = keys[0].as_bytes();
     let owner = before[0];
-    let c = LbContext { hash_key: Some(key), exclude: &[owner], now: Instant::now() };
+    let c = LbContext { hash_key: Some(key), exclude: &[owner], now: Instant::now(), ignore_health: false };
     let second = m.choose(&hs, &c, key).unwrap();
     assert_ne!(second, owner);
     assert_eq!(m.choose(&hs, &c, key), Some(second));
