@@ -259,3 +259,84 @@ start_proxy() {
     PROXY_PID=$SPAWN_PID
     wait_port "$lp" "$PROXY_PID" "$t" 30 || { tail -20 "$dir/$t.log" >&2; return 1; }
 }
+
+# ---- HTTP (bench/http.sh) --------------------------------------------------
+# Added for the HTTP benchmark; the functions above are unchanged.
+
+HTTP_TESTS_DIR="$ROOT/tests/http"
+
+# cpu_busy_pct: how busy the CPUs were over one second, in percent.
+cpu_busy_pct() {
+    local b
+    b=$(awk '/^cpu / {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
+    isleep 1
+    awk -v b="$b" '/^cpu / {split(b, a, " "); printf "%.0f", 100 * ($2+$3+$4+$7+$8 - a[1]) / ($2+$3+$4+$5+$6+$7+$8 - a[2])}' /proc/stat
+}
+
+# have_http_target NAME: can bench/http.sh run this target here? Prints why not.
+have_http_target() {
+    case $1 in
+    direct) command -v nginx >/dev/null || { echo "nginx missing (bash tests/http/install.sh)"; return 1; } ;;
+    ferrymesh) [ -x "$FERRYMESH_BIN" ] || { echo "no $FERRYMESH_BIN"; return 1; } ;;
+    nginx) command -v nginx >/dev/null && nginx -V 2>&1 | grep -q -- --with-http_v2_module ||
+        { echo "nginx (with http_v2) missing (bash tests/http/install.sh)"; return 1; } ;;
+    haproxy | envoy) have_target "$1" ;;
+    *) echo "unknown target $1"; return 1 ;;
+    esac
+}
+
+# start_http_upstream DIR PORT [H2C_PORT]: the nginx test upstream
+# (tests/http/start-nginx.sh, access log off) on LOAD_CPU, files in
+# DIR/upstream; sets UPSTREAM_PID. With H2C_PORT it also serves h2c there.
+start_http_upstream() {
+    local dir=$1 port=$2 h2c=${3:-}
+    need_free_port "$port"
+    [ -z "$h2c" ] || need_free_port "$h2c"
+    spawn "$LOAD_CPU" "$dir/upstream.log" env ACCESS_LOG=off H2C_PORT="$h2c" \
+        bash "$HTTP_TESTS_DIR/start-nginx.sh" "$port" "$dir/upstream"
+    UPSTREAM_PID=$SPAWN_PID   # start-nginx.sh execs nginx: same PID
+    wait_line "$dir/upstream.log" "^READY " "$UPSTREAM_PID" "nginx upstream" ||
+        { tail -5 "$dir/upstream.log" "$dir/upstream/error.log" >&2 2>/dev/null; return 1; }
+}
+
+# start_http_proxy TARGET DIR LISTEN_PORT H2C_PORT UPSTREAM_PORT: one worker
+# on PROXY_CPU, configs from bench/conf/http-*.tmpl; sets PROXY_PID,
+# PROXY_H1_PORT and PROXY_H2C_PORT (ferrymesh and Envoy take both protocols
+# on LISTEN_PORT; nginx and haproxy get a second, h2c-only listener on
+# H2C_PORT) and waits until they accept.
+start_http_proxy() {
+    local t=$1 dir=$2 lp=$3 hp=$4 up=$5
+    PROXY_H1_PORT=$lp
+    PROXY_H2C_PORT=$lp
+    need_free_port "$lp"
+    case $t in
+    ferrymesh)
+        render "$CONF_DIR/http-ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up"
+        spawn "$PROXY_CPU" "$dir/ferrymesh.log" "$FERRYMESH_BIN" start -c "$dir/ferrymesh.json" --workers 1
+        ;;
+    nginx)
+        PROXY_H2C_PORT=$hp
+        need_free_port "$hp"
+        mkdir -p "$dir/nginx"
+        render "$CONF_DIR/http-nginx.conf.tmpl" "$dir/nginx.conf" RUN_DIR="$dir/nginx" \
+            LISTEN_PORT="$lp" H2C_PORT="$hp" UPSTREAM_PORT="$up"
+        spawn "$PROXY_CPU" "$dir/nginx.log" nginx -p "$dir/nginx" -c "$dir/nginx.conf" -e "$dir/nginx/nginx-error.log"
+        ;;
+    haproxy)
+        PROXY_H2C_PORT=$hp
+        need_free_port "$hp"
+        render "$CONF_DIR/http-haproxy.cfg.tmpl" "$dir/haproxy.cfg" LISTEN_PORT="$lp" H2C_PORT="$hp" UPSTREAM_PORT="$up"
+        spawn "$PROXY_CPU" "$dir/haproxy.log" haproxy -f "$dir/haproxy.cfg" -db
+        ;;
+    envoy)
+        render "$CONF_DIR/http-envoy.yaml.tmpl" "$dir/envoy.yaml" LISTEN_PORT="$lp" UPSTREAM_PORT="$up"
+        spawn "$PROXY_CPU" "$dir/envoy.log" "$(envoy_bin)" -c "$dir/envoy.yaml" --concurrency 1 \
+            --base-id "$((RANDOM + 1000))" --disable-hot-restart --log-level warn \
+            --admin-address-path "$dir/envoy-admin.txt"
+        ;;
+    *) die "unknown proxy $t" ;;
+    esac
+    PROXY_PID=$SPAWN_PID
+    wait_port "$PROXY_H1_PORT" "$PROXY_PID" "$t" 30 && wait_port "$PROXY_H2C_PORT" "$PROXY_PID" "$t" 30 ||
+        { tail -20 "$dir/$t.log" >&2; return 1; }
+}

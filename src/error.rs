@@ -31,6 +31,9 @@ pub enum ProxyError {
     Overflow,
     /// The request could not be decoded (e.g. a malformed header map).
     Codec,
+    /// An HTTP request refused before forwarding (ambiguous framing, bad header
+    /// bytes, a limit): answered with `status`, and the connection is closed.
+    Malformed { status: u16, reason: &'static str },
     /// A filter refused the request.
     Forbidden,
     /// A route or filter answered directly with this (HTTP-like) status.
@@ -42,9 +45,11 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn blame(&self) -> Blame {
         match self {
-            ProxyError::NoRoute | ProxyError::Codec | ProxyError::Forbidden | ProxyError::DirectResponse { .. } => {
-                Blame::Downstream
-            }
+            ProxyError::NoRoute
+            | ProxyError::Codec
+            | ProxyError::Malformed { .. }
+            | ProxyError::Forbidden
+            | ProxyError::DirectResponse { .. } => Blame::Downstream,
             ProxyError::NoHealthyHost
             | ProxyError::ConnectFailed(_)
             | ProxyError::UpstreamReset
@@ -69,6 +74,7 @@ impl ProxyError {
             ProxyError::Timeout => 504,
             ProxyError::Forbidden => 403,
             ProxyError::Codec => 400,
+            ProxyError::Malformed { status, .. } => *status,
             ProxyError::DirectResponse { status, .. } => *status,
             ProxyError::Internal(_) => 500,
         }
@@ -84,6 +90,7 @@ impl ProxyError {
             ProxyError::Timeout => "timeout",
             ProxyError::Overflow => "overflow",
             ProxyError::Codec => "codec_error",
+            ProxyError::Malformed { .. } => "malformed",
             ProxyError::Forbidden => "forbidden",
             ProxyError::DirectResponse { .. } => "direct_response",
             ProxyError::Internal(_) => "internal",
@@ -96,6 +103,7 @@ impl fmt::Display for ProxyError {
         match self {
             ProxyError::ConnectFailed(why) => write!(f, "connect failed: {why}"),
             ProxyError::DirectResponse { status, .. } => write!(f, "direct response {status}"),
+            ProxyError::Malformed { reason, .. } => write!(f, "bad request: {reason}"),
             ProxyError::Internal(why) => write!(f, "internal error: {why}"),
             other => f.write_str(other.label()),
         }

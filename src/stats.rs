@@ -21,7 +21,7 @@ pub struct Stats {
 }
 
 /// The labels of [`ProxyError`], in counter order.
-pub const ERROR_LABELS: [&str; 10] = [
+pub const ERROR_LABELS: [&str; 11] = [
     "no_route",
     "no_healthy_host",
     "connect_failed",
@@ -29,6 +29,7 @@ pub const ERROR_LABELS: [&str; 10] = [
     "timeout",
     "overflow",
     "codec_error",
+    "malformed",
     "forbidden",
     "direct_response",
     "internal",

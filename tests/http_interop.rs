@@ -165,3 +165,21 @@ fn curl_and_h2load_through_ferrymesh_to_nginx() {
     assert!(text.contains("2000 succeeded, 0 failed, 0 errored"), "h2load through ferrymesh:\n{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The 43-case smuggling probe (tests/http/smuggling.py) through ferrymesh in
+/// front of a real nginx, whose access log proves nothing refused was forwarded.
+#[test]
+fn smuggling_probe_through_ferrymesh_to_nginx() {
+    need("nginx");
+    let base = 30000 + (std::process::id() % 2000) as u16 * 3;
+    let out = Command::new("bash")
+        .arg(root().join("tests/http/smuggle-through.sh"))
+        .args(["ferrymesh", "--summary"])
+        .env("FERRYMESH_BIN", env!("CARGO_BIN_EXE_ferrymesh"))
+        .env("BASE_PORT", base.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("smuggle-through.sh runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("43/43 ok"), "smuggling probe through ferrymesh:\n{text}");
+}

@@ -181,11 +181,17 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
     let stats = &ctx.worker.stats;
     stats.count_request();
     let grpc = is_grpc(req.headers());
+    let h1 = req.version() != http::Version::HTTP_2;
     let (resp, route_ops) = match forward(&ctx, req, grpc).await {
         Ok(pair) => pair,
         Err(err) => {
             stats.count_error(&err);
-            (error_response(&err, grpc), None)
+            let mut resp = error_response(&err, grpc);
+            if h1 && matches!(err, ProxyError::Malformed { .. }) {
+                // Framing can no longer be trusted: nothing more is read from this client.
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            (resp, None)
         }
     };
     let mut resp = resp;
@@ -263,13 +269,13 @@ async fn forward(
 ) -> Result<(Response<Body>, Option<Arc<RouteEntry>>), ProxyError> {
     if let Err(why) = validate_request(&req) {
         info!(peer = %ctx.peer, reason = why.0, status = why.1, "malformed request refused");
-        return Err(ProxyError::DirectResponse { status: why.1, body: format!("bad request: {}\n", why.0) });
+        return Err(ProxyError::Malformed { status: why.1, reason: why.0 });
     }
     let host = request_host(&req);
     let table = &ctx.listener.spec.router;
     let route: Arc<RouteEntry> = {
-        let method = req.method().as_str().to_string();
-        let path = req.uri().path().to_string();
+        let method = req.method().as_str();
+        let path = req.uri().path();
         let headers = req.headers();
         let host_ref = host.as_deref();
         let header = |name: &str| -> Option<&[u8]> {
@@ -280,7 +286,7 @@ async fn forward(
                 other => headers.get(other).map(HeaderValue::as_bytes),
             }
         };
-        let input = RouteInput { host: host_ref, path: Some(&path), query: req.uri().query(), header: &header };
+        let input = RouteInput { host: host_ref, path: Some(path), query: req.uri().query(), header: &header };
         match table.find(&input) {
             Some(entry) => entry.clone(),
             None => {
@@ -312,7 +318,7 @@ async fn forward(
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let hash_key = entry.hash_header.as_deref().and_then(|h| req.headers().get(h)).map(|v| v.as_bytes().to_vec());
     let (parts, body) = req.into_parts();
-    let upstream_parts = upstream_request(ctx, &parts, entry, host.as_deref(), upgrade)?;
+    let mut upstream_parts = upstream_request(ctx, &parts, entry, host.as_deref(), upgrade)?;
 
     // A small body of known length is kept so a retry can send it again.
     let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -322,7 +328,10 @@ async fn forward(
         let bytes = body
             .collect()
             .await
-            .map_err(|e| ProxyError::DirectResponse { status: 400, body: format!("bad request body: {e}\n") })?
+            .map_err(|e| {
+                debug!(error = %e, "malformed request body refused");
+                ProxyError::Malformed { status: 400, reason: "malformed body" }
+            })?
             .to_bytes();
         ReqBody::Replay(bytes)
     } else if no_body {
@@ -377,7 +386,13 @@ async fn forward(
             Some(ReqBody::Stream(s)) => s,
             None => break,
         };
-        let upstream_req = Request::from_parts(upstream_parts.clone_parts(), req_body);
+        // The head is cloned only while another try may need it.
+        let head = if body.is_some() && attempt + 1 < max_tries {
+            upstream_parts.clone_parts()
+        } else {
+            std::mem::replace(&mut upstream_parts.parts, Request::new(()).into_parts().0)
+        };
+        let upstream_req = Request::from_parts(head, req_body);
         pool.host().inc_active();
         let sent = tokio::time::timeout_at(try_deadline, pool.send(sender, upstream_req)).await;
         pool.host().dec_active();
@@ -433,7 +448,10 @@ async fn first_frame_checked(body: Incoming, version: http::Version) -> Result<B
     let mut body = body;
     match body.frame().await {
         None => Ok(empty()),
-        Some(Err(e)) => Err(ProxyError::DirectResponse { status: 400, body: format!("bad request body: {e}\n") }),
+        Some(Err(e)) => {
+            debug!(error = %e, "malformed request body refused");
+            Err(ProxyError::Malformed { status: 400, reason: "malformed body" })
+        }
         Some(Ok(frame)) => Ok(Prepend { first: Some(frame), rest: body }.boxed_unsync()),
     }
 }

@@ -469,7 +469,7 @@ impl Codec for Bolt {
             ProxyError::UpstreamReset => NO_PROCESSOR,
             ProxyError::Overflow => SERVER_THREADPOOL_BUSY,
             ProxyError::Timeout => TIMEOUT,
-            ProxyError::Codec => CODEC_EXCEPTION,
+            ProxyError::Codec | ProxyError::Malformed { .. } => CODEC_EXCEPTION,
             ProxyError::Forbidden if v1 => SERVER_EXCEPTION,
             ProxyError::DirectResponse { status: code, .. } => map_internal_code(*code),
             ProxyError::Forbidden | ProxyError::Internal(_) => UNKNOWN,

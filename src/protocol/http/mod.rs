@@ -124,7 +124,9 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<(), Invalid> {
     if size > MAX_HEADER_BYTES {
         return Err(Invalid("header section too large", 431));
     }
-    if req.uri().to_string().len() > MAX_URI_BYTES {
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(0, |p| p.as_str().len()) + uri.authority().map_or(0, |a| a.as_str().len());
+    if target > MAX_URI_BYTES {
         return Err(Invalid("request target too long", 414));
     }
     let version = req.version();
@@ -147,16 +149,15 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<(), Invalid> {
         if te > 0 && version == Version::HTTP_10 {
             return Err(Invalid("Transfer-Encoding in an HTTP/1.0 request", 400));
         }
+        // Only a single `chunked` is accepted: a proxy forwards the body re-framed,
+        // so another coding could only be passed through opaquely, and
+        // `chunked, chunked` or a coding list read differently by the next hop is
+        // how requests get smuggled.
         if te > 0 {
-            let last_is_chunked = h
-                .get_all(header::TRANSFER_ENCODING)
-                .iter()
-                .next_back()
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit(',').next())
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
-            if !last_is_chunked || te > 1 {
-                return Err(Invalid("Transfer-Encoding other than a single final chunked", 400));
+            let only_chunked = te == 1
+                && h.get(header::TRANSFER_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+            if !only_chunked {
+                return Err(Invalid("Transfer-Encoding other than a single chunked", 400));
             }
         }
     }
@@ -189,6 +190,7 @@ pub fn error_status(err: &ProxyError) -> StatusCode {
         ProxyError::ConnectFailed(_) | ProxyError::UpstreamReset => StatusCode::BAD_GATEWAY,
         ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ProxyError::Codec => StatusCode::BAD_REQUEST,
+        ProxyError::Malformed { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
         ProxyError::Forbidden => StatusCode::FORBIDDEN,
         ProxyError::DirectResponse { status, .. } => {
             StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -217,7 +219,7 @@ pub fn grpc_error_status(err: &ProxyError) -> u32 {
         ProxyError::NoHealthyHost | ProxyError::ConnectFailed(_) | ProxyError::UpstreamReset => UNAVAILABLE,
         ProxyError::Overflow => UNAVAILABLE,
         ProxyError::Timeout => DEADLINE_EXCEEDED,
-        ProxyError::Codec => INTERNAL,
+        ProxyError::Codec | ProxyError::Malformed { .. } => INTERNAL,
         ProxyError::Forbidden => PERMISSION_DENIED,
         ProxyError::DirectResponse { status, .. } => http_to_grpc(*status),
         ProxyError::Internal(_) => INTERNAL,

@@ -46,6 +46,8 @@ fn refuses_ambiguous_framing() {
         ("te 1.0", req(Version::HTTP_10, &[("transfer-encoding", "chunked")])),
         ("te gzip", req(Version::HTTP_11, &[("host", "a"), ("transfer-encoding", "gzip")])),
         ("te chunked,gzip", req(Version::HTTP_11, &[("host", "a"), ("transfer-encoding", "chunked, gzip")])),
+        ("te chunked,chunked", req(Version::HTTP_11, &[("host", "a"), ("transfer-encoding", "chunked, chunked")])),
+        ("te xfoo,chunked", req(Version::HTTP_11, &[("host", "a"), ("transfer-encoding", "xfoo, chunked")])),
         ("cl +5", req(Version::HTTP_11, &[("host", "a"), ("content-length", "+5")])),
     ];
     for (name, r) in cases {
