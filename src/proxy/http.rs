@@ -361,7 +361,11 @@ async fn forward(
         tried.push(h);
         let pool = cluster.http_pools[h].clone();
         let try_deadline = policy.per_try_timeout.map_or(deadline, |t| deadline.min(Instant::now() + t));
-        let sender = match tokio::time::timeout_at(try_deadline, pool.connect(ctx.upstream)).await {
+        let dialled = match pool.ready_now(ctx.upstream) {
+            Some(s) => Ok(Ok(s)),
+            None => tokio::time::timeout_at(try_deadline, pool.connect(ctx.upstream)).await,
+        };
+        let sender = match dialled {
             Err(_) => {
                 last_err = ProxyError::Timeout;
                 continue;
