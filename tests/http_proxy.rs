@@ -552,3 +552,28 @@ async fn one_port_serves_bolt_http1_and_h2() {
     let (out, closed) = raw_exchange(proxy.addr, b"\x16\x03\x01\x00\x05hello", Duration::from_secs(1)).await;
     assert!(out.is_empty() && closed, "unknown first bytes close the connection");
 }
+
+#[tokio::test]
+async fn idle_client_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = HttpUpstream::start("up", false).await;
+    let port = free_port();
+    let mut cfg = http_config(port, "Http1", "Http1", all_to("c"), vec![cluster("c", &[up.addr])]);
+    cfg["servers"][0]["listeners"][0]["connection_idle_timeout"] = json!("300ms");
+    let proxy = Proxy::start(&cfg, 1);
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: e\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Kept alive between requests...
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: e\r\n\r\n").await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // ...and closed once idle past connection_idle_timeout.
+    let t0 = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.expect("closed in time").unwrap_or(0);
+    assert_eq!(n, 0, "EOF from ferrymesh");
+    assert!(t0.elapsed() >= Duration::from_millis(200), "not before the idle timeout");
+}

@@ -130,3 +130,51 @@ impl RetryPolicy {
         Duration::from_nanos(if nanos == 0 { 0 } else { fastrand::u64(..=nanos) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(json: serde_json::Value) -> Result<RetryPolicy, ConfigError> {
+        let p: model::RetryPolicy = serde_json::from_value(json).unwrap();
+        RetryPolicy::compile(&p, "p")
+    }
+
+    #[test]
+    fn conditions_decide_which_statuses_are_retried() {
+        let p = policy(serde_json::json!({"retry_on": "gateway-error", "num_retries": 2})).unwrap();
+        assert!(p.retry_status(502) && p.retry_status(503) && p.retry_status(504));
+        assert!(!p.retry_status(500) && !p.retry_status(404));
+        let p = policy(serde_json::json!({"retry_on": "5xx"})).unwrap();
+        assert!(p.retry_status(500) && p.retry_status(599) && !p.retry_status(429));
+        assert_eq!(p.num_retries, 1, "a policy with conditions retries at least once");
+        let p = policy(serde_json::json!({"retry_on": "retriable-status-codes,reset", "status_codes": [429]})).unwrap();
+        assert!(p.retry_status(429) && !p.retry_status(503));
+        assert!(p.on.contains(RetryOn::RESET) && !p.on.contains(RetryOn::CONNECT_FAILURE));
+        // MOSN's boolean.
+        let p = policy(serde_json::json!({"retry_on": true, "num_retries": 3})).unwrap();
+        assert!(p.on.contains(RetryOn::CONNECT_FAILURE) && p.on.contains(RetryOn::RESET) && p.retry_status(500));
+        let p = policy(serde_json::json!({"retry_on": false, "num_retries": 3})).unwrap();
+        assert!(p.on.is_empty() && p.num_retries == 0);
+        let e = policy(serde_json::json!({"retry_on": "5xx,sometimes"})).unwrap_err();
+        assert_eq!(e.path, "p.retry_on");
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_bounded() {
+        let p = policy(
+            serde_json::json!({"retry_on": "5xx", "retry_back_off": {"base_interval": "10ms", "max_interval": "40ms"}}),
+        )
+        .unwrap();
+        for attempt in 1..10 {
+            let window = Duration::from_millis(10 * (1 << (attempt - 1))).min(Duration::from_millis(40));
+            let pauses: Vec<Duration> = (0..200).map(|_| p.backoff(attempt)).collect();
+            assert!(pauses.iter().all(|d| *d <= window), "attempt {attempt}");
+            assert!(pauses.iter().any(|d| *d < window / 2), "jittered below half the window");
+        }
+        assert!(policy(
+            serde_json::json!({"retry_on": "5xx", "retry_back_off": {"base_interval": "1s", "max_interval": "10ms"}})
+        )
+        .is_err());
+    }
+}
