@@ -9,22 +9,17 @@
 use serde::Deserialize;
 
 use super::{FilterStatus, Headers, RequestCtx, StreamFilter};
+use crate::config::model::HeaderKv;
 use crate::config::{from_value, ConfigError};
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct HeaderValue {
-    pub key: String,
-    pub value: String,
-}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct HeaderMutation {
     #[serde(default)]
-    pub request_headers_to_add: Vec<HeaderValue>,
+    pub request_headers_to_add: Vec<HeaderKv>,
     #[serde(default)]
     pub request_headers_to_remove: Vec<String>,
     #[serde(default)]
-    pub response_headers_to_add: Vec<HeaderValue>,
+    pub response_headers_to_add: Vec<HeaderKv>,
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
 }
@@ -35,7 +30,7 @@ impl HeaderMutation {
     }
 }
 
-fn apply(headers: &mut Headers<'_>, add: &[HeaderValue], remove: &[String]) {
+fn apply(headers: &mut Headers<'_>, add: &[HeaderKv], remove: &[String]) {
     for name in remove {
         headers.remove(name);
     }
