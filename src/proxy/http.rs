@@ -67,6 +67,8 @@ struct ConnCtx {
     listener: Rc<ListenerCtx>,
     worker: Rc<WorkerCtx>,
     peer: SocketAddr,
+    /// The client's address as a header value, made once per connection.
+    peer_ip: HeaderValue,
     /// What the upstream speaks for requests of this connection.
     upstream: Version,
     active: Cell<u32>,
@@ -91,6 +93,7 @@ pub async fn serve(
         listener: listener.clone(),
         worker: worker.clone(),
         peer,
+        peer_ip: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
         upstream,
         active: Cell::new(0),
         last_active: Cell::new(Instant::now()),
@@ -156,6 +159,8 @@ where
     tokio::pin!(tick);
     loop {
         tokio::select! {
+            // The connection first: drain and idle checks only matter when it is idle.
+            biased;
             r = conn.as_mut() => return r,
             _ = drain.as_mut(), if !closing => {
                 closing = true;
@@ -318,10 +323,12 @@ async fn forward(
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let hash_key = entry.hash_header.as_deref().and_then(|h| req.headers().get(h)).map(|v| v.as_bytes().to_vec());
     let (parts, body) = req.into_parts();
-    let mut upstream_parts = upstream_request(ctx, &parts, entry, host.as_deref(), upgrade)?;
 
     // A small body of known length is kept so a retry can send it again.
     let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let version = parts.version;
+    // The client's head becomes the upstream's: moved, not copied.
+    let mut upstream_parts = upstream_request(ctx, parts, entry, host.as_deref(), upgrade)?;
     let no_body = length == Some(0) || (length.is_none() && body.is_end_stream());
     let replayable = !entry.retry.on.is_empty() && (no_body || length.is_some_and(|l| l <= REPLAY_LIMIT));
     let mut body = Some(if replayable && !no_body {
@@ -337,7 +344,7 @@ async fn forward(
     } else if no_body {
         ReqBody::Replay(Bytes::new())
     } else {
-        ReqBody::Stream(first_frame_checked(body, parts.version).await?)
+        ReqBody::Stream(first_frame_checked(body, version).await?)
     });
 
     let policy = &entry.retry;
@@ -505,84 +512,107 @@ impl UpstreamParts {
 
 fn upstream_request(
     ctx: &ConnCtx,
-    parts: &http::request::Parts,
+    mut parts: http::request::Parts,
     entry: &RouteEntry,
     host: Option<&str>,
     upgrade: bool,
 ) -> Result<UpstreamParts, ProxyError> {
-    let mut headers = parts.headers.clone();
-    strip_hop_by_hop(&mut headers, upgrade);
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, upgrade);
     headers.remove(header::EXPECT);
     // x-forwarded-for: append the client's address.
-    let peer_ip = ctx.peer.ip().to_string();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {peer_ip}"),
-        _ => peer_ip,
+        Some(prev) if !prev.is_empty() => {
+            HeaderValue::from_str(&format!("{prev}, {}", ctx.peer.ip())).map_err(|_| ProxyError::Codec)?
+        }
+        _ => ctx.peer_ip.clone(),
     };
-    headers.insert("x-forwarded-for", HeaderValue::from_str(&xff).map_err(|_| ProxyError::Codec)?);
+    headers.insert("x-forwarded-for", xff);
     if !headers.contains_key("x-forwarded-proto") {
         headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     }
     if !headers.contains_key("x-request-id") {
-        headers.insert("x-request-id", HeaderValue::from_str(&request_id()).map_err(|_| ProxyError::Codec)?);
+        headers.insert("x-request-id", request_id());
     }
     for name in &entry.http.request_remove {
         headers.remove(name);
     }
-    add_headers(&mut headers, &entry.http.request_add);
+    add_headers(headers, &entry.http.request_add);
 
     // Path, with the matched prefix rewritten.
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let pq = match &entry.http.prefix_rewrite {
-        Some((prefix, with)) if pq.starts_with(prefix.as_str()) => format!("{with}{}", &pq[prefix.len()..]),
-        _ => pq.to_string(),
+    let rewritten = match (&entry.http.prefix_rewrite, parts.uri.path_and_query()) {
+        (Some((prefix, with)), Some(pq)) if pq.as_str().starts_with(prefix.as_str()) => Some(
+            format!("{with}{}", &pq.as_str()[prefix.len()..])
+                .parse::<http::uri::PathAndQuery>()
+                .map_err(|_| ProxyError::Codec)?,
+        ),
+        _ => None,
+    };
+    let pq = match rewritten {
+        Some(pq) => pq,
+        None => parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
     };
     // Host / :authority: kept as the client sent it, unless rewritten.
-    let authority = match &entry.http.host_rewrite {
-        Some(h) => Some(h.to_str().map_err(|_| ProxyError::Codec)?.to_string()),
-        None => parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string))
-            .or_else(|| host.map(str::to_string)),
-    };
+    let rewrite_host = entry.http.host_rewrite.clone();
     let (uri, version) = match ctx.upstream {
         Version::Http1 => {
-            headers.remove(header::HOST);
-            if let Some(a) = &authority {
-                headers.insert(header::HOST, HeaderValue::from_str(a).map_err(|_| ProxyError::Codec)?);
+            let headers = &mut parts.headers;
+            match rewrite_host {
+                Some(h) => {
+                    headers.insert(header::HOST, h);
+                }
+                None if parts.uri.authority().is_some() || !headers.contains_key(header::HOST) => {
+                    // An absolute-form target (RFC 9112 §3.2.2) or an HTTP/2
+                    // :authority wins over any Host header.
+                    let a = parts.uri.authority().map(|a| a.as_str()).or(host).unwrap_or("localhost");
+                    headers.insert(header::HOST, HeaderValue::from_str(a).map_err(|_| ProxyError::Codec)?);
+                }
+                None => {}
             }
-            (pq.parse::<Uri>().map_err(|_| ProxyError::Codec)?, http::Version::HTTP_11)
+            (Uri::from(pq), http::Version::HTTP_11)
         }
         Version::Http2 => {
-            headers.remove(header::HOST);
-            let a = authority.unwrap_or_else(|| ctx.peer.to_string());
-            (format!("http://{a}{pq}").parse::<Uri>().map_err(|_| ProxyError::Codec)?, http::Version::HTTP_2)
+            let authority = match rewrite_host {
+                Some(h) => h.to_str().map_err(|_| ProxyError::Codec)?.to_string(),
+                None => parts
+                    .uri
+                    .authority()
+                    .map(|a| a.as_str().to_string())
+                    .or_else(|| parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string))
+                    .or_else(|| host.map(str::to_string))
+                    .unwrap_or_else(|| ctx.peer.to_string()),
+            };
+            parts.headers.remove(header::HOST);
+            let mut up = http::uri::Parts::default();
+            up.scheme = Some(http::uri::Scheme::HTTP);
+            up.authority = Some(authority.parse().map_err(|_| ProxyError::Codec)?);
+            up.path_and_query = Some(pq);
+            (Uri::from_parts(up).map_err(|_| ProxyError::Codec)?, http::Version::HTTP_2)
         }
     };
-    let mut b = Request::builder().method(parts.method.clone()).uri(uri).version(version);
-    if let Some(h) = b.headers_mut() {
-        *h = headers;
-    }
-    let parts = b.body(()).map_err(|_| ProxyError::Codec)?.into_parts().0;
+    parts.uri = uri;
+    parts.version = version;
     Ok(UpstreamParts { parts })
 }
 
-/// A random UUID v4, as `x-request-id`.
-fn request_id() -> String {
-    let a = fastrand::u64(..);
-    let b = fastrand::u64(..);
-    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
+/// A random UUID v4, as `x-request-id` (formatted by hand: this runs for most
+/// requests, and `format!` costs several times more).
+fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let a = (fastrand::u64(..) & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let b = (fastrand::u64(..) & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let bits = (u128::from(a) << 64) | u128::from(b);
+    let mut out = [0u8; 36];
+    let mut nibble = 32;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *slot = b'-';
+        } else {
+            nibble -= 1;
+            *slot = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn redirect<B>(req: &Request<B>, host: Option<&str>, r: &Redirect) -> Response<Body> {
@@ -636,4 +666,31 @@ fn downstream_response(
     // The client hears its own HTTP version (hyper writes HTTP/1.1 or HTTP/2).
     parts.version = http::Version::default();
     Response::from_parts(parts, incoming(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let id = request_id();
+            let s = id.to_str().unwrap();
+            let parts: Vec<&str> = s.split('-').collect();
+            assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![8, 4, 4, 4, 12], "{s}");
+            assert!(s.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
+            assert!(parts[2].starts_with('4'), "version 4: {s}");
+            assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'), "RFC 4122 variant: {s}");
+            assert!(seen.insert(s.to_string()));
+        }
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+    }
 }
