@@ -129,9 +129,14 @@ fn worker_main(
     shutdown: &Shutdown,
     drain_timeout: Duration,
 ) -> io::Result<Stats> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let local = tokio::task::LocalSet::new();
-    let stats = local.block_on(&rt, async {
+    // A LocalRuntime rather than a LocalSet: a task woken from its own thread
+    // goes straight onto the local queue, where a LocalSet wake-up goes through
+    // the runtime's unpark and costs an eventfd write (0.6 per HTTP request,
+    // counted with strace).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build_local(tokio::runtime::LocalOptions::default())?;
+    let stats = rt.block_on(async {
         // Clusters speak bolt for now: the bolt codec reads v1 and v2 frames
         // alike, so one upstream connection carries both. Its own version only
         // sets the version of the keep-alive heartbeats ferrymesh sends.
