@@ -72,15 +72,10 @@ fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(path).header("host", "example.com").body(Full::new(Bytes::new())).unwrap()
 }
 
-fn get_h2(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
-    Request::get(format!("http://example.com{path}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap()
-        // (the authority is what ferrymesh routes on; the address is the socket's)
-        .map(|b| {
-            let _ = addr;
-            b
-        })
+/// An HTTP/2 request: the authority, not the socket's address, is what
+/// ferrymesh routes on.
+fn get_h2(path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("http://example.com{path}")).body(Full::new(Bytes::new())).unwrap()
 }
 
 fn server_of(r: &Resp) -> String {
@@ -254,7 +249,7 @@ async fn errors_in_http_and_grpc_form() {
         [("/none", 404, 12), ("/nohost", 503, 14), ("/dead", 502, 14), ("/slow/2000", 504, 4), ("/reset", 502, 14)];
     for (path, http_status, grpc_status) in cases {
         let t0 = Instant::now();
-        let resp = send(proxy.addr, true, get_h2(proxy.addr, path)).await;
+        let resp = send(proxy.addr, true, get_h2(path)).await;
         assert_eq!(resp.status.as_u16(), http_status, "{path}");
         if path.starts_with("/slow") {
             assert!(t0.elapsed() < Duration::from_millis(1500), "timeout answered at the route timeout");
@@ -389,7 +384,7 @@ async fn trailers_pass_and_versions_convert() {
     // HTTP/2 in, HTTP/1.1 out.
     let port = free_port();
     let proxy = Proxy::start(&http_config(port, "Http2", "Http1", all_to("c"), vec![cluster("c", &[h1_up.addr])]), 1);
-    let resp = send(proxy.addr, true, get_h2(proxy.addr, "/hello")).await;
+    let resp = send(proxy.addr, true, get_h2("/hello")).await;
     assert_eq!((resp.status, server_of(&resp)), (StatusCode::OK, "h1up".to_string()));
     let seen = h1_up.seen().pop().unwrap();
     assert_eq!((seen.version, seen.header("host")), (http::Version::HTTP_11, Some("example.com")));
@@ -397,7 +392,7 @@ async fn trailers_pass_and_versions_convert() {
     // HTTP/2 end to end: trailers arrive.
     let port = free_port();
     let proxy = Proxy::start(&http_config(port, "Http2", "Http2", all_to("c"), vec![cluster("c", &[h2_up.addr])]), 1);
-    let resp = send(proxy.addr, true, get_h2(proxy.addr, "/trailers")).await;
+    let resp = send(proxy.addr, true, get_h2("/trailers")).await;
     assert_eq!(&resp.body[..], b"with trailers");
     let t = resp.trailers.expect("trailers passed through");
     assert_eq!(
@@ -547,7 +542,7 @@ async fn one_port_serves_bolt_http1_and_h2() {
     assert_eq!(server_of(&r), "web");
     // h2 prior knowledge on the same port; the upstream speaks what the client spoke.
     drop(web2);
-    let r = send(proxy.addr, true, get_h2(proxy.addr, "/page")).await;
+    let r = send(proxy.addr, true, get_h2("/page")).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "h2 client → h2 upstream, which web (HTTP/1.1) is not");
     let (out, closed) = raw_exchange(proxy.addr, b"\x16\x03\x01\x00\x05hello", Duration::from_secs(1)).await;
     assert!(out.is_empty() && closed, "unknown first bytes close the connection");

@@ -328,7 +328,7 @@ async fn forward(
     let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let version = parts.version;
     // The client's head becomes the upstream's: moved, not copied.
-    let mut upstream_parts = upstream_request(ctx, parts, entry, host.as_deref(), upgrade)?;
+    let mut upstream_head = upstream_request(ctx, parts, entry, host.as_deref(), upgrade)?;
     let no_body = length == Some(0) || (length.is_none() && body.is_end_stream());
     let replayable = !entry.retry.on.is_empty() && (no_body || length.is_some_and(|l| l <= REPLAY_LIMIT));
     let mut body = Some(if replayable && !no_body {
@@ -399,9 +399,9 @@ async fn forward(
         };
         // The head is cloned only while another try may need it.
         let head = if body.is_some() && attempt + 1 < max_tries {
-            upstream_parts.clone_parts()
+            clone_head(&upstream_head)
         } else {
-            std::mem::replace(&mut upstream_parts.parts, Request::new(()).into_parts().0)
+            std::mem::replace(&mut upstream_head, Request::new(()).into_parts().0)
         };
         let upstream_req = Request::from_parts(head, req_body);
         pool.host().inc_active();
@@ -492,22 +492,13 @@ impl hyper::body::Body for Prepend {
     }
 }
 
-/// Request head of the upstream request, cloned per try.
-struct UpstreamParts {
-    parts: http::request::Parts,
-}
-
-impl UpstreamParts {
-    fn clone_parts(&self) -> http::request::Parts {
-        let mut b = Request::builder()
-            .method(self.parts.method.clone())
-            .uri(self.parts.uri.clone())
-            .version(self.parts.version);
-        if let Some(h) = b.headers_mut() {
-            *h = self.parts.headers.clone();
-        }
-        b.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| Request::new(()).into_parts().0)
+/// A copy of a request head, for a try that may be followed by another.
+fn clone_head(head: &http::request::Parts) -> http::request::Parts {
+    let mut b = Request::builder().method(head.method.clone()).uri(head.uri.clone()).version(head.version);
+    if let Some(h) = b.headers_mut() {
+        *h = head.headers.clone();
     }
+    b.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| Request::new(()).into_parts().0)
 }
 
 fn upstream_request(
@@ -516,7 +507,7 @@ fn upstream_request(
     entry: &RouteEntry,
     host: Option<&str>,
     upgrade: bool,
-) -> Result<UpstreamParts, ProxyError> {
+) -> Result<http::request::Parts, ProxyError> {
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
     headers.remove(header::EXPECT);
@@ -592,7 +583,7 @@ fn upstream_request(
     };
     parts.uri = uri;
     parts.version = version;
-    Ok(UpstreamParts { parts })
+    Ok(parts)
 }
 
 /// A random UUID v4, as `x-request-id` (formatted by hand: this runs for most
