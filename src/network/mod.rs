@@ -9,4 +9,5 @@
 //! which coalesces the frames of many requests into one syscall.
 
 pub mod conn;
+pub mod dial;
 pub mod listener;

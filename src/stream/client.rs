@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tokio_util::time::{delay_queue, DelayQueue};
@@ -161,13 +160,10 @@ impl ClientConn {
     /// every request in flight is failed with the upstream-reset error.
     pub async fn run(self: Rc<Self>, connect_timeout: Duration, keepalive: KeepaliveSpec, on_close: impl FnOnce()) {
         let addr = self.host.addr;
-        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return self.connect_failed(format!("{addr}: {e}"), on_close),
-            Err(_) => return self.connect_failed(format!("{addr}: timed out after {connect_timeout:?}"), on_close),
+        let stream = match self.host.connect(connect_timeout).await {
+            Ok(s) => s,
+            Err(why) => return self.connect_failed(why, on_close),
         };
-        let _ = stream.set_nodelay(true);
-        self.host.mark_connected();
         debug!(%addr, "upstream connected");
         self.last_active.set(Instant::now());
         self.set_state(ConnState::Ready);
@@ -198,7 +194,6 @@ impl ClientConn {
 
     fn connect_failed(&self, why: String, on_close: impl FnOnce()) {
         info!(reason = %why, "upstream connect failed");
-        self.host.mark_connect_failure();
         self.io.close();
         self.set_state(ConnState::Failed(why));
         on_close();

@@ -69,6 +69,16 @@ impl Host {
         self.unhealthy_until.set(Some(Instant::now() + backoff));
     }
 
+    /// Dials the host, recording the outcome in its passive health.
+    pub async fn connect(&self, timeout: Duration) -> Result<tokio::net::TcpStream, String> {
+        let dialled = crate::network::dial::dial(self.addr, timeout).await;
+        match &dialled {
+            Ok(_) => self.mark_connected(),
+            Err(_) => self.mark_connect_failure(),
+        }
+        dialled
+    }
+
     /// A connect succeeded: the host is healthy again.
     pub fn mark_connected(&self) {
         self.fail_streak.set(0);

@@ -15,7 +15,6 @@
 //! with the request still in the caller's hands.
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -171,21 +170,7 @@ impl HttpPool {
     }
 
     async fn dial(&self) -> Result<TokioIo<TcpStream>, SendError> {
-        let addr: SocketAddr = self.host.addr;
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                self.host.mark_connect_failure();
-                return Err(SendError::Connect(format!("{addr}: {e}")));
-            }
-            Err(_) => {
-                self.host.mark_connect_failure();
-                return Err(SendError::Connect(format!("{addr}: timed out after {:?}", self.connect_timeout)));
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        self.host.mark_connected();
-        Ok(TokioIo::new(stream))
+        self.host.connect(self.connect_timeout).await.map(TokioIo::new).map_err(SendError::Connect)
     }
 
     async fn dial_h1(&self) -> Result<http1::SendRequest<Body>, SendError> {
