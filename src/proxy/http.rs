@@ -187,7 +187,7 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
     stats.count_request();
     let grpc = is_grpc(req.headers());
     let h1 = req.version() != http::Version::HTTP_2;
-    let (resp, route_ops) = match forward(&ctx, req, grpc).await {
+    let (mut resp, route_ops) = match forward(&ctx, req, grpc).await {
         Ok(pair) => pair,
         Err(err) => {
             stats.count_error(&err);
@@ -199,7 +199,6 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
             (resp, None)
         }
     };
-    let mut resp = resp;
     if let Some(entry) = route_ops {
         for name in &entry.http.response_remove {
             resp.headers_mut().remove(name);
@@ -252,10 +251,10 @@ fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
 /// Host (without port) of a request: the URI authority, else the Host header.
 fn request_host<B>(req: &Request<B>) -> Option<String> {
     let raw = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?.to_string(),
+        Some(a) => a.as_str(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
     };
-    Some(strip_port(&raw).to_string())
+    Some(strip_port(raw).to_string())
 }
 
 fn strip_port(host: &str) -> &str {

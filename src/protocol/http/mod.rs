@@ -120,7 +120,13 @@ pub const MAX_URI_BYTES: usize = 16 * 1024;
 /// limits.
 pub fn validate_request<B>(req: &Request<B>) -> Result<(), Invalid> {
     let h = req.headers();
-    let size: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    // One pass over the headers: their size, and whether a value holds a control byte.
+    let mut size = 0usize;
+    let mut control = false;
+    for (k, v) in h.iter() {
+        size += k.as_str().len() + v.len() + 4;
+        control |= v.as_bytes().iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
+    }
     if size > MAX_HEADER_BYTES {
         return Err(Invalid("header section too large", 431));
     }
@@ -166,10 +172,8 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<(), Invalid> {
             return Err(Invalid("Content-Length is not a number", 400));
         }
     }
-    for (_, v) in h.iter() {
-        if v.as_bytes().iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(Invalid("control character in a header value", 400));
-        }
+    if control {
+        return Err(Invalid("control character in a header value", 400));
     }
     if req.method() == Method::CONNECT {
         return Err(Invalid("CONNECT is not proxied", 400));
