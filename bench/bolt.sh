@@ -56,17 +56,7 @@ for b in "$BOLT_ECHO_BIN" "$BOLTLOAD_BIN"; do
 done
 
 # Which targets can run here.
-RUN_TARGETS=()
-for t in $TARGETS; do
-    if why=$(have_target "$t"); then
-        RUN_TARGETS+=("$t")
-    elif [ "${REQUIRE_ALL:-0}" = 1 ]; then
-        die "$t: $why"
-    else
-        warn "skipping $t: $why"
-    fi
-done
-[ "${#RUN_TARGETS[@]}" -gt 0 ] || die "nothing to run"
+select_targets have_target
 
 mkdir -p "$OUT/runs"
 RUNS="$OUT/runs.jsonl"

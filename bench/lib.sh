@@ -340,3 +340,36 @@ start_http_proxy() {
     wait_port "$PROXY_H1_PORT" "$PROXY_PID" "$t" 30 && wait_port "$PROXY_H2C_PORT" "$PROXY_PID" "$t" 30 ||
         { tail -20 "$dir/$t.log" >&2; return 1; }
 }
+
+# apt_ensure PKG...: installs whichever of the Debian packages are missing
+# (idempotent; sudo when not root).
+apt_ensure() {
+    local sudo="" missing=() p
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "apt_ensure: apt-get install ${missing[*]}"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+}
+
+# select_targets PREDICATE: sets RUN_TARGETS to the targets of $TARGETS that
+# PREDICATE (have_target, have_http_target) can run; with REQUIRE_ALL=1 a
+# missing one is fatal, else it is skipped with a warning.
+select_targets() {
+    local predicate=$1 t why
+    RUN_TARGETS=()
+    for t in $TARGETS; do
+        if why=$("$predicate" "$t"); then
+            RUN_TARGETS+=("$t")
+        elif [ "${REQUIRE_ALL:-0}" = 1 ]; then
+            die "$t: $why"
+        else
+            warn "skipping $t: $why"
+        fi
+    done
+    [ "${#RUN_TARGETS[@]}" -gt 0 ] || die "nothing to run"
+}

@@ -6,21 +6,11 @@
 #
 #   bash tests/http/install.sh       # as root (or with sudo available)
 set -euo pipefail
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../../bench" && pwd)/lib.sh"
 
 APT_PKGS=(curl nghttp2-client wrk nginx python3 procps util-linux)
 
-SUDO=""
-if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-
-missing=()
-for p in "${APT_PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "install.sh: apt-get install ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+apt_ensure "${APT_PKGS[@]}"
 # A system nginx started by the package's postinst (if a service manager
 # allowed it) stays on port 80; the tests run their own instances elsewhere.
 
