@@ -98,7 +98,6 @@ pub async fn serve(
         active: Cell::new(0),
         last_active: Cell::new(Instant::now()),
     });
-    worker.live_conns.set(worker.live_conns.get() + 1);
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| {
         let ctx = svc_ctx.clone();
@@ -131,10 +130,6 @@ pub async fn serve(
     };
     if let Err(e) = result {
         debug!(%peer, error = %e, "client HTTP connection ended with an error");
-    }
-    worker.live_conns.set(worker.live_conns.get() - 1);
-    if worker.live_conns.get() == 0 && worker.draining.get() {
-        worker.conns_gone.notify_waiters();
     }
 }
 
