@@ -91,6 +91,8 @@ pub struct ListenerSpec {
     pub max_frame: usize,
     /// HTTP: time allowed for a request head.
     pub header_read_timeout: Duration,
+    /// HTTP/1.1 requests may take the pass-through path (`proxy::http1`).
+    pub http1_passthrough: bool,
     pub filters: Vec<FilterSpec>,
 }
 
@@ -464,6 +466,7 @@ fn listener_spec(
         idle_timeout: l.connection_idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
         max_frame,
         header_read_timeout: proxy.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        http1_passthrough: proxy.http1_passthrough.unwrap_or(true),
         filters,
     })
 }

@@ -104,6 +104,10 @@ pub struct ProxyConfig {
     /// ferrymesh: HTTP clients must send a whole request head within this (default 10s).
     #[serde(default)]
     pub header_read_timeout: Option<DurationStr>,
+    /// ferrymesh: serve plain HTTP/1.1 requests on the pass-through path
+    /// (default true); false sends every request through hyper.
+    #[serde(default)]
+    pub http1_passthrough: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,3 +11,4 @@
 pub mod conn;
 pub mod dial;
 pub mod listener;
+pub mod prefixed;

@@ -33,10 +33,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::tries::{Next, Tries};
 use super::{ListenerCtx, WorkerCtx};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
 use crate::protocol::http::{grpc_error_status, grpc_timeout, is_grpc, is_upgrade, strip_hop_by_hop, validate_request};
+use crate::network::prefixed::Prefixed;
 use crate::protocol::Protocol;
 use crate::router::{Redirect, RetryOn, RouteEntry, RouteInput, Target};
 use crate::stream::http::{Body, BoxError, LocalExec, SendError, Version};
@@ -47,8 +49,8 @@ const REPLAY_LIMIT: u64 = 64 * 1024;
 /// HTTP/1.1 limits: the read buffer for a request head (hyper answers 431
 /// beyond it; `validate_request` holds the section to 60 KiB) and the header
 /// count (431 beyond).
-const MAX_HEAD_BUFFER: usize = 96 * 1024;
-const MAX_HEADERS: usize = 100;
+pub(super) const MAX_HEAD_BUFFER: usize = 96 * 1024;
+pub(super) const MAX_HEADERS: usize = 100;
 
 fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).map_err(|never| match never {}).boxed_unsync()
@@ -63,12 +65,12 @@ fn incoming(body: Incoming) -> Body {
 }
 
 /// One client connection.
-struct ConnCtx {
-    listener: Rc<ListenerCtx>,
-    worker: Rc<WorkerCtx>,
-    peer: SocketAddr,
+pub(super) struct ConnCtx {
+    pub(super) listener: Rc<ListenerCtx>,
+    pub(super) worker: Rc<WorkerCtx>,
+    pub(super) peer: SocketAddr,
     /// The client's address as a header value, made once per connection.
-    peer_ip: HeaderValue,
+    pub(super) peer_ip: HeaderValue,
     /// What the upstream speaks for requests of this connection.
     upstream: Version,
     active: Cell<u32>,
@@ -103,7 +105,18 @@ pub async fn serve(
         let ctx = svc_ctx.clone();
         async move { Ok::<_, Infallible>(handle(ctx, req).await) }
     });
-    let io = TokioIo::new(stream);
+    // The common HTTP/1.1 request takes the pass-through; the first one it
+    // leaves alone hands the connection to hyper from there on.
+    let (stream, read) = if downstream == Version::Http1 && upstream == Version::Http1 && listener.spec.http1_passthrough
+    {
+        match super::http1::serve(stream, &ctx).await {
+            super::http1::Outcome::Closed => return,
+            super::http1::Outcome::Hyper(stream, read) => (stream, read),
+        }
+    } else {
+        (stream, bytes::BytesMut::new())
+    };
+    let io = TokioIo::new(Prefixed::new(read, stream));
     let idle = listener.spec.idle_timeout;
     let drain = worker.drain.notified();
     tokio::pin!(drain);
@@ -252,7 +265,7 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
     Some(strip_port(raw).to_string())
 }
 
-fn strip_port(host: &str) -> &str {
+pub(super) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_once(']').map_or(host, |(h, _)| h).trim_start_matches('[');
     }
@@ -341,27 +354,16 @@ async fn forward(
         ReqBody::Stream(first_frame_checked(body, version).await?)
     });
 
-    let policy = &entry.retry;
-    let max_tries = 1 + policy.num_retries.max(if policy.on.is_empty() { entry.connect_retries } else { 0 });
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tries = Tries::new(entry, &cluster, hash_key.as_deref(), deadline);
     let mut last_err = ProxyError::NoHealthyHost;
-    for attempt in 0..max_tries {
-        if attempt > 0 {
-            let pause = policy.backoff(attempt);
-            if Instant::now() + pause >= deadline {
-                break;
-            }
-            tokio::time::sleep(pause).await;
-        }
-        let Some(h) = cluster.choose(hash_key.as_deref(), &tried).or_else(|| {
-            // Every host tried: try one again rather than give up early.
-            (!tried.is_empty()).then(|| cluster.choose(hash_key.as_deref(), &[])).flatten()
-        }) else {
-            return Err(if tried.is_empty() { ProxyError::NoHealthyHost } else { last_err });
+    loop {
+        let h = match tries.next().await {
+            Next::Host(h) => h,
+            Next::NoHost => return Err(ProxyError::NoHealthyHost),
+            Next::Over => break,
         };
-        tried.push(h);
         let pool = cluster.http_pools[h].clone();
-        let try_deadline = policy.per_try_timeout.map_or(deadline, |t| deadline.min(Instant::now() + t));
+        let try_deadline = tries.try_deadline();
         let dialled = match pool.ready_now(ctx.upstream) {
             Some(s) => Ok(Ok(s)),
             None => tokio::time::timeout_at(try_deadline, pool.connect(ctx.upstream)).await,
@@ -392,7 +394,8 @@ async fn forward(
             None => break,
         };
         // The head is cloned only while another try may need it.
-        let head = if body.is_some() && attempt + 1 < max_tries {
+        let can_retry = body.is_some() && tries.more_left();
+        let head = if can_retry {
             clone_head(&upstream_head)
         } else {
             std::mem::replace(&mut upstream_head, Request::new(()).into_parts().0)
@@ -401,11 +404,10 @@ async fn forward(
         pool.host().inc_active();
         let sent = tokio::time::timeout_at(try_deadline, pool.send(sender, upstream_req)).await;
         pool.host().dec_active();
-        let can_retry = body.is_some() && attempt + 1 < max_tries;
         match sent {
             Ok(Ok(resp)) => {
                 let status = resp.status().as_u16();
-                if can_retry && policy.retry_status(status) {
+                if can_retry && tries.policy.retry_status(status) {
                     debug!(peer = %ctx.peer, upstream = %pool.host().addr, status, "retrying on status");
                     last_err = ProxyError::DirectResponse { status, body: String::new() };
                     continue;
@@ -416,25 +418,29 @@ async fn forward(
             Ok(Err(SendError::Reset(why) | SendError::Connect(why))) => {
                 warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream reset");
                 last_err = ProxyError::UpstreamReset;
-                if !(can_retry && policy.on.contains(RetryOn::RESET)) {
+                if !(can_retry && tries.policy.on.contains(RetryOn::RESET)) {
                     break;
                 }
             }
             Err(_) => {
                 last_err = ProxyError::Timeout;
-                let per_try = policy.per_try_timeout.is_some() && Instant::now() < deadline;
-                if !(can_retry && per_try) {
+                if !(can_retry && tries.timed_out_per_try()) {
                     break;
                 }
             }
         }
     }
+    Err(exhausted(last_err))
+}
+
+/// The error of a request whose tries are all spent: the last try's, and a
+/// status the policy retried that stayed bad is passed on as the upstream's.
+pub(super) fn exhausted(last_err: ProxyError) -> ProxyError {
     match last_err {
-        // A status the policy retried and that stayed bad: the client sees a gateway error.
         ProxyError::DirectResponse { status, .. } => {
-            Err(ProxyError::DirectResponse { status, body: format!("upstream answered {status} on every try\n") })
+            ProxyError::DirectResponse { status, body: format!("upstream answered {status} on every try\n") }
         }
-        e => Err(e),
+        e => e,
     }
 }
 
@@ -583,6 +589,11 @@ fn upstream_request(
 /// A random UUID v4, as `x-request-id` (formatted by hand: this runs for most
 /// requests, and `format!` costs several times more).
 fn request_id() -> HeaderValue {
+    HeaderValue::from_bytes(&request_id_bytes()).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The bytes of a random UUID v4.
+pub(super) fn request_id_bytes() -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let a = (fastrand::u64(..) & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
     let b = (fastrand::u64(..) & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
@@ -597,7 +608,7 @@ fn request_id() -> HeaderValue {
             *slot = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
         }
     }
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    out
 }
 
 fn redirect<B>(req: &Request<B>, host: Option<&str>, r: &Redirect) -> Response<Body> {

@@ -9,7 +9,9 @@
 
 pub mod filter;
 pub mod http;
+pub mod http1;
 pub mod rpc;
+pub mod tries;
 
 use std::cell::Cell;
 use std::net::SocketAddr;

@@ -261,5 +261,7 @@ pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
     })
 }
 
+pub mod h1;
+
 #[cfg(test)]
 mod tests;

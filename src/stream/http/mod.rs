@@ -77,6 +77,9 @@ pub struct HttpPool {
     h2_dialing: Cell<bool>,
     h2_dialed: Notify,
     h2_last_error: RefCell<Option<String>>,
+    /// Idle HTTP/1.1 connections of the pass-through path (`proxy::http1`),
+    /// which frames messages itself: plain sockets, no hyper task behind them.
+    raw_idle: RefCell<Vec<TcpStream>>,
 }
 
 impl HttpPool {
@@ -89,6 +92,7 @@ impl HttpPool {
             h2_dialing: Cell::new(false),
             h2_dialed: Notify::new(),
             h2_last_error: RefCell::new(None),
+            raw_idle: RefCell::new(Vec::new()),
         })
     }
 
@@ -160,6 +164,31 @@ impl HttpPool {
                 SendError::Reset(e.to_string())
             }),
         }
+    }
+
+    /// An idle pass-through connection that nothing arrived on while it
+    /// waited (a close, or bytes the upstream had no business sending).
+    pub fn take_raw(&self) -> Option<TcpStream> {
+        let mut idle = self.raw_idle.borrow_mut();
+        while let Some(s) = idle.pop() {
+            if is_quiet(&s) {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Gives back a pass-through connection whose last exchange ended cleanly.
+    pub fn put_raw(&self, s: TcpStream) {
+        let mut idle = self.raw_idle.borrow_mut();
+        if idle.len() < MAX_IDLE_H1 {
+            idle.push(s);
+        }
+    }
+
+    /// Dials a connection for the pass-through path.
+    pub async fn dial_raw(&self) -> Result<TcpStream, SendError> {
+        self.host.connect(self.connect_timeout).await.map_err(SendError::Connect)
     }
 
     fn return_h1(&self, s: http1::SendRequest<Body>) {
@@ -238,5 +267,19 @@ impl HttpPool {
             }
         });
         Ok(sender)
+    }
+}
+
+/// Whether an idle socket is still quiet. Costs no syscall unless the reactor
+/// saw it become readable, which for an idle connection means a close or junk.
+fn is_quiet(s: &TcpStream) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match s.poll_read_ready(&mut cx) {
+        std::task::Poll::Pending => true,
+        std::task::Poll::Ready(Err(_)) => false,
+        std::task::Poll::Ready(Ok(())) => {
+            let mut byte = [0u8; 1];
+            matches!(s.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
     }
 }

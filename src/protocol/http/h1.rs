@@ -1,0 +1,324 @@
+//! HTTP/1.1 on the wire, for the pass-through path (`proxy::http1`), which
+//! forwards the common request without building hyper's messages: the
+//! headers a proxy acts on, recognised by name in one comparison; the framing
+//! a response head announces; and a scanner that finds where a chunked body
+//! ends, so that a body passes through unchanged and the connection can be
+//! reused after it.
+//!
+//! Parsing itself is httparse's (the parser inside hyper). Everything here
+//! works on its borrowed slices; nothing is copied.
+
+/// The headers a proxy treats specially. Everything else is [`Name::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Name {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// `keep-alive`, `proxy-connection`, `proxy-authenticate`, `proxy-authorization`:
+    /// hop-by-hop, dropped.
+    HopByHop,
+    Te,
+    Upgrade,
+    Expect,
+    ContentType,
+    XForwardedFor,
+    XForwardedProto,
+    XRequestId,
+    Other,
+}
+
+/// Classifies a header name, ignoring case.
+pub fn classify(name: &str) -> Name {
+    let n = name.as_bytes();
+    let is = |s: &str| n.eq_ignore_ascii_case(s.as_bytes());
+    // Dispatch on the length first: most names are compared once at most.
+    match n.len() {
+        2 if is("te") => Name::Te,
+        4 if is("host") => Name::Host,
+        6 if is("expect") => Name::Expect,
+        7 if is("upgrade") => Name::Upgrade,
+        10 if is("connection") => Name::Connection,
+        10 if is("keep-alive") => Name::HopByHop,
+        12 if is("content-type") => Name::ContentType,
+        12 if is("x-request-id") => Name::XRequestId,
+        14 if is("content-length") => Name::ContentLength,
+        15 if is("x-forwarded-for") => Name::XForwardedFor,
+        16 if is("proxy-connection") => Name::HopByHop,
+        17 if is("transfer-encoding") => Name::TransferEncoding,
+        17 if is("x-forwarded-proto") => Name::XForwardedProto,
+        18 if is("proxy-authenticate") => Name::HopByHop,
+        19 if is("proxy-authorization") => Name::HopByHop,
+        _ => Name::Other,
+    }
+}
+
+/// A Content-Length value: ASCII digits only (no sign, no spaces, no list).
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// What a `Connection` header value says: `close`, `keep-alive`, and whether
+/// it names any other header (which then is hop-by-hop too).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub others: bool,
+}
+
+impl ConnectionTokens {
+    pub fn add(&mut self, value: &[u8]) {
+        for token in value.split(|&b| b == b',') {
+            let t = token.trim_ascii();
+            if t.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !t.is_empty() {
+                self.others = true;
+            }
+        }
+    }
+
+    /// Whether `value` (a `Connection` header value) names `name`.
+    pub fn names(value: &[u8], name: &str) -> bool {
+        value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+/// Whether a header value holds a byte no header value may (controls other
+/// than tab, and DEL).
+pub fn has_control(value: &[u8]) -> bool {
+    value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: a HEAD request, 1xx, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Read until the upstream closes.
+    UntilClose,
+}
+
+/// Why a response head cannot be forwarded.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadResponse(pub &'static str);
+
+/// The framing of a response, from its status, the request method and its
+/// Content-Length and Transfer-Encoding values (all of them, in order).
+pub fn response_framing(
+    status: u16,
+    head_request: bool,
+    lengths: &[&[u8]],
+    encodings: &[&[u8]],
+) -> Result<Framing, BadResponse> {
+    if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Ok(Framing::Empty);
+    }
+    if !encodings.is_empty() {
+        // Transfer-Encoding wins over Content-Length; chunked must come last,
+        // otherwise the body ends when the connection does.
+        let last = encodings.last().and_then(|v| v.rsplit(|&b| b == b',').next()).map(<[u8]>::trim_ascii);
+        return Ok(if last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut length = None;
+    for v in lengths {
+        let n = content_length(v.trim_ascii()).ok_or(BadResponse("invalid Content-Length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(BadResponse("conflicting Content-Length"));
+        }
+        length = Some(n);
+    }
+    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+}
+
+/// Finds the end of a chunked body fed to it piece by piece, checking its
+/// syntax on the way (chunk sizes in hex, CRLF after each chunk, trailer
+/// lines, the final empty line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkedScan {
+    Size { size: u64, digits: u8 },
+    Extension { size: u64 },
+    SizeLf { size: u64 },
+    Data(u64),
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    FinalLf,
+    Done,
+}
+
+impl Default for ChunkedScan {
+    fn default() -> Self {
+        ChunkedScan::Size { size: 0, digits: 0 }
+    }
+}
+
+/// A chunked body that breaks the syntax.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadChunk;
+
+impl ChunkedScan {
+    /// Scans `bytes`; returns how many of them belong to the body: all of
+    /// them, or fewer when the body ends inside `bytes` (then the scanner is
+    /// [`ChunkedScan::Done`]).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, BadChunk> {
+        let mut i = 0;
+        while i < bytes.len() {
+            if let ChunkedScan::Data(left) = *self {
+                let take = left.min((bytes.len() - i) as u64);
+                i += take as usize;
+                *self = if take == left { ChunkedScan::DataCr } else { ChunkedScan::Data(left - take) };
+                continue;
+            }
+            let b = bytes[i];
+            i += 1;
+            *self = match (*self, b) {
+                (ChunkedScan::Size { size, digits }, _) if b.is_ascii_hexdigit() => {
+                    if digits >= 15 {
+                        return Err(BadChunk);
+                    }
+                    let d = u64::from((b as char).to_digit(16).unwrap_or(0));
+                    ChunkedScan::Size { size: size * 16 + d, digits: digits + 1 }
+                }
+                (ChunkedScan::Size { size, digits }, b';' | b' ' | b'\t') if digits > 0 => {
+                    ChunkedScan::Extension { size }
+                }
+                (ChunkedScan::Size { size, digits }, b'\r') if digits > 0 => ChunkedScan::SizeLf { size },
+                (ChunkedScan::Extension { size }, b'\r') => ChunkedScan::SizeLf { size },
+                (ChunkedScan::Extension { size }, _) if b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80 => {
+                    ChunkedScan::Extension { size }
+                }
+                (ChunkedScan::SizeLf { size: 0 }, b'\n') => ChunkedScan::TrailerStart,
+                (ChunkedScan::SizeLf { size }, b'\n') => ChunkedScan::Data(size),
+                (ChunkedScan::DataCr, b'\r') => ChunkedScan::DataLf,
+                (ChunkedScan::DataLf, b'\n') => ChunkedScan::default(),
+                (ChunkedScan::TrailerStart, b'\r') => ChunkedScan::FinalLf,
+                (ChunkedScan::Trailer, b'\r') => ChunkedScan::TrailerLf,
+                (ChunkedScan::TrailerStart | ChunkedScan::Trailer, b'\n') => return Err(BadChunk),
+                (ChunkedScan::TrailerStart | ChunkedScan::Trailer, _) => ChunkedScan::Trailer,
+                (ChunkedScan::TrailerLf, b'\n') => ChunkedScan::TrailerStart,
+                (ChunkedScan::FinalLf, b'\n') => {
+                    *self = ChunkedScan::Done;
+                    return Ok(i);
+                }
+                _ => return Err(BadChunk),
+            };
+        }
+        Ok(i)
+    }
+
+    pub fn is_done(&self) -> bool {
+        *self == ChunkedScan::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_classified_ignoring_case() {
+        assert_eq!(classify("Host"), Name::Host);
+        assert_eq!(classify("CONTENT-LENGTH"), Name::ContentLength);
+        assert_eq!(classify("transfer-encoding"), Name::TransferEncoding);
+        assert_eq!(classify("Keep-Alive"), Name::HopByHop);
+        assert_eq!(classify("Proxy-Authorization"), Name::HopByHop);
+        assert_eq!(classify("X-Forwarded-For"), Name::XForwardedFor);
+        assert_eq!(classify("x-forwarded-proto"), Name::XForwardedProto);
+        assert_eq!(classify("TE"), Name::Te);
+        assert_eq!(classify("hostx"), Name::Other);
+        assert_eq!(classify("accept"), Name::Other);
+    }
+
+    #[test]
+    fn content_lengths_are_digits_only() {
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b"1234"), Some(1234));
+        for bad in [&b""[..], b"-1", b"+1", b"1 2", b"0x10", b"1,1", b"9999999999999999999"] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn connection_tokens() {
+        let mut t = ConnectionTokens::default();
+        t.add(b"Keep-Alive");
+        assert_eq!(t, ConnectionTokens { close: false, keep_alive: true, others: false });
+        t.add(b" close , x-secret");
+        assert_eq!(t, ConnectionTokens { close: true, keep_alive: true, others: true });
+        assert!(ConnectionTokens::names(b"close, X-Secret", "x-secret"));
+        assert!(!ConnectionTokens::names(b"close", "x-secret"));
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        use Framing::*;
+        assert_eq!(response_framing(200, true, &[b"10"], &[]), Ok(Empty));
+        assert_eq!(response_framing(204, false, &[], &[]), Ok(Empty));
+        assert_eq!(response_framing(304, false, &[b"10"], &[]), Ok(Empty));
+        assert_eq!(response_framing(200, false, &[b"10"], &[]), Ok(Length(10)));
+        assert_eq!(response_framing(200, false, &[b"10", b"10"], &[]), Ok(Length(10)));
+        assert!(response_framing(200, false, &[b"10", b"11"], &[]).is_err());
+        assert!(response_framing(200, false, &[b"x"], &[]).is_err());
+        assert_eq!(response_framing(200, false, &[b"10"], &[b"chunked"]), Ok(Chunked));
+        assert_eq!(response_framing(200, false, &[], &[b"gzip, chunked"]), Ok(Chunked));
+        assert_eq!(response_framing(200, false, &[], &[b"chunked, gzip"]), Ok(UntilClose));
+        assert_eq!(response_framing(200, false, &[], &[]), Ok(UntilClose));
+    }
+
+    fn scan_all(body: &[u8]) -> Result<(usize, bool), BadChunk> {
+        let mut s = ChunkedScan::default();
+        let n = s.feed(body)?;
+        Ok((n, s.is_done()))
+    }
+
+    #[test]
+    fn chunked_scanner_finds_the_end() {
+        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        assert_eq!(scan_all(body), Ok((body.len() - 4, true)));
+        assert_eq!(scan_all(b"0\r\n\r\n"), Ok((5, true)));
+        // Byte by byte gives the same answer.
+        let mut s = ChunkedScan::default();
+        let mut total = 0;
+        for (i, b) in body.iter().enumerate() {
+            let n = s.feed(std::slice::from_ref(b)).unwrap();
+            total += n;
+            if s.is_done() {
+                assert_eq!(i + 1, body.len() - 4);
+                break;
+            }
+        }
+        assert_eq!(total, body.len() - 4);
+        // Not finished yet.
+        assert_eq!(scan_all(b"5\r\nhel"), Ok((6, false)));
+    }
+
+    #[test]
+    fn chunked_scanner_refuses_bad_syntax() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\nhello\r\n",
+            b"5\r\nhelloX\r\n",
+            b"1234567890abcdef0\r\n",
+            b"0\r\nbad\n\r\n",
+            b"0\r\n\rX",
+        ] {
+            assert_eq!(scan_all(bad), Err(BadChunk), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! HTTP/1.1 pass-through: the common HTTP/1.1 request proxied without
+//! building hyper's messages.
+//!
+//! The client's head is parsed with httparse, checked, routed, and rewritten
+//! straight into the bytes sent upstream (hop-by-hop headers dropped,
+//! `x-forwarded-*` and `x-request-id`, the route's rewrites and header
+//! operations); the upstream's head is rewritten the same way on its way back
+//! and the body passes through unchanged, its end found from its framing so
+//! that both connections are reused. A request costs two reads and two writes
+//! and no allocation beyond the buffers a connection keeps.
+//!
+//! The decision a reader may question: this is a second HTTP/1.1 request path
+//! beside hyper's (`super::http`). It handles only what it is sure of: an
+//! HTTP/1.1 request with at most a 64 KiB body of known length, one Host, no
+//! Transfer-Encoding, Upgrade or Expect, routed to a cluster that speaks
+//! HTTP/1.1. Anything else (every malformed or ambiguous request, too) hands
+//! the connection, with the bytes read so far, to hyper's path for the rest of
+//! its life, so refusing requests, streaming, upgrades and conversion to
+//! HTTP/2 stay written once. `http1_passthrough: false` on the listener's proxy
+//! config turns this path off.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use httparse::Status;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::http::{exhausted, request_id_bytes, strip_port, ConnCtx, MAX_HEADERS, MAX_HEAD_BUFFER};
+use super::tries::{Next, Tries};
+use crate::config::DEFAULT_ROUTE_TIMEOUT;
+use crate::error::ProxyError;
+use crate::protocol::http::h1::{self, ConnectionTokens, Framing, Name};
+use crate::protocol::http::{error_status, MAX_HEADER_BYTES, MAX_URI_BYTES};
+use crate::router::{HttpActions, RetryOn, RouteEntry, RouteInput, Target};
+use crate::stream::http::{HttpPool, SendError};
+use crate::upstream::Cluster;
+
+/// Largest request body held for forwarding (and for retries); a larger one
+/// goes to hyper's path, which streams it.
+const MAX_BODY: usize = 64 * 1024;
+/// Free space made in a read buffer before each read: a read that does not
+/// fill it tells tokio the socket is drained, which saves a `recv` that would
+/// only say "nothing yet".
+const READ_SPACE: usize = 8 * 1024;
+
+/// How the pass-through left a connection.
+pub(super) enum Outcome {
+    /// Closed (by either side, a timeout, a drain, or a broken exchange).
+    Closed,
+    /// A request this path does not handle: the connection and the bytes read
+    /// from it so far go to hyper.
+    Hyper(TcpStream, BytesMut),
+}
+
+/// A request ready to go upstream, its head already rewritten into the
+/// outgoing buffer.
+struct Prepared {
+    head_len: usize,
+    body_len: usize,
+    close: bool,
+    head_method: bool,
+    idempotent: bool,
+    route: Arc<RouteEntry>,
+    cluster: Rc<Cluster>,
+    hash_key: Option<Vec<u8>>,
+}
+
+enum Prep {
+    Ready(Prepared),
+    NeedMore,
+    Hyper,
+}
+
+/// Per-connection buffers, reused by every request.
+struct Bufs {
+    /// The request as it goes upstream (kept whole for retries).
+    req: Vec<u8>,
+    /// The response head (and first body bytes) as it goes to the client.
+    resp: Vec<u8>,
+    /// Bytes read from the upstream.
+    up: BytesMut,
+}
+
+pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
+    let worker = &ctx.worker;
+    let spec = &ctx.listener.spec;
+    let mut buf = BytesMut::new();
+    let mut bufs = Bufs { req: Vec::new(), resp: Vec::new(), up: BytesMut::new() };
+    let mut drain = std::pin::pin!(worker.drain.notified());
+    let mut draining = worker.draining.get();
+    // One timer for the connection, re-armed only when it fires: idle time
+    // while no request has started, the header-read time once one has.
+    let mut tick = std::pin::pin!(tokio::time::sleep(spec.idle_timeout.min(spec.header_read_timeout)));
+    let mut waiting_since = Instant::now();
+    let mut head_since = waiting_since;
+    // Where to look for the end of the head from, and how many bytes the
+    // request needs before it is looked at again (a head with a body still
+    // coming): neither a head nor a body arriving a byte at a time is parsed
+    // again for every byte.
+    let mut scanned = 0;
+    let mut need = 0;
+    loop {
+        if buf.len() >= need && has_head_end(&buf, scanned) {
+            match prepare(ctx, &buf, &mut bufs.req) {
+                Prep::Hyper => return Outcome::Hyper(client, buf),
+                Prep::NeedMore => scanned = buf.len().saturating_sub(3),
+                Prep::Ready(request) => {
+                    let whole = request.head_len + request.body_len;
+                    if buf.len() < whole {
+                        need = whole;
+                    } else {
+                        bufs.req.extend_from_slice(&buf[request.head_len..whole]);
+                        buf.advance(whole);
+                        (scanned, need) = (0, 0);
+                        let close = request.close;
+                        if !exchange(ctx, &mut client, request, &mut bufs).await || close || worker.draining.get() {
+                            return Outcome::Closed;
+                        }
+                        waiting_since = Instant::now();
+                        head_since = waiting_since;
+                        continue;
+                    }
+                }
+            }
+        } else if need == 0 {
+            scanned = buf.len().saturating_sub(3);
+        }
+        if buf.len() >= MAX_HEAD_BUFFER && need == 0 {
+            // hyper answers an oversized head with 431.
+            return Outcome::Hyper(client, buf);
+        }
+        if draining && buf.is_empty() {
+            return Outcome::Closed;
+        }
+        if buf.capacity() - buf.len() < READ_SPACE {
+            buf.reserve(2 * READ_SPACE);
+        }
+        let was_empty = buf.is_empty();
+        tokio::select! {
+            biased;
+            r = client.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => return Outcome::Closed,
+                Ok(_) => {
+                    if was_empty {
+                        head_since = Instant::now();
+                    }
+                }
+            },
+            _ = drain.as_mut(), if !draining => draining = true,
+            _ = tick.as_mut() => {
+                let due = if buf.is_empty() {
+                    waiting_since + spec.idle_timeout
+                } else {
+                    head_since + spec.header_read_timeout
+                };
+                if Instant::now() >= due {
+                    debug!(peer = %ctx.peer, partial = buf.len(), "closing HTTP/1.1 connection: idle or slow head");
+                    return Outcome::Closed;
+                }
+                tick.as_mut().reset(due);
+            }
+        }
+    }
+}
+
+/// Whether `buf` holds the empty line ending a head, looking from `from` on
+/// (so that a head arriving a byte at a time is not parsed again each time).
+fn has_head_end(buf: &[u8], from: usize) -> bool {
+    let tail = &buf[from.min(buf.len())..];
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+}
+/// Parses, checks and routes the request at the start of `buf`, and writes
+/// its upstream head into `out`. `Prep::Hyper` for anything this path leaves
+/// to hyper's.
+fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(Status::Complete(n)) => n,
+        Ok(Status::Partial) => return Prep::NeedMore,
+        Err(_) => return Prep::Hyper,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Prep::Hyper;
+    };
+    if !target.starts_with('/') || target.len() > MAX_URI_BYTES || method == "CONNECT" {
+        return Prep::Hyper;
+    }
+    let fields = &*req.headers;
+
+    // One pass over the headers: what this path needs to know, and whether it
+    // may handle the request at all.
+    let (mut host, mut hosts, mut length, mut lengths, mut size) = (None, 0, 0usize, 0, 0);
+    let mut connection = ConnectionTokens::default();
+    let (mut has_proto, mut has_id) = (false, false);
+    for f in fields {
+        size += f.name.len() + f.value.len() + 4;
+        if h1::has_control(f.value) {
+            return Prep::Hyper;
+        }
+        match h1::classify(f.name) {
+            Name::Host => {
+                hosts += 1;
+                host = Some(f.value);
+            }
+            Name::ContentLength => {
+                lengths += 1;
+                match h1::content_length(f.value) {
+                    Some(n) if n <= MAX_BODY as u64 => length = n as usize,
+                    _ => return Prep::Hyper,
+                }
+            }
+            Name::TransferEncoding | Name::Upgrade | Name::Expect => return Prep::Hyper,
+            Name::Connection => connection.add(f.value),
+            Name::ContentType if f.value.starts_with(b"application/grpc") => return Prep::Hyper,
+            Name::XForwardedProto => has_proto = true,
+            Name::XRequestId => has_id = true,
+            _ => {}
+        }
+    }
+    if size > MAX_HEADER_BYTES || hosts != 1 || lengths > 1 || connection.others {
+        return Prep::Hyper;
+    }
+    let Some(authority) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
+        return Prep::Hyper;
+    };
+    let host = strip_port(authority);
+
+    // Route.
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let header = |name: &str| -> Option<&[u8]> {
+        match name {
+            ":method" => Some(method.as_bytes()),
+            ":authority" => Some(host.as_bytes()),
+            ":path" => Some(path.as_bytes()),
+            other => fields.iter().find(|f| f.name.eq_ignore_ascii_case(other)).map(|f| f.value),
+        }
+    };
+    let input = RouteInput { host: Some(host), path: Some(path), query, header: &header };
+    let Some(route) = ctx.listener.spec.router.find(&input) else {
+        return Prep::Hyper;
+    };
+    if matches!(route.target, Target::Direct { .. } | Target::Redirect(_)) {
+        return Prep::Hyper;
+    }
+    let Some(cluster) = route.pick_cluster(fastrand::u32(..)).map(|i| ctx.worker.clusters[i].clone()) else {
+        return Prep::Hyper;
+    };
+    let hash_key = route.hash_header.as_deref().and_then(header).map(<[u8]>::to_vec);
+
+    // The upstream head.
+    let http = &route.http;
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    match &http.prefix_rewrite {
+        Some((prefix, with)) if target.starts_with(prefix.as_str()) => {
+            out.extend_from_slice(with.as_bytes());
+            out.extend_from_slice(&target.as_bytes()[prefix.len()..]);
+        }
+        _ => out.extend_from_slice(target.as_bytes()),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut xff: Option<Vec<u8>> = None;
+    for f in fields {
+        match h1::classify(f.name) {
+            Name::Connection | Name::HopByHop => continue,
+            // `te: trailers` is end to end (gRPC needs it); other TE values are not.
+            Name::Te if !f.value.trim_ascii().eq_ignore_ascii_case(b"trailers") => continue,
+            Name::Host if http.host_rewrite.is_some() => continue,
+            Name::XForwardedFor => {
+                let v = f.value.trim_ascii();
+                if !v.is_empty() {
+                    let joined = xff.get_or_insert_with(Vec::new);
+                    if !joined.is_empty() {
+                        joined.extend_from_slice(b", ");
+                    }
+                    joined.extend_from_slice(v);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if !replaced(http, f.name) {
+            push_header(out, f.name.as_bytes(), f.value);
+        }
+    }
+    if let Some(h) = &http.host_rewrite {
+        push_header(out, b"host", h.as_bytes());
+    }
+    if !replaced(http, "x-forwarded-for") {
+        let mut v = xff.unwrap_or_default();
+        if !v.is_empty() {
+            v.extend_from_slice(b", ");
+        }
+        v.extend_from_slice(ctx.peer_ip.as_bytes());
+        push_header(out, b"x-forwarded-for", &v);
+    }
+    if !has_proto && !replaced(http, "x-forwarded-proto") {
+        push_header(out, b"x-forwarded-proto", b"http");
+    }
+    if !has_id && !replaced(http, "x-request-id") {
+        push_header(out, b"x-request-id", &request_id_bytes());
+    }
+    for a in &http.request_add {
+        push_header(out, a.name.as_str().as_bytes(), a.value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+
+    Prep::Ready(Prepared {
+        head_len,
+        body_len: length,
+        close: connection.close,
+        head_method: method == "HEAD",
+        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"),
+        route: route.clone(),
+        cluster,
+        hash_key,
+    })
+}
+
+/// Whether the route removes the request header `name` or sets it anew.
+fn replaced(http: &HttpActions, name: &str) -> bool {
+    http.request_remove.iter().any(|n| n.as_str().eq_ignore_ascii_case(name))
+        || http.request_add.iter().any(|a| !a.append && a.name.as_str().eq_ignore_ascii_case(name))
+}
+
+/// Whether the route removes the response header `name` or sets it anew.
+fn replaced_in_response(http: &HttpActions, name: &str) -> bool {
+    http.response_remove.iter().any(|n| n.as_str().eq_ignore_ascii_case(name))
+        || http.response_add.iter().any(|a| !a.append && a.name.as_str().eq_ignore_ascii_case(name))
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response head, rewritten for the client in `Bufs::resp`.
+struct Answer {
+    head_len: usize,
+    status: u16,
+    framing: Framing,
+    /// The upstream keeps the connection open after this response.
+    reusable: bool,
+}
+
+enum Head {
+    /// A 1xx response of this many bytes, skipped (the client sent no Expect).
+    Interim(usize),
+    Final(Answer),
+}
+
+/// Why a try got no response head.
+enum Broken {
+    /// Nothing came back: the connection was closed or reset, or the write
+    /// failed. On a kept-alive connection this is the upstream's idle close
+    /// racing the request.
+    NoAnswer(String),
+    /// A response that cannot be forwarded.
+    Bad(&'static str),
+}
+
+/// Sends the prepared request upstream with the route's tries and relays the
+/// answer. Returns whether the client connection stays open.
+async fn exchange(ctx: &ConnCtx, client: &mut TcpStream, request: Prepared, bufs: &mut Bufs) -> bool {
+    let stats = &ctx.worker.stats;
+    stats.count_request();
+    let deadline = Instant::now() + request.route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    let close = request.close || ctx.worker.draining.get();
+    match send_with_tries(ctx, &request, bufs, deadline, close).await {
+        Ok((answer, conn, pool)) => {
+            stats.count_response(if answer.status >= 500 { 500 } else { 200 });
+            relay_body(ctx, client, conn, &pool, &answer, bufs).await && answer.framing != Framing::UntilClose
+        }
+        Err(err) => {
+            stats.count_error(&err);
+            write_error(client, &err, close, &mut bufs.resp).await
+        }
+    }
+}
+
+async fn send_with_tries(
+    ctx: &ConnCtx,
+    request: &Prepared,
+    bufs: &mut Bufs,
+    deadline: Instant,
+    close: bool,
+) -> Result<(Answer, TcpStream, Rc<HttpPool>), ProxyError> {
+    let mut tries = Tries::new(&request.route, &request.cluster, request.hash_key.as_deref(), deadline);
+    let mut last_err = ProxyError::NoHealthyHost;
+    loop {
+        let h = match tries.next().await {
+            Next::Host(h) => h,
+            Next::NoHost => return Err(ProxyError::NoHealthyHost),
+            Next::Over => return Err(exhausted(last_err)),
+        };
+        let pool = request.cluster.http_pools[h].clone();
+        let can_retry = tries.more_left();
+        pool.host().inc_active();
+        let sent = tokio::time::timeout_at(tries.try_deadline(), send_once(&pool, request, bufs, close)).await;
+        pool.host().dec_active();
+        let upstream = pool.host().addr;
+        match sent {
+            Ok(Ok((answer, conn))) => {
+                if can_retry && tries.policy.retry_status(answer.status) {
+                    debug!(peer = %ctx.peer, %upstream, status = answer.status, "retrying on status");
+                    last_err = ProxyError::DirectResponse { status: answer.status, body: String::new() };
+                    continue;
+                }
+                return Ok((answer, conn, pool));
+            }
+            Ok(Err(SendError::Connect(why))) => {
+                warn!(peer = %ctx.peer, %upstream, error = %why, "upstream connect failed");
+                // The request never left: another host is always worth a try.
+                last_err = ProxyError::ConnectFailed(why);
+            }
+            Ok(Err(SendError::Reset(why))) => {
+                warn!(peer = %ctx.peer, %upstream, error = %why, "upstream reset");
+                last_err = ProxyError::UpstreamReset;
+                if !(can_retry && tries.policy.on.contains(RetryOn::RESET)) {
+                    return Err(last_err);
+                }
+            }
+            Err(_) => {
+                last_err = ProxyError::Timeout;
+                if !(can_retry && tries.timed_out_per_try()) {
+                    return Err(last_err);
+                }
+            }
+        }
+    }
+}
+
+/// One try on one host: a pooled connection, or a new one, carries the
+/// request. A kept-alive connection that the upstream closed as the request
+/// went out is replaced by a new one once, for an idempotent request.
+async fn send_once(
+    pool: &HttpPool,
+    request: &Prepared,
+    bufs: &mut Bufs,
+    close: bool,
+) -> Result<(Answer, TcpStream), SendError> {
+    let mut pooled = pool.take_raw();
+    loop {
+        let reused = pooled.is_some();
+        let mut conn = match pooled.take() {
+            Some(c) => c,
+            None => pool.dial_raw().await?,
+        };
+        match round_trip(&mut conn, request, bufs, close).await {
+            Ok(answer) => return Ok((answer, conn)),
+            Err(Broken::NoAnswer(why)) if reused && request.idempotent => {
+                debug!(addr = %pool.host().addr, error = %why, "stale upstream connection, redialling");
+            }
+            Err(Broken::NoAnswer(why)) => return Err(SendError::Reset(why)),
+            Err(Broken::Bad(why)) => return Err(SendError::Reset(why.to_string())),
+        }
+    }
+}
+
+/// Writes the request and reads up to the end of the final response head.
+async fn round_trip(conn: &mut TcpStream, request: &Prepared, bufs: &mut Bufs, close: bool) -> Result<Answer, Broken> {
+    conn.write_all(&bufs.req).await.map_err(|e| Broken::NoAnswer(e.to_string()))?;
+    bufs.up.clear();
+    let mut got_any = false;
+    loop {
+        if bufs.up.capacity() - bufs.up.len() < READ_SPACE {
+            bufs.up.reserve(2 * READ_SPACE);
+        }
+        match conn.read_buf(&mut bufs.up).await {
+            Ok(0) if !got_any => return Err(Broken::NoAnswer("closed without answering".into())),
+            Err(e) if !got_any => return Err(Broken::NoAnswer(e.to_string())),
+            Ok(0) | Err(_) => return Err(Broken::Bad("closed inside the response head")),
+            Ok(_) => got_any = true,
+        }
+        loop {
+            match response_head(&bufs.up, request, close, &mut bufs.resp)? {
+                Some(Head::Final(answer)) => return Ok(answer),
+                Some(Head::Interim(n)) => bufs.up.advance(n),
+                None if bufs.up.len() > MAX_HEAD_BUFFER => return Err(Broken::Bad("response head too large")),
+                None => break,
+            }
+        }
+    }
+}
+
+/// Parses the response head at the start of `up` and writes the client's
+/// version of it into `out`. `None` while the head is incomplete.
+fn response_head(up: &[u8], request: &Prepared, close: bool, out: &mut Vec<u8>) -> Result<Option<Head>, Broken> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(up) {
+        Ok(Status::Complete(n)) => n,
+        Ok(Status::Partial) => return Ok(None),
+        Err(_) => return Err(Broken::Bad("malformed response head")),
+    };
+    let status = resp.code.unwrap_or(0);
+    if (100..200).contains(&status) {
+        if status == 101 {
+            return Err(Broken::Bad("101 Switching Protocols without an upgrade"));
+        }
+        return Ok(Some(Head::Interim(head_len)));
+    }
+    let fields = &*resp.headers;
+    let (mut lengths, mut nl): ([&[u8]; 4], usize) = ([&[]; 4], 0);
+    let (mut encodings, mut ne): ([&[u8]; 4], usize) = ([&[]; 4], 0);
+    let mut connection = ConnectionTokens::default();
+    for f in fields {
+        match h1::classify(f.name) {
+            Name::ContentLength => {
+                *lengths.get_mut(nl).ok_or(Broken::Bad("too many Content-Length headers"))? = f.value;
+                nl += 1;
+            }
+            Name::TransferEncoding => {
+                *encodings.get_mut(ne).ok_or(Broken::Bad("too many Transfer-Encoding headers"))? = f.value;
+                ne += 1;
+            }
+            Name::Connection => connection.add(f.value),
+            _ => {}
+        }
+    }
+    let framing = h1::response_framing(status, request.head_method, &lengths[..nl], &encodings[..ne])
+        .map_err(|b| Broken::Bad(b.0))?;
+
+    let http = &request.route.http;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[b'0' + (status / 100 % 10) as u8, b'0' + (status / 10 % 10) as u8, b'0' + (status % 10) as u8]);
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for f in fields {
+        match h1::classify(f.name) {
+            // The body passes through as it came, so Transfer-Encoding stays;
+            // the connection's own headers do not.
+            Name::Connection | Name::HopByHop | Name::Te | Name::Upgrade => continue,
+            Name::ContentLength if framing == Framing::Chunked => continue,
+            _ => {}
+        }
+        let named_by_connection = connection.others
+            && fields
+                .iter()
+                .any(|c| h1::classify(c.name) == Name::Connection && ConnectionTokens::names(c.value, f.name));
+        if named_by_connection || replaced_in_response(http, f.name) {
+            continue;
+        }
+        push_header(out, f.name.as_bytes(), f.value);
+    }
+    for a in &http.response_add {
+        push_header(out, a.name.as_str().as_bytes(), a.value.as_bytes());
+    }
+    if close || framing == Framing::UntilClose {
+        push_header(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    let reusable = resp.version == Some(1) && !connection.close && framing != Framing::UntilClose;
+    Ok(Some(Head::Final(Answer { head_len, status, framing, reusable })))
+}
+
+/// Sends the response head and the body to the client; the upstream
+/// connection goes back to the pool if the response ended cleanly. Returns
+/// whether the client connection is still good.
+async fn relay_body(
+    ctx: &ConnCtx,
+    client: &mut TcpStream,
+    mut conn: TcpStream,
+    pool: &HttpPool,
+    answer: &Answer,
+    bufs: &mut Bufs,
+) -> bool {
+    let Bufs { resp, up, .. } = bufs;
+    let mut reusable = answer.reusable;
+    // The body bytes that came with the head go out in the same write.
+    let (mut left, mut chunked) = (0u64, None);
+    {
+        let first = &up[answer.head_len..];
+        let take = match answer.framing {
+            Framing::Empty => 0,
+            Framing::Length(n) => {
+                left = n - n.min(first.len() as u64);
+                n.min(first.len() as u64) as usize
+            }
+            Framing::Chunked => {
+                let mut scan = h1::ChunkedScan::default();
+                let Ok(k) = scan.feed(first) else {
+                    warn!(peer = %ctx.peer, upstream = %pool.host().addr, "malformed chunked response body");
+                    return false;
+                };
+                chunked = Some(scan);
+                k
+            }
+            Framing::UntilClose => first.len(),
+        };
+        reusable &= take == first.len();
+        resp.extend_from_slice(&first[..take]);
+    }
+    if client.write_all(resp).await.is_err() {
+        return false;
+    }
+    loop {
+        let more = match (answer.framing, &chunked) {
+            (Framing::Length(_), _) => left > 0,
+            (Framing::Chunked, Some(scan)) => !scan.is_done(),
+            (Framing::UntilClose, _) => true,
+            _ => false,
+        };
+        if !more {
+            break;
+        }
+        up.clear();
+        up.reserve(2 * READ_SPACE);
+        match conn.read_buf(up).await {
+            Ok(0) if answer.framing == Framing::UntilClose => break,
+            Ok(0) | Err(_) => {
+                warn!(peer = %ctx.peer, upstream = %pool.host().addr, "upstream closed inside a response body");
+                return false;
+            }
+            Ok(_) => {}
+        }
+        let take = match (answer.framing, &mut chunked) {
+            (Framing::Length(_), _) => {
+                let t = left.min(up.len() as u64);
+                left -= t;
+                t as usize
+            }
+            (Framing::Chunked, Some(scan)) => match scan.feed(up) {
+                Ok(k) => k,
+                Err(_) => {
+                    warn!(peer = %ctx.peer, upstream = %pool.host().addr, "malformed chunked response body");
+                    return false;
+                }
+            },
+            _ => up.len(),
+        };
+        reusable &= take == up.len();
+        if client.write_all(&up[..take]).await.is_err() {
+            return false;
+        }
+    }
+    if reusable {
+        pool.put_raw(conn);
+    }
+    true
+}
+
+/// Answers a failed request (HTTP's form of a proxy error, as hyper's path
+/// writes it). Returns whether the client connection stays usable.
+async fn write_error(client: &mut TcpStream, err: &ProxyError, close: bool, out: &mut Vec<u8>) -> bool {
+    use std::io::Write as _;
+    let status = error_status(err);
+    let direct = matches!(err, ProxyError::DirectResponse { .. });
+    let body = match err {
+        ProxyError::DirectResponse { body, .. } => body.clone(),
+        _ => format!("{err}\n"),
+    };
+    out.clear();
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    if !direct {
+        push_header(out, b"content-type", b"text/plain");
+        push_header(out, b"x-ferrymesh-error", err.label().as_bytes());
+    }
+    let _ = write!(out, "content-length: {}\r\n", body.len());
+    if close {
+        push_header(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    client.write_all(out).await.is_ok()
+}
+

@@ -1,0 +1,81 @@
+//! The tries of one request under its route's retry policy: how many, the
+//! pause before each retry (the policy's backoff, never past the deadline),
+//! and the host of each (another one while an untried host is left). Both
+//! HTTP paths, hyper's and the HTTP/1.1 pass-through, drive their loops with
+//! it; what counts as retryable stays with them.
+
+use tokio::time::Instant;
+
+use crate::router::{RetryPolicy, RouteEntry};
+use crate::upstream::Cluster;
+
+pub struct Tries<'a> {
+    cluster: &'a Cluster,
+    hash_key: Option<&'a [u8]>,
+    pub policy: &'a RetryPolicy,
+    max: u32,
+    tried: Vec<usize>,
+    deadline: Instant,
+}
+
+/// What the next try is.
+pub enum Next {
+    /// Send to this host of the cluster.
+    Host(usize),
+    /// The cluster has no host to try at all.
+    NoHost,
+    /// No try is left (count or deadline).
+    Over,
+}
+
+impl<'a> Tries<'a> {
+    pub fn new(entry: &'a RouteEntry, cluster: &'a Cluster, hash_key: Option<&'a [u8]>, deadline: Instant) -> Self {
+        let policy = &entry.retry;
+        // Without a retry policy a failed connect is still tried elsewhere (`connect_retries`).
+        let max = 1 + policy.num_retries.max(if policy.on.is_empty() { entry.connect_retries } else { 0 });
+        Tries { cluster, hash_key, policy, max, tried: Vec::new(), deadline }
+    }
+
+    /// Waits out the backoff before a retry, then picks the next host.
+    pub async fn next(&mut self) -> Next {
+        let attempt = self.tried.len() as u32;
+        if attempt >= self.max {
+            return Next::Over;
+        }
+        if attempt > 0 {
+            let pause = self.policy.backoff(attempt);
+            if Instant::now() + pause >= self.deadline {
+                return Next::Over;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        let host = self.cluster.choose(self.hash_key, &self.tried).or_else(|| {
+            // Every host tried: try one again rather than give up early.
+            (!self.tried.is_empty()).then(|| self.cluster.choose(self.hash_key, &[])).flatten()
+        });
+        match host {
+            Some(h) => {
+                self.tried.push(h);
+                Next::Host(h)
+            }
+            None if self.tried.is_empty() => Next::NoHost,
+            None => Next::Over,
+        }
+    }
+
+    /// Whether another try may follow the current one.
+    pub fn more_left(&self) -> bool {
+        (self.tried.len() as u32) < self.max
+    }
+
+    /// When the current try gives up: the per-try timeout, within the request's deadline.
+    pub fn try_deadline(&self) -> Instant {
+        self.policy.per_try_timeout.map_or(self.deadline, |t| self.deadline.min(Instant::now() + t))
+    }
+
+    /// Whether a try that timed out leaves time for another (a per-try
+    /// timeout passed, not the request's).
+    pub fn timed_out_per_try(&self) -> bool {
+        self.policy.per_try_timeout.is_some() && Instant::now() < self.deadline
+    }
+}
