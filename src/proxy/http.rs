@@ -37,8 +37,8 @@ use super::tries::{Next, Tries};
 use super::{ListenerCtx, WorkerCtx};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
-use crate::protocol::http::{grpc_error_status, grpc_timeout, is_grpc, is_upgrade, strip_hop_by_hop, validate_request};
 use crate::network::prefixed::Prefixed;
+use crate::protocol::http::{grpc_error_status, grpc_timeout, is_grpc, is_upgrade, strip_hop_by_hop, validate_request};
 use crate::protocol::Protocol;
 use crate::router::{Redirect, RetryOn, RouteEntry, RouteInput, Target};
 use crate::stream::http::{Body, BoxError, LocalExec, SendError, Version};
@@ -107,15 +107,15 @@ pub async fn serve(
     });
     // The common HTTP/1.1 request takes the pass-through; the first one it
     // leaves alone hands the connection to hyper from there on.
-    let (stream, read) = if downstream == Version::Http1 && upstream == Version::Http1 && listener.spec.http1_passthrough
-    {
-        match super::http1::serve(stream, &ctx).await {
-            super::http1::Outcome::Closed => return,
-            super::http1::Outcome::Hyper(stream, read) => (stream, read),
-        }
-    } else {
-        (stream, bytes::BytesMut::new())
-    };
+    let (stream, read) =
+        if downstream == Version::Http1 && upstream == Version::Http1 && listener.spec.http1_passthrough {
+            match super::http1::serve(stream, &ctx).await {
+                super::http1::Outcome::Closed => return,
+                super::http1::Outcome::Hyper(stream, read) => (stream, read),
+            }
+        } else {
+            (stream, bytes::BytesMut::new())
+        };
     let io = TokioIo::new(Prefixed::new(read, stream));
     let idle = listener.spec.idle_timeout;
     let drain = worker.drain.notified();

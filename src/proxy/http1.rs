@@ -535,7 +535,11 @@ fn response_head(up: &[u8], request: &Prepared, close: bool, out: &mut Vec<u8>) 
     let http = &request.route.http;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(&[b'0' + (status / 100 % 10) as u8, b'0' + (status / 10 % 10) as u8, b'0' + (status % 10) as u8]);
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]);
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -677,4 +681,3 @@ async fn write_error(client: &mut TcpStream, err: &ProxyError, close: bool, out:
     out.extend_from_slice(body.as_bytes());
     client.write_all(out).await.is_ok()
 }
-
