@@ -1,0 +1,391 @@
+//! The HTTP/1.1 pass-through (`proxy::http1`), over real sockets, against a
+//! scripted upstream that answers with exact bytes: every response framing
+//! passes through unchanged on one kept-alive connection, pipelined requests
+//! are answered in order, a pooled connection the upstream closed is redialled
+//! for idempotent requests only, a broken response becomes 502, and a request
+//! the pass-through leaves alone moves the connection to hyper mid-stream.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::http::*;
+use support::{free_port, Proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn config(port: u16, upstream: SocketAddr, passthrough: bool) -> Value {
+    json!({
+        "servers": [{
+            "default_log_level": "WARN",
+            "routers": [{"router_config_name": "web", "virtual_hosts": [{"name": "all", "domains": ["*"], "routers": [
+                {"match": {"prefix": "/v1/"}, "route": {"cluster_name": "up", "prefix_rewrite": "/",
+                    "request_headers_to_add": [{"header": {"key": "x-added", "value": "yes"}}],
+                    "response_headers_to_add": [{"header": {"key": "x-resp-added", "value": "yes"}}],
+                    "response_headers_to_remove": ["x-internal"]}},
+                {"match": {"prefix": "/"}, "route": {"cluster_name": "up"}}
+            ]}]}],
+            "listeners": [{
+                "name": "http", "address": format!("127.0.0.1:{port}"), "bind_port": true,
+                "filter_chains": [{"filters": [{"type": "proxy", "config": {
+                    "downstream_protocol": "Http1", "upstream_protocol": "Http1", "router_config_name": "web",
+                    "http1_passthrough": passthrough
+                }}]}]
+            }]
+        }],
+        "cluster_manager": {"clusters": [{"name": "up", "type": "SIMPLE", "lb_type": "LB_ROUNDROBIN",
+            "connect_timeout": "500ms", "hosts": [{"address": upstream.to_string()}]}]}
+    })
+}
+
+/// An upstream that answers each request with fixed bytes chosen by its path,
+/// or by default 200 with the request head it received as the body.
+struct Scripted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    heads: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a scripted connection behaves after its first answer.
+#[derive(Clone, Copy, PartialEq)]
+enum After {
+    KeepServing,
+    /// Reads the next request and closes without answering it.
+    DropNext,
+}
+
+impl Scripted {
+    async fn start(after: After) -> Scripted {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (a, h) = (accepted.clone(), heads.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = l.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_scripted(sock, h.clone(), after));
+            }
+        });
+        Scripted { addr, accepted, heads, task }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, after: After) {
+    let mut buf = Vec::new();
+    let mut answered = 0;
+    loop {
+        // One request: its head, then a Content-Length body.
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let length = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_end + length);
+        heads.lock().unwrap().push(head.clone());
+        if answered > 0 && after == After::DropNext {
+            return;
+        }
+        answered += 1;
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        let (reply, then_close): (Vec<u8>, bool) = match path.as_str() {
+            "/chunked" => (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Internal: 1\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-trailer: t\r\n\r\n"
+                    .to_vec(),
+                false,
+            ),
+            "/interim" => (
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+                false,
+            ),
+            "/no-content" => (b"HTTP/1.1 204 No Content\r\nX-Internal: 1\r\n\r\n".to_vec(), false),
+            "/head" => (b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n".to_vec(), false),
+            "/conn-named" => (
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"
+                    .to_vec(),
+                false,
+            ),
+            "/garbage" => (b"HTTP/1.1 2x0 Nope\r\n\r\n".to_vec(), true),
+            "/until-close" => (b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(), true),
+            _ => {
+                let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len()).into_bytes();
+                r.extend_from_slice(head.as_bytes());
+                (r, false)
+            }
+        };
+        if sock.write_all(&reply).await.is_err() || then_close {
+            return;
+        }
+    }
+}
+
+/// A client connection that reads whole responses (Content-Length, chunked,
+/// or to the close).
+struct Conn {
+    sock: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        Conn { sock: TcpStream::connect(addr).await.unwrap(), buf: Vec::new() }
+    }
+
+    async fn send(&mut self, raw: &[u8]) {
+        self.sock.write_all(raw).await.unwrap();
+    }
+
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout(Duration::from_secs(5), self.sock.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The next response: (head, body bytes exactly as they came).
+    async fn response(&mut self, head_request: bool) -> (String, Vec<u8>) {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(self.fill().await, "no response head: {:?}", String::from_utf8_lossy(&self.buf));
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end);
+        let lower = head.to_ascii_lowercase();
+        let status: u16 = head[9..12].parse().unwrap();
+        let body_len = if head_request || status == 204 || status == 304 {
+            Some(0)
+        } else if lower.contains("transfer-encoding: chunked") {
+            loop {
+                if let Some(i) = self.buf.windows(5).position(|w| w == b"\r\n\r\n\r" || w.starts_with(b"0\r\n\r\n")) {
+                    // Good enough for the bodies here: the last chunk plus an optional trailer.
+                    let tail = &self.buf[i..];
+                    if let Some(j) = tail.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i + j + 4);
+                    }
+                }
+                if !self.fill().await {
+                    break Some(self.buf.len());
+                }
+            }
+        } else {
+            lower.lines().find_map(|l| l.strip_prefix("content-length:")).map(|v| v.trim().parse().unwrap())
+        };
+        let n = match body_len {
+            Some(n) => {
+                while self.buf.len() < n {
+                    assert!(self.fill().await, "body cut short");
+                }
+                n
+            }
+            None => {
+                while self.fill().await {}
+                self.buf.len()
+            }
+        };
+        let body = self.buf.drain(..n).collect();
+        (head, body)
+    }
+
+    async fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(tokio::time::timeout(Duration::from_secs(2), self.sock.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+    }
+}
+
+#[tokio::test]
+async fn every_framing_passes_through_on_one_kept_alive_connection() {
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let mut c = Conn::open(proxy.addr).await;
+
+    // Proxy headers, hop-by-hop removal, rewrites; client header case kept.
+    c.send(
+        b"GET /v1/echo?q=1 HTTP/1.1\r\nHost: example.com:8080\r\nX-Custom: 1\r\nConnection: keep-alive\r\n\
+Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: gzip\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+    )
+    .await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("x-resp-added: yes"), "{head}");
+    let seen = String::from_utf8(body).unwrap();
+    let lower = seen.to_ascii_lowercase();
+    assert!(seen.starts_with("GET /echo?q=1 HTTP/1.1\r\n"), "prefix rewritten: {seen}");
+    assert!(seen.contains("Host: example.com:8080\r\n") && seen.contains("X-Custom: 1\r\n"), "{seen}");
+    assert!(lower.contains("x-forwarded-for: 10.0.0.1, 127.0.0.1\r\n"), "{seen}");
+    assert!(lower.contains("x-forwarded-proto: http\r\n") && lower.contains("x-request-id: "), "{seen}");
+    assert!(lower.contains("x-added: yes\r\n"), "{seen}");
+    for gone in ["connection:", "keep-alive:", "proxy-connection:", "te:"] {
+        assert!(!lower.contains(gone), "{gone} forwarded: {seen}");
+    }
+
+    // Chunked: the body (extensions, trailer) arrives byte for byte; route removes a header.
+    c.send(b"GET /v1/chunked HTTP/1.1\r\nHost: e\r\nTE: trailers\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("x-internal"), "{head}");
+    assert_eq!(body, b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-trailer: t\r\n\r\n");
+    assert!(up.heads().last().unwrap().contains("TE: trailers\r\n"), "te: trailers is end to end");
+
+    // A 103 is skipped; the final answer follows.
+    c.send(b"GET /interim HTTP/1.1\r\nHost: e\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"ok");
+
+    // No body: 204, and HEAD with a Content-Length.
+    c.send(b"GET /no-content HTTP/1.1\r\nHost: e\r\n\r\n").await;
+    assert!(c.response(false).await.0.starts_with("HTTP/1.1 204"));
+    c.send(b"HEAD /head HTTP/1.1\r\nHost: e\r\n\r\n").await;
+    let (head, body) = c.response(true).await;
+    assert!(head.contains("Content-Length: 1234"), "{head}");
+    assert!(body.is_empty());
+
+    // Headers the upstream's Connection names are dropped with it.
+    c.send(b"GET /conn-named HTTP/1.1\r\nHost: e\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    let lower = head.to_ascii_lowercase();
+    assert!(!lower.contains("x-secret") && !lower.contains("keep-alive"), "{head}");
+    assert_eq!(body, b"ok");
+
+    // A POST body goes through.
+    c.send(b"POST /echo HTTP/1.1\r\nHost: e\r\nContent-Length: 5\r\n\r\nhello").await;
+    let (head, _) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1, "one upstream connection carried all of them");
+
+    // A body delimited by the upstream's close: passed on, then the client's connection closes too.
+    c.send(b"GET /until-close HTTP/1.1\r\nHost: e\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert_eq!(body, b"until the end");
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let mut c = Conn::open(proxy.addr).await;
+    c.send(b"GET /p1 HTTP/1.1\r\nHost: e\r\n\r\nPOST /p2 HTTP/1.1\r\nHost: e\r\nContent-Length: 3\r\n\r\nabcGET /p3 HTTP/1.1\r\nHost: e\r\nConnection: close\r\n\r\n").await;
+    for p in ["GET /p1 ", "POST /p2 ", "GET /p3 "] {
+        let (_, body) = c.response(false).await;
+        assert!(String::from_utf8_lossy(&body).starts_with(p), "{p}: {}", String::from_utf8_lossy(&body));
+    }
+    assert!(c.closed().await, "Connection: close honoured");
+}
+
+#[tokio::test]
+async fn a_closed_pooled_connection_is_redialled_for_idempotent_requests_only() {
+    // Every upstream connection answers once, then reads the next request and closes.
+    let up = Scripted::start(After::DropNext).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let mut c = Conn::open(proxy.addr).await;
+    for path in ["/a", "/b", "/c"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: e\r\n\r\n").as_bytes()).await;
+        let (head, _) = c.response(false).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 3, "each GET after the first needed a new connection");
+    // A POST is not sent twice: the client hears 502.
+    c.send(b"POST /d HTTP/1.1\r\nHost: e\r\nContent-Length: 1\r\n\r\nx").await;
+    let (head, _) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(head.contains("x-ferrymesh-error"), "{head}");
+    let posts = up.heads().iter().filter(|h| h.starts_with("POST /d")).count();
+    assert_eq!(posts, 1, "the POST reached the upstream once");
+}
+
+#[tokio::test]
+async fn a_malformed_response_is_a_502() {
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let (out, _) = raw_exchange(
+        proxy.addr,
+        b"GET /garbage HTTP/1.1\r\nHost: e\r\n\r\nGET /fine HTTP/1.1\r\nHost: e\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(first_status(&out), Some(502), "{out}");
+    assert!(out.contains("GET /fine HTTP/1.1"), "the connection goes on after the 502: {out}");
+}
+
+#[tokio::test]
+async fn a_request_left_to_hyper_moves_the_connection_mid_stream() {
+    let up = HttpUpstream::start("up", false).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let mut c = Conn::open(proxy.addr).await;
+    c.send(b"GET /first HTTP/1.1\r\nHost: e\r\n\r\n").await;
+    assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
+    // Chunked request bodies are hyper's: the connection moves there, mid-stream.
+    c.send(b"POST /second HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"up got 5");
+    c.send(b"GET /third HTTP/1.1\r\nHost: e\r\n\r\n").await;
+    assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
+    let uris: Vec<String> = up.seen().iter().map(|s| s.uri.clone()).collect();
+    assert_eq!(uris, ["/first", "/second", "/third"]);
+}
+
+#[tokio::test]
+async fn header_case_shows_which_path_carried_a_request() {
+    for passthrough in [true, false] {
+        let up = Scripted::start(After::KeepServing).await;
+        let port = free_port();
+        let proxy = Proxy::start(&config(port, up.addr, passthrough), 1);
+        let mut c = Conn::open(proxy.addr).await;
+        c.send(b"GET /x HTTP/1.1\r\nHost: e\r\nX-Custom: 1\r\n\r\n").await;
+        let (head, body) = c.response(false).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let seen = String::from_utf8(body).unwrap();
+        // The pass-through forwards names as the client wrote them; hyper lowercases them.
+        assert_eq!(seen.contains("X-Custom: 1\r\n"), passthrough, "{seen}");
+        assert_eq!(seen.contains("x-custom: 1\r\n"), !passthrough, "{seen}");
+        drop(proxy);
+    }
+}
