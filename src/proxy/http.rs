@@ -116,7 +116,6 @@ pub async fn serve(
         } else {
             (stream, bytes::BytesMut::new())
         };
-    let io = TokioIo::new(Prefixed::new(read, stream));
     let idle = listener.spec.idle_timeout;
     let drain = worker.drain.notified();
     tokio::pin!(drain);
@@ -127,7 +126,7 @@ pub async fn serve(
                 .header_read_timeout(listener.spec.header_read_timeout)
                 .max_buf_size(MAX_HEAD_BUFFER)
                 .max_headers(MAX_HEADERS)
-                .serve_connection(io, service)
+                .serve_connection(TokioIo::new(Prefixed::new(read, stream)), service)
                 .with_upgrades();
             tokio::pin!(conn);
             drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await
@@ -136,7 +135,7 @@ pub async fn serve(
             let conn = hyper::server::conn::http2::Builder::new(LocalExec)
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(1024)
-                .serve_connection(io, service);
+                .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await
         }
