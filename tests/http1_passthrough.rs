@@ -139,6 +139,7 @@ async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, aft
                 false,
             ),
             "/garbage" => (b"HTTP/1.1 2x0 Nope\r\n\r\n".to_vec(), true),
+            "/bad-chunk" => (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(), true),
             "/until-close" => (b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(), true),
             _ => {
                 let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len()).into_bytes();
@@ -351,6 +352,11 @@ async fn a_malformed_response_is_a_502() {
     .await;
     assert_eq!(first_status(&out), Some(502), "{out}");
     assert!(out.contains("GET /fine HTTP/1.1"), "the connection goes on after the 502: {out}");
+    // A chunked body that breaks its syntax before anything reached the client: 502, then the close.
+    let (out, closed) =
+        raw_exchange(proxy.addr, b"GET /bad-chunk HTTP/1.1\r\nHost: e\r\n\r\n", Duration::from_secs(2)).await;
+    assert_eq!(first_status(&out), Some(502), "{out}");
+    assert!(!out.contains("hello") && closed, "{out}");
 }
 
 #[tokio::test]

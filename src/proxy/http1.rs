@@ -597,7 +597,10 @@ async fn relay_body(
             Framing::Chunked => {
                 let mut scan = h1::ChunkedScan::default();
                 let Ok(k) = scan.feed(first) else {
+                    // Nothing has gone to the client yet: it gets a 502, then the close.
                     warn!(peer = %ctx.peer, upstream = %pool.host().addr, "malformed chunked response body");
+                    ctx.worker.stats.count_error(&ProxyError::UpstreamReset);
+                    let _ = write_error(client, &ProxyError::UpstreamReset, true, resp).await;
                     return false;
                 };
                 chunked = Some(scan);

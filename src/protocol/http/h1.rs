@@ -178,6 +178,9 @@ impl ChunkedScan {
     pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, BadChunk> {
         let mut i = 0;
         while i < bytes.len() {
+            if *self == ChunkedScan::Done {
+                break;
+            }
             if let ChunkedScan::Data(left) = *self {
                 let take = left.min((bytes.len() - i) as u64);
                 i += take as usize;
@@ -319,6 +322,38 @@ mod tests {
             b"0\r\n\rX",
         ] {
             assert_eq!(scan_all(bad), Err(BadChunk), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any chunked encoding of any data, fed in any two pieces, ends
+        /// exactly where it does, whatever follows it.
+        #[test]
+        fn chunked_scanner_ends_at_the_end(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..300), 0..6),
+            trailer in proptest::bool::ANY,
+            cut in 0usize..4000,
+        ) {
+            let mut body = Vec::new();
+            for c in &chunks {
+                body.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                body.extend_from_slice(c);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n");
+            if trailer {
+                body.extend_from_slice(b"x-t: 1\r\n");
+            }
+            body.extend_from_slice(b"\r\n");
+            let end = body.len();
+            body.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            let cut = cut.min(end);
+            let mut s = ChunkedScan::default();
+            let a = s.feed(&body[..cut]).unwrap();
+            proptest::prop_assert_eq!(a, cut);
+            let b = s.feed(&body[cut..]).unwrap();
+            proptest::prop_assert!(s.is_done());
+            proptest::prop_assert_eq!(a + b, end);
         }
     }
 }
