@@ -392,8 +392,11 @@ async fn forward(
             Some(ReqBody::Stream(s)) => s,
             None => break,
         };
-        // The head is cloned only while another try may need it.
-        let can_retry = body.is_some() && tries.more_left();
+        // The head is cloned only while another try may need it: once the
+        // request is sent, only a retry policy or a per-try timeout retries.
+        let can_retry = body.is_some()
+            && tries.more_left()
+            && (!tries.policy.on.is_empty() || tries.policy.per_try_timeout.is_some());
         let head = if can_retry {
             clone_head(&upstream_head)
         } else {

@@ -72,6 +72,11 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
 /// `keep_upgrade` keeps `Connection: upgrade` and `Upgrade` for a tunnel;
 /// `te: trailers` is kept, as gRPC needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names says so, cheaper
+    // than eight removals that find nothing.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -124,10 +124,20 @@ impl HttpPool {
     }
 
     fn take_idle_h1(&self) -> Option<http1::SendRequest<Body>> {
+        // From the most recently returned; closed ones met on the way are
+        // dropped. Not every idle one is ready: the body of its last
+        // response may still be streaming.
         let mut idle = self.h1_idle.borrow_mut();
-        idle.retain(|s| !s.is_closed());
-        let ready = idle.iter().rposition(|s| s.is_ready())?;
-        Some(idle.swap_remove(ready))
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            if idle[i].is_closed() {
+                idle.swap_remove(i);
+            } else if idle[i].is_ready() {
+                return Some(idle.swap_remove(i));
+            }
+        }
+        None
     }
 
     /// Sends `req` on `sender`. A stale keep-alive connection (closed by the
