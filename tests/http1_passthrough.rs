@@ -27,13 +27,16 @@ fn config(port: u16, upstream: SocketAddr, passthrough: bool) -> Value {
                     "request_headers_to_add": [{"header": {"key": "x-added", "value": "yes"}}],
                     "response_headers_to_add": [{"header": {"key": "x-resp-added", "value": "yes"}}],
                     "response_headers_to_remove": ["x-internal"]}},
+                {"match": {"path": "/admin"}, "direct_response": {"status": 403, "body": "no"}},
+                {"match": {"prefix": "/framing/"}, "route": {"cluster_name": "up",
+                    "request_headers_to_remove": ["content-length"]}},
                 {"match": {"prefix": "/"}, "route": {"cluster_name": "up"}}
             ]}]}],
             "listeners": [{
                 "name": "http", "address": format!("127.0.0.1:{port}"), "bind_port": true,
                 "filter_chains": [{"filters": [{"type": "proxy", "config": {
                     "downstream_protocol": "Http1", "upstream_protocol": "Http1", "router_config_name": "web",
-                    "http1_passthrough": passthrough
+                    "http1_passthrough": passthrough, "header_read_timeout": "500ms"
                 }}]}]
             }]
         }],
@@ -394,4 +397,44 @@ async fn header_case_shows_which_path_carried_a_request() {
         assert_eq!(seen.contains("x-custom: 1\r\n"), !passthrough, "{seen}");
         drop(proxy);
     }
+}
+
+#[tokio::test]
+async fn targets_and_routes_the_pass_through_cannot_judge_go_to_hyper() {
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    // A fragment must not take `/admin#x` past the exact `/admin` route.
+    let (out, _) =
+        raw_exchange(proxy.addr, b"GET /admin#x HTTP/1.1\r\nHost: e\r\n\r\n", Duration::from_millis(500)).await;
+    assert_eq!(first_status(&out), Some(403), "{out}");
+    assert!(up.heads().is_empty(), "nothing reached the upstream: {:?}", up.heads());
+    // A route that removes Content-Length: hyper frames the body itself.
+    let mut c = Conn::open(proxy.addr).await;
+    c.send(b"POST /framing/x HTTP/1.1\r\nHost: e\r\nContent-Length: 5\r\n\r\nhello").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let seen = String::from_utf8(body).unwrap();
+    assert!(seen.contains("content-length: 5\r\n") || seen.contains("transfer-encoding: chunked\r\n"), "{seen}");
+}
+
+#[tokio::test]
+async fn slow_heads_are_cut_on_kept_alive_connections_and_slow_bodies_are_not() {
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    // A body arriving after the header-read time (500ms) is still waited for.
+    let mut c = Conn::open(proxy.addr).await;
+    c.send(b"POST /slow-body HTTP/1.1\r\nHost: e\r\nContent-Length: 5\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.send(b"hello").await;
+    let (head, _) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // After idling past the header-read time, a head that stops halfway is
+    // still cut at the header-read time, not the idle one (90s here).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.send(b"GET /never HTTP/1.1\r\nHost: e\r\n").await;
+    let t0 = std::time::Instant::now();
+    assert!(c.closed().await, "slow head not cut");
+    assert!(t0.elapsed() < Duration::from_millis(1500), "cut after {:?}", t0.elapsed());
 }

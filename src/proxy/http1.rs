@@ -92,11 +92,15 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
     let mut bufs = Bufs { req: Vec::new(), resp: Vec::new(), up: BytesMut::new() };
     let mut drain = std::pin::pin!(worker.drain.notified());
     let mut draining = worker.draining.get();
-    // One timer for the connection, re-armed only when it fires: idle time
-    // while no request has started, the header-read time once one has.
+    // One timer for the connection, re-armed only when it fires, and never
+    // further than the header-read time ahead: the deadline it checks is the
+    // idle time while no request has started, the header-read time once a
+    // head has, and the idle time again since the last bytes of a body.
     let mut tick = std::pin::pin!(tokio::time::sleep(spec.idle_timeout.min(spec.header_read_timeout)));
     let mut waiting_since = Instant::now();
     let mut head_since = waiting_since;
+    let mut body_since = waiting_since;
+    let mut served = 0u64;
     // Where to look for the end of the head from, and how many bytes the
     // request needs before it is looked at again (a head with a body still
     // coming): neither a head nor a body arriving a byte at a time is parsed
@@ -112,10 +116,12 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
                     let whole = request.head_len + request.body_len;
                     if buf.len() < whole {
                         need = whole;
+                        body_since = Instant::now();
                     } else {
                         bufs.req.extend_from_slice(&buf[request.head_len..whole]);
                         buf.advance(whole);
                         (scanned, need) = (0, 0);
+                        served += 1;
                         let close = request.close;
                         if !exchange(ctx, &mut client, request, &mut bufs).await || close || worker.draining.get() {
                             return Outcome::Closed;
@@ -133,7 +139,9 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
             // hyper answers an oversized head with 431.
             return Outcome::Hyper(client, buf);
         }
-        if draining && buf.is_empty() {
+        // Draining: an idle connection closes; a new one still gets its
+        // first request answered (with `connection: close`), as hyper does.
+        if draining && buf.is_empty() && served > 0 {
             return Outcome::Closed;
         }
         if buf.capacity() - buf.len() < READ_SPACE {
@@ -144,24 +152,25 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
             biased;
             r = client.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => return Outcome::Closed,
-                Ok(_) => {
-                    if was_empty {
-                        head_since = Instant::now();
-                    }
-                }
+                Ok(_) if was_empty => head_since = Instant::now(),
+                Ok(_) if need > 0 => body_since = Instant::now(),
+                Ok(_) => {}
             },
             _ = drain.as_mut(), if !draining => draining = true,
             _ = tick.as_mut() => {
                 let due = if buf.is_empty() {
                     waiting_since + spec.idle_timeout
+                } else if need > 0 {
+                    body_since + spec.idle_timeout
                 } else {
                     head_since + spec.header_read_timeout
                 };
-                if Instant::now() >= due {
-                    debug!(peer = %ctx.peer, partial = buf.len(), "closing HTTP/1.1 connection: idle or slow head");
+                let now = Instant::now();
+                if now >= due {
+                    debug!(peer = %ctx.peer, partial = buf.len(), "closing HTTP/1.1 connection: idle, slow head or stalled body");
                     return Outcome::Closed;
                 }
-                tick.as_mut().reset(due);
+                tick.as_mut().reset(due.min(now + spec.header_read_timeout));
             }
         }
     }
@@ -187,7 +196,13 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Prep::Hyper;
     };
-    if !target.starts_with('/') || target.len() > MAX_URI_BYTES || method == "CONNECT" {
+    // An origin-form target of plain RFC 3986 bytes only: a fragment, a quote
+    // or anything else the `http` crate reads differently is hyper's to judge.
+    if !target.starts_with('/')
+        || target.len() > MAX_URI_BYTES
+        || !target.bytes().all(is_target_byte)
+        || method == "CONNECT"
+    {
         return Prep::Hyper;
     }
     let fields = &*req.headers;
@@ -247,7 +262,7 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     let Some(route) = ctx.listener.spec.router.find(&input) else {
         return Prep::Hyper;
     };
-    if matches!(route.target, Target::Direct { .. } | Target::Redirect(_)) {
+    if matches!(route.target, Target::Direct { .. } | Target::Redirect(_)) || touches_framing(&route.http) {
         return Prep::Hyper;
     }
     let Some(cluster) = route.pick_cluster(fastrand::u32(..)).map(|i| ctx.worker.clusters[i].clone()) else {
@@ -324,6 +339,22 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
         cluster,
         hash_key,
     })
+}
+
+/// Bytes of a request target taken as they are: RFC 3986 unreserved,
+/// sub-delims, `:` `@` `/` `?` and `%`.
+fn is_target_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
+
+/// Whether the route's header operations touch the headers that frame a
+/// message. The pass-through forwards bodies as they are, so such a route is
+/// left to hyper, which frames messages itself.
+fn touches_framing(http: &HttpActions) -> bool {
+    let framing =
+        |name: &str| matches!(h1::classify(name), Name::ContentLength | Name::TransferEncoding | Name::Connection);
+    http.request_remove.iter().chain(&http.response_remove).any(|n| framing(n.as_str()))
+        || http.request_add.iter().chain(&http.response_add).any(|a| framing(a.name.as_str()))
 }
 
 /// Whether the route removes the request header `name` or sets it anew.
@@ -578,7 +609,7 @@ async fn relay_body(
     ctx: &ConnCtx,
     client: &mut TcpStream,
     mut conn: TcpStream,
-    pool: &HttpPool,
+    pool: &Rc<HttpPool>,
     answer: &Answer,
     bufs: &mut Bufs,
 ) -> bool {

@@ -26,6 +26,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::debug;
 
 use crate::upstream::Host;
@@ -79,7 +80,9 @@ pub struct HttpPool {
     h2_last_error: RefCell<Option<String>>,
     /// Idle HTTP/1.1 connections of the pass-through path (`proxy::http1`),
     /// which frames messages itself: plain sockets, no hyper task behind them.
-    raw_idle: RefCell<Vec<TcpStream>>,
+    raw_idle: RefCell<Vec<(TcpStream, Instant)>>,
+    /// A task sweeps `raw_idle` while it holds connections.
+    raw_sweeping: Cell<bool>,
 }
 
 impl HttpPool {
@@ -93,6 +96,7 @@ impl HttpPool {
             h2_dialed: Notify::new(),
             h2_last_error: RefCell::new(None),
             raw_idle: RefCell::new(Vec::new()),
+            raw_sweeping: Cell::new(false),
         })
     }
 
@@ -180,7 +184,7 @@ impl HttpPool {
     /// waited (a close, or bytes the upstream had no business sending).
     pub fn take_raw(&self) -> Option<TcpStream> {
         let mut idle = self.raw_idle.borrow_mut();
-        while let Some(s) = idle.pop() {
+        while let Some((s, _)) = idle.pop() {
             if is_quiet(&s) {
                 return Some(s);
             }
@@ -188,11 +192,16 @@ impl HttpPool {
         None
     }
 
-    /// Gives back a pass-through connection whose last exchange ended cleanly.
-    pub fn put_raw(&self, s: TcpStream) {
+    /// Gives back a pass-through connection whose last exchange ended
+    /// cleanly. While any are idle, a task closes those the upstream closed
+    /// and those idle longer than [`RAW_MAX_IDLE`].
+    pub fn put_raw(self: &Rc<Self>, s: TcpStream) {
         let mut idle = self.raw_idle.borrow_mut();
         if idle.len() < MAX_IDLE_H1 {
-            idle.push(s);
+            idle.push((s, Instant::now()));
+        }
+        if !self.raw_sweeping.replace(true) {
+            tokio::task::spawn_local(sweep_raw(Rc::downgrade(self)));
         }
     }
 
@@ -277,6 +286,25 @@ impl HttpPool {
             }
         });
         Ok(sender)
+    }
+}
+
+/// How long a pass-through connection may sit idle in the pool (under
+/// nginx's default keep-alive timeout of 75 s, so ferrymesh closes first).
+pub const RAW_MAX_IDLE: Duration = Duration::from_secs(60);
+const RAW_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+async fn sweep_raw(pool: std::rc::Weak<HttpPool>) {
+    loop {
+        tokio::time::sleep(RAW_SWEEP_EVERY).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let now = Instant::now();
+        let mut idle = pool.raw_idle.borrow_mut();
+        idle.retain(|(s, since)| now.duration_since(*since) < RAW_MAX_IDLE && is_quiet(s));
+        if idle.is_empty() {
+            pool.raw_sweeping.set(false);
+            return;
+        }
     }
 }
 
