@@ -100,11 +100,6 @@ pub async fn serve(
         active: Cell::new(0),
         last_active: Cell::new(Instant::now()),
     });
-    let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| {
-        let ctx = svc_ctx.clone();
-        async move { Ok::<_, Infallible>(handle(ctx, req).await) }
-    });
     // The common HTTP/1.1 request takes the pass-through; the first one it
     // leaves alone hands the connection to hyper from there on.
     let (stream, read) =
@@ -116,14 +111,35 @@ pub async fn serve(
         } else {
             (stream, bytes::BytesMut::new())
         };
-    let idle = listener.spec.idle_timeout;
-    let drain = worker.drain.notified();
+    // Boxed: hyper's connection state would otherwise size every
+    // pass-through connection too.
+    if let Err(e) = Box::pin(serve_hyper(stream, read, downstream, ctx)).await {
+        debug!(%peer, error = %e, "client HTTP connection ended with an error");
+    }
+}
+
+/// Serves the rest of a connection with hyper; `read` holds the bytes
+/// already read from it.
+async fn serve_hyper(
+    stream: TcpStream,
+    read: bytes::BytesMut,
+    downstream: Version,
+    ctx: Rc<ConnCtx>,
+) -> Result<(), hyper::Error> {
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| {
+        let ctx = svc_ctx.clone();
+        async move { Ok::<_, Infallible>(handle(ctx, req).await) }
+    });
+    let spec = &ctx.listener.spec;
+    let idle = spec.idle_timeout;
+    let drain = ctx.worker.drain.notified();
     tokio::pin!(drain);
-    let result = match downstream {
+    match downstream {
         Version::Http1 => {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(listener.spec.header_read_timeout)
+                .header_read_timeout(spec.header_read_timeout)
                 .max_buf_size(MAX_HEAD_BUFFER)
                 .max_headers(MAX_HEADERS)
                 .serve_connection(TokioIo::new(Prefixed::new(read, stream)), service)
@@ -139,9 +155,6 @@ pub async fn serve(
             tokio::pin!(conn);
             drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await
         }
-    };
-    if let Err(e) = result {
-        debug!(%peer, error = %e, "client HTTP connection ended with an error");
     }
 }
 

@@ -75,7 +75,8 @@ enum Prep {
     Hyper,
 }
 
-/// Per-connection buffers, reused by every request.
+/// The buffers of one exchange.
+#[derive(Default)]
 struct Bufs {
     /// The request as it goes upstream (kept whole for retries).
     req: Vec<u8>,
@@ -85,11 +86,60 @@ struct Bufs {
     up: BytesMut,
 }
 
+/// Buffers are lent to a connection only while it has a request in hand, and
+/// come back to the worker's spares when it goes idle: an idle HTTP/1.1
+/// connection holds no buffer, as an idle bolt connection holds none.
+mod spare {
+    use super::{Bufs, BytesMut, READ_SPACE};
+    use std::cell::RefCell;
+
+    /// Spares kept per worker, and the largest buffer worth keeping.
+    const KEEP: usize = 64;
+    const MAX_KEPT: usize = 256 * 1024;
+
+    thread_local! {
+        static READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        static EXCHANGE: RefCell<Vec<Bufs>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn read_buf() -> BytesMut {
+        READ.with(|r| r.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(2 * READ_SPACE))
+    }
+
+    /// Takes back an empty read buffer.
+    pub(super) fn give_read(mut b: BytesMut) {
+        b.clear();
+        if b.capacity() > 0 && b.capacity() <= MAX_KEPT {
+            READ.with(|r| {
+                let mut r = r.borrow_mut();
+                if r.len() < KEEP {
+                    r.push(b);
+                }
+            });
+        }
+    }
+
+    pub(super) fn bufs() -> Bufs {
+        EXCHANGE.with(|e| e.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    pub(super) fn give_bufs(b: Bufs) {
+        if b.req.capacity().max(b.resp.capacity()).max(b.up.capacity()) <= MAX_KEPT {
+            EXCHANGE.with(|e| {
+                let mut e = e.borrow_mut();
+                if e.len() < KEEP {
+                    e.push(b);
+                }
+            });
+        }
+    }
+}
+
 pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
     let worker = &ctx.worker;
     let spec = &ctx.listener.spec;
+    // The client's bytes: no buffer while the connection is idle.
     let mut buf = BytesMut::new();
-    let mut bufs = Bufs { req: Vec::new(), resp: Vec::new(), up: BytesMut::new() };
     let mut drain = std::pin::pin!(worker.drain.notified());
     let mut draining = worker.draining.get();
     // One timer for the connection, re-armed only when it fires, and never
@@ -109,12 +159,20 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
     let mut need = 0;
     loop {
         if buf.len() >= need && has_head_end(&buf, scanned) {
+            let mut bufs = spare::bufs();
             match prepare(ctx, &buf, &mut bufs.req) {
-                Prep::Hyper => return Outcome::Hyper(client, buf),
-                Prep::NeedMore => scanned = buf.len().saturating_sub(3),
+                Prep::Hyper => {
+                    spare::give_bufs(bufs);
+                    return Outcome::Hyper(client, buf);
+                }
+                Prep::NeedMore => {
+                    spare::give_bufs(bufs);
+                    scanned = buf.len().saturating_sub(3);
+                }
                 Prep::Ready(request) => {
                     let whole = request.head_len + request.body_len;
                     if buf.len() < whole {
+                        spare::give_bufs(bufs);
                         need = whole;
                         body_since = Instant::now();
                     } else {
@@ -123,7 +181,12 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
                         (scanned, need) = (0, 0);
                         served += 1;
                         let close = request.close;
-                        if !exchange(ctx, &mut client, request, &mut bufs).await || close || worker.draining.get() {
+                        let open = exchange(ctx, &mut client, request, &mut bufs).await;
+                        spare::give_bufs(bufs);
+                        if buf.is_empty() {
+                            spare::give_read(std::mem::take(&mut buf));
+                        }
+                        if !open || close || worker.draining.get() {
                             return Outcome::Closed;
                         }
                         waiting_since = Instant::now();
@@ -144,10 +207,35 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
         if draining && buf.is_empty() && served > 0 {
             return Outcome::Closed;
         }
+        let was_empty = buf.is_empty();
+        if buf.capacity() == 0 {
+            // Idle: wait for bytes holding no buffer, then borrow one to read them.
+            tokio::select! {
+                biased;
+                r = client.readable() => {
+                    if r.is_err() {
+                        return Outcome::Closed;
+                    }
+                    buf = spare::read_buf();
+                }
+                _ = drain.as_mut(), if !draining => draining = true,
+                _ = tick.as_mut() => {
+                    let due = waiting_since + spec.idle_timeout;
+                    let now = Instant::now();
+                    if now >= due {
+                        debug!(peer = %ctx.peer, "closing idle HTTP/1.1 connection");
+                        return Outcome::Closed;
+                    }
+                    tick.as_mut().reset(due.min(now + spec.header_read_timeout));
+                }
+            }
+            if buf.capacity() == 0 {
+                continue;
+            }
+        }
         if buf.capacity() - buf.len() < READ_SPACE {
             buf.reserve(2 * READ_SPACE);
         }
-        let was_empty = buf.is_empty();
         tokio::select! {
             biased;
             r = client.read_buf(&mut buf) => match r {
