@@ -129,7 +129,10 @@ async fn serve_hyper(
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| {
         let ctx = svc_ctx.clone();
-        async move { Ok::<_, Infallible>(handle(ctx, req).await) }
+        // Boxed: hyper moves the service future into a task per HTTP/2 stream,
+        // and at 3.4 KiB the moves cost more than one allocation (h2c: about
+        // 19% less CPU per request in an alternating A/B).
+        async move { Ok::<_, Infallible>(Box::pin(handle(ctx, req)).await) }
     });
     let spec = &ctx.listener.spec;
     let idle = spec.idle_timeout;
