@@ -19,6 +19,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn config(port: u16, upstream: SocketAddr, passthrough: bool) -> Value {
+    config_for(port, upstream, passthrough, "Http1")
+}
+
+fn config_for(port: u16, upstream: SocketAddr, passthrough: bool, downstream: &str) -> Value {
     json!({
         "servers": [{
             "default_log_level": "WARN",
@@ -35,7 +39,7 @@ fn config(port: u16, upstream: SocketAddr, passthrough: bool) -> Value {
             "listeners": [{
                 "name": "http", "address": format!("127.0.0.1:{port}"), "bind_port": true,
                 "filter_chains": [{"filters": [{"type": "proxy", "config": {
-                    "downstream_protocol": "Http1", "upstream_protocol": "Http1", "router_config_name": "web",
+                    "downstream_protocol": downstream, "upstream_protocol": "Http1", "router_config_name": "web",
                     "http1_passthrough": passthrough, "header_read_timeout": "500ms"
                 }}]}]
             }]
@@ -144,6 +148,11 @@ async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, aft
             "/garbage" => (b"HTTP/1.1 2x0 Nope\r\n\r\n".to_vec(), true),
             "/bad-chunk" => (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(), true),
             "/until-close" => (b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(), true),
+            "/big" => {
+                let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n".to_vec();
+                r.extend(std::iter::repeat_n(b'b', 300_000));
+                (r, false)
+            }
             _ => {
                 let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len()).into_bytes();
                 r.extend_from_slice(head.as_bytes());
@@ -437,4 +446,82 @@ async fn slow_heads_are_cut_on_kept_alive_connections_and_slow_bodies_are_not() 
     let t0 = std::time::Instant::now();
     assert!(c.closed().await, "slow head not cut");
     assert!(t0.elapsed() < Duration::from_millis(1500), "cut after {:?}", t0.elapsed());
+}
+
+/// An HTTP/2 client's GET through ferrymesh: status, headers, body, trailers.
+async fn h2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    method: &str,
+    path: &str,
+) -> (u16, http::HeaderMap, Vec<u8>, Option<http::HeaderMap>) {
+    use http_body_util::BodyExt;
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://example.com{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    (parts.status.as_u16(), parts.headers, collected.to_bytes().to_vec(), trailers)
+}
+
+async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// HTTP/2 clients' bodiless requests to an HTTP/1.1 upstream take the raw
+/// exchange too: every framing comes back decoded, chunked trailers become
+/// HTTP/2 trailers, and one upstream connection carries them in turn.
+#[tokio::test]
+async fn http2_requests_reach_an_http1_upstream_on_raw_connections() {
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config_for(port, up.addr, true, "Http2"), 1);
+    let mut c = h2_client(proxy.addr).await;
+
+    let (status, _, body, _) = h2_get(&mut c, "GET", "/v1/echo").await;
+    assert_eq!(status, 200);
+    let seen = String::from_utf8(body).unwrap();
+    assert!(seen.starts_with("GET /echo HTTP/1.1\r\n") && seen.contains("host: example.com\r\n"), "{seen}");
+    assert!(seen.contains("x-added: yes\r\n") && seen.contains("x-forwarded-for: 127.0.0.1\r\n"), "{seen}");
+
+    let (status, headers, body, trailers) = h2_get(&mut c, "GET", "/v1/chunked").await;
+    assert_eq!((status, &body[..]), (200, &b"hello world"[..]));
+    assert!(headers.get("x-internal").is_none() && headers.get("transfer-encoding").is_none(), "{headers:?}");
+    assert_eq!(trailers.expect("trailers").get("x-trailer").unwrap(), "t");
+
+    let (status, _, body, _) = h2_get(&mut c, "GET", "/interim").await;
+    assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+    let (status, headers, body, _) = h2_get(&mut c, "HEAD", "/head").await;
+    assert_eq!((status, body.len()), (200, 0));
+    assert_eq!(headers.get("content-length").unwrap(), "1234");
+    let (status, _, body, _) = h2_get(&mut c, "GET", "/big").await;
+    assert_eq!((status, body.len()), (200, 300_000));
+    assert!(body.iter().all(|&b| b == b'b'));
+    let (status, _, body, _) = h2_get(&mut c, "GET", "/no-content").await;
+    assert_eq!((status, body.len()), (204, 0));
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1, "one upstream connection carried them in turn");
+
+    let (status, _, body, _) = h2_get(&mut c, "GET", "/until-close").await;
+    assert_eq!((status, &body[..]), (200, &b"until the end"[..]));
+    let (status, headers, _, _) = h2_get(&mut c, "GET", "/garbage").await;
+    assert_eq!(status, 502, "{headers:?}");
+}
+
+#[tokio::test]
+async fn http2_requests_redial_a_closed_pooled_connection() {
+    let up = Scripted::start(After::DropNext).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config_for(port, up.addr, true, "Http2"), 1);
+    let mut c = h2_client(proxy.addr).await;
+    for path in ["/a", "/b", "/c"] {
+        let (status, _, _, _) = h2_get(&mut c, "GET", path).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
 }

@@ -41,7 +41,8 @@ use crate::network::prefixed::Prefixed;
 use crate::protocol::http::{grpc_error_status, grpc_timeout, is_grpc, is_upgrade, strip_hop_by_hop, validate_request};
 use crate::protocol::Protocol;
 use crate::router::{Redirect, RetryOn, RouteEntry, RouteInput, Target};
-use crate::stream::http::{Body, BoxError, LocalExec, SendError, Version};
+use crate::stream::http::raw;
+use crate::stream::http::{Body, BoxError, HttpPool, LocalExec, SendError, Version};
 use hyper::body::Body as _;
 
 /// Request bodies up to this size (with a known length) are kept for retries.
@@ -53,15 +54,15 @@ pub(super) const MAX_HEAD_BUFFER: usize = 96 * 1024;
 pub(super) const MAX_HEADERS: usize = 100;
 
 fn full(body: impl Into<Bytes>) -> Body {
-    Full::new(body.into()).map_err(|never| match never {}).boxed_unsync()
+    Body::new(Full::new(body.into()).map_err(|never| match never {}))
 }
 
 fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
+    Body::new(Empty::new().map_err(|never| match never {}))
 }
 
 fn incoming(body: Incoming) -> Body {
-    body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+    Body::new(body.map_err(|e| Box::new(e) as BoxError))
 }
 
 /// One client connection.
@@ -369,6 +370,20 @@ async fn forward(
         ReqBody::Stream(first_frame_checked(body, version).await?)
     });
 
+    // A request whose whole body is in hand goes to an HTTP/1.1 upstream on a
+    // raw pooled connection (`stream::http::raw`, the pass-through's): no
+    // hyper client task, no dispatch channel. Streaming bodies and upgrades
+    // stay on hyper's client.
+    let raw_request = match &body {
+        Some(ReqBody::Replay(b)) if ctx.upstream == Version::Http1 && !upgrade => {
+            Some(raw::request_bytes(&upstream_head, b))
+        }
+        _ => None,
+    };
+    let idempotent = upstream_head.method.is_idempotent();
+    let head_request = upstream_head.method == http::Method::HEAD;
+    let mut downstream_upgrade = downstream_upgrade;
+
     let mut tries = Tries::new(entry, &cluster, hash_key.as_deref(), deadline);
     let mut last_err = ProxyError::NoHealthyHost;
     loop {
@@ -379,49 +394,58 @@ async fn forward(
         };
         let pool = cluster.http_pools[h].clone();
         let try_deadline = tries.try_deadline();
-        let dialled = match pool.ready_now(ctx.upstream) {
-            Some(s) => Ok(Ok(s)),
-            None => tokio::time::timeout_at(try_deadline, pool.connect(ctx.upstream)).await,
-        };
-        let sender = match dialled {
-            Err(_) => {
-                last_err = ProxyError::Timeout;
-                continue;
-            }
-            Ok(Err(SendError::Connect(why) | SendError::Reset(why))) => {
-                warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream connect failed");
-                last_err = ProxyError::ConnectFailed(why);
-                // The request never left: another host is always worth a try.
-                continue;
-            }
-            Ok(Ok(s)) => s,
-        };
-        let req_body = match body.take() {
-            Some(ReqBody::Replay(b)) => {
-                body = Some(ReqBody::Replay(b.clone()));
-                if b.is_empty() {
-                    empty()
-                } else {
-                    full(b)
-                }
-            }
-            Some(ReqBody::Stream(s)) => s,
-            None => break,
-        };
-        // The head is cloned only while another try may need it: once the
-        // request is sent, only a retry policy or a per-try timeout retries.
-        let can_retry = body.is_some()
-            && tries.more_left()
-            && (!tries.policy.on.is_empty() || tries.policy.per_try_timeout.is_some());
-        let head = if can_retry {
-            clone_head(&upstream_head)
+        // Once the request is sent, only a retry policy or a per-try timeout retries.
+        let policy_retries = !tries.policy.on.is_empty() || tries.policy.per_try_timeout.is_some();
+        let (sent, can_retry) = if let Some(request) = &raw_request {
+            pool.host().inc_active();
+            let exchange = raw_exchange(&pool, request, idempotent, head_request);
+            let sent = tokio::time::timeout_at(try_deadline, exchange).await;
+            pool.host().dec_active();
+            (sent, tries.more_left() && policy_retries)
         } else {
-            std::mem::replace(&mut upstream_head, Request::new(()).into_parts().0)
+            let dialled = match pool.ready_now(ctx.upstream) {
+                Some(s) => Ok(Ok(s)),
+                None => tokio::time::timeout_at(try_deadline, Box::pin(pool.connect(ctx.upstream))).await,
+            };
+            let sender = match dialled {
+                Err(_) => {
+                    last_err = ProxyError::Timeout;
+                    continue;
+                }
+                Ok(Err(SendError::Connect(why) | SendError::Reset(why))) => {
+                    warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream connect failed");
+                    last_err = ProxyError::ConnectFailed(why);
+                    // The request never left: another host is always worth a try.
+                    continue;
+                }
+                Ok(Ok(s)) => s,
+            };
+            let req_body = match body.take() {
+                Some(ReqBody::Replay(b)) => {
+                    body = Some(ReqBody::Replay(b.clone()));
+                    if b.is_empty() {
+                        empty()
+                    } else {
+                        full(b)
+                    }
+                }
+                Some(ReqBody::Stream(s)) => s,
+                None => break,
+            };
+            // The head is cloned only while another try may need it.
+            let can_retry = body.is_some() && tries.more_left() && policy_retries;
+            let head = if can_retry {
+                clone_head(&upstream_head)
+            } else {
+                std::mem::replace(&mut upstream_head, Request::new(()).into_parts().0)
+            };
+            let upstream_req = Request::from_parts(head, req_body);
+            pool.host().inc_active();
+            let sent = tokio::time::timeout_at(try_deadline, pool.send(sender, upstream_req)).await;
+            pool.host().dec_active();
+            let sent = sent.map(|r| r.map(|resp| downstream_response(resp, &mut downstream_upgrade, ctx)));
+            (sent, can_retry)
         };
-        let upstream_req = Request::from_parts(head, req_body);
-        pool.host().inc_active();
-        let sent = tokio::time::timeout_at(try_deadline, pool.send(sender, upstream_req)).await;
-        pool.host().dec_active();
         match sent {
             Ok(Ok(resp)) => {
                 let status = resp.status().as_u16();
@@ -430,10 +454,14 @@ async fn forward(
                     last_err = ProxyError::DirectResponse { status, body: String::new() };
                     continue;
                 }
-                let resp = downstream_response(resp, downstream_upgrade, ctx);
+                ctx.worker.stats.count_response(if status >= 500 { 500 } else { 200 });
                 return Ok((resp, Some(route.clone())));
             }
-            Ok(Err(SendError::Reset(why) | SendError::Connect(why))) => {
+            Ok(Err(SendError::Connect(why))) => {
+                warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream connect failed");
+                last_err = ProxyError::ConnectFailed(why);
+            }
+            Ok(Err(SendError::Reset(why))) => {
                 warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream reset");
                 last_err = ProxyError::UpstreamReset;
                 if !(can_retry && tries.policy.on.contains(RetryOn::RESET)) {
@@ -481,7 +509,7 @@ async fn first_frame_checked(body: Incoming, version: http::Version) -> Result<B
             debug!(error = %e, "malformed request body refused");
             Err(ProxyError::Malformed { status: 400, reason: "malformed body" })
         }
-        Some(Ok(frame)) => Ok(Prepend { first: Some(frame), rest: body }.boxed_unsync()),
+        Some(Ok(frame)) => Ok(Body::new(Prepend { first: Some(frame), rest: body })),
     }
 }
 
@@ -652,12 +680,12 @@ fn redirect<B>(req: &Request<B>, host: Option<&str>, r: &Redirect) -> Response<B
 /// The upstream response as the client gets it; a 101 becomes a tunnel.
 fn downstream_response(
     mut resp: Response<Incoming>,
-    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    downstream_upgrade: &mut Option<hyper::upgrade::OnUpgrade>,
     ctx: &ConnCtx,
 ) -> Response<Body> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
-        if let Some(down) = downstream_upgrade {
+        if let Some(down) = downstream_upgrade.take() {
             let up = hyper::upgrade::on(&mut resp);
             let peer = ctx.peer;
             tokio::task::spawn_local(async move {
@@ -674,12 +702,26 @@ fn downstream_response(
             });
         }
     }
-    ctx.worker.stats.count_response(if resp.status().is_server_error() { 500 } else { 200 });
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching);
     // The client hears its own HTTP version (hyper writes HTTP/1.1 or HTTP/2).
     parts.version = http::Version::default();
     Response::from_parts(parts, incoming(body))
+}
+
+/// One try of a request whose whole body is in hand, on a raw HTTP/1.1
+/// connection of `pool`.
+async fn raw_exchange(
+    pool: &Rc<HttpPool>,
+    request: &[u8],
+    idempotent: bool,
+    head_request: bool,
+) -> Result<Response<Body>, SendError> {
+    let mut up = bytes::BytesMut::with_capacity(2 * raw::READ_SPACE);
+    let mut parse = |b: &[u8]| raw::response_parts(b, head_request);
+    let ((head, facts), conn) = raw::send(pool, request, idempotent, &mut up, &mut parse).await?;
+    let body = raw::RawBody::new(pool.clone(), conn, up, &facts);
+    Ok(head.map(|()| Body::new(body)))
 }
 
 #[cfg(test)]

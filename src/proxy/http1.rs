@@ -36,16 +36,13 @@ use crate::error::ProxyError;
 use crate::protocol::http::h1::{self, ConnectionTokens, Framing, Name};
 use crate::protocol::http::{error_status, MAX_HEADER_BYTES, MAX_URI_BYTES};
 use crate::router::{HttpActions, RetryOn, RouteEntry, RouteInput, Target};
+use crate::stream::http::raw::{self, Broken, Head, READ_SPACE};
 use crate::stream::http::{HttpPool, SendError};
 use crate::upstream::Cluster;
 
 /// Largest request body held for forwarding (and for retries); a larger one
 /// goes to hyper's path, which streams it.
 const MAX_BODY: usize = 64 * 1024;
-/// Free space made in a read buffer before each read: a read that does not
-/// fill it tells tokio the socket is drained, which saves a `recv` that would
-/// only say "nothing yet".
-const READ_SPACE: usize = 8 * 1024;
 
 /// How the pass-through left a connection.
 pub(super) enum Outcome {
@@ -473,22 +470,6 @@ struct Answer {
     reusable: bool,
 }
 
-enum Head {
-    /// A 1xx response of this many bytes, skipped (the client sent no Expect).
-    Interim(usize),
-    Final(Answer),
-}
-
-/// Why a try got no response head.
-enum Broken {
-    /// Nothing came back: the connection was closed or reset, or the write
-    /// failed. On a kept-alive connection this is the upstream's idle close
-    /// racing the request.
-    NoAnswer(String),
-    /// A response that cannot be forwarded.
-    Bad(&'static str),
-}
-
 /// Sends the prepared request upstream with the route's tries and relays the
 /// answer. Returns whether the client connection stays open.
 async fn exchange(ctx: &ConnCtx, client: &mut TcpStream, request: Prepared, bufs: &mut Bufs) -> bool {
@@ -526,7 +507,10 @@ async fn send_with_tries(
         let pool = request.cluster.http_pools[h].clone();
         let can_retry = tries.more_left();
         pool.host().inc_active();
-        let sent = tokio::time::timeout_at(tries.try_deadline(), send_once(&pool, request, bufs, close)).await;
+        let Bufs { req, resp, up } = &mut *bufs;
+        let mut parse = |b: &[u8]| response_head(b, request, close, resp);
+        let send = raw::send(&pool, req, request.idempotent, up, &mut parse);
+        let sent = tokio::time::timeout_at(tries.try_deadline(), send).await;
         pool.host().dec_active();
         let upstream = pool.host().addr;
         match sent {
@@ -560,98 +544,24 @@ async fn send_with_tries(
     }
 }
 
-/// One try on one host: a pooled connection, or a new one, carries the
-/// request. A kept-alive connection that the upstream closed as the request
-/// went out is replaced by a new one once, for an idempotent request.
-async fn send_once(
-    pool: &HttpPool,
-    request: &Prepared,
-    bufs: &mut Bufs,
-    close: bool,
-) -> Result<(Answer, TcpStream), SendError> {
-    let mut pooled = pool.take_raw();
-    loop {
-        let reused = pooled.is_some();
-        let mut conn = match pooled.take() {
-            Some(c) => c,
-            None => pool.dial_raw().await?,
-        };
-        match round_trip(&mut conn, request, bufs, close).await {
-            Ok(answer) => return Ok((answer, conn)),
-            Err(Broken::NoAnswer(why)) if reused && request.idempotent => {
-                debug!(addr = %pool.host().addr, error = %why, "stale upstream connection, redialling");
-            }
-            Err(Broken::NoAnswer(why)) => return Err(SendError::Reset(why)),
-            Err(Broken::Bad(why)) => return Err(SendError::Reset(why.to_string())),
-        }
-    }
-}
-
-/// Writes the request and reads up to the end of the final response head.
-async fn round_trip(conn: &mut TcpStream, request: &Prepared, bufs: &mut Bufs, close: bool) -> Result<Answer, Broken> {
-    conn.write_all(&bufs.req).await.map_err(|e| Broken::NoAnswer(e.to_string()))?;
-    bufs.up.clear();
-    let mut got_any = false;
-    loop {
-        if bufs.up.capacity() - bufs.up.len() < READ_SPACE {
-            bufs.up.reserve(2 * READ_SPACE);
-        }
-        match conn.read_buf(&mut bufs.up).await {
-            Ok(0) if !got_any => return Err(Broken::NoAnswer("closed without answering".into())),
-            Err(e) if !got_any => return Err(Broken::NoAnswer(e.to_string())),
-            Ok(0) | Err(_) => return Err(Broken::Bad("closed inside the response head")),
-            Ok(_) => got_any = true,
-        }
-        loop {
-            match response_head(&bufs.up, request, close, &mut bufs.resp)? {
-                Some(Head::Final(answer)) => return Ok(answer),
-                Some(Head::Interim(n)) => bufs.up.advance(n),
-                None if bufs.up.len() > MAX_HEAD_BUFFER => return Err(Broken::Bad("response head too large")),
-                None => break,
-            }
-        }
-    }
-}
-
 /// Parses the response head at the start of `up` and writes the client's
 /// version of it into `out`. `None` while the head is incomplete.
-fn response_head(up: &[u8], request: &Prepared, close: bool, out: &mut Vec<u8>) -> Result<Option<Head>, Broken> {
+fn response_head(
+    up: &[u8],
+    request: &Prepared,
+    close: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<Head<Answer>>, Broken> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(up) {
-        Ok(Status::Complete(n)) => n,
-        Ok(Status::Partial) => return Ok(None),
-        Err(_) => return Err(Broken::Bad("malformed response head")),
+    let facts = match raw::parse_head(up, request.head_method, &mut resp)? {
+        Some(Head::Final(facts)) => facts,
+        Some(Head::Interim(n)) => return Ok(Some(Head::Interim(n))),
+        None => return Ok(None),
     };
-    let status = resp.code.unwrap_or(0);
-    if (100..200).contains(&status) {
-        if status == 101 {
-            return Err(Broken::Bad("101 Switching Protocols without an upgrade"));
-        }
-        return Ok(Some(Head::Interim(head_len)));
-    }
     let fields = &*resp.headers;
-    let (mut lengths, mut nl): ([&[u8]; 4], usize) = ([&[]; 4], 0);
-    let (mut encodings, mut ne): ([&[u8]; 4], usize) = ([&[]; 4], 0);
-    let mut connection = ConnectionTokens::default();
-    for f in fields {
-        match h1::classify(f.name) {
-            Name::ContentLength => {
-                *lengths.get_mut(nl).ok_or(Broken::Bad("too many Content-Length headers"))? = f.value;
-                nl += 1;
-            }
-            Name::TransferEncoding => {
-                *encodings.get_mut(ne).ok_or(Broken::Bad("too many Transfer-Encoding headers"))? = f.value;
-                ne += 1;
-            }
-            Name::Connection => connection.add(f.value),
-            _ => {}
-        }
-    }
-    let framing = h1::response_framing(status, request.head_method, &lengths[..nl], &encodings[..ne])
-        .map_err(|b| Broken::Bad(b.0))?;
-
     let http = &request.route.http;
+    let status = facts.status;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&[
@@ -663,31 +573,23 @@ fn response_head(up: &[u8], request: &Prepared, close: bool, out: &mut Vec<u8>) 
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for f in fields {
-        match h1::classify(f.name) {
-            // The body passes through as it came, so Transfer-Encoding stays;
-            // the connection's own headers do not.
-            Name::Connection | Name::HopByHop | Name::Te | Name::Upgrade => continue,
-            Name::ContentLength if framing == Framing::Chunked => continue,
-            _ => {}
+        // The body passes through as it came, so Transfer-Encoding stays;
+        // the connection's own headers do not.
+        let drop = facts.hop_by_hop(f.name, fields)
+            || (facts.framing == Framing::Chunked && h1::classify(f.name) == Name::ContentLength)
+            || replaced_in_response(http, f.name);
+        if !drop {
+            push_header(out, f.name.as_bytes(), f.value);
         }
-        let named_by_connection = connection.others
-            && fields
-                .iter()
-                .any(|c| h1::classify(c.name) == Name::Connection && ConnectionTokens::names(c.value, f.name));
-        if named_by_connection || replaced_in_response(http, f.name) {
-            continue;
-        }
-        push_header(out, f.name.as_bytes(), f.value);
     }
     for a in &http.response_add {
         push_header(out, a.name.as_str().as_bytes(), a.value.as_bytes());
     }
-    if close || framing == Framing::UntilClose {
+    if close || facts.framing == Framing::UntilClose {
         push_header(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
-    let reusable = resp.version == Some(1) && !connection.close && framing != Framing::UntilClose;
-    Ok(Some(Head::Final(Answer { head_len, status, framing, reusable })))
+    Ok(Some(Head::Final(Answer { head_len: facts.head_len, status, framing: facts.framing, reusable: facts.reusable })))
 }
 
 /// Sends the response head and the body to the client; the upstream

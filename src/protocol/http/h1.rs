@@ -167,6 +167,13 @@ impl Default for ChunkedScan {
     }
 }
 
+/// What [`ChunkedScan::feed_with`] finds in a chunked body.
+pub enum Piece<'a> {
+    Data(&'a [u8]),
+    /// Bytes of the trailer section (`name: value` lines with their CRLFs).
+    Trailer(&'a [u8]),
+}
+
 /// A chunked body that breaks the syntax.
 #[derive(Debug, PartialEq, Eq)]
 pub struct BadChunk;
@@ -176,6 +183,12 @@ impl ChunkedScan {
     /// them, or fewer when the body ends inside `bytes` (then the scanner is
     /// [`ChunkedScan::Done`]).
     pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, BadChunk> {
+        self.feed_with(bytes, &mut |_| {})
+    }
+
+    /// [`ChunkedScan::feed`], handing over the chunk data and the trailer
+    /// section's bytes as they are found.
+    pub fn feed_with(&mut self, bytes: &[u8], on: &mut dyn FnMut(Piece<'_>)) -> Result<usize, BadChunk> {
         let mut i = 0;
         while i < bytes.len() {
             if *self == ChunkedScan::Done {
@@ -183,12 +196,18 @@ impl ChunkedScan {
             }
             if let ChunkedScan::Data(left) = *self {
                 let take = left.min((bytes.len() - i) as u64);
+                on(Piece::Data(&bytes[i..i + take as usize]));
                 i += take as usize;
                 *self = if take == left { ChunkedScan::DataCr } else { ChunkedScan::Data(left - take) };
                 continue;
             }
             let b = bytes[i];
             i += 1;
+            let in_trailer = matches!(self, ChunkedScan::Trailer | ChunkedScan::TrailerLf)
+                || (*self == ChunkedScan::TrailerStart && b != b'\r');
+            if in_trailer {
+                on(Piece::Trailer(&bytes[i - 1..i]));
+            }
             *self = match (*self, b) {
                 (ChunkedScan::Size { size, digits }, _) if b.is_ascii_hexdigit() => {
                     if digits >= 15 {

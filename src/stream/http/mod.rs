@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -31,9 +30,39 @@ use tracing::debug;
 
 use crate::upstream::Host;
 
+pub mod raw;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Every body ferrymesh hands to hyper, in either direction.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+/// Every body ferrymesh hands to hyper, in either direction: boxed, and not
+/// `Send`, since a request stays on its worker thread (a body read from a
+/// pooled raw connection holds its pool, an `Rc`).
+pub struct Body(std::pin::Pin<Box<dyn hyper::body::Body<Data = Bytes, Error = BoxError>>>);
+
+impl Body {
+    pub fn new(body: impl hyper::body::Body<Data = Bytes, Error = BoxError> + 'static) -> Body {
+        Body(Box::pin(body))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        self.0.as_mut().poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0.size_hint()
+    }
+}
 
 /// Most idle HTTP/1.1 connections kept per host and worker.
 const MAX_IDLE_H1: usize = 256;

@@ -1,0 +1,396 @@
+//! HTTP/1.1 exchanges on plain pooled sockets ([`HttpPool::take_raw`]): the
+//! upstream side of the pass-through, and of hyper-path requests whose whole
+//! body is in hand. One write carries the request; the response head is read
+//! and handed to the caller's parser, which decides what the head becomes
+//! (bytes for a pass-through client, an `http::Response` for hyper's server).
+//! [`RawBody`] streams a body from such a connection and puts the connection
+//! back in the pool when the body ended cleanly.
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use hyper::body::Frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::{BoxError, HttpPool, SendError};
+use crate::protocol::http::h1::{self, ChunkedScan, ConnectionTokens, Framing, Name};
+
+/// Free space made in a read buffer before each read: a read that does not
+/// fill it tells tokio the socket is drained, which saves a `recv` that would
+/// only say "nothing yet".
+pub const READ_SPACE: usize = 8 * 1024;
+/// Largest response head read.
+pub const MAX_HEAD: usize = 96 * 1024;
+/// Most response headers parsed.
+pub const MAX_HEADERS: usize = 100;
+
+/// What a response head parser makes of the bytes read so far.
+pub enum Head<T> {
+    /// A 1xx response of this many bytes, skipped (no request sent `Expect`).
+    Interim(usize),
+    Final(T),
+}
+
+/// Why a try got no response head.
+pub enum Broken {
+    /// Nothing came back: the connection was closed or reset, or the write
+    /// failed. On a kept-alive connection this is the upstream's idle close
+    /// racing the request.
+    NoAnswer(String),
+    /// A response that cannot be forwarded.
+    Bad(&'static str),
+}
+
+/// One try on one host: a pooled connection, or a new one, carries `req`.
+/// A kept-alive connection that the upstream closed as the request went out
+/// is replaced by a new one once, for an idempotent request. On success the
+/// connection is returned with the response head parsed and `up` holding
+/// everything read (head first).
+pub async fn send<T>(
+    pool: &HttpPool,
+    req: &[u8],
+    idempotent: bool,
+    up: &mut BytesMut,
+    parse: &mut impl FnMut(&[u8]) -> Result<Option<Head<T>>, Broken>,
+) -> Result<(T, TcpStream), SendError> {
+    let mut pooled = pool.take_raw();
+    loop {
+        let reused = pooled.is_some();
+        let mut conn = match pooled.take() {
+            Some(c) => c,
+            None => pool.dial_raw().await?,
+        };
+        match round_trip(&mut conn, req, up, parse).await {
+            Ok(head) => return Ok((head, conn)),
+            Err(Broken::NoAnswer(why)) if reused && idempotent => {
+                debug!(addr = %pool.host().addr, error = %why, "stale upstream connection, redialling");
+            }
+            Err(Broken::NoAnswer(why)) => return Err(SendError::Reset(why)),
+            Err(Broken::Bad(why)) => return Err(SendError::Reset(why.to_string())),
+        }
+    }
+}
+
+/// Writes the request and reads up to the end of the final response head.
+async fn round_trip<T>(
+    conn: &mut TcpStream,
+    req: &[u8],
+    up: &mut BytesMut,
+    parse: &mut impl FnMut(&[u8]) -> Result<Option<Head<T>>, Broken>,
+) -> Result<T, Broken> {
+    conn.write_all(req).await.map_err(|e| Broken::NoAnswer(e.to_string()))?;
+    up.clear();
+    let mut got_any = false;
+    loop {
+        if up.capacity() - up.len() < READ_SPACE {
+            up.reserve(2 * READ_SPACE);
+        }
+        match conn.read_buf(up).await {
+            Ok(0) if !got_any => return Err(Broken::NoAnswer("closed without answering".into())),
+            Err(e) if !got_any => return Err(Broken::NoAnswer(e.to_string())),
+            Ok(0) | Err(_) => return Err(Broken::Bad("closed inside the response head")),
+            Ok(_) => got_any = true,
+        }
+        loop {
+            match parse(up)? {
+                Some(Head::Final(head)) => return Ok(head),
+                Some(Head::Interim(n)) => up.advance(n),
+                None if up.len() > MAX_HEAD => return Err(Broken::Bad("response head too large")),
+                None => break,
+            }
+        }
+    }
+}
+
+/// What a parsed response head says about its message.
+pub struct Facts {
+    pub head_len: usize,
+    pub status: u16,
+    pub framing: Framing,
+    /// The upstream keeps the connection open after this response.
+    pub reusable: bool,
+    connection: ConnectionTokens,
+}
+
+/// Parses a response head with httparse into `headers`: `Ok(None)` while
+/// incomplete, `Head::Interim` for a 1xx. The caller then walks
+/// `response.headers`, skipping those [`Facts::hop_by_hop`] names.
+pub fn parse_head<'h, 'b>(
+    up: &'b [u8],
+    head_request: bool,
+    response: &mut httparse::Response<'h, 'b>,
+) -> Result<Option<Head<Facts>>, Broken> {
+    let head_len = match response.parse(up) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Broken::Bad("malformed response head")),
+    };
+    let status = response.code.unwrap_or(0);
+    if (100..200).contains(&status) {
+        if status == 101 {
+            return Err(Broken::Bad("101 Switching Protocols without an upgrade"));
+        }
+        return Ok(Some(Head::Interim(head_len)));
+    }
+    let (mut lengths, mut nl): ([&[u8]; 4], usize) = ([&[]; 4], 0);
+    let (mut encodings, mut ne): ([&[u8]; 4], usize) = ([&[]; 4], 0);
+    let mut connection = ConnectionTokens::default();
+    for f in response.headers.iter() {
+        match h1::classify(f.name) {
+            Name::ContentLength => {
+                *lengths.get_mut(nl).ok_or(Broken::Bad("too many Content-Length headers"))? = f.value;
+                nl += 1;
+            }
+            Name::TransferEncoding => {
+                *encodings.get_mut(ne).ok_or(Broken::Bad("too many Transfer-Encoding headers"))? = f.value;
+                ne += 1;
+            }
+            Name::Connection => connection.add(f.value),
+            _ => {}
+        }
+    }
+    let framing =
+        h1::response_framing(status, head_request, &lengths[..nl], &encodings[..ne]).map_err(|b| Broken::Bad(b.0))?;
+    let reusable = response.version == Some(1) && !connection.close && framing != Framing::UntilClose;
+    Ok(Some(Head::Final(Facts { head_len, status, framing, reusable, connection })))
+}
+
+impl Facts {
+    /// Whether response header `name` belongs to the connection, not the
+    /// message: the hop-by-hop ones and those `Connection` names.
+    pub fn hop_by_hop(&self, name: &str, fields: &[httparse::Header<'_>]) -> bool {
+        match h1::classify(name) {
+            Name::Connection | Name::HopByHop | Name::Te | Name::Upgrade => true,
+            _ => {
+                self.connection.others
+                    && fields
+                        .iter()
+                        .any(|c| h1::classify(c.name) == Name::Connection && ConnectionTokens::names(c.value, name))
+            }
+        }
+    }
+}
+
+/// A response head in `http` types, and what it says about its body.
+pub type ResponseHead = (Response<()>, Facts);
+
+/// Parses a response head into `http` types for hyper's server: hop-by-hop
+/// headers and the framing ones are dropped (hyper frames the body itself).
+/// Usable as the parser of [`send`].
+pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<ResponseHead>>, Broken> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let facts = match parse_head(up, head_request, &mut parsed)? {
+        Some(Head::Final(facts)) => facts,
+        Some(Head::Interim(n)) => return Ok(Some(Head::Interim(n))),
+        None => return Ok(None),
+    };
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    for f in parsed.headers.iter() {
+        if facts.hop_by_hop(f.name, parsed.headers) {
+            continue;
+        }
+        match h1::classify(f.name) {
+            Name::TransferEncoding => continue,
+            Name::ContentLength if !matches!(facts.framing, Framing::Length(_) | Framing::Empty) => continue,
+            _ => {}
+        }
+        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Broken::Bad("invalid header name"))?;
+        let value = HeaderValue::from_bytes(f.value).map_err(|_| Broken::Bad("invalid header value"))?;
+        map.append(name, value);
+    }
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::from_u16(facts.status).map_err(|_| Broken::Bad("invalid status"))?;
+    *response.headers_mut() = map;
+    Ok(Some(Head::Final((response, facts))))
+}
+
+/// The bytes of an HTTP/1.1 request with its whole body: the head as hyper's
+/// path built it, a Content-Length when the head has none.
+pub fn request_bytes(head: &http::request::Parts, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let body_expected = !matches!(head.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE");
+    if !head.headers.contains_key(http::header::CONTENT_LENGTH) && (!body.is_empty() || body_expected) {
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+enum BodyState {
+    Length(u64),
+    /// The scanner, and the trailer section's bytes as they come.
+    Chunked(ChunkedScan, Vec<u8>),
+    UntilClose,
+    /// The body ended with trailers not yet handed over.
+    Trailers(HeaderMap),
+    Done,
+}
+
+/// A response body read from a raw upstream connection.
+pub struct RawBody {
+    conn: Option<TcpStream>,
+    pool: Rc<HttpPool>,
+    buf: BytesMut,
+    state: BodyState,
+    reusable: bool,
+}
+
+impl RawBody {
+    /// The body of a response whose head ([`response_parts`]) starts `up`,
+    /// read from `conn`.
+    pub fn new(pool: Rc<HttpPool>, conn: TcpStream, mut up: BytesMut, facts: &Facts) -> RawBody {
+        up.advance(facts.head_len);
+        let state = match facts.framing {
+            Framing::Empty => BodyState::Length(0),
+            Framing::Length(n) => BodyState::Length(n),
+            Framing::Chunked => BodyState::Chunked(ChunkedScan::default(), Vec::new()),
+            Framing::UntilClose => BodyState::UntilClose,
+        };
+        let mut body = RawBody { conn: Some(conn), pool, buf: up, state, reusable: facts.reusable };
+        if matches!(body.state, BodyState::Length(0)) {
+            // Nothing to read: the connection goes back at once.
+            body.finish();
+        }
+        body
+    }
+
+    fn finish(&mut self) {
+        self.state = BodyState::Done;
+        if let Some(conn) = self.conn.take() {
+            if self.reusable && self.buf.is_empty() {
+                self.pool.put_raw(conn);
+            }
+        }
+    }
+}
+
+impl hyper::body::Body for RawBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            // What is buffered first.
+            match &mut this.state {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                BodyState::Length(left) if !this.buf.is_empty() => {
+                    let take = (*left).min(this.buf.len() as u64);
+                    *left -= take;
+                    let data = this.buf.split_to(take as usize).freeze();
+                    if *left == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                BodyState::Chunked(scan, trailer) if !this.buf.is_empty() => {
+                    let mut data = BytesMut::new();
+                    let used = scan
+                        .feed_with(&this.buf, &mut |piece| match piece {
+                            h1::Piece::Data(d) => data.extend_from_slice(d),
+                            h1::Piece::Trailer(t) => trailer.extend_from_slice(t),
+                        })
+                        .map_err(|_| Box::<dyn std::error::Error + Send + Sync>::from("malformed chunked body"))?;
+                    this.buf.advance(used);
+                    if scan.is_done() {
+                        let trailers = parse_trailers(trailer);
+                        this.finish();
+                        if !data.is_empty() {
+                            // The trailers are lost only if the client stops reading here.
+                            this.state = match trailers {
+                                Some(t) => BodyState::Trailers(t),
+                                None => BodyState::Done,
+                            };
+                            return Poll::Ready(Some(Ok(Frame::data(data.freeze()))));
+                        }
+                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                    }
+                    if !data.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(data.freeze()))));
+                    }
+                }
+                BodyState::UntilClose if !this.buf.is_empty() => {
+                    let data = this.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                BodyState::Trailers(_) => {
+                    let BodyState::Trailers(t) = std::mem::replace(&mut this.state, BodyState::Done) else {
+                        unreachable!()
+                    };
+                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                }
+                _ => {}
+            }
+            // Then more from the socket.
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            this.buf.reserve(2 * READ_SPACE);
+            let n = ready!(tokio_util::io::poll_read_buf(Pin::new(conn), cx, &mut this.buf))?;
+            if n == 0 {
+                if matches!(this.state, BodyState::UntilClose) {
+                    this.reusable = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                this.conn = None;
+                this.state = BodyState::Done;
+                return Poll::Ready(Some(Err("upstream closed inside a response body".into())));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, BodyState::Done) || matches!(self.state, BodyState::Length(0))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.state {
+            BodyState::Length(n) => hyper::body::SizeHint::with_exact(n),
+            BodyState::Done => hyper::body::SizeHint::with_exact(0),
+            _ => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+/// A chunked body's trailer section (`name: value` lines) as a header map;
+/// `None` when there is none or it does not parse.
+fn parse_trailers(raw: &[u8]) -> Option<HeaderMap> {
+    if raw.is_empty() {
+        return None;
+    }
+    let mut section = raw.to_vec();
+    section.extend_from_slice(b"\r\n");
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Ok(httparse::Status::Complete((_, parsed))) = httparse::parse_headers(&section, &mut headers) else {
+        return None;
+    };
+    let mut map = HeaderMap::new();
+    for h in parsed {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
+            map.append(n, v);
+        }
+    }
+    (!map.is_empty()).then_some(map)
+}
