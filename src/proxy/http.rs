@@ -443,7 +443,13 @@ async fn forward(
             pool.host().inc_active();
             let sent = tokio::time::timeout_at(try_deadline, pool.send(sender, upstream_req)).await;
             pool.host().dec_active();
-            let sent = sent.map(|r| r.map(|resp| downstream_response(resp, &mut downstream_upgrade, ctx)));
+            // A failed redial inside `send` comes after the head was handed
+            // over: it counts as a reset here, not as a connect that may go
+            // to another host.
+            let sent = sent.map(|r| match r {
+                Ok(resp) => Ok(downstream_response(resp, &mut downstream_upgrade, ctx)),
+                Err(SendError::Connect(why) | SendError::Reset(why)) => Err(SendError::Reset(why)),
+            });
             (sent, can_retry)
         };
         match sent {

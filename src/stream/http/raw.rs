@@ -28,6 +28,8 @@ pub const READ_SPACE: usize = 8 * 1024;
 pub const MAX_HEAD: usize = 96 * 1024;
 /// Most response headers parsed.
 pub const MAX_HEADERS: usize = 100;
+/// Largest trailer section of a chunked response (hyper's limit too).
+const MAX_TRAILERS: usize = 16 * 1024;
 
 /// What a response head parser makes of the bytes read so far.
 pub enum Head<T> {
@@ -211,7 +213,9 @@ pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<Respo
 }
 
 /// The bytes of an HTTP/1.1 request with its whole body: the head as hyper's
-/// path built it, a Content-Length when the head has none.
+/// path built it, framed here by the body in hand alone (whatever
+/// Content-Length or Transfer-Encoding the head carries, a route's header
+/// operations included, is dropped: they could only make it ambiguous).
 pub fn request_bytes(head: &http::request::Parts, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + body.len());
     out.extend_from_slice(head.method.as_str().as_bytes());
@@ -219,13 +223,16 @@ pub fn request_bytes(head: &http::request::Parts, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(head.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &head.headers {
+        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     let body_expected = !matches!(head.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE");
-    if !head.headers.contains_key(http::header::CONTENT_LENGTH) && (!body.is_empty() || body_expected) {
+    if !body.is_empty() || body_expected {
         out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
     }
     out.extend_from_slice(b"\r\n");
@@ -303,6 +310,11 @@ impl hyper::body::Body for RawBody {
                         this.finish();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                BodyState::Chunked(_, trailer) if trailer.len() > MAX_TRAILERS => {
+                    this.conn = None;
+                    this.state = BodyState::Done;
+                    return Poll::Ready(Some(Err("response trailers too large".into())));
                 }
                 BodyState::Chunked(scan, trailer) if !this.buf.is_empty() => {
                     let mut data = BytesMut::new();
@@ -388,9 +400,65 @@ fn parse_trailers(raw: &[u8]) -> Option<HeaderMap> {
     };
     let mut map = HeaderMap::new();
     for h in parsed {
+        // Fields about the connection or the framing have no place in trailers
+        // (HTTP/2 refuses them, and would reset the stream after the body).
+        let connection_field = !matches!(
+            h1::classify(h.name),
+            Name::Other | Name::ContentType | Name::XForwardedFor | Name::XForwardedProto | Name::XRequestId
+        );
+        if connection_field {
+            continue;
+        }
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
             map.append(n, v);
         }
     }
     (!map.is_empty()).then_some(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_bytes_are_framed_by_the_body_alone() {
+        let req = http::Request::post("/p?q=1")
+            .header("host", "e")
+            .header("content-length", "99")
+            .header("transfer-encoding", "chunked")
+            .header("x-a", "1")
+            .body(())
+            .unwrap();
+        let (head, ()) = req.into_parts();
+        let out = String::from_utf8(request_bytes(&head, b"hello")).unwrap();
+        assert_eq!(out, "POST /p?q=1 HTTP/1.1\r\nhost: e\r\nx-a: 1\r\ncontent-length: 5\r\n\r\nhello");
+        let (head, ()) = http::Request::get("/").header("host", "e").body(()).unwrap().into_parts();
+        let out = String::from_utf8(request_bytes(&head, b"")).unwrap();
+        assert_eq!(out, "GET / HTTP/1.1\r\nhost: e\r\n\r\n", "no length for a bodiless GET");
+        let (head, ()) = http::Request::post("/").header("host", "e").body(()).unwrap().into_parts();
+        assert!(String::from_utf8(request_bytes(&head, b"")).unwrap().ends_with("content-length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn trailers_keep_only_message_fields() {
+        let t =
+            parse_trailers(b"grpc-status: 0\r\nconnection: close\r\ntransfer-encoding: chunked\r\nx-t: 1\r\n").unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.get("grpc-status").unwrap(), "0");
+        assert_eq!(t.get("x-t").unwrap(), "1");
+        assert!(parse_trailers(b"").is_none());
+    }
+
+    #[test]
+    fn response_parts_drop_connection_and_framing_headers() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\nConnection: x-secret\r\nX-Secret: 1\r\nX-Keep: 2\r\n\r\n";
+        let Ok(Some(Head::Final((resp, facts)))) = response_parts(raw, false) else { panic!("not parsed") };
+        assert_eq!(facts.framing, Framing::Chunked);
+        assert_eq!(facts.head_len, raw.len());
+        let names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
+        assert!(matches!(response_parts(b"HTTP/1.1 103 Early\r\n\r\n", false), Ok(Some(Head::Interim(22)))));
+        assert!(matches!(response_parts(b"HTTP/1.1 200 OK\r\nX", false), Ok(None)));
+        assert!(response_parts(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
+    }
 }
