@@ -723,7 +723,7 @@ async fn raw_exchange(
     idempotent: bool,
     head_request: bool,
 ) -> Result<Response<Body>, SendError> {
-    let mut up = bytes::BytesMut::with_capacity(2 * raw::READ_SPACE);
+    let mut up = raw::spare::take();
     let mut parse = |b: &[u8]| raw::response_parts(b, head_request);
     let ((head, facts), conn) = raw::send(pool, request, idempotent, &mut up, &mut parse).await?;
     let body = raw::RawBody::new(pool.clone(), conn, up, &facts);

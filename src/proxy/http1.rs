@@ -87,7 +87,7 @@ struct Bufs {
 /// come back to the worker's spares when it goes idle: an idle HTTP/1.1
 /// connection holds no buffer, as an idle bolt connection holds none.
 mod spare {
-    use super::{Bufs, BytesMut, READ_SPACE};
+    use super::{raw, Bufs, BytesMut};
     use std::cell::RefCell;
 
     /// Spares kept per worker, and the largest buffer worth keeping.
@@ -95,25 +95,16 @@ mod spare {
     const MAX_KEPT: usize = 256 * 1024;
 
     thread_local! {
-        static READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
         static EXCHANGE: RefCell<Vec<Bufs>> = const { RefCell::new(Vec::new()) };
     }
 
     pub(super) fn read_buf() -> BytesMut {
-        READ.with(|r| r.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(2 * READ_SPACE))
+        raw::spare::take()
     }
 
     /// Takes back an empty read buffer.
-    pub(super) fn give_read(mut b: BytesMut) {
-        b.clear();
-        if b.capacity() > 0 && b.capacity() <= MAX_KEPT {
-            READ.with(|r| {
-                let mut r = r.borrow_mut();
-                if r.len() < KEEP {
-                    r.push(b);
-                }
-            });
-        }
+    pub(super) fn give_read(b: BytesMut) {
+        raw::spare::give(b);
     }
 
     pub(super) fn bufs() -> Bufs {

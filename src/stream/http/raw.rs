@@ -28,8 +28,43 @@ pub const READ_SPACE: usize = 8 * 1024;
 pub const MAX_HEAD: usize = 96 * 1024;
 /// Most response headers parsed.
 pub const MAX_HEADERS: usize = 100;
+/// Bodies up to this size that arrive with their head are copied out, so the
+/// read buffer is reused at once.
+const SMALL_BODY: u64 = 16 * 1024;
 /// Largest trailer section of a chunked response (hyper's limit too).
 const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Read buffers kept by each worker thread between uses, so that neither an
+/// idle connection holds one nor a request pays for a fresh allocation.
+pub mod spare {
+    use super::{BytesMut, READ_SPACE};
+    use std::cell::RefCell;
+
+    /// Spares kept per worker, and the largest buffer worth keeping.
+    const KEEP: usize = 64;
+    const MAX_KEPT: usize = 256 * 1024;
+
+    thread_local! {
+        static BUFS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub fn take() -> BytesMut {
+        BUFS.with(|r| r.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(2 * READ_SPACE))
+    }
+
+    /// Takes back a buffer whose contents are no longer needed.
+    pub fn give(mut b: BytesMut) {
+        b.clear();
+        if b.capacity() >= READ_SPACE && b.capacity() <= MAX_KEPT {
+            BUFS.with(|r| {
+                let mut r = r.borrow_mut();
+                if r.len() < KEEP {
+                    r.push(b);
+                }
+            });
+        }
+    }
+}
 
 /// What a response head parser makes of the bytes read so far.
 pub enum Head<T> {
@@ -245,6 +280,8 @@ enum BodyState {
     /// The scanner, and the trailer section's bytes as they come.
     Chunked(ChunkedScan, Vec<u8>),
     UntilClose,
+    /// The whole body, already read (`None`: empty).
+    Whole(Option<Bytes>),
     /// The body ended with trailers not yet handed over.
     Trailers(HeaderMap),
     Done,
@@ -264,27 +301,46 @@ impl RawBody {
     /// read from `conn`.
     pub fn new(pool: Rc<HttpPool>, conn: TcpStream, mut up: BytesMut, facts: &Facts) -> RawBody {
         up.advance(facts.head_len);
+        let whole = match facts.framing {
+            Framing::Empty => Some(0),
+            Framing::Length(n) if n as usize == up.len() && n <= SMALL_BODY => Some(n as usize),
+            _ => None,
+        };
+        if let Some(n) = whole {
+            // The whole body came with the head (the common small answer):
+            // copied out, so the read buffer and the connection go back now.
+            let data = (n > 0).then(|| Bytes::copy_from_slice(&up[..n]));
+            spare::give(up);
+            let mut body = RawBody {
+                conn: Some(conn),
+                pool,
+                buf: BytesMut::new(),
+                state: BodyState::Whole(data),
+                reusable: facts.reusable,
+            };
+            body.release();
+            return body;
+        }
         let state = match facts.framing {
-            Framing::Empty => BodyState::Length(0),
             Framing::Length(n) => BodyState::Length(n),
             Framing::Chunked => BodyState::Chunked(ChunkedScan::default(), Vec::new()),
-            Framing::UntilClose => BodyState::UntilClose,
+            _ => BodyState::UntilClose,
         };
-        let mut body = RawBody { conn: Some(conn), pool, buf: up, state, reusable: facts.reusable };
-        if matches!(body.state, BodyState::Length(0)) {
-            // Nothing to read: the connection goes back at once.
-            body.finish();
-        }
-        body
+        RawBody { conn: Some(conn), pool, buf: up, state, reusable: facts.reusable }
     }
 
-    fn finish(&mut self) {
-        self.state = BodyState::Done;
+    /// Gives the connection back to the pool if the exchange ended cleanly.
+    fn release(&mut self) {
         if let Some(conn) = self.conn.take() {
             if self.reusable && self.buf.is_empty() {
                 self.pool.put_raw(conn);
             }
         }
+    }
+
+    fn finish(&mut self) {
+        self.state = BodyState::Done;
+        self.release();
     }
 }
 
@@ -298,6 +354,11 @@ impl hyper::body::Body for RawBody {
             // What is buffered first.
             match &mut this.state {
                 BodyState::Done => return Poll::Ready(None),
+                BodyState::Whole(data) => {
+                    let data = data.take();
+                    this.state = BodyState::Done;
+                    return Poll::Ready(data.map(|d| Ok(Frame::data(d))));
+                }
                 BodyState::Length(0) => {
                     this.finish();
                     return Poll::Ready(None);
@@ -374,12 +435,13 @@ impl hyper::body::Body for RawBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, BodyState::Done) || matches!(self.state, BodyState::Length(0))
+        matches!(self.state, BodyState::Done | BodyState::Length(0) | BodyState::Whole(None))
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        match self.state {
-            BodyState::Length(n) => hyper::body::SizeHint::with_exact(n),
+        match &self.state {
+            BodyState::Length(n) => hyper::body::SizeHint::with_exact(*n),
+            BodyState::Whole(d) => hyper::body::SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
             BodyState::Done => hyper::body::SizeHint::with_exact(0),
             _ => hyper::body::SizeHint::default(),
         }
