@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# Instructions per HTTP/1.1 request through ferrymesh, counted by callgrind
-# over a fixed number of requests (deterministic, unlike req/s here).
+# Instructions per request through ferrymesh, counted by callgrind over a
+# fixed number of requests (deterministic, unlike req/s here): HTTP/1.1
+# (MODE=h1, the default) or h2c (MODE=h2c: 8 connections x 8 streams), both to
+# an HTTP/1.1 nginx upstream.
 # Needs valgrind, nginx and h2load (bash tests/http/install.sh). Usage:
-#   cargo build --release && bash bench/http_instructions.sh   [N=20000]
+#   cargo build --release && bash bench/http_instructions.sh   [N=20000 MODE=h1]
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-20000}
+MODE=${MODE:-h1}
+case $MODE in h1) LOAD=(--h1 -c 8) ;; h2c) LOAD=(-c 8 -m 8) ;; *) echo "MODE: h1 or h2c" >&2; exit 2 ;; esac
 D=$(mktemp -d); cd $D
 sed -e 's/LISTEN_PORT/25101/; s/UPSTREAM_PORT/25100/' "$ROOT/bench/conf/http-ferrymesh.json.tmpl" > fm.json
 ACCESS_LOG=off bash "$ROOT/tests/http/start-nginx.sh" 25100 $D/up > up.out 2>&1 &
 sleep 1
-valgrind --tool=callgrind --callgrind-out-file=$D/cg.out "$ROOT/target/release/ferrymesh" start -c fm.json --workers 1 2>vg.log & F=$!
+valgrind --tool=callgrind --callgrind-out-file=$D/cg.out "${FERRYMESH_BIN:-$ROOT/target/release/ferrymesh}" start -c fm.json --workers 1 2>vg.log & F=$!
 for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:25101/small && break; sleep 0.2; done
-h2load --h1 -n 200 -c 8 http://127.0.0.1:25101/small > /dev/null 2>&1
+h2load "${LOAD[@]}" -n 200 http://127.0.0.1:25101/small > /dev/null 2>&1
 callgrind_control -z $F >/dev/null 2>&1
-h2load --h1 -n $N -c 8 http://127.0.0.1:25101/small | grep -E "succeeded"
+h2load "${LOAD[@]}" -n $N http://127.0.0.1:25101/small | grep -E "succeeded"
 callgrind_control -d $F >/dev/null 2>&1
 sleep 1
 kill -INT $F; sleep 2; kill $F 2>/dev/null
 read -r _ _ npid < up.out; kill $npid 2>/dev/null; wait 2>/dev/null
 f=$(ls -S $D/cg.out* | head -1)
 total=$(grep -E "^(summary|totals):" $f | tail -1 | awk '{print $2}')
-echo "instructions/request: $((total / N))  ($f)"
+echo "$MODE instructions/request: $((total / N))  ($f)"
