@@ -38,20 +38,19 @@ use super::{ListenerCtx, WorkerCtx};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
 use crate::network::prefixed::Prefixed;
-use crate::protocol::http::{grpc_error_status, grpc_timeout, is_grpc, is_upgrade, strip_hop_by_hop, validate_request};
+use crate::protocol::http::{
+    grpc_error_status, grpc_timeout, is_grpc, is_upgrade, strip_hop_by_hop, validate_request, MAX_HEADER_COUNT,
+    MAX_HEAD_BYTES,
+};
 use crate::protocol::Protocol;
 use crate::router::{Redirect, RetryOn, RouteEntry, RouteInput, Target};
 use crate::stream::http::raw;
 use crate::stream::http::{Body, BoxError, HttpPool, LocalExec, SendError, Version};
 use hyper::body::Body as _;
 
-/// Request bodies up to this size (with a known length) are kept for retries.
-const REPLAY_LIMIT: u64 = 64 * 1024;
-/// HTTP/1.1 limits: the read buffer for a request head (hyper answers 431
-/// beyond it; `validate_request` holds the section to 60 KiB) and the header
-/// count (431 beyond).
-pub(super) const MAX_HEAD_BUFFER: usize = 96 * 1024;
-pub(super) const MAX_HEADERS: usize = 100;
+/// Request bodies up to this size (with a known length) are held whole: kept
+/// for retries here, and the largest the HTTP/1.1 pass-through forwards.
+pub(super) const REPLAY_LIMIT: usize = 64 * 1024;
 
 fn full(body: impl Into<Bytes>) -> Body {
     Body::new(Full::new(body.into()).map_err(|never| match never {}))
@@ -144,8 +143,8 @@ async fn serve_hyper(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(spec.header_read_timeout)
-                .max_buf_size(MAX_HEAD_BUFFER)
-                .max_headers(MAX_HEADERS)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .max_headers(MAX_HEADER_COUNT)
                 .serve_connection(TokioIo::new(Prefixed::new(read, stream)), service)
                 .with_upgrades();
             tokio::pin!(conn);
@@ -246,8 +245,8 @@ fn add_headers(h: &mut HeaderMap, list: &[crate::router::AddHeader]) {
 
 /// A proxy failure in the client's terms.
 fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
-    let message = err.to_string();
     if grpc {
+        let message = err.to_string();
         // Trailers-only: the status rides in the headers of an empty 200.
         let mut resp = Response::new(empty());
         let h = resp.headers_mut();
@@ -258,14 +257,10 @@ fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
         }
         return resp;
     }
-    let status = crate::protocol::http::error_status(err);
-    let body = match err {
-        ProxyError::DirectResponse { body, .. } => body.clone(),
-        _ => format!("{message}\n"),
-    };
+    let crate::protocol::http::HttpError { status, labelled, body } = crate::protocol::http::http_error(err);
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    if !matches!(err, ProxyError::DirectResponse { .. }) {
+    if labelled {
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         resp.headers_mut().insert("x-ferrymesh-error", HeaderValue::from_static(err.label()));
     }
@@ -353,7 +348,7 @@ async fn forward(
     // The client's head becomes the upstream's: moved, not copied.
     let mut upstream_head = upstream_request(ctx, parts, entry, host.as_deref(), upgrade)?;
     let no_body = length == Some(0) || (length.is_none() && body.is_end_stream());
-    let replayable = !entry.retry.on.is_empty() && (no_body || length.is_some_and(|l| l <= REPLAY_LIMIT));
+    let replayable = !entry.retry.on.is_empty() && (no_body || length.is_some_and(|l| l <= REPLAY_LIMIT as u64));
     let mut body = Some(if replayable && !no_body {
         let bytes = body
             .collect()
@@ -443,13 +438,7 @@ async fn forward(
             pool.host().inc_active();
             let sent = tokio::time::timeout_at(try_deadline, pool.send(sender, upstream_req)).await;
             pool.host().dec_active();
-            // A failed redial inside `send` comes after the head was handed
-            // over: it counts as a reset here, not as a connect that may go
-            // to another host.
-            let sent = sent.map(|r| match r {
-                Ok(resp) => Ok(downstream_response(resp, &mut downstream_upgrade, ctx)),
-                Err(SendError::Connect(why) | SendError::Reset(why)) => Err(SendError::Reset(why)),
-            });
+            let sent = sent.map(|r| r.map(|resp| downstream_response(resp, &mut downstream_upgrade, ctx)));
             (sent, can_retry)
         };
         match sent {

@@ -29,20 +29,16 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::http::{exhausted, request_id_bytes, strip_port, ConnCtx, MAX_HEADERS, MAX_HEAD_BUFFER};
+use super::http::{exhausted, request_id_bytes, strip_port, ConnCtx, REPLAY_LIMIT};
 use super::tries::{Next, Tries};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
-use crate::protocol::http::h1::{self, ConnectionTokens, Framing, Name};
-use crate::protocol::http::{error_status, MAX_HEADER_BYTES, MAX_URI_BYTES};
+use crate::protocol::http::h1::{self, BodyCursor, ConnectionTokens, Framing, Name};
+use crate::protocol::http::{http_error, HttpError, MAX_HEADER_BYTES, MAX_HEADER_COUNT, MAX_HEAD_BYTES, MAX_URI_BYTES};
 use crate::router::{HttpActions, RetryOn, RouteEntry, RouteInput, Target};
 use crate::stream::http::raw::{self, Broken, Head, READ_SPACE};
 use crate::stream::http::{HttpPool, SendError};
 use crate::upstream::Cluster;
-
-/// Largest request body held for forwarding (and for retries); a larger one
-/// goes to hyper's path, which streams it.
-const MAX_BODY: usize = 64 * 1024;
 
 /// How the pass-through left a connection.
 pub(super) enum Outcome {
@@ -87,24 +83,12 @@ struct Bufs {
 /// come back to the worker's spares when it goes idle: an idle HTTP/1.1
 /// connection holds no buffer, as an idle bolt connection holds none.
 mod spare {
-    use super::{raw, Bufs, BytesMut};
+    use super::Bufs;
+    use crate::stream::http::raw::spare::{KEEP, MAX_KEPT};
     use std::cell::RefCell;
-
-    /// Spares kept per worker, and the largest buffer worth keeping.
-    const KEEP: usize = 64;
-    const MAX_KEPT: usize = 256 * 1024;
 
     thread_local! {
         static EXCHANGE: RefCell<Vec<Bufs>> = const { RefCell::new(Vec::new()) };
-    }
-
-    pub(super) fn read_buf() -> BytesMut {
-        raw::spare::take()
-    }
-
-    /// Takes back an empty read buffer.
-    pub(super) fn give_read(b: BytesMut) {
-        raw::spare::give(b);
     }
 
     pub(super) fn bufs() -> Bufs {
@@ -135,9 +119,7 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
     // idle time while no request has started, the header-read time once a
     // head has, and the idle time again since the last bytes of a body.
     let mut tick = std::pin::pin!(tokio::time::sleep(spec.idle_timeout.min(spec.header_read_timeout)));
-    let mut waiting_since = Instant::now();
-    let mut head_since = waiting_since;
-    let mut body_since = waiting_since;
+    let mut since = Since::new();
     let mut served = 0u64;
     // Where to look for the end of the head from, and how many bytes the
     // request needs before it is looked at again (a head with a body still
@@ -162,7 +144,7 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
                     if buf.len() < whole {
                         spare::give_bufs(bufs);
                         need = whole;
-                        body_since = Instant::now();
+                        since.body = Instant::now();
                     } else {
                         bufs.req.extend_from_slice(&buf[request.head_len..whole]);
                         buf.advance(whole);
@@ -172,13 +154,12 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
                         let open = exchange(ctx, &mut client, request, &mut bufs).await;
                         spare::give_bufs(bufs);
                         if buf.is_empty() {
-                            spare::give_read(std::mem::take(&mut buf));
+                            raw::spare::give(std::mem::take(&mut buf));
                         }
                         if !open || close || worker.draining.get() {
                             return Outcome::Closed;
                         }
-                        waiting_since = Instant::now();
-                        head_since = waiting_since;
+                        since = Since::new();
                         continue;
                     }
                 }
@@ -186,7 +167,7 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
         } else if need == 0 {
             scanned = buf.len().saturating_sub(3);
         }
-        if buf.len() >= MAX_HEAD_BUFFER && need == 0 {
+        if buf.len() >= MAX_HEAD_BYTES && need == 0 {
             // hyper answers an oversized head with 431.
             return Outcome::Hyper(client, buf);
         }
@@ -204,17 +185,14 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
                     if r.is_err() {
                         return Outcome::Closed;
                     }
-                    buf = spare::read_buf();
+                    buf = raw::spare::take();
                 }
                 _ = drain.as_mut(), if !draining => draining = true,
                 _ = tick.as_mut() => {
-                    let due = waiting_since + spec.idle_timeout;
-                    let now = Instant::now();
-                    if now >= due {
+                    if rearm(tick.as_mut(), since.due(0, 0, spec), spec.header_read_timeout) {
                         debug!(peer = %ctx.peer, "closing idle HTTP/1.1 connection");
                         return Outcome::Closed;
                     }
-                    tick.as_mut().reset(due.min(now + spec.header_read_timeout));
                 }
             }
             if buf.capacity() == 0 {
@@ -228,41 +206,78 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
             biased;
             r = client.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => return Outcome::Closed,
-                Ok(_) if was_empty => head_since = Instant::now(),
-                Ok(_) if need > 0 => body_since = Instant::now(),
+                Ok(_) if was_empty => since.head = Instant::now(),
+                Ok(_) if need > 0 => since.body = Instant::now(),
                 Ok(_) => {}
             },
             _ = drain.as_mut(), if !draining => draining = true,
             _ = tick.as_mut() => {
-                let due = if buf.is_empty() {
-                    waiting_since + spec.idle_timeout
-                } else if need > 0 {
-                    body_since + spec.idle_timeout
-                } else {
-                    head_since + spec.header_read_timeout
-                };
-                let now = Instant::now();
-                if now >= due {
+                if rearm(tick.as_mut(), since.due(buf.len(), need, spec), spec.header_read_timeout) {
                     debug!(peer = %ctx.peer, partial = buf.len(), "closing HTTP/1.1 connection: idle, slow head or stalled body");
                     return Outcome::Closed;
                 }
-                tick.as_mut().reset(due.min(now + spec.header_read_timeout));
             }
         }
     }
 }
 
+/// Since when a connection has been waiting: for a request (idle), for the
+/// rest of a head, for more of a body.
+struct Since {
+    waiting: Instant,
+    head: Instant,
+    body: Instant,
+}
+
+impl Since {
+    fn new() -> Since {
+        let now = Instant::now();
+        Since { waiting: now, head: now, body: now }
+    }
+
+    /// When waiting gives up, with `buffered` bytes of a request read and
+    /// `need` bytes needed for its body: the idle time with none, the idle
+    /// time since the last bytes of a body, the header-read time for a head.
+    fn due(&self, buffered: usize, need: usize, spec: &crate::config::ListenerSpec) -> Instant {
+        if buffered == 0 {
+            self.waiting + spec.idle_timeout
+        } else if need > 0 {
+            self.body + spec.idle_timeout
+        } else {
+            self.head + spec.header_read_timeout
+        }
+    }
+}
+
+/// Re-arms the connection's timer toward `due`, never more than `step` ahead
+/// (so a deadline that moves closer is still met); true once `due` has passed.
+fn rearm(tick: std::pin::Pin<&mut tokio::time::Sleep>, due: Instant, step: std::time::Duration) -> bool {
+    let now = Instant::now();
+    if now >= due {
+        return true;
+    }
+    tick.reset(due.min(now + step));
+    false
+}
+
 /// Whether `buf` holds the empty line ending a head, looking from `from` on
 /// (so that a head arriving a byte at a time is not parsed again each time).
 fn has_head_end(buf: &[u8], from: usize) -> bool {
-    let tail = &buf[from.min(buf.len())..];
-    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+    let mut rest = &buf[from.min(buf.len())..];
+    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+        rest = &rest[i + 1..];
+        if rest.starts_with(b"\n") || rest.starts_with(b"\r\n") {
+            return true;
+        }
+    }
+    false
 }
+
 /// Parses, checks and routes the request at the start of `buf`, and writes
 /// its upstream head into `out`. `Prep::Hyper` for anything this path leaves
 /// to hyper's.
 fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADER_COUNT];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
         Ok(Status::Complete(n)) => n,
@@ -301,7 +316,8 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
             Name::ContentLength => {
                 lengths += 1;
                 match h1::content_length(f.value) {
-                    Some(n) if n <= MAX_BODY as u64 => length = n as usize,
+                    // A larger body goes to hyper's path, which streams it.
+                    Some(n) if n <= REPLAY_LIMIT as u64 => length = n as usize,
                     _ => return Prep::Hyper,
                 }
             }
@@ -543,7 +559,7 @@ fn response_head(
     close: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<Head<Answer>>, Broken> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADER_COUNT];
     let mut resp = httparse::Response::new(&mut headers);
     let facts = match raw::parse_head(up, request.head_method, &mut resp)? {
         Some(Head::Final(facts)) => facts,
@@ -596,70 +612,35 @@ async fn relay_body(
 ) -> bool {
     let Bufs { resp, up, .. } = bufs;
     let mut reusable = answer.reusable;
+    let mut body = BodyCursor::new(answer.framing);
     // The body bytes that came with the head go out in the same write.
-    let (mut left, mut chunked) = (0u64, None);
-    {
-        let first = &up[answer.head_len..];
-        let take = match answer.framing {
-            Framing::Empty => 0,
-            Framing::Length(n) => {
-                left = n - n.min(first.len() as u64);
-                n.min(first.len() as u64) as usize
-            }
-            Framing::Chunked => {
-                let mut scan = h1::ChunkedScan::default();
-                let Ok(k) = scan.feed(first) else {
-                    // Nothing has gone to the client yet: it gets a 502, then the close.
-                    warn!(peer = %ctx.peer, upstream = %pool.host().addr, "malformed chunked response body");
-                    ctx.worker.stats.count_error(&ProxyError::UpstreamReset);
-                    let _ = write_error(client, &ProxyError::UpstreamReset, true, resp).await;
-                    return false;
-                };
-                chunked = Some(scan);
-                k
-            }
-            Framing::UntilClose => first.len(),
-        };
-        reusable &= take == first.len();
-        resp.extend_from_slice(&first[..take]);
-    }
+    let first = &up[answer.head_len..];
+    let Ok(take) = body.feed(first) else {
+        // Nothing has gone to the client yet: it gets a 502, then the close.
+        warn!(peer = %ctx.peer, upstream = %pool.host().addr, "malformed chunked response body");
+        ctx.worker.stats.count_error(&ProxyError::UpstreamReset);
+        let _ = write_error(client, &ProxyError::UpstreamReset, true, resp).await;
+        return false;
+    };
+    reusable &= take == first.len();
+    resp.extend_from_slice(&first[..take]);
     if client.write_all(resp).await.is_err() {
         return false;
     }
-    loop {
-        let more = match (answer.framing, &chunked) {
-            (Framing::Length(_), _) => left > 0,
-            (Framing::Chunked, Some(scan)) => !scan.is_done(),
-            (Framing::UntilClose, _) => true,
-            _ => false,
-        };
-        if !more {
-            break;
-        }
+    while !body.is_done() {
         up.clear();
         up.reserve(2 * READ_SPACE);
         match conn.read_buf(up).await {
-            Ok(0) if answer.framing == Framing::UntilClose => break,
+            Ok(0) if body.close() => break,
             Ok(0) | Err(_) => {
                 warn!(peer = %ctx.peer, upstream = %pool.host().addr, "upstream closed inside a response body");
                 return false;
             }
             Ok(_) => {}
         }
-        let take = match (answer.framing, &mut chunked) {
-            (Framing::Length(_), _) => {
-                let t = left.min(up.len() as u64);
-                left -= t;
-                t as usize
-            }
-            (Framing::Chunked, Some(scan)) => match scan.feed(up) {
-                Ok(k) => k,
-                Err(_) => {
-                    warn!(peer = %ctx.peer, upstream = %pool.host().addr, "malformed chunked response body");
-                    return false;
-                }
-            },
-            _ => up.len(),
+        let Ok(take) = body.feed(up) else {
+            warn!(peer = %ctx.peer, upstream = %pool.host().addr, "malformed chunked response body");
+            return false;
         };
         reusable &= take == up.len();
         if client.write_all(&up[..take]).await.is_err() {
@@ -676,15 +657,10 @@ async fn relay_body(
 /// writes it). Returns whether the client connection stays usable.
 async fn write_error(client: &mut TcpStream, err: &ProxyError, close: bool, out: &mut Vec<u8>) -> bool {
     use std::io::Write as _;
-    let status = error_status(err);
-    let direct = matches!(err, ProxyError::DirectResponse { .. });
-    let body = match err {
-        ProxyError::DirectResponse { body, .. } => body.clone(),
-        _ => format!("{err}\n"),
-    };
+    let HttpError { status, labelled, body } = http_error(err);
     out.clear();
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
-    if !direct {
+    if labelled {
         push_header(out, b"content-type", b"text/plain");
         push_header(out, b"x-ferrymesh-error", err.label().as_bytes());
     }

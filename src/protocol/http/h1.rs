@@ -143,6 +143,76 @@ pub fn response_framing(
     Ok(length.map_or(Framing::UntilClose, Framing::Length))
 }
 
+/// Where a response body being read stands: how much more of what arrives
+/// belongs to it, by its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyCursor {
+    Length(u64),
+    Chunked(ChunkedScan),
+    UntilClose,
+    Done,
+}
+
+impl BodyCursor {
+    pub fn new(framing: Framing) -> BodyCursor {
+        match framing {
+            Framing::Empty | Framing::Length(0) => BodyCursor::Done,
+            Framing::Length(n) => BodyCursor::Length(n),
+            Framing::Chunked => BodyCursor::Chunked(ChunkedScan::default()),
+            Framing::UntilClose => BodyCursor::UntilClose,
+        }
+    }
+
+    /// How many of `bytes` belong to the body: all of them, or fewer when it
+    /// ends inside them.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, BadChunk> {
+        self.feed_with(bytes, &mut |_| {})
+    }
+
+    /// [`BodyCursor::feed`], handing over the body's data (decoded from its
+    /// chunks) and a chunked body's trailer bytes as they are found.
+    pub fn feed_with(&mut self, bytes: &[u8], on: &mut dyn FnMut(Piece<'_>)) -> Result<usize, BadChunk> {
+        let used = match self {
+            BodyCursor::Length(left) => {
+                let take = (*left).min(bytes.len() as u64);
+                *left -= take;
+                take as usize
+            }
+            BodyCursor::Chunked(scan) => return scan.feed_with(bytes, on).inspect(|_| self.settle()),
+            BodyCursor::UntilClose => bytes.len(),
+            BodyCursor::Done => 0,
+        };
+        if used > 0 {
+            on(Piece::Data(&bytes[..used]));
+        }
+        self.settle();
+        Ok(used)
+    }
+
+    fn settle(&mut self) {
+        let done = match self {
+            BodyCursor::Length(left) => *left == 0,
+            BodyCursor::Chunked(scan) => scan.is_done(),
+            _ => false,
+        };
+        if done {
+            *self = BodyCursor::Done;
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        *self == BodyCursor::Done
+    }
+
+    /// The upstream closed: whether that ended the body cleanly (only a body
+    /// read until the close, or one already complete).
+    pub fn close(&mut self) -> bool {
+        let clean = matches!(self, BodyCursor::UntilClose | BodyCursor::Done);
+        *self = BodyCursor::Done;
+        clean
+    }
+}
+
 /// Finds the end of a chunked body fed to it piece by piece, checking its
 /// syntax on the way (chunk sizes in hex, CRLF after each chunk, trailer
 /// lines, the final empty line).
@@ -327,6 +397,29 @@ mod tests {
         assert_eq!(total, body.len() - 4);
         // Not finished yet.
         assert_eq!(scan_all(b"5\r\nhel"), Ok((6, false)));
+    }
+
+    #[test]
+    fn body_cursor_takes_what_belongs_to_the_body() {
+        let mut c = BodyCursor::new(Framing::Length(5));
+        assert_eq!((c.feed(b"abc"), c.is_done()), (Ok(3), false));
+        assert_eq!((c.feed(b"deXX"), c.is_done()), (Ok(2), true));
+        assert_eq!(c.feed(b"more"), Ok(0));
+        let mut c = BodyCursor::new(Framing::Chunked);
+        let mut data = Vec::new();
+        let used = c
+            .feed_with(b"3\r\nabc\r\n0\r\n\r\nNEXT", &mut |p| {
+                if let Piece::Data(d) = p {
+                    data.extend_from_slice(d)
+                }
+            })
+            .unwrap();
+        assert_eq!((used, &data[..], c.is_done()), (13, &b"abc"[..], true));
+        assert!(BodyCursor::new(Framing::Empty).is_done());
+        let mut c = BodyCursor::new(Framing::UntilClose);
+        assert_eq!(c.feed(b"all of it"), Ok(9));
+        assert!(c.close(), "a close ends a body read until the close");
+        assert!(!BodyCursor::new(Framing::Length(3)).close(), "but cuts a sized one short");
     }
 
     #[test]

@@ -120,6 +120,11 @@ pub struct Invalid(pub &'static str, pub u16);
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
 /// Largest request target accepted.
 pub const MAX_URI_BYTES: usize = 16 * 1024;
+/// Largest HTTP/1.1 head read, request or response (a request head beyond it
+/// is answered 431; `validate_request` holds the header section to 60 KiB).
+pub const MAX_HEAD_BYTES: usize = 96 * 1024;
+/// Most header fields parsed in an HTTP/1.1 head (a request with more: 431).
+pub const MAX_HEADER_COUNT: usize = 100;
 
 /// Checks a parsed request for ambiguous framing, bad header bytes and size
 /// limits.
@@ -205,6 +210,24 @@ pub fn error_status(err: &ProxyError) -> StatusCode {
             StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         }
         ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A proxy failure as an HTTP answer: its status, its body, and whether it
+/// is labelled as ferrymesh's own (`content-type: text/plain` and
+/// `x-ferrymesh-error`); a route's direct response is sent as configured.
+pub struct HttpError {
+    pub status: StatusCode,
+    pub labelled: bool,
+    pub body: String,
+}
+
+pub fn http_error(err: &ProxyError) -> HttpError {
+    match err {
+        ProxyError::DirectResponse { body, .. } => {
+            HttpError { status: error_status(err), labelled: false, body: body.clone() }
+        }
+        _ => HttpError { status: error_status(err), labelled: true, body: format!("{err}\n") },
     }
 }
 

@@ -175,7 +175,9 @@ impl HttpPool {
 
     /// Sends `req` on `sender`. A stale keep-alive connection (closed by the
     /// upstream while idle) hands the request back unsent, and it is sent
-    /// again on a fresh connection.
+    /// again on a fresh connection. Every failure is a [`SendError::Reset`]:
+    /// the request is consumed, so even a failed redial leaves the caller
+    /// nothing to send elsewhere.
     pub async fn send(&self, sender: Sender, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
         match sender {
             Sender::H1(mut s) => {
@@ -192,7 +194,9 @@ impl HttpPool {
                             Some(unsent) => {
                                 debug!(addr = %self.host.addr, error = %e.error(), "stale upstream connection, redialling");
                                 req = unsent;
-                                s = self.dial_h1().await?;
+                                s = self.dial_h1().await.map_err(|e| match e {
+                                    SendError::Connect(why) | SendError::Reset(why) => SendError::Reset(why),
+                                })?;
                             }
                             None => return Err(SendError::Reset(e.into_error().to_string())),
                         },
@@ -247,7 +251,7 @@ impl HttpPool {
     }
 
     async fn dial(&self) -> Result<TokioIo<TcpStream>, SendError> {
-        self.host.connect(self.connect_timeout).await.map(TokioIo::new).map_err(SendError::Connect)
+        self.dial_raw().await.map(TokioIo::new)
     }
 
     async fn dial_h1(&self) -> Result<http1::SendRequest<Body>, SendError> {

@@ -18,16 +18,13 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::{BoxError, HttpPool, SendError};
-use crate::protocol::http::h1::{self, ChunkedScan, ConnectionTokens, Framing, Name};
+use crate::protocol::http::h1::{self, BodyCursor, ConnectionTokens, Framing, Name};
+use crate::protocol::http::{MAX_HEADER_COUNT, MAX_HEAD_BYTES};
 
 /// Free space made in a read buffer before each read: a read that does not
 /// fill it tells tokio the socket is drained, which saves a `recv` that would
 /// only say "nothing yet".
 pub const READ_SPACE: usize = 8 * 1024;
-/// Largest response head read.
-pub const MAX_HEAD: usize = 96 * 1024;
-/// Most response headers parsed.
-pub const MAX_HEADERS: usize = 100;
 /// Bodies up to this size that arrive with their head are copied out, so the
 /// read buffer is reused at once.
 const SMALL_BODY: u64 = 16 * 1024;
@@ -41,8 +38,8 @@ pub mod spare {
     use std::cell::RefCell;
 
     /// Spares kept per worker, and the largest buffer worth keeping.
-    const KEEP: usize = 64;
-    const MAX_KEPT: usize = 256 * 1024;
+    pub const KEEP: usize = 64;
+    pub const MAX_KEPT: usize = 256 * 1024;
 
     thread_local! {
         static BUFS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
@@ -137,7 +134,7 @@ async fn round_trip<T>(
             match parse(up)? {
                 Some(Head::Final(head)) => return Ok(head),
                 Some(Head::Interim(n)) => up.advance(n),
-                None if up.len() > MAX_HEAD => return Err(Broken::Bad("response head too large")),
+                None if up.len() > MAX_HEAD_BYTES => return Err(Broken::Bad("response head too large")),
                 None => break,
             }
         }
@@ -220,7 +217,7 @@ pub type ResponseHead = (Response<()>, Facts);
 /// headers and the framing ones are dropped (hyper frames the body itself).
 /// Usable as the parser of [`send`].
 pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<ResponseHead>>, Broken> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADER_COUNT];
     let mut parsed = httparse::Response::new(&mut headers);
     let facts = match parse_head(up, head_request, &mut parsed)? {
         Some(Head::Final(facts)) => facts,
@@ -275,24 +272,18 @@ pub fn request_bytes(head: &http::request::Parts, body: &[u8]) -> Vec<u8> {
     out
 }
 
-enum BodyState {
-    Length(u64),
-    /// The scanner, and the trailer section's bytes as they come.
-    Chunked(ChunkedScan, Vec<u8>),
-    UntilClose,
-    /// The whole body, already read (`None`: empty).
-    Whole(Option<Bytes>),
-    /// The body ended with trailers not yet handed over.
-    Trailers(HeaderMap),
-    Done,
-}
-
 /// A response body read from a raw upstream connection.
 pub struct RawBody {
     conn: Option<TcpStream>,
     pool: Rc<HttpPool>,
+    /// Bytes read and not yet handed over.
     buf: BytesMut,
-    state: BodyState,
+    body: BodyCursor,
+    /// A whole small body read with the head, handed over in one frame.
+    whole: Option<Bytes>,
+    /// A chunked body's trailer section as it comes, then parsed.
+    trailer: Vec<u8>,
+    trailers: Option<HeaderMap>,
     reusable: bool,
 }
 
@@ -301,32 +292,30 @@ impl RawBody {
     /// read from `conn`.
     pub fn new(pool: Rc<HttpPool>, conn: TcpStream, mut up: BytesMut, facts: &Facts) -> RawBody {
         up.advance(facts.head_len);
-        let whole = match facts.framing {
-            Framing::Empty => Some(0),
-            Framing::Length(n) if n as usize == up.len() && n <= SMALL_BODY => Some(n as usize),
-            _ => None,
+        let mut body = RawBody {
+            conn: Some(conn),
+            pool,
+            buf: up,
+            body: BodyCursor::new(facts.framing),
+            whole: None,
+            trailer: Vec::new(),
+            trailers: None,
+            reusable: facts.reusable,
         };
-        if let Some(n) = whole {
+        let small = matches!(facts.framing, Framing::Length(n) if n as usize == body.buf.len() && n <= SMALL_BODY);
+        if small || body.body.is_done() {
             // The whole body came with the head (the common small answer):
             // copied out, so the read buffer and the connection go back now.
-            let data = (n > 0).then(|| Bytes::copy_from_slice(&up[..n]));
-            spare::give(up);
-            let mut body = RawBody {
-                conn: Some(conn),
-                pool,
-                buf: BytesMut::new(),
-                state: BodyState::Whole(data),
-                reusable: facts.reusable,
-            };
+            if small {
+                body.whole = Some(Bytes::copy_from_slice(&body.buf));
+                body.body = BodyCursor::Done;
+            }
+            if body.buf.is_empty() || small {
+                spare::give(std::mem::take(&mut body.buf));
+            }
             body.release();
-            return body;
         }
-        let state = match facts.framing {
-            Framing::Length(n) => BodyState::Length(n),
-            Framing::Chunked => BodyState::Chunked(ChunkedScan::default(), Vec::new()),
-            _ => BodyState::UntilClose,
-        };
-        RawBody { conn: Some(conn), pool, buf: up, state, reusable: facts.reusable }
+        body
     }
 
     /// Gives the connection back to the pool if the exchange ended cleanly.
@@ -338,9 +327,11 @@ impl RawBody {
         }
     }
 
-    fn finish(&mut self) {
-        self.state = BodyState::Done;
-        self.release();
+    /// Ends the body with an error; the connection is closed.
+    fn fail(&mut self, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.body = BodyCursor::Done;
+        Poll::Ready(Some(Err(why.into())))
     }
 }
 
@@ -350,70 +341,43 @@ impl hyper::body::Body for RawBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(data) = this.whole.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
         loop {
             // What is buffered first.
-            match &mut this.state {
-                BodyState::Done => return Poll::Ready(None),
-                BodyState::Whole(data) => {
-                    let data = data.take();
-                    this.state = BodyState::Done;
-                    return Poll::Ready(data.map(|d| Ok(Frame::data(d))));
-                }
-                BodyState::Length(0) => {
-                    this.finish();
-                    return Poll::Ready(None);
-                }
-                BodyState::Length(left) if !this.buf.is_empty() => {
-                    let take = (*left).min(this.buf.len() as u64);
-                    *left -= take;
-                    let data = this.buf.split_to(take as usize).freeze();
-                    if *left == 0 {
-                        this.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                BodyState::Chunked(_, trailer) if trailer.len() > MAX_TRAILERS => {
-                    this.conn = None;
-                    this.state = BodyState::Done;
-                    return Poll::Ready(Some(Err("response trailers too large".into())));
-                }
-                BodyState::Chunked(scan, trailer) if !this.buf.is_empty() => {
-                    let mut data = BytesMut::new();
-                    let used = scan
-                        .feed_with(&this.buf, &mut |piece| match piece {
-                            h1::Piece::Data(d) => data.extend_from_slice(d),
-                            h1::Piece::Trailer(t) => trailer.extend_from_slice(t),
-                        })
-                        .map_err(|_| Box::<dyn std::error::Error + Send + Sync>::from("malformed chunked body"))?;
-                    this.buf.advance(used);
-                    if scan.is_done() {
-                        let trailers = parse_trailers(trailer);
-                        this.finish();
-                        if !data.is_empty() {
-                            // The trailers are lost only if the client stops reading here.
-                            this.state = match trailers {
-                                Some(t) => BodyState::Trailers(t),
-                                None => BodyState::Done,
-                            };
-                            return Poll::Ready(Some(Ok(Frame::data(data.freeze()))));
-                        }
-                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
-                    }
-                    if !data.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(data.freeze()))));
-                    }
-                }
-                BodyState::UntilClose if !this.buf.is_empty() => {
-                    let data = this.buf.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                BodyState::Trailers(_) => {
-                    let BodyState::Trailers(t) = std::mem::replace(&mut this.state, BodyState::Done) else {
-                        unreachable!()
+            if !this.buf.is_empty() && !this.body.is_done() {
+                let data = if matches!(this.body, BodyCursor::Chunked(_)) {
+                    // Chunks are decoded: their data is copied out.
+                    let (mut data, trailer) = (BytesMut::new(), &mut this.trailer);
+                    let Ok(used) = this.body.feed_with(&this.buf, &mut |piece| match piece {
+                        h1::Piece::Data(d) => data.extend_from_slice(d),
+                        h1::Piece::Trailer(t) => trailer.extend_from_slice(t),
+                    }) else {
+                        return this.fail("malformed chunked body");
                     };
-                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                    this.buf.advance(used);
+                    if this.trailer.len() > MAX_TRAILERS {
+                        return this.fail("response trailers too large");
+                    }
+                    data.freeze()
+                } else {
+                    // Everything taken is data: handed over without a copy.
+                    let used = this.body.feed(&this.buf).unwrap_or(0);
+                    this.buf.split_to(used).freeze()
+                };
+                if this.body.is_done() {
+                    this.trailers = parse_trailers(&this.trailer);
+                    this.release();
                 }
-                _ => {}
+                if !data.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                continue;
+            }
+            if this.body.is_done() {
+                this.release();
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
             }
             // Then more from the socket.
             let Some(conn) = this.conn.as_mut() else {
@@ -422,27 +386,24 @@ impl hyper::body::Body for RawBody {
             this.buf.reserve(2 * READ_SPACE);
             let n = ready!(tokio_util::io::poll_read_buf(Pin::new(conn), cx, &mut this.buf))?;
             if n == 0 {
-                if matches!(this.state, BodyState::UntilClose) {
-                    this.reusable = false;
-                    this.finish();
+                if this.body.close() {
+                    this.conn = None;
                     return Poll::Ready(None);
                 }
-                this.conn = None;
-                this.state = BodyState::Done;
-                return Poll::Ready(Some(Err("upstream closed inside a response body".into())));
+                return this.fail("upstream closed inside a response body");
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, BodyState::Done | BodyState::Length(0) | BodyState::Whole(None))
+        self.whole.is_none() && self.body.is_done() && self.trailers.is_none()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        match &self.state {
-            BodyState::Length(n) => hyper::body::SizeHint::with_exact(*n),
-            BodyState::Whole(d) => hyper::body::SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-            BodyState::Done => hyper::body::SizeHint::with_exact(0),
+        match (&self.whole, self.body) {
+            (Some(d), _) => hyper::body::SizeHint::with_exact(d.len() as u64),
+            (None, BodyCursor::Length(n)) => hyper::body::SizeHint::with_exact(n),
+            (None, BodyCursor::Done) if self.trailers.is_none() => hyper::body::SizeHint::with_exact(0),
             _ => hyper::body::SizeHint::default(),
         }
     }
@@ -456,7 +417,7 @@ fn parse_trailers(raw: &[u8]) -> Option<HeaderMap> {
     }
     let mut section = raw.to_vec();
     section.extend_from_slice(b"\r\n");
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADER_COUNT];
     let Ok(httparse::Status::Complete((_, parsed))) = httparse::parse_headers(&section, &mut headers) else {
         return None;
     };
