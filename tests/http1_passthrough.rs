@@ -70,6 +70,9 @@ enum After {
     KeepServing,
     /// Reads the next request and closes without answering it.
     DropNext,
+    /// Answers once, closes its sending side, then notes (as a head
+    /// `<closed by proxy>`) when ferrymesh closes the connection too.
+    HalfCloseAfterAnswer,
 }
 
 impl Scripted {
@@ -160,6 +163,13 @@ async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, aft
             }
         };
         if sock.write_all(&reply).await.is_err() || then_close {
+            return;
+        }
+        if after == After::HalfCloseAfterAnswer {
+            let _ = sock.shutdown().await;
+            let mut rest = [0u8; 64];
+            while matches!(sock.read(&mut rest).await, Ok(n) if n > 0) {}
+            heads.lock().unwrap().push("<closed by proxy>".into());
             return;
         }
     }
@@ -524,4 +534,39 @@ async fn http2_requests_redial_a_closed_pooled_connection() {
         assert_eq!(status, 200, "{path}");
     }
     assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_swept() {
+    let up = Scripted::start(After::HalfCloseAfterAnswer).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let mut c = Conn::open(proxy.addr).await;
+    c.send(b"GET /once HTTP/1.1\r\nHost: e\r\n\r\n").await;
+    assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
+    // Idle in the pool, the upstream's close is noticed by the sweeper (every
+    // 5 s) without any request coming to take the connection.
+    let t0 = std::time::Instant::now();
+    while !up.heads().iter().any(|h| h == "<closed by proxy>") {
+        assert!(t0.elapsed() < Duration::from_secs(12), "the pooled connection was never closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_accepted_before_a_drain_gets_its_first_answer() {
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let mut proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let mut c = Conn::open(proxy.addr).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.send(b"GET /late HTTP/1.1\r\nHost: e\r\n\r\n").await;
+    let (head, _) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert!(c.closed().await);
+    let code = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(code, Some(0));
 }
