@@ -105,7 +105,8 @@ async fn filters_answer_directly_or_change_headers() {
 #[tokio::test]
 async fn connect_failures_are_retried_on_another_host() {
     let live = Upstream::start("live", Mode::Echo).await;
-    let dead = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead_host = DeadHost::new();
+    let dead = dead_host.addr();
     let port = free_port();
     let proxy = Proxy::start(&config(port, vec![route_all("c")], vec![cluster("c", &[dead, live.addr])]), 1);
     let mut cl = Client::connect(proxy.addr).await;

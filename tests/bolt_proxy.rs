@@ -191,7 +191,8 @@ async fn route_timeout_answers_and_late_responses_are_dropped() {
 /// (e) No route, no hosts, hosts that refuse connections, direct responses.
 #[tokio::test]
 async fn proxy_failures_get_mosn_statuses() {
-    let dead = free_port();
+    let dead_host = DeadHost::new();
+    let dead = dead_host.addr().port();
     let port = free_port();
     let routes = vec![
         json!({"match": {"headers": [{"name": "service", "value": "empty"}]}, "route": {"cluster_name": "empty"}}),

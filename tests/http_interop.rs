@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
-use support::{free_port, Proxy};
+use support::{free_port, DeadHost, Proxy};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -84,7 +84,8 @@ fn config(port: u16, downstream: &str, upstream: &str, routes: Value, clusters: 
 #[test]
 fn grpcio_client_and_server_through_ferrymesh() {
     let (_server, addr) = grpc_server("alpha");
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead_host = DeadHost::new();
+    let dead = dead_host.addr();
     let routes = json!([
         {"match": {"prefix": "/echo.Echo/Slow"}, "route": {"cluster_name": "grpc", "timeout": "300ms"}},
         {"match": {"prefix": "/echo.Echo/"}, "route": {"cluster_name": "grpc"}},

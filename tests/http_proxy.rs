@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use support::http::*;
-use support::{free_port, Proxy};
+use support::{free_port, DeadHost, Proxy};
 
 /// A config with one HTTP listener (`downstream`, `upstream` protocols).
 fn http_config(port: u16, downstream: &str, upstream: &str, vhosts: Value, clusters: Vec<Value>) -> Value {
@@ -235,7 +235,8 @@ async fn proxy_headers_hop_by_hop_and_keepalive_pool() {
 #[tokio::test]
 async fn errors_in_http_and_grpc_form() {
     let up = HttpUpstream::start("up", true).await;
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead_host = DeadHost::new();
+    let dead = dead_host.addr();
     let vhosts = json!([{"name": "all", "domains": ["*"], "routers": [
         {"match": {"prefix": "/nohost"}, "route": {"cluster_name": "empty"}},
         {"match": {"prefix": "/dead"}, "route": {"cluster_name": "dead"}},
@@ -271,7 +272,8 @@ async fn errors_in_http_and_grpc_form() {
 async fn retries_5xx_on_another_host_and_respects_policy() {
     let bad = HttpUpstream::start("bad", false).await;
     let good = HttpUpstream::start("good", false).await;
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead_host = DeadHost::new();
+    let dead = dead_host.addr();
     let vhosts = json!([{"name": "all", "domains": ["*"], "routers": [
         {"match": {"prefix": "/status/"}, "route": {"cluster_name": "mixed", "retry_policy": {"retry_on": "5xx", "num_retries": 2}}},
         {"match": {"prefix": "/codes/"}, "route": {"cluster_name": "bad_only", "prefix_rewrite": "/status/",

@@ -24,6 +24,24 @@ pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// An address that refuses connections for as long as this lives: a socket
+/// bound to it that never listens. A merely free port is not enough for a
+/// dead host: another test may take it, or a dial to it may pick it as its own
+/// source port and connect to itself (TCP simultaneous open).
+pub struct DeadHost(socket2::Socket);
+
+impl DeadHost {
+    pub fn new() -> DeadHost {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind");
+        DeadHost(s)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.0.local_addr().ok().and_then(|a| a.as_socket()).expect("bound address")
+    }
+}
+
 /// What an upstream does with requests.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Mode {
