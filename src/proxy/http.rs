@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::headers::{self, Framing, HostRule, Rules};
 use super::tries::{Next, Tries};
 use super::{ListenerCtx, WorkerCtx};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
@@ -43,7 +44,7 @@ use crate::protocol::http::{
     MAX_HEAD_BYTES,
 };
 use crate::protocol::Protocol;
-use crate::router::{Redirect, RetryOn, RouteEntry, RouteInput, Target};
+use crate::router::{HttpActions, Redirect, RetryOn, RouteEntry, RouteInput, Target};
 use crate::stream::http::raw;
 use crate::stream::http::{Body, BoxError, HttpPool, LocalExec, SendError, Version};
 use hyper::body::Body as _;
@@ -345,8 +346,6 @@ async fn forward(
     // A small body of known length is kept so a retry can send it again.
     let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let version = parts.version;
-    // The client's head becomes the upstream's: moved, not copied.
-    let mut upstream_head = upstream_request(ctx, parts, entry, host.as_deref(), upgrade)?;
     let no_body = length == Some(0) || (length.is_none() && body.is_end_stream());
     let replayable = !entry.retry.on.is_empty() && (no_body || length.is_some_and(|l| l <= REPLAY_LIMIT as u64));
     let mut body = Some(if replayable && !no_body {
@@ -366,17 +365,18 @@ async fn forward(
     });
 
     // A request whose whole body is in hand goes to an HTTP/1.1 upstream on a
-    // raw pooled connection (`stream::http::raw`, the pass-through's): no
-    // hyper client task, no dispatch channel. Streaming bodies and upgrades
-    // stay on hyper's client.
+    // raw pooled connection (`stream::http::raw`, the pass-through's), its
+    // bytes written straight from the client's head: no hyper client task,
+    // no dispatch channel, no upstream `HeaderMap`. Streaming bodies and
+    // upgrades stay on hyper's client.
     let raw_request = match &body {
         Some(ReqBody::Replay(b)) if ctx.upstream == Version::Http1 && !upgrade => {
-            Some(raw::request_bytes(&upstream_head, b))
+            Some(raw_request(ctx, &parts, &entry.http, host.as_deref(), b))
         }
         _ => None,
     };
-    let idempotent = upstream_head.method.is_idempotent();
-    let head_request = upstream_head.method == http::Method::HEAD;
+    let idempotent = parts.method.is_idempotent();
+    let head_request = parts.method == http::Method::HEAD;
     let mut downstream_upgrade = downstream_upgrade;
 
     let mut tries = Tries::new(entry, &cluster, hash_key.as_deref(), deadline);
@@ -427,13 +427,8 @@ async fn forward(
                 Some(ReqBody::Stream(s)) => s,
                 None => break,
             };
-            // The head is cloned only while another try may need it.
             let can_retry = body.is_some() && tries.more_left() && policy_retries;
-            let head = if can_retry {
-                clone_head(&upstream_head)
-            } else {
-                std::mem::replace(&mut upstream_head, Request::new(()).into_parts().0)
-            };
+            let head = upstream_request(ctx, &parts, entry, host.as_deref(), upgrade)?;
             let upstream_req = Request::from_parts(head, req_body);
             pool.host().inc_active();
             let sent = tokio::time::timeout_at(try_deadline, pool.send(sender, upstream_req)).await;
@@ -533,78 +528,67 @@ impl hyper::body::Body for Prepend {
     }
 }
 
-/// A copy of a request head, for a try that may be followed by another.
-fn clone_head(head: &http::request::Parts) -> http::request::Parts {
-    let mut b = Request::builder().method(head.method.clone()).uri(head.uri.clone()).version(head.version);
-    if let Some(h) = b.headers_mut() {
-        *h = head.headers.clone();
-    }
-    b.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| Request::new(()).into_parts().0)
+/// A `HeaderMap` entry as the header rules take it.
+fn pair<'a>((name, value): (&'a http::HeaderName, &'a HeaderValue)) -> (&'a str, &'a [u8]) {
+    (name.as_str(), value.as_bytes())
 }
 
+/// What an HTTP/1.1 upstream gets as `Host`: the route's rewrite; else an
+/// absolute-form target's or HTTP/2's authority, which wins over any Host
+/// header (RFC 9112 §3.2.2); else the client's Host; else the routed host.
+fn http1_host<'a>(parts: &'a http::request::Parts, http: &'a HttpActions, host: Option<&'a str>) -> HostRule<'a> {
+    if let Some(h) = &http.host_rewrite {
+        return HostRule::Set(h.as_bytes());
+    }
+    match parts.uri.authority() {
+        Some(a) => HostRule::Set(a.as_str().as_bytes()),
+        None if parts.headers.contains_key(header::HOST) => HostRule::AsSent,
+        None => HostRule::Set(host.unwrap_or("localhost").as_bytes()),
+    }
+}
+
+/// The HTTP/1.1 bytes of a request whose whole body is in hand, for a raw
+/// upstream connection.
+fn raw_request(
+    ctx: &ConnCtx,
+    parts: &http::request::Parts,
+    http: &HttpActions,
+    host: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
+    let rules = Rules {
+        http,
+        method: parts.method.as_str(),
+        peer_ip: ctx.peer_ip.as_bytes(),
+        host: http1_host(parts, http, host),
+        framing: Framing::Whole(body.len()),
+        upgrade: false,
+    };
+    let mut out = Vec::with_capacity(512 + body.len());
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    headers::write_request_head(&mut out, target, || parts.headers.iter().map(pair), &rules);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The head of one try on hyper's client, made from the client's.
 fn upstream_request(
     ctx: &ConnCtx,
-    mut parts: http::request::Parts,
+    parts: &http::request::Parts,
     entry: &RouteEntry,
     host: Option<&str>,
     upgrade: bool,
 ) -> Result<http::request::Parts, ProxyError> {
-    let headers = &mut parts.headers;
-    strip_hop_by_hop(headers, upgrade);
-    headers.remove(header::EXPECT);
-    // x-forwarded-for: append the client's address.
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => {
-            HeaderValue::from_str(&format!("{prev}, {}", ctx.peer.ip())).map_err(|_| ProxyError::Codec)?
-        }
-        _ => ctx.peer_ip.clone(),
+    let http = &entry.http;
+    let pq = match headers::upstream_target(http, parts.uri.path_and_query().map_or("/", |p| p.as_str())) {
+        ("", _) => parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        (front, rest) => format!("{front}{rest}").parse().map_err(|_| ProxyError::Codec)?,
     };
-    headers.insert("x-forwarded-for", xff);
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    }
-    if !headers.contains_key("x-request-id") {
-        headers.insert("x-request-id", request_id());
-    }
-    for name in &entry.http.request_remove {
-        headers.remove(name);
-    }
-    add_headers(headers, &entry.http.request_add);
-
-    // Path, with the matched prefix rewritten.
-    let rewritten = match (&entry.http.prefix_rewrite, parts.uri.path_and_query()) {
-        (Some((prefix, with)), Some(pq)) if pq.as_str().starts_with(prefix.as_str()) => Some(
-            format!("{with}{}", &pq.as_str()[prefix.len()..])
-                .parse::<http::uri::PathAndQuery>()
-                .map_err(|_| ProxyError::Codec)?,
-        ),
-        _ => None,
-    };
-    let pq = match rewritten {
-        Some(pq) => pq,
-        None => parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    };
-    // Host / :authority: kept as the client sent it, unless rewritten.
-    let rewrite_host = entry.http.host_rewrite.clone();
-    let (uri, version) = match ctx.upstream {
-        Version::Http1 => {
-            let headers = &mut parts.headers;
-            match rewrite_host {
-                Some(h) => {
-                    headers.insert(header::HOST, h);
-                }
-                None if parts.uri.authority().is_some() || !headers.contains_key(header::HOST) => {
-                    // An absolute-form target (RFC 9112 §3.2.2) or an HTTP/2
-                    // :authority wins over any Host header.
-                    let a = parts.uri.authority().map(|a| a.as_str()).or(host).unwrap_or("localhost");
-                    headers.insert(header::HOST, HeaderValue::from_str(a).map_err(|_| ProxyError::Codec)?);
-                }
-                None => {}
-            }
-            (Uri::from(pq), http::Version::HTTP_11)
-        }
+    let (host_rule, uri, version) = match ctx.upstream {
+        Version::Http1 => (http1_host(parts, http, host), Uri::from(pq), http::Version::HTTP_11),
         Version::Http2 => {
-            let authority = match rewrite_host {
+            // The authority rides in the URI (`:authority`), never as Host.
+            let authority = match &http.host_rewrite {
                 Some(h) => h.to_str().map_err(|_| ProxyError::Codec)?.to_string(),
                 None => parts
                     .uri
@@ -614,42 +598,27 @@ fn upstream_request(
                     .or_else(|| host.map(str::to_string))
                     .unwrap_or_else(|| ctx.peer.to_string()),
             };
-            parts.headers.remove(header::HOST);
             let mut up = http::uri::Parts::default();
             up.scheme = Some(http::uri::Scheme::HTTP);
             up.authority = Some(authority.parse().map_err(|_| ProxyError::Codec)?);
             up.path_and_query = Some(pq);
-            (Uri::from_parts(up).map_err(|_| ProxyError::Codec)?, http::Version::HTTP_2)
+            (HostRule::Drop, Uri::from_parts(up).map_err(|_| ProxyError::Codec)?, http::Version::HTTP_2)
         }
     };
-    parts.uri = uri;
-    parts.version = version;
-    Ok(parts)
-}
-
-/// A random UUID v4, as `x-request-id` (formatted by hand: this runs for most
-/// requests, and `format!` costs several times more).
-fn request_id() -> HeaderValue {
-    HeaderValue::from_bytes(&request_id_bytes()).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
-/// The bytes of a random UUID v4.
-pub(super) fn request_id_bytes() -> [u8; 36] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let a = (fastrand::u64(..) & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    let b = (fastrand::u64(..) & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    let bits = (u128::from(a) << 64) | u128::from(b);
-    let mut out = [0u8; 36];
-    let mut nibble = 32;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *slot = b'-';
-        } else {
-            nibble -= 1;
-            *slot = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
-        }
-    }
-    out
+    let rules = Rules {
+        http,
+        method: parts.method.as_str(),
+        peer_ip: ctx.peer_ip.as_bytes(),
+        host: host_rule,
+        framing: Framing::AsSent,
+        upgrade,
+    };
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers::request_header_map(|| parts.headers.iter().map(pair), &rules)?;
+    Ok(req.into_parts().0)
 }
 
 fn redirect<B>(req: &Request<B>, host: Option<&str>, r: &Redirect) -> Response<Body> {
@@ -722,21 +691,6 @@ async fn raw_exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_ids_are_uuid_v4() {
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..1000 {
-            let id = request_id();
-            let s = id.to_str().unwrap();
-            let parts: Vec<&str> = s.split('-').collect();
-            assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![8, 4, 4, 4, 12], "{s}");
-            assert!(s.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
-            assert!(parts[2].starts_with('4'), "version 4: {s}");
-            assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'), "RFC 4122 variant: {s}");
-            assert!(seen.insert(s.to_string()));
-        }
-    }
 
     #[test]
     fn ports_are_stripped_from_hosts() {

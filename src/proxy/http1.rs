@@ -29,7 +29,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::http::{exhausted, request_id_bytes, strip_port, ConnCtx, REPLAY_LIMIT};
+use super::headers::{self, push_header, HostRule, Rules};
+use super::http::{exhausted, strip_port, ConnCtx, REPLAY_LIMIT};
 use super::tries::{Next, Tries};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
@@ -302,7 +303,6 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     // may handle the request at all.
     let (mut host, mut hosts, mut length, mut lengths, mut size) = (None, 0, 0usize, 0, 0);
     let mut connection = ConnectionTokens::default();
-    let (mut has_proto, mut has_id) = (false, false);
     for f in fields {
         size += f.name.len() + f.value.len() + 4;
         if h1::has_control(f.value) {
@@ -324,8 +324,6 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
             Name::TransferEncoding | Name::Upgrade | Name::Expect => return Prep::Hyper,
             Name::Connection => connection.add(f.value),
             Name::ContentType if f.value.starts_with(b"application/grpc") => return Prep::Hyper,
-            Name::XForwardedProto => has_proto = true,
-            Name::XRequestId => has_id = true,
             _ => {}
         }
     }
@@ -364,62 +362,16 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
 
     // The upstream head.
     let http = &route.http;
+    let rules = Rules {
+        http,
+        method,
+        peer_ip: ctx.peer_ip.as_bytes(),
+        host: http.host_rewrite.as_ref().map_or(HostRule::AsSent, |h| HostRule::Set(h.as_bytes())),
+        framing: headers::Framing::AsSent,
+        upgrade: false,
+    };
     out.clear();
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    match &http.prefix_rewrite {
-        Some((prefix, with)) if target.starts_with(prefix.as_str()) => {
-            out.extend_from_slice(with.as_bytes());
-            out.extend_from_slice(&target.as_bytes()[prefix.len()..]);
-        }
-        _ => out.extend_from_slice(target.as_bytes()),
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut xff: Option<Vec<u8>> = None;
-    for f in fields {
-        match h1::classify(f.name) {
-            Name::Connection | Name::HopByHop => continue,
-            // `te: trailers` is end to end (gRPC needs it); other TE values are not.
-            Name::Te if !f.value.trim_ascii().eq_ignore_ascii_case(b"trailers") => continue,
-            Name::Host if http.host_rewrite.is_some() => continue,
-            Name::XForwardedFor => {
-                let v = f.value.trim_ascii();
-                if !v.is_empty() {
-                    let joined = xff.get_or_insert_with(Vec::new);
-                    if !joined.is_empty() {
-                        joined.extend_from_slice(b", ");
-                    }
-                    joined.extend_from_slice(v);
-                }
-                continue;
-            }
-            _ => {}
-        }
-        if !replaced(http, f.name) {
-            push_header(out, f.name.as_bytes(), f.value);
-        }
-    }
-    if let Some(h) = &http.host_rewrite {
-        push_header(out, b"host", h.as_bytes());
-    }
-    if !replaced(http, "x-forwarded-for") {
-        let mut v = xff.unwrap_or_default();
-        if !v.is_empty() {
-            v.extend_from_slice(b", ");
-        }
-        v.extend_from_slice(ctx.peer_ip.as_bytes());
-        push_header(out, b"x-forwarded-for", &v);
-    }
-    if !has_proto && !replaced(http, "x-forwarded-proto") {
-        push_header(out, b"x-forwarded-proto", b"http");
-    }
-    if !has_id && !replaced(http, "x-request-id") {
-        push_header(out, b"x-request-id", &request_id_bytes());
-    }
-    for a in &http.request_add {
-        push_header(out, a.name.as_str().as_bytes(), a.value.as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
+    headers::write_request_head(out, target, || fields.iter().map(|f| (f.name, f.value)), &rules);
 
     Prep::Ready(Prepared {
         head_len,
@@ -449,23 +401,10 @@ fn touches_framing(http: &HttpActions) -> bool {
         || http.request_add.iter().chain(&http.response_add).any(|a| framing(a.name.as_str()))
 }
 
-/// Whether the route removes the request header `name` or sets it anew.
-fn replaced(http: &HttpActions, name: &str) -> bool {
-    http.request_remove.iter().any(|n| n.as_str().eq_ignore_ascii_case(name))
-        || http.request_add.iter().any(|a| !a.append && a.name.as_str().eq_ignore_ascii_case(name))
-}
-
 /// Whether the route removes the response header `name` or sets it anew.
 fn replaced_in_response(http: &HttpActions, name: &str) -> bool {
     http.response_remove.iter().any(|n| n.as_str().eq_ignore_ascii_case(name))
         || http.response_add.iter().any(|a| !a.append && a.name.as_str().eq_ignore_ascii_case(name))
-}
-
-fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// A response head, rewritten for the client in `Bufs::resp`.

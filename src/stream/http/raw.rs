@@ -244,34 +244,6 @@ pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<Respo
     Ok(Some(Head::Final((response, facts))))
 }
 
-/// The bytes of an HTTP/1.1 request with its whole body: the head as hyper's
-/// path built it, framed here by the body in hand alone (whatever
-/// Content-Length or Transfer-Encoding the head carries, a route's header
-/// operations included, is dropped: they could only make it ambiguous).
-pub fn request_bytes(head: &http::request::Parts, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + body.len());
-    out.extend_from_slice(head.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(head.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &head.headers {
-        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    let body_expected = !matches!(head.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE");
-    if !body.is_empty() || body_expected {
-        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
-    out
-}
-
 /// A response body read from a raw upstream connection.
 pub struct RawBody {
     conn: Option<TcpStream>,
@@ -442,25 +414,6 @@ fn parse_trailers(raw: &[u8]) -> Option<HeaderMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_bytes_are_framed_by_the_body_alone() {
-        let req = http::Request::post("/p?q=1")
-            .header("host", "e")
-            .header("content-length", "99")
-            .header("transfer-encoding", "chunked")
-            .header("x-a", "1")
-            .body(())
-            .unwrap();
-        let (head, ()) = req.into_parts();
-        let out = String::from_utf8(request_bytes(&head, b"hello")).unwrap();
-        assert_eq!(out, "POST /p?q=1 HTTP/1.1\r\nhost: e\r\nx-a: 1\r\ncontent-length: 5\r\n\r\nhello");
-        let (head, ()) = http::Request::get("/").header("host", "e").body(()).unwrap().into_parts();
-        let out = String::from_utf8(request_bytes(&head, b"")).unwrap();
-        assert_eq!(out, "GET / HTTP/1.1\r\nhost: e\r\n\r\n", "no length for a bodiless GET");
-        let (head, ()) = http::Request::post("/").header("host", "e").body(()).unwrap().into_parts();
-        assert!(String::from_utf8(request_bytes(&head, b"")).unwrap().ends_with("content-length: 0\r\n\r\n"));
-    }
 
     #[test]
     fn trailers_keep_only_message_fields() {
