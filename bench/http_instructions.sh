@@ -23,6 +23,9 @@ callgrind_control -d $F >/dev/null 2>&1
 sleep 1
 kill -INT $F; sleep 2; kill $F 2>/dev/null
 read -r _ _ npid < up.out; kill $npid 2>/dev/null; wait 2>/dev/null
-f=$(ls -S $D/cg.out* | head -1)
-total=$(grep -E "^(summary|totals):" $f | tail -1 | awk '{print $2}')
+# The dump with the most instructions is the one of the measured requests
+# (the one written at exit holds only the shutdown).
+read -r total f < <(for c in $D/cg.out*; do
+    echo "$(grep -E "^(summary|totals):" "$c" | tail -1 | awk '{print $2}') $c"
+done | sort -rn | head -1)
 echo "$MODE instructions/request: $((total / N))  ($f)"
