@@ -9,9 +9,6 @@ use tracing::{error, warn};
 
 use ferrymesh::config::{self, Settings};
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "ferrymesh", version, about = "A service-mesh data plane: MOSN-compatible sidecar and gateway")]
 struct Cli {
