@@ -499,6 +499,11 @@ async fn http2_requests_reach_an_http1_upstream_on_raw_connections() {
     let seen = String::from_utf8(body).unwrap();
     assert!(seen.starts_with("GET /echo HTTP/1.1\r\n") && seen.contains("host: example.com\r\n"), "{seen}");
     assert!(seen.contains("x-added: yes\r\n") && seen.contains("x-forwarded-for: 127.0.0.1\r\n"), "{seen}");
+    // The head is written straight from the HTTP/2 request: one Host (from
+    // :authority), the generated fields, and no length for a bodiless GET.
+    assert_eq!(seen.matches("host:").count(), 1, "{seen}");
+    assert!(seen.contains("x-forwarded-proto: http\r\n") && seen.contains("x-request-id: "), "{seen}");
+    assert!(!seen.contains("content-length"), "{seen}");
 
     let (status, headers, body, trailers) = h2_get(&mut c, "GET", "/v1/chunked").await;
     assert_eq!((status, &body[..]), (200, &b"hello world"[..]));

@@ -317,6 +317,32 @@ async fn retries_5xx_on_another_host_and_respects_policy() {
     }
 }
 
+/// Every try of a request carries the same x-request-id: on the HTTP/1.1
+/// pass-through and on hyper's HTTP/2 client, whose head is cloned per try.
+#[tokio::test]
+async fn every_try_carries_the_same_request_id() {
+    for h2 in [false, true] {
+        let a = HttpUpstream::start("a", h2).await;
+        let b = HttpUpstream::start("b", h2).await;
+        let vhosts = json!([{"name": "all", "domains": ["*"], "routers": [{"match": {"prefix": "/"},
+            "route": {"cluster_name": "c", "retry_policy": {"retry_on": "5xx", "num_retries": 2}}}]}]);
+        let port = free_port();
+        let upstream = if h2 { "Http2" } else { "Http1" };
+        let proxy =
+            Proxy::start(&http_config(port, "Http1", upstream, vhosts, vec![cluster("c", &[a.addr, b.addr])]), 1);
+        let resp = send(proxy.addr, false, get("/status/503")).await;
+        assert_eq!(resp.status.as_u16(), 503, "h2 upstream: {h2}");
+        let ids: Vec<String> = a
+            .seen()
+            .iter()
+            .chain(b.seen().iter())
+            .filter_map(|r| r.header("x-request-id").map(str::to_string))
+            .collect();
+        assert_eq!(ids.len(), 3, "1 try + 2 retries, each with an id (h2 upstream: {h2}): {ids:?}");
+        assert!(ids.iter().all(|id| id == &ids[0] && id.len() == 36), "h2 upstream: {h2}: {ids:?}");
+    }
+}
+
 #[tokio::test]
 async fn streams_large_bodies_with_bounded_memory() {
     let up = HttpUpstream::start("up", false).await;

@@ -14,7 +14,10 @@
 //!   address; `x-forwarded-proto: http` and a generated `x-request-id` when
 //!   the client sent none;
 //! - the route's removals and additions: a header the route removes or sets
-//!   is not forwarded as the client sent it;
+//!   is not forwarded as the client sent it. A route neither adds nor removes
+//!   what frames the request or belongs to the connection (Content-Length,
+//!   Transfer-Encoding, hop-by-hop headers), nor Host: a `host` it adds acts
+//!   as its `host_rewrite`, and Host cannot be removed;
 //! - framing headers as sent, or ([`Framing::Whole`]) only a Content-Length
 //!   for the body in hand, so that nothing a route or client wrote can make
 //!   the request's end ambiguous.
@@ -68,13 +71,9 @@ where
 {
     let http = rules.http;
     let mut connection = ConnectionTokens::default();
-    let (mut has_proto, mut has_id) = (false, false);
     for (name, value) in fields() {
-        match h1::classify(name) {
-            Name::Connection => connection.add(value),
-            Name::XForwardedProto => has_proto = true,
-            Name::XRequestId => has_id = true,
-            _ => {}
+        if h1::classify(name) == Name::Connection {
+            connection.add(value);
         }
     }
     let named_by_connection = |name: &str| {
@@ -85,17 +84,26 @@ where
     if let HostRule::Set(host) = rules.host {
         emit("host", host);
     }
+    // Whether the client's own x-forwarded-proto / x-request-id go on (one
+    // its `Connection` names does not).
+    let (mut has_proto, mut has_id) = (false, false);
     let mut xff: Option<Vec<u8>> = None;
     for (name, value) in fields() {
         let forward = match h1::classify(name) {
             Name::Connection | Name::HopByHop | Name::TransferEncoding | Name::Expect => false,
             Name::Upgrade => rules.upgrade,
             Name::Te => value.trim_ascii().eq_ignore_ascii_case(b"trailers"),
-            Name::Host => rules.host == HostRule::AsSent,
+            // Host is settled by the rule alone: a route removes none.
+            Name::Host => {
+                if rules.host == HostRule::AsSent {
+                    emit(name, value);
+                }
+                continue;
+            }
             Name::ContentLength => rules.framing == Framing::AsSent,
             Name::XForwardedFor => {
                 let v = value.trim_ascii();
-                if !v.is_empty() {
+                if !v.is_empty() && !named_by_connection(name) {
                     let joined = xff.get_or_insert_with(Vec::new);
                     if !joined.is_empty() {
                         joined.extend_from_slice(b", ");
@@ -103,6 +111,16 @@ where
                     joined.extend_from_slice(v);
                 }
                 false
+            }
+            Name::XForwardedProto => {
+                let keep = !named_by_connection(name);
+                has_proto |= keep;
+                keep
+            }
+            Name::XRequestId => {
+                let keep = !named_by_connection(name);
+                has_id |= keep;
+                keep
             }
             _ => !named_by_connection(name),
         };
@@ -130,7 +148,22 @@ where
         emit("x-request-id", &request_id_bytes());
     }
     for a in &http.request_add {
-        emit(a.name.as_str(), a.value.as_bytes());
+        // What frames the request or belongs to the connection is not a
+        // route's to add, and a route's Host is the rule's (`route_host`).
+        let framing_or_connection = matches!(
+            h1::classify(a.name.as_str()),
+            Name::Host
+                | Name::ContentLength
+                | Name::TransferEncoding
+                | Name::Connection
+                | Name::HopByHop
+                | Name::Te
+                | Name::Upgrade
+                | Name::Expect
+        );
+        if !framing_or_connection {
+            emit(a.name.as_str(), a.value.as_bytes());
+        }
     }
     if let Framing::Whole(len) = rules.framing {
         let body_expected = !matches!(rules.method, "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE");
@@ -186,6 +219,14 @@ pub(super) fn upstream_target<'a, 't>(http: &'a HttpActions, target: &'t str) ->
         Some((prefix, with)) if target.starts_with(prefix.as_str()) => (with, &target[prefix.len()..]),
         _ => ("", target),
     }
+}
+
+/// The Host a route sets: its `host_rewrite`, else a `host` among the
+/// headers it adds (which then acts as one).
+pub(super) fn route_host(http: &HttpActions) -> Option<&HeaderValue> {
+    http.host_rewrite
+        .as_ref()
+        .or_else(|| http.request_add.iter().rev().find(|a| a.name == http::header::HOST).map(|a| &a.value))
 }
 
 /// Whether the route removes the request header `name` or sets it anew.
@@ -354,6 +395,46 @@ mod tests {
         assert_eq!(map.get("x-forwarded-proto").unwrap(), "https");
         assert!(map.get("connection").is_none());
         assert_eq!(map.get("x-request-id").map(HeaderValue::len), Some(36));
+    }
+
+    #[test]
+    fn a_route_touches_neither_framing_nor_host() {
+        let add = |name: &'static str, value: &'static str| AddHeader {
+            name: HeaderName::from_static(name),
+            value: HeaderValue::from_static(value),
+            append: false,
+        };
+        let http = HttpActions {
+            request_add: vec![add("transfer-encoding", "chunked"), add("content-length", "0"), add("host", "routed")],
+            request_remove: vec![HeaderName::from_static("host")],
+            ..HttpActions::default()
+        };
+        let fields = [("host", "client"), ("content-length", "5")];
+        let out = head("/", &fields, &rules(&http, "POST", HostRule::AsSent, Framing::Whole(5)));
+        assert!(!out.contains("transfer-encoding"), "{out}");
+        assert_eq!(out.matches("content-length").count(), 1, "{out}");
+        assert!(out.ends_with("content-length: 5\r\n\r\n"), "{out}");
+        // Host is never removed, and a route's `host` is the caller's rule to apply.
+        assert_eq!(out.matches("host:").count(), 1, "{out}");
+        assert!(out.contains("host: client\r\n"), "{out}");
+        assert_eq!(route_host(&http).map(HeaderValue::as_bytes), Some(&b"routed"[..]));
+        let out = head("/", &fields, &rules(&http, "POST", HostRule::Set(b"routed"), Framing::Whole(5)));
+        assert_eq!(out.matches("host:").count(), 1, "{out}");
+        assert!(out.contains("host: routed\r\n"), "{out}");
+    }
+
+    #[test]
+    fn headers_named_by_connection_are_not_the_clients_own() {
+        let http = HttpActions::default();
+        let fields = [
+            ("connection", "x-request-id, x-forwarded-for, x-forwarded-proto"),
+            ("x-request-id", "client-id"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ];
+        let out = head("/", &fields, &rules(&http, "GET", HostRule::Set(b"h"), Framing::AsSent));
+        assert!(!out.contains("client-id") && !out.contains("6.6.6.6") && !out.contains("https"), "{out}");
+        assert!(out.contains("x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\nx-request-id: "), "{out}");
     }
 
     #[test]

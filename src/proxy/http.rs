@@ -375,6 +375,13 @@ async fn forward(
         }
         _ => None,
     };
+    // For hyper's client, the head is built once (so every try carries the
+    // same x-request-id, and a head that cannot be built fails before any
+    // dial) and cloned while another try may need it.
+    let mut upstream_head = match raw_request {
+        None => Some(upstream_request(ctx, &parts, entry, host.as_deref(), upgrade)?),
+        Some(_) => None,
+    };
     let idempotent = parts.method.is_idempotent();
     let head_request = parts.method == http::Method::HEAD;
     let mut downstream_upgrade = downstream_upgrade;
@@ -428,7 +435,8 @@ async fn forward(
                 None => break,
             };
             let can_retry = body.is_some() && tries.more_left() && policy_retries;
-            let head = upstream_request(ctx, &parts, entry, host.as_deref(), upgrade)?;
+            let head = if can_retry { upstream_head.as_ref().map(clone_head) } else { upstream_head.take() };
+            let Some(head) = head else { break };
             let upstream_req = Request::from_parts(head, req_body);
             pool.host().inc_active();
             let sent = tokio::time::timeout_at(try_deadline, pool.send(sender, upstream_req)).await;
@@ -528,6 +536,16 @@ impl hyper::body::Body for Prepend {
     }
 }
 
+/// A copy of a request head, for a try that may be followed by another.
+fn clone_head(head: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers.clone();
+    req.into_parts().0
+}
+
 /// A `HeaderMap` entry as the header rules take it.
 fn pair<'a>((name, value): (&'a http::HeaderName, &'a HeaderValue)) -> (&'a str, &'a [u8]) {
     (name.as_str(), value.as_bytes())
@@ -537,7 +555,7 @@ fn pair<'a>((name, value): (&'a http::HeaderName, &'a HeaderValue)) -> (&'a str,
 /// absolute-form target's or HTTP/2's authority, which wins over any Host
 /// header (RFC 9112 §3.2.2); else the client's Host; else the routed host.
 fn http1_host<'a>(parts: &'a http::request::Parts, http: &'a HttpActions, host: Option<&'a str>) -> HostRule<'a> {
-    if let Some(h) = &http.host_rewrite {
+    if let Some(h) = headers::route_host(http) {
         return HostRule::Set(h.as_bytes());
     }
     match parts.uri.authority() {
@@ -588,7 +606,7 @@ fn upstream_request(
         Version::Http1 => (http1_host(parts, http, host), Uri::from(pq), http::Version::HTTP_11),
         Version::Http2 => {
             // The authority rides in the URI (`:authority`), never as Host.
-            let authority = match &http.host_rewrite {
+            let authority = match headers::route_host(http) {
                 Some(h) => h.to_str().map_err(|_| ProxyError::Codec)?.to_string(),
                 None => parts
                     .uri

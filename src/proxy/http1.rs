@@ -292,7 +292,7 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     // or anything else the `http` crate reads differently is hyper's to judge.
     if !target.starts_with('/')
         || target.len() > MAX_URI_BYTES
-        || !target.bytes().all(is_target_byte)
+        || !target.bytes().all(h1::is_target_byte)
         || method == "CONNECT"
     {
         return Prep::Hyper;
@@ -366,7 +366,7 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
         http,
         method,
         peer_ip: ctx.peer_ip.as_bytes(),
-        host: http.host_rewrite.as_ref().map_or(HostRule::AsSent, |h| HostRule::Set(h.as_bytes())),
+        host: headers::route_host(http).map_or(HostRule::AsSent, |h| HostRule::Set(h.as_bytes())),
         framing: headers::Framing::AsSent,
         upgrade: false,
     };
@@ -383,12 +383,6 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
         cluster,
         hash_key,
     })
-}
-
-/// Bytes of a request target taken as they are: RFC 3986 unreserved,
-/// sub-delims, `:` `@` `/` `?` and `%`.
-fn is_target_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
 }
 
 /// Whether the route's header operations touch the headers that frame a

@@ -398,6 +398,11 @@ fn compile_route(
             let Some(PathMatch::Prefix(prefix) | PathMatch::Exact(prefix)) = &path_match else {
                 return Err(ConfigError::new(format!("{rpath}.prefix_rewrite"), "needs a prefix or path match"));
             };
+            // It becomes the front of every request target: a path of
+            // plain bytes, so that no rewritten request line is malformed.
+            if !rewrite.starts_with('/') || !rewrite.bytes().all(crate::protocol::http::h1::is_target_byte) {
+                return Err(ConfigError::new(format!("{rpath}.prefix_rewrite"), "not a valid path (starting with /)"));
+            }
             http_actions.prefix_rewrite = Some((prefix.clone(), rewrite.clone()));
         }
         if let Some(h) = a.host_rewrite.as_ref().filter(|s| !s.is_empty()) {

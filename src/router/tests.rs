@@ -64,3 +64,21 @@ fn virtual_hosts_by_domain() {
     assert_eq!(pick("other.org"), None);
     assert!(matches!(t.route(None, &h).unwrap().target, Target::Direct { status: 404, .. }));
 }
+
+#[test]
+fn a_prefix_rewrite_must_be_a_plain_path() {
+    let clusters: HashMap<String, usize> = [("a".to_string(), 0)].into_iter().collect();
+    for (rewrite, ok) in [("/v2/", true), ("/", true), ("v2", false), ("/a b", false), ("/a\"b", false)] {
+        let cfg: RouterConfiguration = serde_json::from_value(serde_json::json!({"router_config_name": "r",
+            "virtual_hosts": [{"name": "v", "routers": [
+                {"match": {"prefix": "/old/"}, "route": {"cluster_name": "a", "prefix_rewrite": rewrite}}]}]}))
+        .unwrap();
+        match RouteTable::compile(&cfg, "r", &clusters) {
+            Ok(_) => assert!(ok, "{rewrite:?} accepted"),
+            Err(e) => {
+                assert!(!ok, "{rewrite:?} refused: {e}");
+                assert!(e.to_string().contains("prefix_rewrite"), "the field's path: {e}");
+            }
+        }
+    }
+}

@@ -90,6 +90,12 @@ impl ConnectionTokens {
     }
 }
 
+/// Bytes of a request target taken as they are: RFC 3986 unreserved,
+/// sub-delims, `:` `@` `/` `?` and `%`.
+pub fn is_target_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
+
 /// Whether a header value holds a byte no header value may (controls other
 /// than tab, and DEL).
 pub fn has_control(value: &[u8]) -> bool {
