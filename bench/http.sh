@@ -446,6 +446,23 @@ for mode in modes:
                 cap = stats["ferrymesh"]["rps"] / util
                 line += (f" At ferrymesh's load-side cost per request, that core caps it near {cap:,.0f} req/s "
                          f"= {cap / best['rps'][0]:.2f}× {best['rps'][1]}.")
+        # The machine's speed drifts between rounds, so each round's ratio
+        # (targets a minute apart at most) says more than a ratio of medians.
+        paired = {"rps": [], "per_core_rps": []}
+        for rnd in sorted({r["round"] for r in mr if "round" in r}):
+            rr = {r["target"]: r for r in mr if r.get("round") == rnd and not r.get("failed")}
+            for k in paired:
+                base = [rr[t][k] for t in BASE if t in rr and rr[t].get(k)]
+                if "ferrymesh" in rr and rr["ferrymesh"].get(k) and base:
+                    paired[k].append(rr["ferrymesh"][k] / max(base))
+        if paired["rps"]:
+            fmt = lambda xs: " / ".join(f"{x:.2f}" for x in xs)
+            line += (f" Round by round, ferrymesh ÷ that round's best baseline: req/s {fmt(paired['rps'])} "
+                     f"(median {statistics.median(paired['rps']):.2f}×)")
+            if paired["per_core_rps"]:
+                line += (f", per proxy core {fmt(paired['per_core_rps'])} "
+                         f"(median {statistics.median(paired['per_core_rps']):.2f}×)")
+            line += "."
         print(line + "\n")
     elif goal:
         print(f"ferrymesh {mode}: no result (goal ≥ {goal}× the best baseline's req/s).\n")
