@@ -14,10 +14,10 @@
 //!   address; `x-forwarded-proto: http` and a generated `x-request-id` when
 //!   the client sent none;
 //! - the route's removals and additions: a header the route removes or sets
-//!   is not forwarded as the client sent it. A route neither adds nor removes
-//!   what frames the request or belongs to the connection (Content-Length,
-//!   Transfer-Encoding, hop-by-hop headers), nor Host: a `host` it adds acts
-//!   as its `host_rewrite`, and Host cannot be removed;
+//!   is not forwarded as the client sent it. A route adds nothing that frames
+//!   the request or belongs to the connection (Content-Length,
+//!   Transfer-Encoding, hop-by-hop headers); a `host` it adds acts as its
+//!   `host_rewrite`, and Host cannot be removed;
 //! - framing headers as sent, or ([`Framing::Whole`]) only a Content-Length
 //!   for the body in hand, so that nothing a route or client wrote can make
 //!   the request's end ambiguous.
