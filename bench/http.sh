@@ -438,14 +438,15 @@ for mode in modes:
         if lb:
             line += (f" Note: {', '.join(lb)} saturated the load core (> 95%), so their req/s is a floor "
                      "set by the load side; compare per-core numbers.")
-            # How much the load tool and the upstream spend per request depends
-            # on the proxy between them (how it batches its writes), so the cap
-            # the load core puts on ferrymesh is its own run's.
-            util = stats["ferrymesh"]["load_core_util"] or 0
-            if util > 0.95:
-                cap = stats["ferrymesh"]["rps"] / util
-                line += (f" At ferrymesh's load-side cost per request, that core caps it near {cap:,.0f} req/s "
-                         f"= {cap / best['rps'][0]:.2f}× {best['rps'][1]}.")
+        # The load tool and the upstream cost the load core a fixed amount per
+        # request through a given proxy, so ferrymesh's own run says how far
+        # the load core lets it go, however fast ferrymesh itself were.
+        util = stats["ferrymesh"]["load_core_util"] or 0
+        if util:
+            cap = stats["ferrymesh"]["rps"] / util
+            line += (f" The load core ({util * 100:.0f}% busy in ferrymesh's run) caps ferrymesh near "
+                     f"{cap:,.0f} req/s = {cap / best['rps'][0]:.2f}× {best['rps'][1]}"
+                     f"{', below the goal' if cap / best['rps'][0] < goal else ''}.")
         # The machine's speed drifts between rounds, so each round's ratio
         # (targets a minute apart at most) says more than a ratio of medians.
         paired = {"rps": [], "per_core_rps": []}
