@@ -133,7 +133,11 @@ fn curl_and_h2load_through_ferrymesh_to_nginx() {
     );
     let up: SocketAddr = format!("127.0.0.1:{up_port}").parse().unwrap();
     let port = free_port();
-    let routes = json!([{"match": {"prefix": "/"}, "route": {"cluster_name": "nginx"}}]);
+    let routes = json!([
+        {"match": {"prefix": "/r/"}, "route": {"cluster_name": "nginx", "prefix_rewrite": "/",
+            "retry_policy": {"retry_on": "5xx", "num_retries": 1}}},
+        {"match": {"prefix": "/"}, "route": {"cluster_name": "nginx"}}
+    ]);
     let proxy = Proxy::start(&config(port, "Auto", "Http1", routes, vec![cluster("nginx", &[up])]), 1);
     let base = format!("http://{}", proxy.addr);
 
@@ -151,6 +155,15 @@ fn curl_and_h2load_through_ferrymesh_to_nginx() {
         assert!(echoed.contains("xff=127.0.0.1"), "{version}: {echoed}");
         assert!(echoed.contains("xfp=http"), "{version}: {echoed}");
         assert!(echoed.contains("xrid=rid-1"), "{version}: {echoed}");
+    }
+    // A small POST from an HTTP/2 client reaches nginx as HTTP/1.1 framed by
+    // its length alone: streamed on hyper's client (no retry policy), and
+    // written whole on a raw connection (a retry policy keeps the body).
+    for path in ["/echo-headers", "/r/echo-headers"] {
+        let echoed = curl(&["--http2-prior-knowledge", "--data-binary", "hello", &format!("{base}{path}")]);
+        assert!(echoed.contains("method=POST") && echoed.contains("proto=HTTP/1.1"), "{path}: {echoed}");
+        assert!(echoed.contains("uri=/echo-headers ") && echoed.contains("host=127.0.0.1 "), "{path}: {echoed}");
+        assert!(echoed.contains("cl=5 tenc= "), "{path}: {echoed}");
     }
     // A 3 MiB upload: curl sends Expect: 100-continue, ferrymesh answers it and streams the body.
     let file = dir.join("upload.bin");
