@@ -371,7 +371,7 @@ async fn forward(
     // upgrades stay on hyper's client.
     let raw_request = match &body {
         Some(ReqBody::Replay(b)) if ctx.upstream == Version::Http1 && !upgrade => {
-            Some(raw_request(ctx, &parts, &entry.http, host.as_deref(), b))
+            Some(raw_request_bytes(ctx, &parts, &entry.http, host.as_deref(), b))
         }
         _ => None,
     };
@@ -567,7 +567,7 @@ fn http1_host<'a>(parts: &'a http::request::Parts, http: &'a HttpActions, host: 
 
 /// The HTTP/1.1 bytes of a request whose whole body is in hand, for a raw
 /// upstream connection.
-fn raw_request(
+fn raw_request_bytes(
     ctx: &ConnCtx,
     parts: &http::request::Parts,
     http: &HttpActions,
@@ -589,7 +589,7 @@ fn raw_request(
     out
 }
 
-/// The head of one try on hyper's client, made from the client's.
+/// The request head for hyper's client, made from the client's.
 fn upstream_request(
     ctx: &ConnCtx,
     parts: &http::request::Parts,
