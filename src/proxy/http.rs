@@ -271,10 +271,16 @@ fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
 /// Host (without port) of a request: the URI authority, else the Host header.
 fn request_host<B>(req: &Request<B>) -> Option<String> {
     let raw = match req.uri().authority() {
-        Some(a) => a.as_str(),
+        Some(a) => without_userinfo(a),
         None => req.headers().get(header::HOST)?.to_str().ok()?,
     };
     Some(strip_port(raw).to_string())
+}
+
+/// An authority without the `user:password@` an absolute-form target may
+/// carry: credentials never become a Host (RFC 9112 §3.2.2).
+fn without_userinfo(a: &http::uri::Authority) -> &str {
+    a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, host)| host)
 }
 
 pub(super) fn strip_port(host: &str) -> &str {
@@ -458,6 +464,11 @@ async fn forward(
             Ok(Err(SendError::Connect(why))) => {
                 warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream connect failed");
                 last_err = ProxyError::ConnectFailed(why);
+                // A head that went with a try (no retry was planned) has no
+                // copy left for another.
+                if raw_request.is_none() && upstream_head.is_none() {
+                    break;
+                }
             }
             Ok(Err(SendError::Reset(why))) => {
                 warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream reset");
@@ -559,7 +570,7 @@ fn http1_host<'a>(parts: &'a http::request::Parts, http: &'a HttpActions, host: 
         return HostRule::Set(h.as_bytes());
     }
     match parts.uri.authority() {
-        Some(a) => HostRule::Set(a.as_str().as_bytes()),
+        Some(a) => HostRule::Set(without_userinfo(a).as_bytes()),
         None if parts.headers.contains_key(header::HOST) => HostRule::AsSent,
         None => HostRule::Set(host.unwrap_or("localhost").as_bytes()),
     }
@@ -611,7 +622,7 @@ fn upstream_request(
                 None => parts
                     .uri
                     .authority()
-                    .map(|a| a.as_str().to_string())
+                    .map(|a| without_userinfo(a).to_string())
                     .or_else(|| parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string))
                     .or_else(|| host.map(str::to_string))
                     .unwrap_or_else(|| ctx.peer.to_string()),
@@ -709,6 +720,15 @@ async fn raw_exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_become_a_host() {
+        let (parts, ()) = Request::get("http://user:pw@example.com:8080/x").body(()).unwrap().into_parts();
+        let http = HttpActions::default();
+        assert_eq!(http1_host(&parts, &http, None), HostRule::Set(b"example.com:8080"));
+        let req = Request::get("http://user@example.com/").body(()).unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("example.com"));
+    }
 
     #[test]
     fn ports_are_stripped_from_hosts() {

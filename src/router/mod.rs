@@ -328,6 +328,27 @@ fn add_headers(list: &[HeaderValueOption], path: &str) -> Result<Vec<AddHeader>,
     Ok(out)
 }
 
+/// Why a route may not add request header `name`, if it may not.
+fn not_a_routes_to_add(name: &str) -> Option<&'static str> {
+    use crate::protocol::http::h1::{classify, Name};
+    match classify(name) {
+        Name::ContentLength | Name::TransferEncoding => Some("the request's framing is not a route's to set"),
+        Name::Connection | Name::HopByHop | Name::Te | Name::Upgrade | Name::Expect => {
+            Some("a hop-by-hop header is not a route's to add")
+        }
+        _ => None,
+    }
+}
+
+/// A host (and port) as Host and `:authority` carry it.
+fn authority(value: &str, path: &str) -> Result<http::HeaderValue, ConfigError> {
+    let valid = value.parse::<http::uri::Authority>().is_ok_and(|a| !a.as_str().contains('@'));
+    match http::HeaderValue::from_str(value) {
+        Ok(v) if valid => Ok(v),
+        _ => Err(ConfigError::new(path, format!("{value:?} is not a valid host[:port]"))),
+    }
+}
+
 fn remove_headers(list: &[String], path: &str) -> Result<Vec<http::HeaderName>, ConfigError> {
     list.iter().enumerate().map(|(i, n)| header_name(n, &format!("{path}[{i}]"))).collect()
 }
@@ -406,16 +427,31 @@ fn compile_route(
             http_actions.prefix_rewrite = Some((prefix.clone(), rewrite.clone()));
         }
         if let Some(h) = a.host_rewrite.as_ref().filter(|s| !s.is_empty()) {
-            http_actions.host_rewrite = Some(
-                http::HeaderValue::from_str(h)
-                    .map_err(|_| ConfigError::new(format!("{rpath}.host_rewrite"), "not a valid host"))?,
-            );
+            http_actions.host_rewrite = Some(authority(h, &format!("{rpath}.host_rewrite"))?);
         }
         http_actions.request_add = add_headers(&a.request_headers_to_add, &format!("{rpath}.request_headers_to_add"))?;
+        // What the proxy's header rules (`proxy::headers`) keep for
+        // themselves: the request's framing, the connection's own fields, and
+        // Host, which a route sets (as `host_rewrite` does) but never removes.
+        for (i, add) in http_actions.request_add.iter().enumerate() {
+            let p = format!("{rpath}.request_headers_to_add[{i}].header");
+            if let Some(why) = not_a_routes_to_add(add.name.as_str()) {
+                return Err(ConfigError::new(format!("{p}.key"), why));
+            }
+            if add.name == http::header::HOST {
+                authority(add.value.to_str().unwrap_or(""), &format!("{p}.value"))?;
+            }
+        }
         http_actions.response_add =
             add_headers(&a.response_headers_to_add, &format!("{rpath}.response_headers_to_add"))?;
         http_actions.request_remove =
             remove_headers(&a.request_headers_to_remove, &format!("{rpath}.request_headers_to_remove"))?;
+        if let Some(i) = http_actions.request_remove.iter().position(|n| n == http::header::HOST) {
+            return Err(ConfigError::new(
+                format!("{rpath}.request_headers_to_remove[{i}]"),
+                "Host cannot be removed (HTTP/1.1 requires it); use host_rewrite to change it",
+            ));
+        }
         http_actions.response_remove =
             remove_headers(&a.response_headers_to_remove, &format!("{rpath}.response_headers_to_remove"))?;
     }

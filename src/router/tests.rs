@@ -82,3 +82,35 @@ fn a_prefix_rewrite_must_be_a_plain_path() {
         }
     }
 }
+
+#[test]
+fn routes_may_not_touch_framing_hop_by_hop_or_remove_host() {
+    let clusters: HashMap<String, usize> = [("a".to_string(), 0)].into_iter().collect();
+    let refused = |route: serde_json::Value, field: &str| {
+        let mut r = serde_json::json!({"cluster_name": "a"});
+        r.as_object_mut().unwrap().extend(route.as_object().unwrap().clone());
+        let cfg: RouterConfiguration = serde_json::from_value(serde_json::json!({"router_config_name": "r",
+            "virtual_hosts": [{"name": "v", "routers": [{"match": {"prefix": "/"}, "route": r}]}]}))
+        .unwrap();
+        match RouteTable::compile(&cfg, "r", &clusters) {
+            Ok(_) => panic!("accepted: {field}"),
+            Err(e) => assert!(e.to_string().contains(field), "{field}: {e}"),
+        }
+    };
+    let add = |k: &str, v: &str| serde_json::json!({"request_headers_to_add": [{"header": {"key": k, "value": v}}]});
+    refused(add("Content-Length", "0"), "request_headers_to_add[0].header.key");
+    refused(add("transfer-encoding", "chunked"), "request_headers_to_add[0].header.key");
+    refused(add("connection", "close"), "request_headers_to_add[0].header.key");
+    refused(add("host", "a b"), "request_headers_to_add[0].header.value");
+    refused(serde_json::json!({"request_headers_to_remove": ["x", "Host"]}), "request_headers_to_remove[1]");
+    refused(serde_json::json!({"host_rewrite": "api.internal/v1"}), "host_rewrite");
+    refused(serde_json::json!({"host_rewrite": "user@api.internal"}), "host_rewrite");
+    // What stays allowed: a host to set, another header, removing Content-Length.
+    let cfg: RouterConfiguration = serde_json::from_value(serde_json::json!({"router_config_name": "r",
+        "virtual_hosts": [{"name": "v", "routers": [{"match": {"prefix": "/"}, "route": {"cluster_name": "a",
+            "host_rewrite": "api.internal:8080",
+            "request_headers_to_add": [{"header": {"key": "host", "value": "b.internal"}}, {"header": {"key": "x-a", "value": "1"}}],
+            "request_headers_to_remove": ["content-length"]}}]}]}))
+    .unwrap();
+    assert!(RouteTable::compile(&cfg, "r", &clusters).is_ok());
+}

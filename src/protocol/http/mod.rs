@@ -146,13 +146,15 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<(), Invalid> {
         return Err(Invalid("request target too long", 414));
     }
     let version = req.version();
+    // Two Hosts are ambiguous in any version (an HTTP/2 request may carry
+    // `host` fields beside, or instead of, `:authority`).
+    let hosts = h.get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(Invalid("more than one Host header", 400));
+    }
     if version == Version::HTTP_11 || version == Version::HTTP_10 {
-        let hosts = h.get_all(header::HOST).iter().count();
         if version == Version::HTTP_11 && hosts == 0 && req.uri().authority().is_none() {
             return Err(Invalid("HTTP/1.1 request without Host", 400));
-        }
-        if hosts > 1 {
-            return Err(Invalid("more than one Host header", 400));
         }
         let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
         let cl = h.get_all(header::CONTENT_LENGTH).iter().count();

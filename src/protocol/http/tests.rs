@@ -41,6 +41,7 @@ fn refuses_ambiguous_framing() {
     let cases: &[(&str, Request<()>)] = &[
         ("no host", req(Version::HTTP_11, &[])),
         ("two hosts", req(Version::HTTP_11, &[("host", "a"), ("host", "b")])),
+        ("two hosts in HTTP/2", req(Version::HTTP_2, &[("host", "a"), ("host", "b")])),
         ("cl+te", req(Version::HTTP_11, &[("host", "a"), ("content-length", "5"), ("transfer-encoding", "chunked")])),
         ("two cl", req(Version::HTTP_11, &[("host", "a"), ("content-length", "5"), ("content-length", "5")])),
         ("te 1.0", req(Version::HTTP_10, &[("transfer-encoding", "chunked")])),
