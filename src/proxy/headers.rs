@@ -17,7 +17,8 @@
 //!   is not forwarded as the client sent it. A route adds nothing that frames
 //!   the request or belongs to the connection (Content-Length,
 //!   Transfer-Encoding, hop-by-hop headers); a `host` it adds acts as its
-//!   `host_rewrite`, and Host cannot be removed;
+//!   `host_rewrite`, and Host cannot be removed (the config refuses such
+//!   routes at load, and these rules hold whatever built the route);
 //! - framing headers as sent, or ([`Framing::Whole`]) only a Content-Length
 //!   for the body in hand, so that nothing a route or client wrote can make
 //!   the request's end ambiguous.
