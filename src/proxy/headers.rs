@@ -27,7 +27,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::ProxyError;
 use crate::protocol::http::h1::{self, ConnectionTokens, Name};
-use crate::router::HttpActions;
+use crate::router::{AddHeader, HttpActions};
 
 /// What becomes of the client's `Host`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +77,7 @@ where
             connection.add(value);
         }
     }
-    let named_by_connection = |name: &str| {
-        connection.others
-            && fields().any(|(n, v)| h1::classify(n) == Name::Connection && ConnectionTokens::names(v, name))
-    };
+    let named_by_connection = |name: &str| connection.others && h1::named_by_connection(fields(), name);
 
     if let HostRule::Set(host) = rules.host {
         emit("host", host);
@@ -149,20 +146,10 @@ where
         emit("x-request-id", &request_id_bytes());
     }
     for a in &http.request_add {
-        // What frames the request or belongs to the connection is not a
-        // route's to add, and a route's Host is the rule's (`route_host`).
-        let framing_or_connection = matches!(
-            h1::classify(a.name.as_str()),
-            Name::Host
-                | Name::ContentLength
-                | Name::TransferEncoding
-                | Name::Connection
-                | Name::HopByHop
-                | Name::Te
-                | Name::Upgrade
-                | Name::Expect
-        );
-        if !framing_or_connection {
+        // What frames the request or concerns one hop is not a route's to
+        // add, and a route's Host is the rule's (`route_host`).
+        let kind = h1::classify(a.name.as_str());
+        if kind != Name::Host && !kind.is_per_hop() {
             emit(a.name.as_str(), a.value.as_bytes());
         }
     }
@@ -231,9 +218,15 @@ pub(super) fn route_host(http: &HttpActions) -> Option<&HeaderValue> {
 }
 
 /// Whether the route removes the request header `name` or sets it anew.
-pub(super) fn replaced(http: &HttpActions, name: &str) -> bool {
-    http.request_remove.iter().any(|n| n.as_str().eq_ignore_ascii_case(name))
-        || http.request_add.iter().any(|a| !a.append && a.name.as_str().eq_ignore_ascii_case(name))
+fn replaced(http: &HttpActions, name: &str) -> bool {
+    removed_or_set(&http.request_remove, &http.request_add, name)
+}
+
+/// Whether header `name` is among `remove`, or set anew (not appended to) by
+/// `add`: a route's operations on a request's or a response's headers.
+pub(super) fn removed_or_set(remove: &[HeaderName], add: &[AddHeader], name: &str) -> bool {
+    remove.iter().any(|n| n.as_str().eq_ignore_ascii_case(name))
+        || add.iter().any(|a| !a.append && a.name.as_str().eq_ignore_ascii_case(name))
 }
 
 pub(super) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -279,7 +272,6 @@ pub(super) fn request_id_bytes() -> [u8; 36] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::AddHeader;
 
     fn rules<'a>(http: &'a HttpActions, method: &'a str, host: HostRule<'a>, framing: Framing) -> Rules<'a> {
         Rules { http, method, peer_ip: b"10.0.0.9", host, framing, upgrade: false }

@@ -395,12 +395,6 @@ fn touches_framing(http: &HttpActions) -> bool {
         || http.request_add.iter().chain(&http.response_add).any(|a| framing(a.name.as_str()))
 }
 
-/// Whether the route removes the response header `name` or sets it anew.
-fn replaced_in_response(http: &HttpActions, name: &str) -> bool {
-    http.response_remove.iter().any(|n| n.as_str().eq_ignore_ascii_case(name))
-        || http.response_add.iter().any(|a| !a.append && a.name.as_str().eq_ignore_ascii_case(name))
-}
-
 /// A response head, rewritten for the client in `Bufs::resp`.
 struct Answer {
     head_len: usize,
@@ -515,9 +509,10 @@ fn response_head(
     for f in fields {
         // The body passes through as it came, so Transfer-Encoding stays;
         // the connection's own headers do not.
-        let drop = facts.hop_by_hop(f.name, fields)
-            || (facts.framing == Framing::Chunked && h1::classify(f.name) == Name::ContentLength)
-            || replaced_in_response(http, f.name);
+        let kind = h1::classify(f.name);
+        let drop = facts.hop_by_hop(f.name, kind, fields)
+            || (facts.framing == Framing::Chunked && kind == Name::ContentLength)
+            || headers::removed_or_set(&http.response_remove, &http.response_add, f.name);
         if !drop {
             push_header(out, f.name.as_bytes(), f.value);
         }

@@ -328,18 +328,6 @@ fn add_headers(list: &[HeaderValueOption], path: &str) -> Result<Vec<AddHeader>,
     Ok(out)
 }
 
-/// Why a route may not add request header `name`, if it may not.
-fn not_a_routes_to_add(name: &str) -> Option<&'static str> {
-    use crate::protocol::http::h1::{classify, Name};
-    match classify(name) {
-        Name::ContentLength | Name::TransferEncoding => Some("the request's framing is not a route's to set"),
-        Name::Connection | Name::HopByHop | Name::Te | Name::Upgrade | Name::Expect => {
-            Some("a hop-by-hop header is not a route's to add")
-        }
-        _ => None,
-    }
-}
-
 /// A host (and port) as Host and `:authority` carry it.
 fn authority(value: &str, path: &str) -> Result<http::HeaderValue, ConfigError> {
     let valid = value.parse::<http::uri::Authority>().is_ok_and(|a| !a.as_str().contains('@'));
@@ -435,8 +423,11 @@ fn compile_route(
         // Host, which a route sets (as `host_rewrite` does) but never removes.
         for (i, add) in http_actions.request_add.iter().enumerate() {
             let p = format!("{rpath}.request_headers_to_add[{i}].header");
-            if let Some(why) = not_a_routes_to_add(add.name.as_str()) {
-                return Err(ConfigError::new(format!("{p}.key"), why));
+            if crate::protocol::http::h1::classify(add.name.as_str()).is_per_hop() {
+                return Err(ConfigError::new(
+                    format!("{p}.key"),
+                    "frames the request or concerns only one hop (hop-by-hop, Expect): not a route's to add",
+                ));
             }
             if add.name == http::header::HOST {
                 authority(add.value.to_str().unwrap_or(""), &format!("{p}.value"))?;

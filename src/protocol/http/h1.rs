@@ -28,6 +28,19 @@ pub enum Name {
     Other,
 }
 
+impl Name {
+    /// Fields of one connection, not of the message (RFC 9110 §7.6.1).
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(self, Name::Connection | Name::HopByHop | Name::Te | Name::Upgrade)
+    }
+
+    /// Fields that frame a request or concern only the hop it crosses: none
+    /// of them is a route's to add.
+    pub fn is_per_hop(self) -> bool {
+        self.is_hop_by_hop() || matches!(self, Name::ContentLength | Name::TransferEncoding | Name::Expect)
+    }
+}
+
 /// Classifies a header name, ignoring case.
 pub fn classify(name: &str) -> Name {
     let n = name.as_bytes();
@@ -88,6 +101,12 @@ impl ConnectionTokens {
     pub fn names(value: &[u8], name: &str) -> bool {
         value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
     }
+}
+
+/// Whether one of a message's `Connection` fields names `name`, which is then
+/// hop-by-hop too.
+pub fn named_by_connection<'a>(mut fields: impl Iterator<Item = (&'a str, &'a [u8])>, name: &str) -> bool {
+    fields.any(|(n, v)| classify(n) == Name::Connection && ConnectionTokens::names(v, name))
 }
 
 /// Bytes of a request target taken as they are: RFC 3986 unreserved,

@@ -195,18 +195,12 @@ pub fn parse_head<'h, 'b>(
 }
 
 impl Facts {
-    /// Whether response header `name` belongs to the connection, not the
-    /// message: the hop-by-hop ones and those `Connection` names.
-    pub fn hop_by_hop(&self, name: &str, fields: &[httparse::Header<'_>]) -> bool {
-        match h1::classify(name) {
-            Name::Connection | Name::HopByHop | Name::Te | Name::Upgrade => true,
-            _ => {
-                self.connection.others
-                    && fields
-                        .iter()
-                        .any(|c| h1::classify(c.name) == Name::Connection && ConnectionTokens::names(c.value, name))
-            }
-        }
+    /// Whether response header `name` (classified as `kind`) belongs to the
+    /// connection, not the message: the hop-by-hop ones and those
+    /// `Connection` names.
+    pub fn hop_by_hop(&self, name: &str, kind: Name, fields: &[httparse::Header<'_>]) -> bool {
+        kind.is_hop_by_hop()
+            || (self.connection.others && h1::named_by_connection(fields.iter().map(|f| (f.name, f.value)), name))
     }
 }
 
@@ -226,13 +220,14 @@ pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<Respo
     };
     let mut map = HeaderMap::with_capacity(parsed.headers.len());
     for f in parsed.headers.iter() {
-        if facts.hop_by_hop(f.name, parsed.headers) {
+        let kind = h1::classify(f.name);
+        let framing = match kind {
+            Name::TransferEncoding => true,
+            Name::ContentLength => !matches!(facts.framing, Framing::Length(_) | Framing::Empty),
+            _ => false,
+        };
+        if framing || facts.hop_by_hop(f.name, kind, parsed.headers) {
             continue;
-        }
-        match h1::classify(f.name) {
-            Name::TransferEncoding => continue,
-            Name::ContentLength if !matches!(facts.framing, Framing::Length(_) | Framing::Empty) => continue,
-            _ => {}
         }
         let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Broken::Bad("invalid header name"))?;
         let value = HeaderValue::from_bytes(f.value).map_err(|_| Broken::Bad("invalid header value"))?;
