@@ -435,6 +435,14 @@ async fn targets_and_routes_the_pass_through_cannot_judge_go_to_hyper() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let seen = String::from_utf8(body).unwrap();
     assert!(seen.contains("content-length: 5\r\n") || seen.contains("transfer-encoding: chunked\r\n"), "{seen}");
+    // An absolute-form target: its authority, without the credentials, is the
+    // upstream's Host, and the client's Host goes nowhere.
+    c.send(b"GET http://user:pw@example.com/v1/echo HTTP/1.1\r\nHost: other\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let seen = String::from_utf8(body).unwrap();
+    assert!(seen.starts_with("GET /echo HTTP/1.1\r\nhost: example.com\r\n"), "{seen}");
+    assert!(!seen.contains("user") && !seen.contains("other"), "{seen}");
 }
 
 #[tokio::test]
