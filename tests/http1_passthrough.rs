@@ -2,8 +2,9 @@
 //! scripted upstream that answers with exact bytes: every response framing
 //! passes through unchanged on one kept-alive connection, pipelined requests
 //! are answered in order, a pooled connection the upstream closed is redialled
-//! for idempotent requests only, a broken response becomes 502, and a request
-//! the pass-through leaves alone moves the connection to hyper mid-stream.
+//! for idempotent requests only, a broken response becomes 502, a request
+//! the pass-through leaves alone moves the connection to hyper mid-stream,
+//! and a burst of 300 answers at once keeps all 300 upstream connections.
 
 mod support;
 
@@ -17,6 +18,7 @@ use support::http::*;
 use support::{free_port, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Barrier;
 
 fn config(port: u16, upstream: SocketAddr, passthrough: bool) -> Value {
     config_for(port, upstream, passthrough, "Http1")
@@ -77,6 +79,12 @@ enum After {
 
 impl Scripted {
     async fn start(after: After) -> Scripted {
+        Scripted::start_gated(after, None).await
+    }
+
+    /// As [`Scripted::start`]; a request for `/gather` is answered only once
+    /// `gate` has gathered all its parties, so that many answers go back at once.
+    async fn start_gated(after: After, gate: Option<Arc<Barrier>>) -> Scripted {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -85,7 +93,7 @@ impl Scripted {
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = l.accept().await {
                 a.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve_scripted(sock, h.clone(), after));
+                tokio::spawn(serve_scripted(sock, h.clone(), after, gate.clone()));
             }
         });
         Scripted { addr, accepted, heads, task }
@@ -96,7 +104,7 @@ impl Scripted {
     }
 }
 
-async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, after: After) {
+async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, after: After, gate: Option<Arc<Barrier>>) {
     let mut buf = Vec::new();
     let mut answered = 0;
     loop {
@@ -131,6 +139,9 @@ async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, aft
         }
         answered += 1;
         let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        if let (Some(gate), "/gather") = (&gate, path.as_str()) {
+            gate.wait().await;
+        }
         let (reply, then_close): (Vec<u8>, bool) = match path.as_str() {
             "/chunked" => (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Internal: 1\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-trailer: t\r\n\r\n"
@@ -464,6 +475,37 @@ async fn slow_heads_are_cut_on_kept_alive_connections_and_slow_bodies_are_not() 
     let t0 = std::time::Instant::now();
     assert!(c.closed().await, "slow head not cut");
     assert!(t0.elapsed() < Duration::from_millis(1500), "cut after {:?}", t0.elapsed());
+}
+
+#[tokio::test]
+async fn a_burst_of_answers_keeps_every_upstream_connection_pooled() {
+    // More requests in flight than the 256 idle connections the pool once
+    // kept: when they were all answered at once, the surplus was closed and
+    // redialled by the next burst (an h2c benchmark with 512 streams in
+    // flight opened a connection every 25 requests).
+    const N: usize = 300;
+    let up = Scripted::start_gated(After::KeepServing, Some(Arc::new(Barrier::new(N)))).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let mut clients = Vec::new();
+    for _ in 0..N {
+        clients.push(Conn::open(proxy.addr).await);
+    }
+    for burst in 0..3 {
+        let mut answers = tokio::task::JoinSet::new();
+        for mut c in clients.drain(..) {
+            answers.spawn(async move {
+                c.send(b"GET /gather HTTP/1.1\r\nHost: e\r\n\r\n").await;
+                let (head, _) = c.response(false).await;
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                c
+            });
+        }
+        while let Some(c) = answers.join_next().await {
+            clients.push(c.expect("a client of the burst failed"));
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), N, "upstream connections after burst {burst}");
+    }
 }
 
 /// An HTTP/2 client's GET through ferrymesh: status, headers, body, trailers.
