@@ -218,6 +218,9 @@ pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<Respo
         Some(Head::Interim(n)) => return Ok(Some(Head::Interim(n))),
         None => return Ok(None),
     };
+    // One copy of the head; every value is a slice of it, not an allocation
+    // of its own.
+    let head = Bytes::copy_from_slice(&up[..facts.head_len]);
     let mut map = HeaderMap::with_capacity(parsed.headers.len());
     for f in parsed.headers.iter() {
         let kind = h1::classify(f.name);
@@ -230,13 +233,23 @@ pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<Respo
             continue;
         }
         let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Broken::Bad("invalid header name"))?;
-        let value = HeaderValue::from_bytes(f.value).map_err(|_| Broken::Bad("invalid header value"))?;
+        let value = shared_value(&head, up, f.value).map_err(|_| Broken::Bad("invalid header value"))?;
         map.append(name, value);
     }
     let mut response = Response::new(());
     *response.status_mut() = StatusCode::from_u16(facts.status).map_err(|_| Broken::Bad("invalid status"))?;
     *response.headers_mut() = map;
     Ok(Some(Head::Final((response, facts))))
+}
+
+/// `value`, which borrows from `up`, as a slice of `head` (a copy of `up`'s
+/// start) when it lies there, else copied on its own.
+fn shared_value(head: &Bytes, up: &[u8], value: &[u8]) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let at = (value.as_ptr() as usize).wrapping_sub(up.as_ptr() as usize);
+    match at.checked_add(value.len()) {
+        Some(end) if end <= head.len() && !value.is_empty() => HeaderValue::from_maybe_shared(head.slice(at..end)),
+        _ => HeaderValue::from_bytes(value),
+    }
 }
 
 /// A response body read from a raw upstream connection.
@@ -429,6 +442,13 @@ mod tests {
         let names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep"]);
         assert!(matches!(response_parts(b"HTTP/1.1 103 Early\r\n\r\n", false), Ok(Some(Head::Interim(22)))));
+        // Values are slices of one copy of the head, whatever their place or size.
+        let raw = b"HTTP/1.1 200 OK\r\nx-empty:\r\nx-a: one\r\nx-b:  two words \r\nContent-Length: 0\r\n\r\n";
+        let Ok(Some(Head::Final((resp, _)))) = response_parts(raw, false) else { panic!("not parsed") };
+        assert_eq!(resp.headers()["x-empty"], "");
+        assert_eq!(resp.headers()["x-a"], "one");
+        assert_eq!(resp.headers()["x-b"], "two words");
+        assert!(matches!(response_parts(b"HTTP/1.1 200 OK\r\nx-bad: a\x7fb\r\n\r\n", false), Err(Broken::Bad(_))));
         assert!(matches!(response_parts(b"HTTP/1.1 200 OK\r\nX", false), Ok(None)));
         assert!(response_parts(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
     }
