@@ -508,6 +508,46 @@ async fn a_burst_of_answers_keeps_every_upstream_connection_pooled() {
     }
 }
 
+#[tokio::test]
+async fn pooled_upstream_connections_close_after_the_cluster_idle_timeout() {
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let mut cfg = config(port, up.addr, true);
+    cfg["cluster_manager"]["clusters"][0]["idle_timeout"] = json!("300ms");
+    let proxy = Proxy::start(&cfg, 1);
+    let mut c = Conn::open(proxy.addr).await;
+    // The pass-through's raw sockets, then hyper's client (a body over 64 KiB
+    // streams, so the request goes through hyper).
+    let mut big = b"POST /b HTTP/1.1\r\nHost: e\r\nContent-Length: 70000\r\n\r\n".to_vec();
+    big.resize(big.len() + 70_000, b'x');
+    let requests: [&[u8]; 2] = [b"GET /a HTTP/1.1\r\nHost: e\r\n\r\n", &big];
+    for (i, request) in requests.into_iter().enumerate() {
+        c.send(request).await;
+        assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
+        c.send(request).await;
+        assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2 * i + 1, "reused while busy within the timeout");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // A fresh client connection (hyper's path closes one idle past the
+        // header-read timeout, 500ms here); the pool is the worker's.
+        c = Conn::open(proxy.addr).await;
+        c.send(request).await;
+        assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2 * i + 2, "redialled after idling past the timeout");
+    }
+    // Unset, the timeout is 60 s: a connection idle for 800 ms is reused.
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let mut c = Conn::open(proxy.addr).await;
+    for _ in 0..2 {
+        c.send(b"GET /a HTTP/1.1\r\nHost: e\r\n\r\n").await;
+        assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+}
+
 /// An HTTP/2 client's GET through ferrymesh: status, headers, body, trailers.
 async fn h2_get(
     sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,

@@ -26,6 +26,7 @@ fn spec(addr: SocketAddr) -> ClusterSpec {
         max_request_per_conn: 0,
         connections_per_host: 1,
         keepalive: KeepaliveSpec::default(),
+        idle_timeout: None,
     }
 }
 

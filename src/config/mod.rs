@@ -53,6 +53,10 @@ impl std::error::Error for ConfigError {}
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A cluster's `idle_timeout` when unset: pooled HTTP/1.1 upstream connections
+/// close before nginx's default keep-alive timeout (75 s) would close them.
+/// (MOSN keeps them forever when unset.)
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -127,6 +131,9 @@ pub struct ClusterSpec {
     pub max_request_per_conn: u32,
     pub connections_per_host: usize,
     pub keepalive: KeepaliveSpec,
+    /// How long a pooled HTTP/1.1 upstream connection may sit idle before it
+    /// is closed; `None` (`"0s"`, as in MOSN): never.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Everything a worker needs, validated.
@@ -344,6 +351,11 @@ fn cluster_spec(c: &model::Cluster, path: &str, warnings: &mut Vec<String>) -> R
     if keepalive.interval.is_zero() || keepalive.timeout.is_zero() {
         return Err(ConfigError::new(format!("{path}.keepalive"), "interval and timeout must be positive"));
     }
+    if c.idle_timeout.is_some() {
+        warnings.push(format!(
+            "{path}.idle_timeout: applies to pooled HTTP/1.1 upstream connections; multiplexed bolt and HTTP/2 ones stay open"
+        ));
+    }
     let connections_per_host = c.connections_per_host.unwrap_or(1);
     if connections_per_host == 0 {
         return Err(ConfigError::new(format!("{path}.connections_per_host"), "must be at least 1"));
@@ -356,6 +368,11 @@ fn cluster_spec(c: &model::Cluster, path: &str, warnings: &mut Vec<String>) -> R
         max_request_per_conn: c.max_request_per_conn.unwrap_or(0),
         connections_per_host,
         keepalive,
+        idle_timeout: match c.idle_timeout {
+            None => Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
+            Some(d) if d.0.is_zero() => None,
+            Some(d) => Some(d.0),
+        },
     })
 }
 

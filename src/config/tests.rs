@@ -63,6 +63,21 @@ cluster_manager:
 }
 
 #[test]
+fn cluster_idle_timeout_defaults_to_60s_and_zero_means_never() {
+    let s = load_str(MOSN_BOLT, false).unwrap();
+    assert_eq!(s.clusters[0].idle_timeout, Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT));
+    for (value, expected) in [("\"5s\"", Some(Duration::from_secs(5))), ("\"0s\"", None)] {
+        let text = MOSN_BOLT.replace("\"max_request_per_conn\": 1024", &format!("\"idle_timeout\": {value}"));
+        let s = load_str(&text, false).unwrap();
+        assert_eq!(s.clusters[0].idle_timeout, expected, "{value}");
+        let w = "cluster_manager.clusters[0].idle_timeout: applies to pooled HTTP/1.1 upstream connections; multiplexed bolt and HTTP/2 ones stay open";
+        assert!(s.warnings.iter().any(|x| x == w), "{:?}", s.warnings);
+    }
+    let e = err(&MOSN_BOLT.replace("\"max_request_per_conn\": 1024", "\"idle_timeout\": \"soon\""));
+    assert!(e.to_string().contains("idle_timeout"), "{e}");
+}
+
+#[test]
 fn unknown_fields_are_warned_with_their_path() {
     let text = MOSN_BOLT.replace("\"bind_port\": true", "\"bind_port\": true, \"frobnicate\": 1");
     let s = load_str(&text, false).unwrap();

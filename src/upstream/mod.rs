@@ -100,7 +100,8 @@ impl Cluster {
     pub fn new(spec: &ClusterSpec, upstream: &'static dyn crate::protocol::Codec) -> Cluster {
         let hosts: Vec<Rc<Host>> = spec.hosts.iter().map(|h| Rc::new(Host::new(h.addr, h.weight))).collect();
         let pools = hosts.iter().map(|h| HostPool::new(h.clone(), spec, upstream)).collect();
-        let http_pools = hosts.iter().map(|h| HttpPool::new(h.clone(), spec.connect_timeout)).collect();
+        let http_pools =
+            hosts.iter().map(|h| HttpPool::new(h.clone(), spec.connect_timeout, spec.idle_timeout)).collect();
         let lb = LoadBalancer::new(spec.lb, &hosts);
         Cluster { spec: spec.clone(), hosts, pools, http_pools, lb }
     }

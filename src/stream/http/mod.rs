@@ -69,7 +69,7 @@ impl hyper::body::Body for Body {
 /// h2c connections of 8 streams) a cap of 256 closed and redialled one
 /// connection every 25 requests. MOSN keeps every idle connection; nginx's
 /// benchmark config keeps 1024; the sweeper closes those idle past
-/// [`RAW_MAX_IDLE`].
+/// the cluster's `idle_timeout`.
 const MAX_IDLE_H1: usize = 1024;
 
 /// Runs hyper's background futures on the worker's own thread.
@@ -107,7 +107,10 @@ pub enum Version {
 pub struct HttpPool {
     host: Rc<Host>,
     connect_timeout: Duration,
-    h1_idle: RefCell<Vec<http1::SendRequest<Body>>>,
+    /// How long an HTTP/1.1 connection may sit idle in the pool (`None`: no limit).
+    idle_timeout: Option<Duration>,
+    /// hyper's idle HTTP/1.1 connections, with when each was last busy.
+    h1_idle: RefCell<Vec<(http1::SendRequest<Body>, Instant)>>,
     h2: RefCell<Option<http2::SendRequest<Body>>>,
     h2_dialing: Cell<bool>,
     h2_dialed: Notify,
@@ -115,22 +118,23 @@ pub struct HttpPool {
     /// Idle HTTP/1.1 connections of the pass-through path (`proxy::http1`),
     /// which frames messages itself: plain sockets, no hyper task behind them.
     raw_idle: RefCell<Vec<(TcpStream, Instant)>>,
-    /// A task sweeps `raw_idle` while it holds connections.
-    raw_sweeping: Cell<bool>,
+    /// A task sweeps `h1_idle` and `raw_idle` while they hold connections.
+    sweeping: Cell<bool>,
 }
 
 impl HttpPool {
-    pub fn new(host: Rc<Host>, connect_timeout: Duration) -> Rc<HttpPool> {
+    pub fn new(host: Rc<Host>, connect_timeout: Duration, idle_timeout: Option<Duration>) -> Rc<HttpPool> {
         Rc::new(HttpPool {
             host,
             connect_timeout,
+            idle_timeout,
             h1_idle: RefCell::new(Vec::new()),
             h2: RefCell::new(None),
             h2_dialing: Cell::new(false),
             h2_dialed: Notify::new(),
             h2_last_error: RefCell::new(None),
             raw_idle: RefCell::new(Vec::new()),
-            raw_sweeping: Cell::new(false),
+            sweeping: Cell::new(false),
         })
     }
 
@@ -169,10 +173,10 @@ impl HttpPool {
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
-            if idle[i].is_closed() {
+            if idle[i].0.is_closed() {
                 idle.swap_remove(i);
-            } else if idle[i].is_ready() {
-                return Some(idle.swap_remove(i));
+            } else if idle[i].0.is_ready() {
+                return Some(idle.swap_remove(i).0);
             }
         }
         None
@@ -183,7 +187,7 @@ impl HttpPool {
     /// again on a fresh connection. Every failure is a [`SendError::Reset`]:
     /// the request is consumed, so even a failed redial leaves the caller
     /// nothing to send elsewhere.
-    pub async fn send(&self, sender: Sender, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+    pub async fn send(self: &Rc<Self>, sender: Sender, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
         match sender {
             Sender::H1(mut s) => {
                 let mut req = req;
@@ -232,15 +236,13 @@ impl HttpPool {
 
     /// Gives back a pass-through connection whose last exchange ended
     /// cleanly. While any are idle, a task closes those the upstream closed
-    /// and those idle longer than [`RAW_MAX_IDLE`].
+    /// and those idle longer than the cluster's `idle_timeout`.
     pub fn put_raw(self: &Rc<Self>, s: TcpStream) {
         let mut idle = self.raw_idle.borrow_mut();
         if idle.len() < MAX_IDLE_H1 {
             idle.push((s, Instant::now()));
         }
-        if !self.raw_sweeping.replace(true) {
-            tokio::task::spawn_local(sweep_raw(Rc::downgrade(self)));
-        }
+        self.start_sweeping();
     }
 
     /// Dials a connection for the pass-through path.
@@ -248,11 +250,38 @@ impl HttpPool {
         self.host.connect(self.connect_timeout).await.map_err(SendError::Connect)
     }
 
-    fn return_h1(&self, s: http1::SendRequest<Body>) {
+    fn return_h1(self: &Rc<Self>, s: http1::SendRequest<Body>) {
         let mut idle = self.h1_idle.borrow_mut();
         if idle.len() < MAX_IDLE_H1 {
-            idle.push(s);
+            idle.push((s, Instant::now()));
         }
+        self.start_sweeping();
+    }
+
+    fn start_sweeping(self: &Rc<Self>) {
+        if !self.sweeping.replace(true) {
+            tokio::task::spawn_local(sweep(Rc::downgrade(self)));
+        }
+    }
+
+    /// Drops the idle connections that the upstream closed or that sat idle
+    /// past `idle_timeout`; whether any are left.
+    fn sweep_once(&self, now: Instant) -> bool {
+        let expired = |since: Instant| self.idle_timeout.is_some_and(|t| now.duration_since(since) >= t);
+        let mut raw = self.raw_idle.borrow_mut();
+        raw.retain(|(s, since)| !expired(*since) && is_quiet(s));
+        let mut h1 = self.h1_idle.borrow_mut();
+        h1.retain_mut(|(s, since)| {
+            if s.is_closed() {
+                return false;
+            }
+            if !s.is_ready() {
+                // The body of its last response is still streaming: busy.
+                *since = now;
+            }
+            !expired(*since)
+        });
+        !raw.is_empty() || !h1.is_empty()
     }
 
     async fn dial(&self) -> Result<TokioIo<TcpStream>, SendError> {
@@ -327,20 +356,20 @@ impl HttpPool {
     }
 }
 
-/// How long a pass-through connection may sit idle in the pool (under
-/// nginx's default keep-alive timeout of 75 s, so ferrymesh closes first).
-pub const RAW_MAX_IDLE: Duration = Duration::from_secs(60);
-const RAW_SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often idle connections are checked at most: a connection is closed
+/// within `idle_timeout` plus the smaller of this and half the timeout.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-async fn sweep_raw(pool: std::rc::Weak<HttpPool>) {
+async fn sweep(pool: std::rc::Weak<HttpPool>) {
+    let every = pool
+        .upgrade()
+        .and_then(|p| p.idle_timeout)
+        .map_or(SWEEP_EVERY, |t| (t / 2).clamp(Duration::from_millis(50), SWEEP_EVERY));
     loop {
-        tokio::time::sleep(RAW_SWEEP_EVERY).await;
+        tokio::time::sleep(every).await;
         let Some(pool) = pool.upgrade() else { return };
-        let now = Instant::now();
-        let mut idle = pool.raw_idle.borrow_mut();
-        idle.retain(|(s, since)| now.duration_since(*since) < RAW_MAX_IDLE && is_quiet(s));
-        if idle.is_empty() {
-            pool.raw_sweeping.set(false);
+        if !pool.sweep_once(Instant::now()) {
+            pool.sweeping.set(false);
             return;
         }
     }
