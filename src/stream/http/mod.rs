@@ -64,12 +64,12 @@ impl hyper::body::Body for Body {
     }
 }
 
-/// Most idle HTTP/1.1 connections kept per host and worker. As many as a
-/// burst of answers can hand back at once: with 512 requests in flight (64
-/// h2c connections of 8 streams) a cap of 256 closed and redialled one
-/// connection every 25 requests. MOSN keeps every idle connection; nginx's
-/// benchmark config keeps 1024; the sweeper closes those idle past
-/// the cluster's `idle_timeout`.
+/// Most idle HTTP/1.1 connections kept per host and worker, in each of the
+/// two lists (raw sockets, hyper's client). As many as a burst of answers can
+/// hand back at once: with 512 requests in flight (64 h2c connections of 8
+/// streams) a cap of 256 closed and redialled up to one connection every 25
+/// requests. MOSN keeps every idle connection; nginx's benchmark config keeps
+/// 1024; the sweeper closes those idle past the cluster's `idle_timeout`.
 const MAX_IDLE_H1: usize = 1024;
 
 /// Runs hyper's background futures on the worker's own thread.
@@ -166,20 +166,30 @@ impl HttpPool {
     }
 
     fn take_idle_h1(&self) -> Option<http1::SendRequest<Body>> {
-        // From the most recently returned; closed ones met on the way are
-        // dropped. Not every idle one is ready: the body of its last
-        // response may still be streaming.
+        // From the most recently returned; closed and expired ones met on
+        // the way are dropped. Not every idle one is ready: the body of its
+        // last response may still be streaming.
         let mut idle = self.h1_idle.borrow_mut();
+        if idle.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
-            if idle[i].0.is_closed() {
+            let (s, since) = &idle[i];
+            if s.is_closed() || (s.is_ready() && self.expired(*since, now)) {
                 idle.swap_remove(i);
-            } else if idle[i].0.is_ready() {
+            } else if s.is_ready() {
                 return Some(idle.swap_remove(i).0);
             }
         }
         None
+    }
+
+    /// Whether a connection idle since `since` is past `idle_timeout` at `now`.
+    fn expired(&self, since: Instant, now: Instant) -> bool {
+        self.idle_timeout.is_some_and(|t| now.duration_since(since) >= t)
     }
 
     /// Sends `req` on `sender`. A stale keep-alive connection (closed by the
@@ -223,11 +233,16 @@ impl HttpPool {
     }
 
     /// An idle pass-through connection that nothing arrived on while it
-    /// waited (a close, or bytes the upstream had no business sending).
+    /// waited (a close, or bytes the upstream had no business sending) and
+    /// that is not past `idle_timeout`.
     pub fn take_raw(&self) -> Option<TcpStream> {
         let mut idle = self.raw_idle.borrow_mut();
-        while let Some((s, _)) = idle.pop() {
-            if is_quiet(&s) {
+        if idle.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        while let Some((s, since)) = idle.pop() {
+            if !self.expired(since, now) && is_quiet(&s) {
                 return Some(s);
             }
         }
@@ -267,7 +282,7 @@ impl HttpPool {
     /// Drops the idle connections that the upstream closed or that sat idle
     /// past `idle_timeout`; whether any are left.
     fn sweep_once(&self, now: Instant) -> bool {
-        let expired = |since: Instant| self.idle_timeout.is_some_and(|t| now.duration_since(since) >= t);
+        let expired = |since: Instant| self.expired(since, now);
         let mut raw = self.raw_idle.borrow_mut();
         raw.retain(|(s, since)| !expired(*since) && is_quiet(s));
         let mut h1 = self.h1_idle.borrow_mut();
@@ -356,8 +371,11 @@ impl HttpPool {
     }
 }
 
-/// How often idle connections are checked at most: a connection is closed
-/// within `idle_timeout` plus the smaller of this and half the timeout.
+/// How often idle connections are checked at most. A connection past
+/// `idle_timeout` is never handed out (the take checks), and the sweep closes
+/// it within half the timeout (at least 50 ms) or this, whichever is smaller.
+/// A hyper connection counts as idle from its last response head, or from the
+/// last sweep that found its response body still streaming.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 async fn sweep(pool: std::rc::Weak<HttpPool>) {

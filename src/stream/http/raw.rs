@@ -448,6 +448,10 @@ mod tests {
         assert_eq!(resp.headers()["x-empty"], "");
         assert_eq!(resp.headers()["x-a"], "one");
         assert_eq!(resp.headers()["x-b"], "two words");
+        // ... one copy: the values lie as far apart as they did in the head.
+        let at = |name: &str| resp.headers()[name].as_bytes().as_ptr() as usize;
+        let in_raw = |v: &[u8]| raw.windows(v.len()).position(|w| w == v).unwrap();
+        assert_eq!(at("x-b") - at("x-a"), in_raw(b"two words") - in_raw(b"one"));
         assert!(matches!(response_parts(b"HTTP/1.1 200 OK\r\nx-bad: a\x7fb\r\n\r\n", false), Err(Broken::Bad(_))));
         assert!(matches!(response_parts(b"HTTP/1.1 200 OK\r\nX", false), Ok(None)));
         assert!(response_parts(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
