@@ -458,23 +458,34 @@ async fn targets_and_routes_the_pass_through_cannot_judge_go_to_hyper() {
 
 #[tokio::test]
 async fn slow_heads_are_cut_on_kept_alive_connections_and_slow_bodies_are_not() {
-    let up = Scripted::start(After::KeepServing).await;
-    let port = free_port();
-    let proxy = Proxy::start(&config(port, up.addr, true), 1);
-    // A body arriving after the header-read time (500ms) is still waited for.
-    let mut c = Conn::open(proxy.addr).await;
-    c.send(b"POST /slow-body HTTP/1.1\r\nHost: e\r\nContent-Length: 5\r\n\r\n").await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    c.send(b"hello").await;
-    let (head, _) = c.response(false).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    // After idling past the header-read time, a head that stops halfway is
-    // still cut at the header-read time, not the idle one (90s here).
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    c.send(b"GET /never HTTP/1.1\r\nHost: e\r\n").await;
-    let t0 = std::time::Instant::now();
-    assert!(c.closed().await, "slow head not cut");
-    assert!(t0.elapsed() < Duration::from_millis(1500), "cut after {:?}", t0.elapsed());
+    // On the pass-through and on hyper's path alike.
+    for passthrough in [true, false] {
+        let up = Scripted::start(After::KeepServing).await;
+        let port = free_port();
+        let proxy = Proxy::start(&config(port, up.addr, passthrough), 1);
+        let mut c = Conn::open(proxy.addr).await;
+        // A kept-alive connection idle past the header-read time (500ms) is
+        // kept: the idle timeout (90s) governs the wait for a first byte.
+        c.send(b"GET /a HTTP/1.1\r\nHost: e\r\n\r\n").await;
+        assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        c.send(b"GET /a HTTP/1.1\r\nHost: e\r\n\r\n").await;
+        let (head, _) = c.response(false).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "passthrough={passthrough}: {head}");
+        // A body arriving after the header-read time is still waited for.
+        c.send(b"POST /slow-body HTTP/1.1\r\nHost: e\r\nContent-Length: 5\r\n\r\n").await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        c.send(b"hello").await;
+        let (head, _) = c.response(false).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "passthrough={passthrough}: {head}");
+        // After idling past the header-read time, a head that stops halfway is
+        // still cut at the header-read time, not the idle one.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        c.send(b"GET /never HTTP/1.1\r\nHost: e\r\n").await;
+        let t0 = std::time::Instant::now();
+        assert!(c.closed().await, "passthrough={passthrough}: slow head not cut");
+        assert!(t0.elapsed() < Duration::from_millis(1500), "passthrough={passthrough}: cut after {:?}", t0.elapsed());
+    }
 }
 
 #[tokio::test]
@@ -529,11 +540,8 @@ async fn pooled_upstream_connections_close_after_the_cluster_idle_timeout() {
         c.send(request).await;
         assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2 * i + 1, "reused within the timeout");
+        // The upstream connection idles 1.5 s, past the 1 s timeout.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        // A fresh client connection (hyper's path closes one idle past the
-        // header-read timeout, 500ms here); the pool is the worker's. The
-        // upstream connection idled 1.5 s, past the 1 s timeout.
-        c = Conn::open(proxy.addr).await;
         c.send(request).await;
         assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2 * i + 2, "redialled after idling past the timeout");
