@@ -142,6 +142,17 @@ async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, aft
         if let (Some(gate), "/gather") = (&gate, path.as_str()) {
             gate.wait().await;
         }
+        if path == "/slow-answer" {
+            // The body's second half comes 3 s after the head.
+            if sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if sock.write_all(b"world").await.is_err() {
+                return;
+            }
+            continue;
+        }
         let (reply, then_close): (Vec<u8>, bool) = match path.as_str() {
             "/chunked" => (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Internal: 1\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-trailer: t\r\n\r\n"
@@ -546,6 +557,23 @@ async fn pooled_upstream_connections_close_after_the_cluster_idle_timeout() {
         assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2 * i + 2, "redialled after idling past the timeout");
     }
+    // A connection whose response body streams for longer than the timeout
+    // is busy, not idle: it is reused after the body ends (hyper's client; the
+    // pass-through's raw sockets go back to the pool only then anyway).
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let mut cfg = config(port, up.addr, true);
+    cfg["cluster_manager"]["clusters"][0]["idle_timeout"] = json!("2s");
+    let proxy = Proxy::start(&cfg, 1);
+    let mut c = Conn::open(proxy.addr).await;
+    let mut slow = b"POST /slow-answer HTTP/1.1\r\nHost: e\r\nContent-Length: 70000\r\n\r\n".to_vec();
+    slow.resize(slow.len() + 70_000, b'x');
+    c.send(&slow).await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200") && body == b"helloworld", "{head}");
+    c.send(&big).await;
+    assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1, "the connection busy for 3 s was reused");
     // Unset, the timeout is 60 s: a connection idle for 1.5 s is reused.
     let up = Scripted::start(After::KeepServing).await;
     let port = free_port();
