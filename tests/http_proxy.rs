@@ -443,6 +443,8 @@ async fn websocket_upgrade_is_tunnelled() {
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"));
     for msg in [&b"ping one"[..], b"second message"] {
+        // A tunnel quiet for longer than the header-read timeout (500ms) lives on.
+        tokio::time::sleep(Duration::from_millis(800)).await;
         s.write_all(msg).await.unwrap();
         let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap().unwrap();
         assert_eq!(&buf[..n], msg, "bytes flow both ways through the tunnel");
