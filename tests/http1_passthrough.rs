@@ -143,13 +143,15 @@ async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, aft
             gate.wait().await;
         }
         if path == "/slow-answer" {
-            // The body's second half comes 3 s after the head.
+            // The body's second half comes a byte a second, over 5 s.
             if sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello").await.is_err() {
                 return;
             }
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            if sock.write_all(b"world").await.is_err() {
-                return;
+            for b in b"world" {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if sock.write_all(&[*b]).await.is_err() {
+                    return;
+                }
             }
             continue;
         }
@@ -563,7 +565,7 @@ async fn pooled_upstream_connections_close_after_the_cluster_idle_timeout() {
     let up = Scripted::start(After::KeepServing).await;
     let port = free_port();
     let mut cfg = config(port, up.addr, true);
-    cfg["cluster_manager"]["clusters"][0]["idle_timeout"] = json!("2s");
+    cfg["cluster_manager"]["clusters"][0]["idle_timeout"] = json!("4s");
     let proxy = Proxy::start(&cfg, 1);
     let mut c = Conn::open(proxy.addr).await;
     let mut slow = b"POST /slow-answer HTTP/1.1\r\nHost: e\r\nContent-Length: 70000\r\n\r\n".to_vec();
@@ -573,7 +575,7 @@ async fn pooled_upstream_connections_close_after_the_cluster_idle_timeout() {
     assert!(head.starts_with("HTTP/1.1 200") && body == b"helloworld", "{head}");
     c.send(&big).await;
     assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
-    assert_eq!(up.accepted.load(Ordering::SeqCst), 1, "the connection busy for 3 s was reused");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1, "the connection busy for 5 s was reused");
     // Unset, the timeout is 60 s: a connection idle for 1.5 s is reused.
     let up = Scripted::start(After::KeepServing).await;
     let port = free_port();

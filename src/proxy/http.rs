@@ -19,8 +19,6 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::head_timer::{HeadTimer, Reads};
 use super::headers::{self, Framing, HostRule, Rules};
 use super::tries::{Next, Tries};
 use super::{ListenerCtx, WorkerCtx};
@@ -78,73 +77,6 @@ pub(super) struct ConnCtx {
     upstream: Version,
     active: Cell<u32>,
     last_active: Cell<Instant>,
-    /// HTTP/1.x on hyper: what the header-read timeout watches.
-    heads: Arc<HeadWatch>,
-}
-
-/// What the header-read timeout of an HTTP/1.x connection on hyper needs:
-/// whether an exchange is open, and when the pending request head began.
-/// Shared with the socket's read hook, which hyper's upgrades need `Send`.
-struct HeadWatch {
-    /// Exchanges whose response is not yet all sent.
-    open: AtomicU32,
-    /// When the first byte of an incomplete request head arrived, as
-    /// nanoseconds after `base` plus one; 0: no head pending.
-    since: AtomicU64,
-    base: Instant,
-    started: tokio::sync::Notify,
-}
-
-impl HeadWatch {
-    fn new() -> HeadWatch {
-        HeadWatch {
-            open: AtomicU32::new(0),
-            since: AtomicU64::new(0),
-            base: Instant::now(),
-            started: Default::default(),
-        }
-    }
-
-    /// Bytes arrived from the client: with no exchange open, they begin a
-    /// request head.
-    fn note_bytes(&self) {
-        if self.open.load(Relaxed) == 0 && self.since.load(Relaxed) == 0 {
-            self.begin_head();
-        }
-    }
-
-    fn begin_head(&self) {
-        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-        self.since.store(nanos + 1, Relaxed);
-        self.started.notify_one();
-    }
-
-    /// When the pending request head is overdue, if one is pending.
-    fn due(&self, limit: Duration) -> Option<Instant> {
-        match self.since.load(Relaxed) {
-            0 => None,
-            _ if self.open.load(Relaxed) > 0 => None,
-            n => Some(self.base + Duration::from_nanos(n - 1) + limit),
-        }
-    }
-}
-
-/// One HTTP/1.x exchange on hyper, open from its request head until its
-/// response body is dropped (all sent, or the connection gone).
-struct Exchange(Arc<HeadWatch>);
-
-impl Exchange {
-    fn open(heads: &Arc<HeadWatch>) -> Exchange {
-        heads.open.fetch_add(1, Relaxed);
-        heads.since.store(0, Relaxed);
-        Exchange(heads.clone())
-    }
-}
-
-impl Drop for Exchange {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Relaxed);
-    }
 }
 
 /// Serves an HTTP/1.x or HTTP/2 (prior knowledge) client connection.
@@ -169,7 +101,6 @@ pub async fn serve(
         upstream,
         active: Cell::new(0),
         last_active: Cell::new(Instant::now()),
-        heads: Arc::new(HeadWatch::new()),
     });
     // The common HTTP/1.1 request takes the pass-through; the first one it
     // leaves alone hands the connection to hyper from there on.
@@ -211,23 +142,22 @@ async fn serve_hyper(
     tokio::pin!(drain);
     match downstream {
         Version::Http1 => {
-            // The header-read timeout is ours, not hyper's: hyper's also runs
-            // while a kept-alive connection waits for its next request, which
-            // is the idle timeout's to bound. A head starts with its first
-            // byte, or now for the one the pass-through may have handed over.
-            ctx.heads.begin_head();
-            let watch = ctx.heads.clone();
-            let io = Prefixed::new(read, stream).on_bytes(move || watch.note_bytes());
+            // The header-read time counts from a head's first byte, not
+            // through the keep-alive wait before it (`head_timer`).
+            let reads = Reads::default();
+            let io = Prefixed::new(read, stream).on_bytes({
+                let reads = reads.clone();
+                move || reads.note()
+            });
             let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(None)
+                .timer(HeadTimer { reads })
+                .header_read_timeout(spec.header_read_timeout)
                 .max_buf_size(MAX_HEAD_BYTES)
                 .max_headers(MAX_HEADER_COUNT)
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             tokio::pin!(conn);
-            let heads = Some(spec.header_read_timeout);
-            drive(conn.as_mut(), &ctx, drain.as_mut(), idle, heads, |c| c.graceful_shutdown()).await
+            drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await
         }
         Version::Http2 => {
             let conn = hyper::server::conn::http2::Builder::new(LocalExec)
@@ -235,20 +165,18 @@ async fn serve_hyper(
                 .max_concurrent_streams(1024)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
-            drive(conn.as_mut(), &ctx, drain.as_mut(), idle, None, |c| c.graceful_shutdown()).await
+            drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await
         }
     }
 }
 
 /// Drives a hyper server connection; shuts it down gracefully on drain or
-/// after `idle` with no request in flight. With `heads` (HTTP/1.x), a request
-/// head begun and not complete within it closes the connection.
+/// after `idle` with no request in flight.
 async fn drive<C, F>(
     mut conn: std::pin::Pin<&mut C>,
     ctx: &ConnCtx,
     mut drain: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
     idle: Duration,
-    heads: Option<Duration>,
     shutdown: F,
 ) -> Result<(), hyper::Error>
 where
@@ -259,13 +187,9 @@ where
     if closing {
         shutdown(conn.as_mut());
     }
-    let head_due = || heads.and_then(|limit| ctx.heads.due(limit));
     let tick = tokio::time::sleep(idle);
     tokio::pin!(tick);
     loop {
-        let idle_due = ctx.last_active.get() + idle;
-        let due = head_due().map_or(idle_due, |h| h.min(idle_due));
-        tick.as_mut().reset(due.max(Instant::now() + Duration::from_millis(10)));
         tokio::select! {
             // The connection first: drain and idle checks only matter when it is idle.
             biased;
@@ -274,18 +198,14 @@ where
                 closing = true;
                 shutdown(conn.as_mut());
             }
-            // A head has begun: the tick moves to its deadline.
-            _ = ctx.heads.started.notified(), if heads.is_some() && !closing => {}
             _ = tick.as_mut(), if !closing => {
-                let now = Instant::now();
-                if head_due().is_some_and(|due| now >= due) {
-                    debug!(peer = %ctx.peer, "client sent no complete request head in time, closing");
-                    return Ok(());
-                }
-                if ctx.active.get() == 0 && now >= ctx.last_active.get() + idle {
+                let due = ctx.last_active.get() + idle;
+                if ctx.active.get() == 0 && Instant::now() >= due {
                     debug!(peer = %ctx.peer, "closing idle client HTTP connection");
                     closing = true;
                     shutdown(conn.as_mut());
+                } else {
+                    tick.as_mut().reset(due.max(Instant::now() + Duration::from_millis(10)));
                 }
             }
         }
@@ -293,14 +213,12 @@ where
 }
 
 async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
-    let h1 = req.version() != http::Version::HTTP_2;
-    // HTTP/1.x: open until hyper drops the response body.
-    let exchange = h1.then(|| Exchange::open(&ctx.heads));
     ctx.active.set(ctx.active.get() + 1);
     ctx.last_active.set(Instant::now());
     let stats = &ctx.worker.stats;
     stats.count_request();
     let grpc = is_grpc(req.headers());
+    let h1 = req.version() != http::Version::HTTP_2;
     let (mut resp, route_ops) = match forward(&ctx, req, grpc).await {
         Ok(pair) => pair,
         Err(err) => {
@@ -321,15 +239,7 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
     }
     ctx.active.set(ctx.active.get() - 1);
     ctx.last_active.set(Instant::now());
-    match exchange {
-        Some(exchange) => resp.map(|body| {
-            Body::new(body.map_frame(move |frame| {
-                let _open = &exchange;
-                frame
-            }))
-        }),
-        None => resp,
-    }
+    resp
 }
 
 fn add_headers(h: &mut HeaderMap, list: &[crate::router::AddHeader]) {

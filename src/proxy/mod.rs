@@ -8,6 +8,7 @@
 //! paths share.
 
 pub mod filter;
+mod head_timer;
 mod headers;
 pub mod http;
 pub mod http1;
