@@ -502,6 +502,27 @@ async fn slow_heads_are_cut_on_kept_alive_connections_and_slow_bodies_are_not() 
 }
 
 #[tokio::test]
+async fn answers_keep_their_length_on_both_paths() {
+    for passthrough in [true, false] {
+        let up = Scripted::start(After::KeepServing).await;
+        let port = free_port();
+        let proxy = Proxy::start(&config(port, up.addr, passthrough), 1);
+        let mut c = Conn::open(proxy.addr).await;
+        for (path, length) in [("/admin", "content-length: 2\r\n"), ("/no-content", "")] {
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: e\r\n\r\n").as_bytes()).await;
+            let (head, _) = c.response(false).await;
+            let head = head.to_ascii_lowercase();
+            assert!(!head.contains("transfer-encoding"), "passthrough={passthrough} {path}: {head}");
+            assert!(head.contains(length), "passthrough={passthrough} {path}: {head}");
+        }
+        c.send(b"GET /x HTTP/1.1\r\nHost: e\r\n\r\n").await;
+        let (head, body) = c.response(false).await;
+        let expected = format!("content-length: {}\r\n", body.len());
+        assert!(head.to_ascii_lowercase().contains(&expected), "passthrough={passthrough}: {head}");
+    }
+}
+
+#[tokio::test]
 async fn a_burst_of_answers_keeps_every_upstream_connection_pooled() {
     // More requests in flight than the 256 idle connections the pool once
     // kept: when they were all answered at once, the surplus was closed and
