@@ -185,6 +185,14 @@ where
 {
     let mut closing = ctx.worker.draining.get();
     if closing {
+        // Draining already: hyper would close a connection it has read
+        // nothing from yet, so it first takes in the request the
+        // pass-through may have handed over; that one is answered (with
+        // `connection: close`), as on the pass-through.
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(conn.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(r) = first {
+            return r;
+        }
         shutdown(conn.as_mut());
     }
     let tick = tokio::time::sleep(idle);
