@@ -9,8 +9,8 @@
 //! was armed: the keep-alive wait is the idle timeout's to bound
 //! (`proxy::http::drive`), a head's own arrival is this one's. hyper still
 //! owns the rest: it arms the timer only while it reads a head (never during
-//! a body, an upgrade or a drain), drops it once the head is parsed, and ends
-//! the connection when it fires.
+//! a body or after an upgrade; during a drain only for a head already begun),
+//! drops it once the head is parsed, and ends the connection when it fires.
 
 use std::future::Future;
 use std::pin::Pin;
