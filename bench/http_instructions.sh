@@ -3,7 +3,8 @@
 # fixed number of requests (deterministic, unlike req/s here): HTTP/1.1
 # (MODE=h1, the default) or h2c (MODE=h2c: 8 connections x 8 streams), both to
 # an HTTP/1.1 nginx upstream.
-# Needs valgrind, nginx and h2load (bash tests/http/install.sh). Usage:
+# Needs valgrind (bash bench/install.sh), nginx and h2load (bash
+# tests/http/install.sh). Usage:
 #   cargo build --release && bash bench/http_instructions.sh   [N=20000 MODE=h1]
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

