@@ -67,17 +67,11 @@ impl Future for HeadSleep {
         // hyper polls this after each read attempt that left the head
         // incomplete, so the first poll after a byte arrived starts the clock.
         // Before that nothing needs waking: a byte wakes hyper through the socket.
-        if self.running.is_none() {
-            if self.reads.count() == self.armed_at {
-                return Poll::Pending;
-            }
-            let limit = self.limit;
-            self.running = Some(Box::pin(tokio::time::sleep(limit)));
+        if self.running.is_none() && self.reads.count() == self.armed_at {
+            return Poll::Pending;
         }
-        match self.running.as_mut() {
-            Some(sleep) => sleep.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
+        let limit = self.limit;
+        self.running.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit))).as_mut().poll(cx)
     }
 }
 

@@ -177,11 +177,14 @@ impl HttpPool {
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
-            let (s, since) = &idle[i];
-            if s.is_closed() || (s.is_ready() && self.expired(*since, now)) {
+            let s = &idle[i].0;
+            if s.is_closed() {
                 idle.swap_remove(i);
             } else if s.is_ready() {
-                return Some(idle.swap_remove(i).0);
+                let (s, since) = idle.swap_remove(i);
+                if !self.expired(since, now) {
+                    return Some(s);
+                }
             }
         }
         None
