@@ -579,18 +579,32 @@ async fn a_burst_of_answers_keeps_every_upstream_connection_pooled() {
     }
 }
 
+/// A POST to `path` whose body (70,000 bytes) is over the 64 KiB the
+/// pass-through reads whole: it streams, so hyper's path and client carry it.
+fn post_for_hyper(path: &str) -> Vec<u8> {
+    let mut req = format!("POST {path} HTTP/1.1\r\nHost: e\r\nContent-Length: 70000\r\n\r\n").into_bytes();
+    req.resize(req.len() + 70_000, b'x');
+    req
+}
+
+/// A scripted upstream, ferrymesh in front of it with the cluster's
+/// `idle_timeout` (unset if `None`), and a client connection to ferrymesh.
+async fn behind_idle_timeout(idle_timeout: Option<&str>) -> (Scripted, Proxy, Conn) {
+    let up = Scripted::start(After::KeepServing).await;
+    let mut cfg = config(free_port(), up.addr, true);
+    if let Some(t) = idle_timeout {
+        cfg["cluster_manager"]["clusters"][0]["idle_timeout"] = json!(t);
+    }
+    let proxy = Proxy::start(&cfg, 1);
+    let c = Conn::open(proxy.addr).await;
+    (up, proxy, c)
+}
+
 #[tokio::test]
 async fn pooled_upstream_connections_close_after_the_cluster_idle_timeout() {
-    let up = Scripted::start(After::KeepServing).await;
-    let port = free_port();
-    let mut cfg = config(port, up.addr, true);
-    cfg["cluster_manager"]["clusters"][0]["idle_timeout"] = json!("1s");
-    let proxy = Proxy::start(&cfg, 1);
-    let mut c = Conn::open(proxy.addr).await;
-    // The pass-through's raw sockets, then hyper's client (a body over 64 KiB
-    // streams, so the request goes through hyper).
-    let mut big = b"POST /b HTTP/1.1\r\nHost: e\r\nContent-Length: 70000\r\n\r\n".to_vec();
-    big.resize(big.len() + 70_000, b'x');
+    let (up, _proxy, mut c) = behind_idle_timeout(Some("1s")).await;
+    // The pass-through's raw sockets, then hyper's client.
+    let big = post_for_hyper("/b");
     let requests: [&[u8]; 2] = [b"GET /a HTTP/1.1\r\nHost: e\r\n\r\n", &big];
     for (i, request) in requests.into_iter().enumerate() {
         c.send(request).await;
@@ -607,25 +621,15 @@ async fn pooled_upstream_connections_close_after_the_cluster_idle_timeout() {
     // A connection whose response body streams for longer than the timeout
     // is busy, not idle: it is reused after the body ends (hyper's client; the
     // pass-through's raw sockets go back to the pool only then anyway).
-    let up = Scripted::start(After::KeepServing).await;
-    let port = free_port();
-    let mut cfg = config(port, up.addr, true);
-    cfg["cluster_manager"]["clusters"][0]["idle_timeout"] = json!("4s");
-    let proxy = Proxy::start(&cfg, 1);
-    let mut c = Conn::open(proxy.addr).await;
-    let mut slow = b"POST /slow-answer HTTP/1.1\r\nHost: e\r\nContent-Length: 70000\r\n\r\n".to_vec();
-    slow.resize(slow.len() + 70_000, b'x');
-    c.send(&slow).await;
+    let (up, _proxy, mut c) = behind_idle_timeout(Some("4s")).await;
+    c.send(&post_for_hyper("/slow-answer")).await;
     let (head, body) = c.response(false).await;
     assert!(head.starts_with("HTTP/1.1 200") && body == b"helloworld", "{head}");
     c.send(&big).await;
     assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1, "the connection busy for 5 s was reused");
     // Unset, the timeout is 60 s: a connection idle for 1.5 s is reused.
-    let up = Scripted::start(After::KeepServing).await;
-    let port = free_port();
-    let proxy = Proxy::start(&config(port, up.addr, true), 1);
-    let mut c = Conn::open(proxy.addr).await;
+    let (up, _proxy, mut c) = behind_idle_timeout(None).await;
     for _ in 0..2 {
         c.send(b"GET /a HTTP/1.1\r\nHost: e\r\n\r\n").await;
         assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
@@ -736,10 +740,9 @@ async fn a_pooled_connection_the_upstream_closed_is_swept() {
 
 #[tokio::test]
 async fn a_connection_accepted_before_a_drain_gets_its_first_answer() {
-    // On the pass-through, and when its first request hands it to hyper (a
-    // body over 64 KiB) once the drain has begun.
-    let mut big = b"POST /late HTTP/1.1\r\nHost: e\r\nContent-Length: 70000\r\n\r\n".to_vec();
-    big.resize(big.len() + 70_000, b'x');
+    // On the pass-through, and when its first request hands it to hyper once
+    // the drain has begun.
+    let big = post_for_hyper("/late");
     let requests: [&[u8]; 2] = [b"GET /late HTTP/1.1\r\nHost: e\r\n\r\n", &big];
     for request in requests {
         let up = Scripted::start(After::KeepServing).await;
