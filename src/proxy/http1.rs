@@ -35,7 +35,7 @@ use super::tries::{Next, Tries};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
 use crate::protocol::http::h1::{self, BodyCursor, ConnectionTokens, Framing, Name};
-use crate::protocol::http::{http_error, HttpError, MAX_HEADER_BYTES, MAX_HEADER_COUNT, MAX_HEAD_BYTES, MAX_URI_BYTES};
+use crate::protocol::http::{http_error, HttpError, MAX_HEADER_BYTES, MAX_HEAD_BYTES, MAX_URI_BYTES};
 use crate::router::{HttpActions, RetryOn, RouteEntry, RouteInput, Target};
 use crate::stream::http::raw::{self, Broken, Head, READ_SPACE};
 use crate::stream::http::{HttpPool, SendError};
@@ -278,9 +278,9 @@ fn has_head_end(buf: &[u8], from: usize) -> bool {
 /// its upstream head into `out`. `Prep::Hyper` for anything this path leaves
 /// to hyper's.
 fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADER_COUNT];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
+    let mut slots = h1::header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match h1::parse_request(&mut req, buf, &mut slots) {
         Ok(Status::Complete(n)) => n,
         Ok(Status::Partial) => return Prep::NeedMore,
         Err(_) => return Prep::Hyper,
@@ -486,9 +486,9 @@ fn response_head(
     close: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<Head<Answer>>, Broken> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADER_COUNT];
-    let mut resp = httparse::Response::new(&mut headers);
-    let facts = match raw::parse_head(up, request.head_method, &mut resp)? {
+    let mut slots = h1::header_slots();
+    let mut resp = httparse::Response::new(&mut []);
+    let facts = match raw::parse_head(up, request.head_method, &mut resp, &mut slots)? {
         Some(Head::Final(facts)) => facts,
         Some(Head::Interim(n)) => return Ok(Some(Head::Interim(n))),
         None => return Ok(None),

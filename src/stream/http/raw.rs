@@ -158,8 +158,9 @@ pub fn parse_head<'h, 'b>(
     up: &'b [u8],
     head_request: bool,
     response: &mut httparse::Response<'h, 'b>,
+    slots: &'h mut h1::HeaderSlots<'b>,
 ) -> Result<Option<Head<Facts>>, Broken> {
-    let head_len = match response.parse(up) {
+    let head_len = match h1::parse_response(response, up, slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(Broken::Bad("malformed response head")),
@@ -211,9 +212,9 @@ pub type ResponseHead = (Response<()>, Facts);
 /// headers and the framing ones are dropped (hyper frames the body itself).
 /// Usable as the parser of [`send`].
 pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<ResponseHead>>, Broken> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADER_COUNT];
-    let mut parsed = httparse::Response::new(&mut headers);
-    let facts = match parse_head(up, head_request, &mut parsed)? {
+    let mut slots = h1::header_slots();
+    let mut parsed = httparse::Response::new(&mut []);
+    let facts = match parse_head(up, head_request, &mut parsed, &mut slots)? {
         Some(Head::Final(facts)) => facts,
         Some(Head::Interim(n)) => return Ok(Some(Head::Interim(n))),
         None => return Ok(None),
