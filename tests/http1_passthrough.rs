@@ -172,6 +172,14 @@ async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, aft
                     .to_vec(),
                 false,
             ),
+            "/conn-named-length" => {
+                (b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nok".to_vec(), false)
+            }
+            "/conn-named-chunked" => (
+                b"HTTP/1.1 200 OK\r\nConnection: transfer-encoding, x-secret\r\nX-Secret: 1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+                    .to_vec(),
+                false,
+            ),
             "/garbage" => (b"HTTP/1.1 2x0 Nope\r\n\r\n".to_vec(), true),
             "/bad-chunk" => (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(), true),
             "/until-close" => (b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(), true),
@@ -333,6 +341,16 @@ Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: gzip\r\nX-Forwarded
     let lower = head.to_ascii_lowercase();
     assert!(!lower.contains("x-secret") && !lower.contains("keep-alive"), "{head}");
     assert_eq!(body, b"ok");
+    // ...but never the framing ones: the body still comes framed, and the
+    // connection goes on.
+    c.send(b"GET /conn-named-length HTTP/1.1\r\nHost: e\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.contains("Content-Length: 2\r\n"), "{head}");
+    assert_eq!(body, b"ok");
+    c.send(b"GET /conn-named-chunked HTTP/1.1\r\nHost: e\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.contains("Transfer-Encoding: chunked\r\n") && !head.contains("X-Secret"), "{head}");
+    assert_eq!(body, b"2\r\nok\r\n0\r\n\r\n");
 
     // A POST body goes through.
     c.send(b"POST /echo HTTP/1.1\r\nHost: e\r\nContent-Length: 5\r\n\r\nhello").await;

@@ -198,10 +198,14 @@ pub fn parse_head<'h, 'b>(
 impl Facts {
     /// Whether response header `name` (classified as `kind`) belongs to the
     /// connection, not the message: the hop-by-hop ones and those
-    /// `Connection` names.
+    /// `Connection` names, except the framing fields (which RFC 9110 §7.6.1
+    /// forbids a sender to name there): the body is relayed as they frame it,
+    /// and without them the client would read it to the close.
     pub fn hop_by_hop(&self, name: &str, kind: Name, fields: &[httparse::Header<'_>]) -> bool {
         kind.is_hop_by_hop()
-            || (self.connection.others && h1::named_by_connection(fields.iter().map(|f| (f.name, f.value)), name))
+            || (self.connection.others
+                && !matches!(kind, Name::ContentLength | Name::TransferEncoding)
+                && h1::named_by_connection(fields.iter().map(|f| (f.name, f.value)), name))
     }
 }
 
