@@ -602,3 +602,27 @@ async fn idle_client_connections_are_closed() {
     assert_eq!(n, 0, "EOF from ferrymesh");
     assert!(t0.elapsed() >= Duration::from_millis(200), "not before the idle timeout");
 }
+
+/// A request its HTTP/2 client resets mid-flight stops counting as in
+/// flight: the connection still goes idle and is closed after
+/// connection_idle_timeout (it stayed open for good when the count leaked).
+#[tokio::test]
+async fn a_reset_stream_leaves_its_connection_idle() {
+    let up = HttpUpstream::start("up", false).await;
+    let port = free_port();
+    let mut cfg = http_config(port, "Http2", "Http1", all_to("c"), vec![cluster("c", &[up.addr])]);
+    cfg["servers"][0]["listeners"][0]["connection_idle_timeout"] = json!("500ms");
+    let proxy = Proxy::start(&cfg, 1);
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    // The upstream answers after 3 s; the client gives up after 200 ms (its
+    // response future dropped: hyper resets the stream).
+    let gave_up = tokio::time::timeout(Duration::from_millis(200), sender.send_request(get_h2("/slow/3000"))).await;
+    assert!(gave_up.is_err(), "answered before the client gave up");
+    let t0 = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(2), conn).await;
+    assert!(closed.is_ok(), "connection still open 2 s after its only request was reset");
+    assert!(t0.elapsed() >= Duration::from_millis(250), "closed before the idle timeout: {:?}", t0.elapsed());
+}

@@ -220,9 +220,28 @@ where
     }
 }
 
+/// A request of a connection in flight, until dropped: also when hyper drops
+/// the request's future (an HTTP/2 stream reset, a client gone), or the
+/// connection would never count as idle again.
+struct Busy<'c>(&'c ConnCtx);
+
+impl<'c> Busy<'c> {
+    fn new(ctx: &'c ConnCtx) -> Busy<'c> {
+        ctx.active.set(ctx.active.get() + 1);
+        ctx.last_active.set(Instant::now());
+        Busy(ctx)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get().saturating_sub(1));
+        self.0.last_active.set(Instant::now());
+    }
+}
+
 async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
-    ctx.active.set(ctx.active.get() + 1);
-    ctx.last_active.set(Instant::now());
+    let busy = Busy::new(&ctx);
     let stats = &ctx.worker.stats;
     stats.count_request();
     let grpc = is_grpc(req.headers());
@@ -245,8 +264,7 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
         }
         add_headers(resp.headers_mut(), &entry.http.response_add);
     }
-    ctx.active.set(ctx.active.get() - 1);
-    ctx.last_active.set(Instant::now());
+    drop(busy);
     resp
 }
 
@@ -421,10 +439,10 @@ async fn forward(
         // Once the request is sent, only a retry policy or a per-try timeout retries.
         let policy_retries = !tries.policy.on.is_empty() || tries.policy.per_try_timeout.is_some();
         let (sent, can_retry) = if let Some(request) = &raw_request {
-            pool.host().inc_active();
+            let in_flight = pool.host().in_flight();
             let exchange = raw_exchange(&pool, request, idempotent, head_request);
             let sent = tokio::time::timeout_at(try_deadline, exchange).await;
-            pool.host().dec_active();
+            drop(in_flight);
             (sent, tries.more_left() && policy_retries)
         } else {
             let dialled = match pool.ready_now(ctx.upstream) {
@@ -460,9 +478,9 @@ async fn forward(
             let head = if can_retry { upstream_head.as_ref().map(clone_head) } else { upstream_head.take() };
             let Some(head) = head else { break };
             let upstream_req = Request::from_parts(head, req_body);
-            pool.host().inc_active();
+            let in_flight = pool.host().in_flight();
             let sent = tokio::time::timeout_at(try_deadline, pool.send(sender, upstream_req)).await;
-            pool.host().dec_active();
+            drop(in_flight);
             let sent = sent.map(|r| r.map(|resp| downstream_response(resp, &mut downstream_upgrade, ctx)));
             (sent, can_retry)
         };

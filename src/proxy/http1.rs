@@ -440,12 +440,12 @@ async fn send_with_tries(
         };
         let pool = request.cluster.http_pools[h].clone();
         let can_retry = tries.more_left();
-        pool.host().inc_active();
+        let in_flight = pool.host().in_flight();
         let Bufs { req, resp, up } = &mut *bufs;
         let mut parse = |b: &[u8]| response_head(b, request, close, resp);
         let send = raw::send(&pool, req, request.idempotent, up, &mut parse);
         let sent = tokio::time::timeout_at(tries.try_deadline(), send).await;
-        pool.host().dec_active();
+        drop(in_flight);
         let upstream = pool.host().addr;
         match sent {
             Ok(Ok((answer, conn))) => {

@@ -40,6 +40,16 @@ pub struct Host {
     fail_streak: Cell<u32>,
 }
 
+/// One request in flight to a host ([`Host::in_flight`]).
+#[must_use = "the request counts as in flight only while this lives"]
+pub struct InFlight<'h>(&'h Host);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec_active();
+    }
+}
+
 impl Host {
     pub fn new(addr: SocketAddr, weight: u32) -> Host {
         Host { addr, weight, active: Cell::new(0), unhealthy_until: Cell::new(None), fail_streak: Cell::new(0) }
@@ -55,6 +65,14 @@ impl Host {
 
     pub fn dec_active(&self) {
         self.active.set(self.active.get().saturating_sub(1));
+    }
+
+    /// Counts one request in flight to this host until the guard drops, also
+    /// when the request's future is dropped mid-flight (an HTTP/2 stream
+    /// reset, a client gone), which a decrement after an `.await` misses.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.inc_active();
+        InFlight(self)
     }
 
     pub fn is_healthy(&self, now: Instant) -> bool {
@@ -119,5 +137,27 @@ impl Cluster {
             return self.lb.choose(&self.hosts, &ctx);
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_counts_as_in_flight_until_its_guard_drops() {
+        let host = Host::new("127.0.0.1:1".parse().unwrap(), 1);
+        let one = host.in_flight();
+        let two = host.in_flight();
+        assert_eq!(host.active(), 2);
+        drop(one);
+        assert_eq!(host.active(), 1);
+        // A future dropped mid-flight drops its guard too.
+        let fut = async move {
+            let _guard = two;
+            std::future::pending::<()>().await;
+        };
+        drop(fut);
+        assert_eq!(host.active(), 0);
     }
 }
