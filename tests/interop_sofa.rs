@@ -106,7 +106,7 @@ fn sofa_rpc_node_through_ferrymesh_bolt_v1() {
 fn sofa_rpc_node_through_ferrymesh_bolt_v2_with_and_without_crc() {
     let (_server, sport) = start_server("s2");
     let proxy = proxy_to(sport, "boltv2");
-    for extra in [&["--bolt2"][..], &["--bolt2", "--crc"][..]] {
+    for extra in [&["--bolt2"][..], &["--bolt2", "--ver2"][..], &["--bolt2", "--crc"][..]] {
         let mut args = vec!["--no-late", "--expect-server", "s2"];
         args.extend_from_slice(extra);
         let out = run_client(proxy.addr, &args);

@@ -5,8 +5,8 @@
 //   node capture.js [--out DIR] [--check]
 //
 // Starts server.js (name "bolt-12200", late replies on, --no-stacks) and a tiny TCP relay in this process that
-// keeps every chunk in each direction, then runs client.js through the relay three times:
-// bolt v1 (library default), --bolt2 and --crc, each with --concurrency 1 --message hello, i.e.
+// keeps every chunk in each direction, then runs client.js through the relay four times:
+// bolt v1 (library default), --bolt2, --crc and --ver2, each with --concurrency 1 --message hello, i.e.
 // echo, fail, slow (300 ms timeout, late answer), echo, echo, heartbeat, echo. Each direction's
 // byte stream is cut into frames by the bolt length fields, every frame is decoded again by
 // sofa-bolt-node as a check, and the first frame of each kind is written as lowercase hex
@@ -28,6 +28,7 @@ const RUNS = [
   { prefix: '', flags: [], title: 'bolt v1 (library default)' },
   { prefix: 'v2_', flags: [ '--bolt2' ], title: 'bolt v2 (proto 0x02, ver1 1, switch 0)' },
   { prefix: 'v2crc_', flags: [ '--crc' ], title: 'bolt v2 with CRC32 (ver1 2, switch 1, 4-byte CRC32 trailer)' },
+  { prefix: 'v2ver2_', flags: [ '--ver2' ], title: 'bolt v2 with ver1 2 and the CRC off (switch 0, no trailer)' },
 ];
 
 setTimeout(() => { console.error('capture: overall deadline (60 s) passed'); process.exit(3); }, 60000).unref();
@@ -200,7 +201,7 @@ async function main() {
   }
 
   // The late answer must really be a late answer, and fail must really be respStatus 2.
-  for (const p of [ '', 'v2_', 'v2crc_' ]) {
+  for (const p of RUNS.map(r => r.prefix)) {
     for (const f of [ 'echo_request', 'echo_response', 'fail_response', 'slow_request', 'slow_late_response', 'heartbeat_request', 'heartbeat_ack' ]) {
       if (!picked.has(p + f + '.hex')) throw new Error('missing frame ' + p + f);
     }

@@ -4,13 +4,14 @@
 // ferrymesh bolt listener or server.js itself — and runs the interop scenarios.
 //
 //   node client.js HOST:PORT [--rounds N] [--concurrency C] [--message M] [--expect-server NAME]
-//                            [--bolt2] [--crc] [--no-late] [--deadline-ms MS]
+//                            [--bolt2] [--ver2] [--crc] [--no-late] [--deadline-ms MS]
 //
 //   --rounds N          echo rounds (default 1), each C concurrent calls (default 20): a soak knob
 //   --message M         base message (default "hello"); it is sent verbatim when rounds=1 and
 //                       concurrency=1, otherwise as M-<round>-<i> so every answer is distinct
 //   --expect-server S   every echo must come from server NAME S (default: any non-empty name)
 //   --bolt2 / --crc     encode requests as bolt v2 (proto 0x02); --crc adds the CRC32 trailer
+//   --ver2              bolt v2 with ver1 = 2 but the CRC off (switch 0: no trailer)
 //                       (ver1=2, switch=1). The server answers in the request's version.
 //   --no-late           fail if the slow() call's real answer reaches the client after it timed
 //                       out (use behind ferrymesh: the proxy must drop it; direct to server.js the
@@ -30,7 +31,7 @@ const rpcIds = require('sofa-rpc-node/lib/client/utils');
 const SERVICE = 'com.example.EchoService';
 
 function parseArgs(argv) {
-  const o = { rounds: 1, concurrency: 20, message: 'hello', expectServer: null, bolt2: false, crc: false,
+  const o = { rounds: 1, concurrency: 20, message: 'hello', expectServer: null, bolt2: false, ver2: false, crc: false,
     noLate: false, deadlineMs: 0, addr: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -41,6 +42,7 @@ function parseArgs(argv) {
     else if (a === '--expect-server') o.expectServer = val();
     else if (a === '--bolt2') o.bolt2 = true;
     else if (a === '--crc') { o.bolt2 = true; o.crc = true; }
+    else if (a === '--ver2') { o.bolt2 = true; o.ver2 = true; }
     else if (a === '--no-late') o.noLate = true;
     else if (a === '--deadline-ms') o.deadlineMs = Number(val());
     else if (a.startsWith('--')) throw new Error('unknown flag ' + a);
@@ -59,7 +61,7 @@ try {
   opts = parseArgs(process.argv.slice(2));
 } catch (e) {
   console.error('client: ' + e.message + '\nusage: node client.js HOST:PORT [--rounds N] [--concurrency C] ' +
-    '[--message M] [--expect-server NAME] [--bolt2] [--crc] [--no-late] [--deadline-ms MS]');
+    '[--message M] [--expect-server NAME] [--bolt2] [--ver2] [--crc] [--no-late] [--deadline-ms MS]');
   process.exit(2);
 }
 
@@ -95,7 +97,7 @@ if (opts.bolt2) {
     encoder(o) {
       const enc = bolt.encoder(o);
       enc.protocolType = 'bolt2';
-      enc.boltVersion = opts.crc ? 2 : 1;
+      enc.boltVersion = opts.crc || opts.ver2 ? 2 : 1;
       enc.crcEnable = opts.crc;
       return enc;
     },

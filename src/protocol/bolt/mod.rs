@@ -390,7 +390,8 @@ impl Codec for Bolt {
             (_, other, _) => return Err(CodecError::BadCommand(other)),
         };
         let at = l.class_len_at(resp);
-        let crc = if l.ver1.is_some_and(|v| buf[v] > 1) { 4 } else { 0 };
+        // ver1 = 2 alone is not a CRC: sofa-bolt-node with the CRC off sends switch 0 and no trailer.
+        let crc = if self.has_crc(buf) { 4 } else { 0 };
         let len =
             hsize as u64 + u64::from(be16(buf, at)) + u64::from(be16(buf, at + 2)) + u64::from(be32(buf, at + 4)) + crc;
         if len > max_frame as u64 {
