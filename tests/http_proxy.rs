@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use support::http::*;
-use support::{free_port, DeadHost, Proxy};
+use support::{free_port, BlackHole, DeadHost, Proxy};
 
 /// A config with one HTTP listener (`downstream`, `upstream` protocols).
 fn http_config(port: u16, downstream: &str, upstream: &str, vhosts: Value, clusters: Vec<Value>) -> Value {
@@ -54,7 +54,11 @@ struct Resp {
 async fn send(addr: SocketAddr, h2: bool, req: Request<Full<Bytes>>) -> Resp {
     let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
     let resp = if h2 {
-        let (mut s, c) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        let (mut s, c) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .max_header_list_size(1 << 20)
+            .handshake(io)
+            .await
+            .unwrap();
         tokio::spawn(c);
         s.send_request(req).await.unwrap()
     } else {
@@ -625,4 +629,50 @@ async fn a_reset_stream_leaves_its_connection_idle() {
     let closed = tokio::time::timeout(Duration::from_secs(2), conn).await;
     assert!(closed.is_ok(), "connection still open 2 s after its only request was reset");
     assert!(t0.elapsed() >= Duration::from_millis(250), "closed before the idle timeout: {:?}", t0.elapsed());
+}
+
+/// A dial to an HTTP/2 upstream that a request's timeout cuts short is the
+/// pool's, not the request's: it still ends, and once the host answers again
+/// requests get through (they all waited for good on a dial nobody finished).
+#[tokio::test]
+async fn an_http2_dial_cut_by_a_timeout_does_not_wedge_the_pool() {
+    let hole = BlackHole::new();
+    let addr = hole.addr();
+    let port = free_port();
+    let vhosts = json!([{"name": "all", "domains": ["*"],
+        "routers": [{"match": {"prefix": "/"}, "route": {"cluster_name": "c", "timeout": "300ms"}}]}]);
+    let proxy = Proxy::start(&http_config(port, "Http2", "Http2", vhosts, vec![cluster("c", &[addr])]), 1);
+    let r = send(proxy.addr, true, get_h2("/a")).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "the dial hangs past the route timeout");
+    // The host comes back on the same address; the cut dial has given up
+    // by then (connect_timeout 500 ms).
+    drop(hole);
+    let _up = HttpUpstream::start_at(addr, "back", true).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = send(proxy.addr, true, get_h2("/b")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body, "back got 0");
+}
+
+/// HTTP/2 takes headers as large as HTTP/1.1 does (hyper's 16 KiB default
+/// answered a 20 KB header 431 from a client, and 502 from an upstream).
+#[tokio::test]
+async fn http2_carries_headers_as_large_as_http1() {
+    let up1 = HttpUpstream::start("h1", false).await;
+    let up2 = HttpUpstream::start("h2", true).await;
+    let big = "b".repeat(20_000);
+    for (upstream, up) in [("Http1", &up1), ("Http2", &up2)] {
+        let port = free_port();
+        let proxy = Proxy::start(&http_config(port, "Http2", upstream, all_to("c"), vec![cluster("c", &[up.addr])]), 1);
+        let mut req = get_h2("/a");
+        req.headers_mut().insert("x-big", big.parse().unwrap());
+        let r = send(proxy.addr, true, req).await;
+        assert_eq!(r.status, StatusCode::OK, "{upstream}: a 20 KB request header");
+        let seen = up.seen();
+        let sent = seen.last().and_then(|s| s.headers.iter().find(|(k, _)| k == "x-big").map(|(_, v)| v.len()));
+        assert_eq!(sent, Some(20_000), "{upstream}");
+        let r = send(proxy.addr, true, get_h2("/big-header/20000")).await;
+        assert_eq!(r.status, StatusCode::OK, "{upstream}: a 20 KB response header");
+        assert_eq!(r.headers.get("x-big").map(|v| v.len()), Some(20_000), "{upstream}");
+    }
 }

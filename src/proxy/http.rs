@@ -163,6 +163,10 @@ async fn serve_hyper(
             let conn = hyper::server::conn::http2::Builder::new(LocalExec)
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(1024)
+                // As large as an HTTP/1.1 head may be (hyper's default is
+                // 16 KiB); `validate_request` then holds the header section
+                // to MAX_HEADER_BYTES, as for HTTP/1.1.
+                .max_header_list_size(MAX_HEAD_BYTES as u32)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await

@@ -48,12 +48,18 @@ impl Drop for HttpUpstream {
 impl HttpUpstream {
     /// An upstream named `name`, speaking HTTP/2 (prior knowledge) if `h2`.
     ///
-    /// Paths: `/status/N` answers N; `/slow/MS` answers after MS ms; `/reset`
+    /// Paths: `/status/N` answers N; `/slow/MS` answers after MS ms;
+    /// `/big-header/N` answers with an `x-big` header N bytes long; `/reset`
     /// drops the connection without an answer; `/stream/N` streams N chunks;
     /// `/trailers` answers with trailers; `/ws` upgrades and echoes bytes;
     /// anything else answers 200 `name`, echoing the body length.
     pub async fn start(name: &'static str, h2: bool) -> HttpUpstream {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        HttpUpstream::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), name, h2).await
+    }
+
+    /// As [`HttpUpstream::start`], on `addr`.
+    pub async fn start_at(addr: SocketAddr, name: &'static str, h2: bool) -> HttpUpstream {
+        let l = TcpListener::bind(addr).await.unwrap();
         let addr = l.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(AtomicUsize::new(0));
@@ -68,6 +74,7 @@ impl HttpUpstream {
                     let io = TokioIo::new(sock);
                     if h2 {
                         let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .max_header_list_size(1 << 20)
                             .serve_connection(io, svc)
                             .await;
                     } else {
@@ -123,6 +130,11 @@ async fn handle(
             Response::new(boxed(format!("{name} slow")))
         }
         ("reset", _) => return Err("reset on purpose".into()),
+        ("big-header", Some(n)) => {
+            let mut r = Response::new(boxed(format!("{name} big header")));
+            r.headers_mut().insert("x-big", "a".repeat(n.parse().unwrap_or(20_000)).parse().unwrap());
+            r
+        }
         ("stream", Some(n)) => {
             let n: usize = n.parse().unwrap_or(10);
             let stream = futures_stream(n);

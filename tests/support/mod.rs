@@ -42,6 +42,37 @@ impl DeadHost {
     }
 }
 
+/// A listening address that never completes a connect: its accept queue
+/// (backlog 0) is full, so the kernel drops further SYNs and a dial to it
+/// hangs until the dialler gives up. Dropping it frees the address.
+pub struct BlackHole {
+    listener: socket2::Socket,
+    _fillers: Vec<socket2::Socket>,
+}
+
+impl BlackHole {
+    pub fn new() -> BlackHole {
+        let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        listener.set_reuse_address(true).expect("SO_REUSEADDR");
+        listener.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind");
+        listener.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("bound address");
+        let mut fillers = Vec::new();
+        for _ in 0..3 {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+            s.set_nonblocking(true).expect("nonblocking");
+            let _ = s.connect(&addr); // EINPROGRESS: the point is the queued SYN
+            fillers.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        BlackHole { listener, _fillers: fillers }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().ok().and_then(|a| a.as_socket()).expect("bound address")
+    }
+}
+
 /// What an upstream does with requests.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Mode {

@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::protocol::http::MAX_HEAD_BYTES;
 use crate::upstream::Host;
 
 pub mod raw;
@@ -144,7 +145,7 @@ impl HttpPool {
 
     /// A connection for one request: an idle HTTP/1.1 one or a new one; the
     /// HTTP/2 one (dialled if there is none).
-    pub async fn connect(&self, version: Version) -> Result<Sender, SendError> {
+    pub async fn connect(self: &Rc<Self>, version: Version) -> Result<Sender, SendError> {
         match version {
             Version::Http1 => {
                 if let Some(s) = self.take_idle_h1() {
@@ -321,39 +322,39 @@ impl HttpPool {
         Ok(sender)
     }
 
-    async fn h2_sender(&self) -> Result<http2::SendRequest<Body>, SendError> {
-        loop {
-            if let Some(s) = self.h2.borrow().as_ref().filter(|s| !s.is_closed()) {
-                return Ok(s.clone());
-            }
-            if self.h2_dialing.get() {
-                let dialed = self.h2_dialed.notified();
-                tokio::pin!(dialed);
-                dialed.as_mut().enable();
-                if self.h2_dialing.get() {
-                    dialed.await;
-                    if self.h2.borrow().is_none() {
-                        let why = self.h2_last_error.borrow().clone().unwrap_or_else(|| "dial failed".into());
-                        return Err(SendError::Connect(why));
+    /// The open HTTP/2 connection, or one dialled for it. The dial runs as
+    /// the pool's own task, not inside the request that started it: a request
+    /// that stops waiting (its timeout, a reset stream) would otherwise cancel
+    /// it half-way, leaving `h2_dialing` set and every later request waiting
+    /// for a dial that never ends.
+    async fn h2_sender(self: &Rc<Self>) -> Result<http2::SendRequest<Body>, SendError> {
+        if let Some(s) = self.h2.borrow().as_ref().filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        let dialed = self.h2_dialed.notified();
+        tokio::pin!(dialed);
+        dialed.as_mut().enable();
+        if !self.h2_dialing.get() {
+            self.h2_dialing.set(true);
+            let pool = self.clone();
+            tokio::task::spawn_local(async move {
+                match pool.dial_h2().await {
+                    Ok(s) => *pool.h2.borrow_mut() = Some(s),
+                    Err(SendError::Connect(why) | SendError::Reset(why)) => {
+                        pool.h2.borrow_mut().take();
+                        *pool.h2_last_error.borrow_mut() = Some(why);
                     }
                 }
-                continue;
+                pool.h2_dialing.set(false);
+                pool.h2_dialed.notify_waiters();
+            });
+        }
+        dialed.await;
+        match self.h2.borrow().as_ref().filter(|s| !s.is_closed()) {
+            Some(s) => Ok(s.clone()),
+            None => {
+                Err(SendError::Connect(self.h2_last_error.borrow().clone().unwrap_or_else(|| "dial failed".into())))
             }
-            self.h2_dialing.set(true);
-            let dialed = self.dial_h2().await;
-            self.h2_dialing.set(false);
-            let result = match dialed {
-                Ok(s) => {
-                    *self.h2.borrow_mut() = Some(s.clone());
-                    Ok(s)
-                }
-                Err(SendError::Connect(why) | SendError::Reset(why)) => {
-                    *self.h2_last_error.borrow_mut() = Some(why.clone());
-                    Err(SendError::Connect(why))
-                }
-            };
-            self.h2_dialed.notify_waiters();
-            return result;
         }
     }
 
@@ -361,6 +362,8 @@ impl HttpPool {
         let io = self.dial().await?;
         let (sender, conn) = http2::Builder::new(LocalExec)
             .timer(TokioTimer::new())
+            // Response heads as large as an HTTP/1.1 upstream's may be.
+            .max_header_list_size(MAX_HEAD_BYTES as u32)
             .handshake(io)
             .await
             .map_err(|e| SendError::Connect(format!("{}: {e}", self.host.addr)))?;
