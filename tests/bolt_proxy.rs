@@ -253,6 +253,24 @@ async fn bad_frames_close_only_their_connection() {
     assert_eq!(up.requests_seen(), 2, "nothing from the bad connections reached the upstream");
 }
 
+/// A listener's `max_frame_size` holds for the answers too: upstream
+/// connections read frames up to the largest limit of the listeners (they
+/// kept the 16 MiB default, so a 17 MiB answer closed the shared upstream
+/// connection and failed every request on it).
+#[tokio::test]
+async fn answers_are_held_to_the_listeners_max_frame_size() {
+    let up = Upstream::start("u", Mode::Echo).await;
+    let port = free_port();
+    let mut cfg = config(port, vec![route_all("echo")], vec![cluster("echo", &[up.addr])]);
+    cfg["servers"][0]["listeners"][0]["filter_chains"][0]["filters"][0]["config"]["max_frame_size"] = json!(24 << 20);
+    let proxy = Proxy::start(&cfg, 1);
+    let mut cl = Client::connect(proxy.addr).await;
+    let content = "z".repeat(17 << 20);
+    cl.send(&request(1, &content)).await;
+    let r = cl.recv().await;
+    assert_eq!((r.info.id, r.status, r.content.len()), (1, 0, content.len()), "a 17 MiB echo under a 24 MiB limit");
+}
+
 /// (g) Heartbeats are answered by ferrymesh itself; oneway requests are delivered
 /// and get no answer.
 #[tokio::test]

@@ -27,6 +27,7 @@ fn spec(addr: SocketAddr) -> ClusterSpec {
         connections_per_host: 1,
         keepalive: KeepaliveSpec::default(),
         idle_timeout: None,
+        max_frame: ferrymesh::config::DEFAULT_MAX_FRAME,
     }
 }
 

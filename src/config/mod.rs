@@ -134,6 +134,10 @@ pub struct ClusterSpec {
     /// How long a pooled HTTP/1.1 upstream connection may sit idle before it
     /// is closed; `None` (`"0s"`, as in MOSN): never.
     pub idle_timeout: Option<Duration>,
+    /// The largest RPC frame read from this cluster's hosts: the largest
+    /// `max_frame_size` of the listeners (an upstream connection serves them
+    /// all).
+    pub max_frame: usize,
 }
 
 /// Everything a worker needs, validated.
@@ -275,6 +279,11 @@ impl Settings {
             }
         }
 
+        let upstream_max_frame = listeners.iter().map(|l| l.max_frame).max().unwrap_or(DEFAULT_MAX_FRAME);
+        for c in &mut clusters {
+            c.max_frame = upstream_max_frame;
+        }
+
         let log_level = server.default_log_level.clone();
         if let Some(level) = &log_level {
             if crate::parse_log_level(level).is_none() {
@@ -373,6 +382,7 @@ fn cluster_spec(c: &model::Cluster, path: &str, warnings: &mut Vec<String>) -> R
             Some(d) if d.0.is_zero() => None,
             Some(d) => Some(d.0),
         },
+        max_frame: DEFAULT_MAX_FRAME,
     })
 }
 

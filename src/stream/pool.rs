@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
-use crate::config::{ClusterSpec, KeepaliveSpec, DEFAULT_MAX_FRAME};
+use crate::config::{ClusterSpec, KeepaliveSpec};
 use crate::protocol::Codec;
 use crate::upstream::Host;
 
@@ -33,6 +33,7 @@ pub struct HostPool {
     max_per_conn: u32,
     connect_timeout: std::time::Duration,
     keepalive: KeepaliveSpec,
+    max_frame: usize,
     conns: RefCell<Vec<Rc<ClientConn>>>,
 }
 
@@ -45,6 +46,7 @@ impl HostPool {
             max_per_conn: spec.max_request_per_conn,
             connect_timeout: spec.connect_timeout,
             keepalive: spec.keepalive,
+            max_frame: spec.max_frame,
             conns: RefCell::new(Vec::new()),
         })
     }
@@ -90,7 +92,7 @@ impl HostPool {
 
     /// Starts dialling a new connection and adds it to the pool.
     fn dial(self: &Rc<Self>) -> Rc<ClientConn> {
-        let conn = ClientConn::new(self.codec, self.host.clone(), DEFAULT_MAX_FRAME);
+        let conn = ClientConn::new(self.codec, self.host.clone(), self.max_frame);
         self.conns.borrow_mut().push(conn.clone());
         let pool: Weak<HostPool> = Rc::downgrade(self);
         let weak_conn = Rc::downgrade(&conn);
