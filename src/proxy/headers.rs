@@ -10,6 +10,8 @@
 //!   `Upgrade` with `Connection: upgrade`. `Expect` is the proxy's to answer
 //!   and goes no further;
 //! - `Host` as the client sent it, unless [`HostRule`] replaces it;
+//! - for an HTTP/1.1 upstream, one `cookie` field: several (an HTTP/2
+//!   client may split its cookies) are joined with `; `;
 //! - `x-forwarded-for`: the values the client sent, joined, then the client's
 //!   address; `x-forwarded-proto: http` and a generated `x-request-id` when
 //!   the client sent none;
@@ -62,6 +64,10 @@ pub(super) struct Rules<'a> {
     pub framing: Framing,
     /// A protocol upgrade (WebSocket) goes through.
     pub upgrade: bool,
+    /// Several `cookie` fields become one, joined with `; ` (RFC 9113
+    /// §8.2.3: an HTTP/2 client may split its cookies, and an HTTP/1.1
+    /// upstream expects one field).
+    pub join_cookies: bool,
 }
 
 /// Calls `emit` with each field of the upstream request, in order. `fields`
@@ -86,6 +92,8 @@ where
     // its `Connection` names does not).
     let (mut has_proto, mut has_id) = (false, false);
     let mut xff: Option<Vec<u8>> = None;
+    // The first cookie as sent; more are joined in `cookies`.
+    let (mut cookie, mut cookies): (Option<&[u8]>, Vec<u8>) = (None, Vec::new());
     for (name, value) in fields() {
         let forward = match h1::classify(name) {
             Name::Connection | Name::HopByHop | Name::TransferEncoding | Name::Expect => false,
@@ -110,6 +118,21 @@ where
                 }
                 false
             }
+            Name::Cookie if rules.join_cookies => {
+                if !named_by_connection(name) {
+                    match cookie {
+                        None => cookie = Some(value),
+                        Some(first) => {
+                            if cookies.is_empty() {
+                                cookies.extend_from_slice(first);
+                            }
+                            cookies.extend_from_slice(b"; ");
+                            cookies.extend_from_slice(value);
+                        }
+                    }
+                }
+                false
+            }
             Name::XForwardedProto => {
                 let keep = !named_by_connection(name);
                 has_proto |= keep;
@@ -125,6 +148,9 @@ where
         if forward && !replaced(http, name) {
             emit(name, value);
         }
+    }
+    if let Some(first) = cookie.filter(|_| !replaced(http, "cookie")) {
+        emit("cookie", if cookies.is_empty() { first } else { &cookies });
     }
     if rules.upgrade {
         emit("connection", b"upgrade");
@@ -278,7 +304,7 @@ mod tests {
     use super::*;
 
     fn rules<'a>(http: &'a HttpActions, method: &'a str, host: HostRule<'a>, framing: Framing) -> Rules<'a> {
-        Rules { http, method, peer_ip: b"10.0.0.9", host, framing, upgrade: false }
+        Rules { http, method, peer_ip: b"10.0.0.9", host, framing, upgrade: false, join_cookies: true }
     }
 
     fn head(target: &str, fields: &[(&str, &str)], rules: &Rules<'_>) -> String {
@@ -432,6 +458,21 @@ mod tests {
         let out = head("/", &fields, &rules(&http, "GET", HostRule::Set(b"h"), Framing::AsSent));
         assert!(!out.contains("client-id") && !out.contains("6.6.6.6") && !out.contains("https"), "{out}");
         assert!(out.contains("x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\nx-request-id: "), "{out}");
+    }
+
+    #[test]
+    fn split_cookies_are_joined_for_http1_only() {
+        let http = HttpActions::default();
+        let fields = [("cookie", "a=1"), ("x-a", "1"), ("Cookie", "b=2"), ("cookie", "c=3")];
+        let mut r = rules(&http, "GET", HostRule::Set(b"h"), Framing::AsSent);
+        let out = head("/", &fields, &r);
+        assert_eq!(out.matches("ookie").count(), 1, "{out}");
+        assert!(out.contains("cookie: a=1; b=2; c=3\r\n"), "{out}");
+        let one = head("/", &fields[..2], &r);
+        assert!(one.contains("cookie: a=1\r\n"), "{one}");
+        r.join_cookies = false;
+        let out = head("/", &fields, &r);
+        assert_eq!(out.matches("ookie: ").count(), 3, "{out}");
     }
 
     #[test]

@@ -630,6 +630,7 @@ fn raw_request_bytes(
         host: http1_host(parts, http, host),
         framing: Framing::Whole(body.len()),
         upgrade: false,
+        join_cookies: true,
     };
     let mut out = Vec::with_capacity(512 + body.len());
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -679,6 +680,7 @@ fn upstream_request(
         host: host_rule,
         framing: Framing::AsSent,
         upgrade,
+        join_cookies: ctx.upstream == Version::Http1,
     };
     let mut req = Request::new(());
     *req.method_mut() = parts.method.clone();

@@ -369,6 +369,7 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
         host: headers::route_host(http).map_or(HostRule::AsSent, |h| HostRule::Set(h.as_bytes())),
         framing: headers::Framing::AsSent,
         upgrade: false,
+        join_cookies: true,
     };
     out.clear();
     headers::write_request_head(out, target, || fields.iter().map(|f| (f.name, f.value)), &rules);

@@ -26,6 +26,8 @@ pub enum Name {
     Upgrade,
     Expect,
     ContentType,
+    /// `cookie`: several fields become one for an HTTP/1.1 upstream.
+    Cookie,
     XForwardedFor,
     XForwardedProto,
     XRequestId,
@@ -54,6 +56,7 @@ pub fn classify(name: &str) -> Name {
         2 if is("te") => Name::Te,
         4 if is("host") => Name::Host,
         6 if is("expect") => Name::Expect,
+        6 if is("cookie") => Name::Cookie,
         7 if is("upgrade") => Name::Upgrade,
         10 if is("connection") => Name::Connection,
         10 if is("keep-alive") => Name::HopByHop,
@@ -410,10 +413,11 @@ impl ChunkedScan {
 mod tests {
     use super::*;
 
-    const CLASSIFIED: [&str; 15] = [
+    const CLASSIFIED: [&str; 16] = [
         "te",
         "host",
         "expect",
+        "cookie",
         "upgrade",
         "connection",
         "keep-alive",
@@ -450,7 +454,7 @@ mod tests {
         /// mixed case.
         #[test]
         fn same_name_is_eq_ignore_ascii_case(
-            pick in 0usize..15,
+            pick in 0usize..16,
             other in proptest::collection::vec(proptest::num::u8::ANY, 0..24),
             flips in proptest::collection::vec(proptest::bool::ANY, 24),
         ) {

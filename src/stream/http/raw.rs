@@ -412,7 +412,12 @@ fn parse_trailers(raw: &[u8]) -> Option<HeaderMap> {
         // (HTTP/2 refuses them, and would reset the stream after the body).
         let connection_field = !matches!(
             h1::classify(h.name),
-            Name::Other | Name::ContentType | Name::XForwardedFor | Name::XForwardedProto | Name::XRequestId
+            Name::Other
+                | Name::ContentType
+                | Name::Cookie
+                | Name::XForwardedFor
+                | Name::XForwardedProto
+                | Name::XRequestId
         );
         if connection_field {
             continue;
