@@ -180,6 +180,39 @@ fn curl_and_h2load_through_ferrymesh_to_nginx() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// nginx as an HTTP/2 upstream ends each connection with a GOAWAY after
+/// `keepalive_requests`: the streams it turned away unprocessed go again on a
+/// fresh connection, and no client sees an error (882 of 20,000 did, with
+/// nginx's default of 1000, before they were sent again).
+#[test]
+fn an_http2_upstreams_goaway_fails_no_request() {
+    need("h2load");
+    need("nginx");
+    let dir = std::env::temp_dir().join(format!("ferrymesh-nginx-goaway-{}", std::process::id()));
+    let (up_port, h2c_port) = (free_port(), free_port());
+    let (_nginx, _) = start_ready(
+        Command::new("bash")
+            .arg(root().join("tests/http/start-nginx.sh"))
+            .arg(up_port.to_string())
+            .arg(&dir)
+            .env("H2C_PORT", h2c_port.to_string())
+            .env("KEEPALIVE_REQUESTS", "50")
+            .env("ACCESS_LOG", "off"),
+    );
+    let up: SocketAddr = format!("127.0.0.1:{h2c_port}").parse().unwrap();
+    let port = free_port();
+    let routes = json!([{"match": {"prefix": "/"}, "route": {"cluster_name": "nginx"}}]);
+    let proxy = Proxy::start(&config(port, "Http2", "Http2", routes, vec![cluster("nginx", &[up])]), 1);
+    let out = Command::new("h2load")
+        .args(["-n", "3000", "-c", "4", "-m", "10", &format!("http://{}/small", proxy.addr)])
+        .output()
+        .expect("h2load runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("3000 succeeded, 0 failed, 0 errored"), "h2load through ferrymesh:\n{text}");
+    assert!(text.contains("status codes: 3000 2xx"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The 43-case smuggling probe (tests/http/smuggling.py) through ferrymesh in
 /// front of a real nginx, whose access log proves nothing refused was forwarded.
 #[test]

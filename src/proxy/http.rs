@@ -458,7 +458,8 @@ async fn forward(
                     last_err = ProxyError::Timeout;
                     continue;
                 }
-                Ok(Err(SendError::Connect(why) | SendError::Reset(why))) => {
+                Ok(Err(e)) => {
+                    let why = e.why();
                     warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream connect failed");
                     last_err = ProxyError::ConnectFailed(why);
                     // The request never left: another host is always worth a try.
@@ -479,7 +480,11 @@ async fn forward(
                 None => break,
             };
             let can_retry = body.is_some() && tries.more_left() && policy_retries;
-            let head = if can_retry { upstream_head.as_ref().map(clone_head) } else { upstream_head.take() };
+            // A copy of the head stays for another try whenever the body is in
+            // hand: a stream the upstream refuses unprocessed goes again
+            // whatever the retry policy.
+            let keep_head = body.is_some();
+            let head = if keep_head { upstream_head.as_ref().map(clone_head) } else { upstream_head.take() };
             let Some(head) = head else { break };
             let upstream_req = Request::from_parts(head, req_body);
             let in_flight = pool.host().in_flight();
@@ -505,6 +510,15 @@ async fn forward(
                 // A head that went with a try (no retry was planned) has no
                 // copy left for another.
                 if raw_request.is_none() && upstream_head.is_none() {
+                    break;
+                }
+            }
+            Ok(Err(SendError::Refused(why))) => {
+                // RFC 9113 §8.7: not processed, so safe to send again, like a
+                // failed connect.
+                debug!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream refused the stream unprocessed");
+                last_err = ProxyError::UpstreamReset;
+                if upstream_head.is_none() || body.is_none() || !tries.refused() {
                     break;
                 }
             }

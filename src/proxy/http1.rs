@@ -462,7 +462,8 @@ async fn send_with_tries(
                 // The request never left: another host is always worth a try.
                 last_err = ProxyError::ConnectFailed(why);
             }
-            Ok(Err(SendError::Reset(why))) => {
+            // (Refused is HTTP/2's; this path speaks HTTP/1.1.)
+            Ok(Err(SendError::Reset(why) | SendError::Refused(why))) => {
                 warn!(peer = %ctx.peer, %upstream, error = %why, "upstream reset");
                 last_err = ProxyError::UpstreamReset;
                 if !(can_retry && tries.policy.on.contains(RetryOn::RESET)) {

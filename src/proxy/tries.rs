@@ -15,8 +15,13 @@ pub struct Tries<'a> {
     pub policy: &'a RetryPolicy,
     max: u32,
     tried: Vec<usize>,
+    /// Tries the upstream refused unprocessed and that were given back.
+    refused: u32,
     deadline: Instant,
 }
+
+/// How many refused tries ([`Tries::refused`]) one request gets back.
+const MAX_REFUSED: u32 = 8;
 
 /// What the next try is.
 pub enum Next {
@@ -33,7 +38,7 @@ impl<'a> Tries<'a> {
         let policy = &entry.retry;
         // Without a retry policy a failed connect is still tried elsewhere (`connect_retries`).
         let max = 1 + policy.num_retries.max(if policy.on.is_empty() { entry.connect_retries } else { 0 });
-        Tries { cluster, hash_key, policy, max, tried: Vec::new(), deadline }
+        Tries { cluster, hash_key, policy, max, tried: Vec::new(), refused: 0, deadline }
     }
 
     /// Waits out the backoff before a retry, then picks the next host.
@@ -61,6 +66,18 @@ impl<'a> Tries<'a> {
             None if self.tried.is_empty() => Next::NoHost,
             None => Next::Over,
         }
+    }
+
+    /// The current try was refused unprocessed (an HTTP/2 upstream's
+    /// GOAWAY or `REFUSED_STREAM`): it does not count, so the request goes
+    /// again without a backoff or a retry of its own, up to [`MAX_REFUSED`]
+    /// times. Whether it was given back.
+    pub fn refused(&mut self) -> bool {
+        if self.refused >= MAX_REFUSED || self.tried.pop().is_none() {
+            return false;
+        }
+        self.refused += 1;
+        true
     }
 
     /// Whether another try may follow the current one.

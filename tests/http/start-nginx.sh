@@ -20,6 +20,8 @@
 #                               benchmark turns it off: it costs CPU)
 #   H2C_PORT=                   also serve HTTP/2 cleartext (prior knowledge
 #                               only) on 127.0.0.1:H2C_PORT; READY waits for it
+#   KEEPALIVE_REQUESTS=100000000  requests per connection before nginx closes
+#                               it (HTTP/2: with a GOAWAY)
 #   NGINX_BIN=nginx
 #   STARTUP_TIMEOUT=10
 #
@@ -42,6 +44,8 @@ NGINX_BIN="${NGINX_BIN:-nginx}"
 STARTUP_TIMEOUT="${STARTUP_TIMEOUT:-10}"
 ACCESS_LOG="${ACCESS_LOG:-$DIR/access.log}"
 H2C_PORT="${H2C_PORT:-}"
+KEEPALIVE_REQUESTS="${KEEPALIVE_REQUESTS:-100000000}"
+case $KEEPALIVE_REQUESTS in '' | *[!0-9]*) echo "start-nginx.sh: bad KEEPALIVE_REQUESTS '$KEEPALIVE_REQUESTS'" >&2; exit 2 ;; esac
 case $H2C_PORT in *[!0-9]*) echo "start-nginx.sh: bad H2C_PORT '$H2C_PORT'" >&2; exit 2 ;; esac
 h2c_listen="# no H2C_PORT"
 [ -n "$H2C_PORT" ] && h2c_listen="listen 127.0.0.1:$H2C_PORT http2 backlog=4096;"
@@ -75,6 +79,7 @@ sed -e "/^[[:space:]]*#/!s|RUN_DIR|$DIR|g" \
     -e "/^[[:space:]]*#/!s|LISTEN_PORT|$PORT|g" \
     -e "/^[[:space:]]*#/!s|ACCESS_LOG|$log_directive|g" \
     -e "/^[[:space:]]*#/!s|H2C_LISTEN|$h2c_listen|g" \
+    -e "/^[[:space:]]*#/!s|KEEPALIVE_REQUESTS|$KEEPALIVE_REQUESTS|g" \
     "$HERE/nginx-upstream.conf.tmpl" >"$DIR/nginx.conf"
 
 # Watcher: after the exec below, $$ is nginx. Prints READY once the port

@@ -90,6 +90,19 @@ pub enum SendError {
     Connect(String),
     /// The request was (perhaps partly) sent and the exchange broke.
     Reset(String),
+    /// An HTTP/2 upstream turned the request away unprocessed (RFC 9113
+    /// §8.7: a `REFUSED_STREAM` reset; a GOAWAY, for an idempotent request),
+    /// and its connection takes no new streams: it may go again, on another.
+    Refused(String),
+}
+
+impl SendError {
+    /// What went wrong, whatever the kind.
+    pub fn why(self) -> String {
+        match self {
+            SendError::Connect(why) | SendError::Reset(why) | SendError::Refused(why) => why,
+        }
+    }
 }
 
 /// A connection ready to carry one request.
@@ -217,9 +230,7 @@ impl HttpPool {
                             Some(unsent) => {
                                 debug!(addr = %self.host.addr, error = %e.error(), "stale upstream connection, redialling");
                                 req = unsent;
-                                s = self.dial_h1().await.map_err(|e| match e {
-                                    SendError::Connect(why) | SendError::Reset(why) => SendError::Reset(why),
-                                })?;
+                                s = self.dial_h1().await.map_err(|e| SendError::Reset(e.why()))?;
                             }
                             None => return Err(SendError::Reset(e.into_error().to_string())),
                         },
@@ -227,12 +238,22 @@ impl HttpPool {
                 }
                 Err(SendError::Reset("upstream closed three connections in a row".into()))
             }
-            Sender::H2(mut s) => s.send_request(req).await.map_err(|e| {
-                if s.is_closed() {
-                    self.h2.borrow_mut().take();
-                }
-                SendError::Reset(e.to_string())
-            }),
+            Sender::H2(mut s) => {
+                let idempotent = req.method().is_idempotent();
+                s.send_request(req).await.map_err(|e| {
+                    let refused = unprocessed(&e, idempotent);
+                    if refused || s.is_closed() {
+                        // A GOAWAY'd connection still finishes its streams,
+                        // but new ones go to a fresh connection.
+                        self.h2.borrow_mut().take();
+                    }
+                    if refused {
+                        SendError::Refused(e.to_string())
+                    } else {
+                        SendError::Reset(e.to_string())
+                    }
+                })
+            }
         }
     }
 
@@ -340,9 +361,9 @@ impl HttpPool {
             tokio::task::spawn_local(async move {
                 match pool.dial_h2().await {
                     Ok(s) => *pool.h2.borrow_mut() = Some(s),
-                    Err(SendError::Connect(why) | SendError::Reset(why)) => {
+                    Err(e) => {
                         pool.h2.borrow_mut().take();
-                        *pool.h2_last_error.borrow_mut() = Some(why);
+                        *pool.h2_last_error.borrow_mut() = Some(e.why());
                     }
                 }
                 pool.h2_dialing.set(false);
@@ -375,6 +396,23 @@ impl HttpPool {
         });
         Ok(sender)
     }
+}
+
+/// Whether an HTTP/2 exchange failed before the upstream processed the
+/// request: hyper dropped it unsent, or the upstream reset its stream with
+/// `REFUSED_STREAM`, or (the request `idempotent`) a GOAWAY ended it. h2
+/// reports the streams above a GOAWAY's last id, which were not processed,
+/// with the same error as those below it that the connection's close cut,
+/// so only a request that may be repeated anyway counts those.
+fn unprocessed(e: &hyper::Error, idempotent: bool) -> bool {
+    if e.is_canceled() {
+        return true;
+    }
+    let Some(h2) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>()) else {
+        return false;
+    };
+    h2.is_remote()
+        && ((h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)) || (idempotent && h2.is_go_away()))
 }
 
 /// How often idle connections are checked at most. A connection past
