@@ -716,3 +716,46 @@ async fn split_cookies_reach_an_http1_upstream_joined() {
         }
     }
 }
+
+/// The route's timeout counts from the end of a streamed request body, as in
+/// Envoy: an upload (a client-streaming gRPC call) that takes longer than the
+/// timeout is not cut while the client still sends; the wait for the answer
+/// after it is.
+#[tokio::test]
+async fn the_route_timeout_counts_from_the_end_of_a_streamed_body() {
+    let up1 = HttpUpstream::start("h1", false).await;
+    let up2 = HttpUpstream::start("h2", true).await;
+    for (upstream, up) in [("Http1", &up1), ("Http2", &up2)] {
+        let port = free_port();
+        let vhosts = json!([{"name": "all", "domains": ["*"],
+            "routers": [{"match": {"prefix": "/"}, "route": {"cluster_name": "c", "timeout": "400ms"}}]}]);
+        let proxy = Proxy::start(&http_config(port, "Http2", upstream, vhosts, vec![cluster("c", &[up.addr])]), 1);
+        // Five chunks 200 ms apart: the body takes 800 ms, twice the timeout.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>(1);
+        tokio::spawn(async move {
+            for _ in 0..5 {
+                let _ = tx.send(Ok(hyper::body::Frame::data(Bytes::from(vec![b'u'; 1000])))).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let req = Request::post("http://example.com/upload")
+            .body(http_body_util::StreamBody::new(tokio_stream_from(rx)).boxed())
+            .unwrap();
+        let io = TokioIo::new(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
+        let (mut s, c) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        tokio::spawn(c);
+        let t0 = Instant::now();
+        let resp = s.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{upstream}: answered after the whole upload");
+        assert!(t0.elapsed() >= Duration::from_millis(800), "{upstream}: {:?}", t0.elapsed());
+        assert_eq!(up.seen().last().unwrap().body_len, 5000, "{upstream}");
+        // An upstream slower than the timeout after the body is still cut.
+        let r = send(
+            proxy.addr,
+            true,
+            Request::post("http://example.com/slow/1500").body(Full::new(Bytes::from("x"))).unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{upstream}");
+    }
+}

@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::deadline::{self, BodyEnd, Deadline};
 use super::head_timer::{HeadTimer, Reads};
 use super::headers::{self, Framing, HostRule, Rules};
 use super::tries::{Next, Tries};
@@ -380,7 +381,9 @@ async fn forward(
         Some(client) => client.min(route_timeout),
         None => route_timeout,
     };
-    let deadline = Instant::now() + timeout;
+    let arrived = Instant::now();
+    let deadline = arrived + timeout;
+    let grpc_deadline = grpc.then(|| grpc_timeout(req.headers())).flatten().map(|t| arrived + t);
 
     let upgrade = is_upgrade(&req);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -407,6 +410,18 @@ async fn forward(
     } else {
         ReqBody::Stream(first_frame_checked(body, version).await?)
     });
+    // A streamed body's end starts the route's timeout (`deadline`).
+    let body_end = match body.take() {
+        Some(ReqBody::Stream(s)) => {
+            let end = Rc::new(BodyEnd::default());
+            body = Some(ReqBody::Stream(deadline::watched(s, end.clone())));
+            Some(end)
+        }
+        other => {
+            body = other;
+            None
+        }
+    };
 
     // A request whose whole body is in hand goes to an HTTP/1.1 upstream on a
     // raw pooled connection (`stream::http::raw`, the pass-through's), its
@@ -445,7 +460,7 @@ async fn forward(
         let (sent, can_retry) = if let Some(request) = &raw_request {
             let in_flight = pool.host().in_flight();
             let exchange = raw_exchange(&pool, request, idempotent, head_request);
-            let sent = tokio::time::timeout_at(try_deadline, exchange).await;
+            let sent = Deadline::At(try_deadline).wait(exchange).await;
             drop(in_flight);
             (sent, tries.more_left() && policy_retries)
         } else {
@@ -488,7 +503,15 @@ async fn forward(
             let Some(head) = head else { break };
             let upstream_req = Request::from_parts(head, req_body);
             let in_flight = pool.host().in_flight();
-            let sent = tokio::time::timeout_at(try_deadline, pool.send(sender, upstream_req)).await;
+            let wait = match &body_end {
+                Some(end) => Deadline::AfterBody {
+                    end: end.clone(),
+                    timeout: tries.policy.per_try_timeout.map_or(route_timeout, |t| t.min(route_timeout)),
+                    hard: grpc_deadline,
+                },
+                None => Deadline::At(try_deadline),
+            };
+            let sent = wait.wait(pool.send(sender, upstream_req)).await;
             drop(in_flight);
             let sent = sent.map(|r| r.map(|resp| downstream_response(resp, &mut downstream_upgrade, ctx)));
             (sent, can_retry)

@@ -7,6 +7,7 @@
 //! stream filters, and this module the per-worker and per-listener state both
 //! paths share.
 
+mod deadline;
 pub mod filter;
 mod head_timer;
 mod headers;
