@@ -146,6 +146,42 @@ async fn requests_beyond_max_request_per_conn_overflow() {
     }
 }
 
+/// A client that leaves with requests in flight frees their upstream slots:
+/// they held `max_request_per_conn` until the upstream answered or their
+/// timeout (chosen by the client, up to 24 days) ran out.
+#[tokio::test]
+async fn a_departed_clients_requests_free_their_upstream_slots() {
+    let up = Upstream::start("u", Mode::Silent).await;
+    let port = free_port();
+    let mut c = cluster("c", &[up.addr]);
+    c["max_request_per_conn"] = json!(2);
+    let proxy = Proxy::start(&config(port, vec![route_all("c")], vec![c]), 1);
+    let mut gone = Client::connect(proxy.addr).await;
+    // Warm the connection, then fill both slots for a long time, and leave.
+    let mut r = RequestBuilder::new(1, SERVICE, b"x");
+    r.timeout_ms = 50;
+    gone.send(&r.encode()).await;
+    assert_eq!(gone.recv().await.status, status::TIMEOUT);
+    for id in 2..=3 {
+        let mut r = RequestBuilder::new(id, SERVICE, b"x");
+        r.timeout_ms = i32::MAX;
+        gone.send(&r.encode()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(gone);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut cl = Client::connect(proxy.addr).await;
+    let mut r = RequestBuilder::new(7, SERVICE, b"x");
+    r.timeout_ms = 100;
+    cl.send(&r.encode()).await;
+    let got = cl.recv().await;
+    assert_eq!(
+        (got.info.id, got.status),
+        (7, status::TIMEOUT),
+        "a free slot (the upstream is silent), not an overflow"
+    );
+}
+
 #[tokio::test]
 async fn weighted_clusters_split_traffic() {
     let a = Upstream::start("a", Mode::Echo).await;

@@ -51,7 +51,6 @@ pub(super) async fn serve(
     let mut handler = DownstreamHandler {
         req: RequestPath { conn: &conn, listener, worker, peer },
         reader: FrameReader::default(),
-        eof: false,
         draining: worker.draining.get(),
         drain_signal: Box::pin(worker.drain.notified()),
         idle_timer: Box::pin(tokio::time::sleep(idle)),
@@ -59,13 +58,18 @@ pub(super) async fn serve(
         idle,
     };
     let why = drive(&stream, &conn.io, &mut handler).await;
+    let waiting = conn.inflight();
+    if waiting > 0 {
+        // Its requests still waiting upstream are nobody's now.
+        let dropped: usize = worker.clusters.iter().flat_map(|c| &c.pools).map(|p| p.drop_abandoned()).sum();
+        debug!(%peer, waiting, dropped, "client connection closed with requests in flight");
+    }
     debug!(%peer, listener = %listener.spec.name, reason = ?why, "client connection closed");
 }
 
 struct DownstreamHandler<'a> {
     req: RequestPath<'a>,
     reader: FrameReader,
-    eof: bool,
     draining: bool,
     drain_signal: Pin<Box<tokio::sync::futures::Notified<'a>>>,
     idle_timer: Pin<Box<Sleep>>,
@@ -87,9 +91,11 @@ impl Handler for DownstreamHandler<'_> {
     }
 
     fn on_eof(&mut self) -> Option<&'static str> {
-        // The client closed its sending side: answer what it already asked.
-        self.eof = true;
-        None
+        // The client closed (as in MOSN, an end of input is the remote's
+        // close): its requests still waiting upstream are dropped (`serve`),
+        // rather than hold their slots until the upstream answers or their
+        // timeout, which the client chose, runs out.
+        Some("")
     }
 
     fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<&'static str> {
@@ -109,11 +115,11 @@ impl Handler for DownstreamHandler<'_> {
     }
 
     fn read_paused(&self) -> bool {
-        self.draining || self.eof
+        self.draining
     }
 
     fn idle_close(&self) -> Option<&'static str> {
-        ((self.draining || self.eof) && self.req.conn.inflight() == 0).then_some("drained")
+        (self.draining && self.req.conn.inflight() == 0).then_some("drained")
     }
 }
 

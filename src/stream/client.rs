@@ -109,6 +109,30 @@ impl ClientConn {
         self.state_changed.notify_waiters();
     }
 
+    /// Drops the requests whose client connection has closed (MOSN resets
+    /// them): their map entries, timers and in-flight counts would otherwise
+    /// stay until the upstream answers or the client's own timeout (up to
+    /// 2^31 ms) runs out, holding `max_request_per_conn` slots meanwhile. A
+    /// late answer is then dropped as an unknown id. Returns how many.
+    pub fn drop_abandoned(&self) -> usize {
+        let mut inner = self.inner.borrow_mut();
+        let gone = inner
+            .streams
+            .remove_where(|s| matches!(&s.waiting, Waiting::Request(stream) if stream.downstream_closed()));
+        for (_, s) in &gone {
+            inner.timers.remove(&s.timer);
+        }
+        drop(inner);
+        let n = gone.len();
+        for (_, s) in gone {
+            if let Waiting::Request(stream) = s.waiting {
+                self.host.dec_active();
+                stream.abandon();
+            }
+        }
+        n
+    }
+
     /// Waits until the connection is ready, or fails with why it never will be.
     pub async fn ready(&self) -> Result<(), ProxyError> {
         loop {
@@ -134,6 +158,13 @@ impl ClientConn {
         stream: Option<ServerStream>,
         timeout: Duration,
     ) -> Result<(), (Option<ServerStream>, ProxyError)> {
+        if stream.as_ref().is_some_and(ServerStream::downstream_closed) {
+            // Its client left while it waited for this connection: nothing to send.
+            if let Some(s) = stream {
+                s.abandon();
+            }
+            return Ok(());
+        }
         if !self.is_ready() || self.io.is_closed() {
             return Err((stream, ProxyError::UpstreamReset));
         }

@@ -75,6 +75,14 @@ impl<T> IdMap<T> {
         self.entries.is_empty()
     }
 
+    /// Removes the entries `abandoned` picks. Their ids stay out of use until
+    /// the counter comes round again (after `max` more requests), so a late
+    /// answer to one is dropped as unknown, never taken for another request.
+    pub fn remove_where(&mut self, mut abandoned: impl FnMut(&T) -> bool) -> Vec<(u64, T)> {
+        let ids: Vec<u64> = self.entries.iter().filter(|(_, e)| abandoned(e)).map(|(&id, _)| id).collect();
+        ids.into_iter().filter_map(|id| self.entries.remove(&id).map(|e| (id, e))).collect()
+    }
+
     /// Removes every entry (the connection closed).
     pub fn drain(&mut self) -> Vec<(u64, T)> {
         let out = self.entries.drain().collect();

@@ -64,6 +64,12 @@ impl HostPool {
         self.conns.borrow().is_empty()
     }
 
+    /// Drops, on every connection, the requests whose client has gone
+    /// ([`ClientConn::drop_abandoned`]); how many.
+    pub fn drop_abandoned(&self) -> usize {
+        self.conns.borrow().iter().map(|c| c.drop_abandoned()).sum()
+    }
+
     /// Chooses a connection for one request.
     pub fn pick(self: &Rc<Self>) -> Pick {
         let conns = self.conns.borrow();

@@ -99,6 +99,18 @@ impl ServerStream {
         self.finish();
     }
 
+    /// Whether the client connection this request came on has closed.
+    pub fn downstream_closed(&self) -> bool {
+        self.conn.io.is_closed()
+    }
+
+    /// Lets a request go unanswered because its client connection is gone:
+    /// there is no one left to answer.
+    pub fn abandon(mut self) {
+        debug!(id = self.info.id, "client connection gone: request abandoned");
+        self.finish();
+    }
+
     /// Answers with the protocol's error response for `err`.
     pub fn fail(mut self, err: ProxyError) {
         let conn = &self.conn;
