@@ -182,6 +182,33 @@ async fn a_departed_clients_requests_free_their_upstream_slots() {
     );
 }
 
+/// An upstream's GOAWAY drains its connection: the answer in flight still
+/// comes back on it, the next request goes on a new connection, and the old
+/// one is closed.
+#[tokio::test]
+async fn an_upstream_goaway_moves_requests_to_a_new_connection() {
+    let up = Upstream::start("u", Mode::Echo).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, vec![route_all("c")], vec![cluster("c", &[up.addr])]), 1);
+    let mut cl = Client::connect(proxy.addr).await;
+    cl.send(&RequestBuilder::new(1, SERVICE, b"goaway").encode()).await;
+    let r = cl.recv().await;
+    assert_eq!((r.info.id, r.status, r.content.as_slice()), (1, 0, &b"goaway"[..]));
+    cl.send(&request(2, "after")).await;
+    let r = cl.recv().await;
+    assert_eq!((r.info.id, r.status), (2, 0));
+    let conns: Vec<usize> = up.seen().iter().filter(|s| s.kind.is_request()).map(|s| s.conn).collect();
+    assert_eq!(conns.len(), 2);
+    assert_ne!(conns[0], conns[1], "the request after the GOAWAY went on a new connection");
+    assert_eq!(up.conns.load(Ordering::SeqCst), 2);
+    // The drained connection is closed by ferrymesh.
+    let t0 = std::time::Instant::now();
+    while up.closed.load(Ordering::SeqCst) < 1 && t0.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.closed.load(Ordering::SeqCst), 1, "the old connection closed once drained");
+}
+
 #[tokio::test]
 async fn weighted_clusters_split_traffic() {
     let a = Upstream::start("a", Mode::Echo).await;

@@ -34,6 +34,9 @@ pub enum ConnState {
     Ready,
     /// The dial failed; the reason.
     Failed(String),
+    /// The upstream sent a GOAWAY: no new requests; the connection closes
+    /// once the answers in flight are in (MOSN reconnects the same way).
+    Draining,
     Closed,
 }
 
@@ -99,6 +102,11 @@ impl ClientConn {
         *self.state.borrow() == ConnState::Ready
     }
 
+    /// Whether the upstream asked this connection to go away.
+    pub fn is_draining(&self) -> bool {
+        *self.state.borrow() == ConnState::Draining
+    }
+
     /// Requests (and heartbeats) waiting for an answer on this connection.
     pub fn in_flight(&self) -> usize {
         self.inner.borrow().streams.len()
@@ -142,7 +150,7 @@ impl ClientConn {
             match &*self.state.borrow() {
                 ConnState::Ready => return Ok(()),
                 ConnState::Failed(why) => return Err(ProxyError::ConnectFailed(why.clone())),
-                ConnState::Closed => return Err(ProxyError::UpstreamReset),
+                ConnState::Closed | ConnState::Draining => return Err(ProxyError::UpstreamReset),
                 ConnState::Connecting => {}
             }
             changed.await;
@@ -256,7 +264,15 @@ impl ClientConn {
                 // The upstream probes us: answer it.
                 self.io.push(|out| self.codec.heartbeat_reply(frame, &info, out));
             }
-            FrameKind::Request | FrameKind::Oneway | FrameKind::Control => {
+            FrameKind::Control => {
+                // Bolt's only control frame is GOAWAY.
+                if self.is_ready() {
+                    info!(addr = %self.host.addr, in_flight = self.in_flight(), "upstream sent GOAWAY: draining the connection");
+                    self.set_state(ConnState::Draining);
+                    self.io.wake();
+                }
+            }
+            FrameKind::Request | FrameKind::Oneway => {
                 debug!(addr = %self.host.addr, kind = ?info.kind, "unexpected frame from upstream dropped");
             }
         }
@@ -359,6 +375,6 @@ impl Handler for ClientHandler<'_> {
     }
 
     fn idle_close(&self) -> Option<&'static str> {
-        None
+        (self.conn.is_draining() && self.conn.in_flight() == 0).then_some("drained after GOAWAY")
     }
 }

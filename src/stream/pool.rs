@@ -72,6 +72,9 @@ impl HostPool {
 
     /// Chooses a connection for one request.
     pub fn pick(self: &Rc<Self>) -> Pick {
+        // A connection the upstream sent away from drains on its own; it
+        // holds no slot here (a new one is dialled in its place).
+        self.conns.borrow_mut().retain(|c| !c.is_draining());
         let conns = self.conns.borrow();
         let best = conns.iter().filter(|c| c.is_ready()).min_by_key(|c| c.in_flight()).cloned();
         let room = conns.len() < self.max_conns;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use ferrymesh::protocol::bolt::{ResponseBuilder, BOLT_V1};
+use ferrymesh::protocol::bolt::{RequestBuilder, ResponseBuilder, BOLT_V1};
 use ferrymesh::protocol::{Codec, FrameInfo, FrameKind};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -190,7 +190,15 @@ async fn serve_upstream(
             match (info.kind, mode) {
                 (_, Mode::Silent) => {}
                 (FrameKind::Heartbeat, _) => BOLT_V1.heartbeat_reply(&frame, &info, &mut out),
-                (FrameKind::Request, Mode::Echo) => echo_response(frame[0], &info, content, &name, &mut out),
+                (FrameKind::Request, Mode::Echo) => {
+                    if content == b"goaway" {
+                        // A GOAWAY (command 100) first, as a server shutting down sends.
+                        let mut goaway = RequestBuilder::heartbeat(0).encode();
+                        goaway[2..4].copy_from_slice(&100u16.to_be_bytes());
+                        out.extend_from_slice(&goaway);
+                    }
+                    echo_response(frame[0], &info, content, &name, &mut out)
+                }
                 (FrameKind::Request, Mode::Delay(d)) => {
                     let mut r = BytesMut::new();
                     echo_response(frame[0], &info, content, &name, &mut r);
