@@ -729,7 +729,7 @@ async fn the_route_timeout_counts_from_the_end_of_a_streamed_body() {
         let port = free_port();
         let vhosts = json!([{"name": "all", "domains": ["*"],
             "routers": [{"match": {"prefix": "/"}, "route": {"cluster_name": "c", "timeout": "400ms"}}]}]);
-        let proxy = Proxy::start(&http_config(port, "Http2", upstream, vhosts, vec![cluster("c", &[up.addr])]), 1);
+        let proxy = Proxy::start(&http_config(port, "Auto", upstream, vhosts, vec![cluster("c", &[up.addr])]), 1);
         // Five chunks 200 ms apart: the body takes 800 ms, twice the timeout.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>(1);
         tokio::spawn(async move {
@@ -757,5 +757,17 @@ async fn the_route_timeout_counts_from_the_end_of_a_streamed_body() {
         )
         .await;
         assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{upstream}");
+        // So is an empty chunked body, whose end hyper never polls for.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let t0 = Instant::now();
+        let mut c = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(b"POST /slow/3000 HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.expect("an answer").unwrap();
+        let out = String::from_utf8_lossy(&buf[..n]);
+        assert!(out.starts_with("HTTP/1.1 504"), "{upstream}: {out}");
+        assert!(t0.elapsed() < Duration::from_millis(1500), "{upstream}: {:?}", t0.elapsed());
     }
 }

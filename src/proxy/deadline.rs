@@ -2,10 +2,13 @@
 //! in hand is complete when it is sent, and the route's timeout counts from
 //! then. A streamed body (a client-streaming gRPC call, a slow upload) is
 //! complete only when its last byte is through: as in Envoy, the route's
-//! timeout counts from that end, so an upstream that answers when the
-//! client's stream ends is not cut while the client still sends. A gRPC
-//! client's own deadline (`grpc-timeout`) stays counted from the request's
-//! arrival, since it bounds the whole call.
+//! timeout counts from there, so an upstream that answers when the client's
+//! stream ends is not cut while the client still sends. It counts from the
+//! body's last frame taken, so a body that stalls (a client gone quiet, an
+//! upstream that stops reading), or whose end hyper never polls for, is cut
+//! after the same time without progress. A gRPC client's own deadline
+//! (`grpc-timeout`) stays counted from the request's arrival, since it bounds
+//! the whole call.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -16,50 +19,44 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::stream::http::{Body, BoxError};
 
-/// When a streamed request body ended (its last frame, or an error), told to
-/// whoever waits for the response.
-#[derive(Default)]
-pub struct BodyEnd {
-    at: Cell<Option<Instant>>,
-    ended: Notify,
+/// When a streamed request body last made progress: wrapped, then each
+/// frame taken, then its end.
+pub struct BodyClock {
+    last: Cell<Instant>,
 }
 
-impl BodyEnd {
-    fn mark(&self) {
-        if self.at.get().is_none() {
-            self.at.set(Some(Instant::now()));
-            // A permit, should the waiter not be registered yet.
-            self.ended.notify_one();
-        }
+impl BodyClock {
+    pub fn new() -> BodyClock {
+        BodyClock { last: Cell::new(Instant::now()) }
+    }
+
+    fn tick(&self) {
+        self.last.set(Instant::now());
     }
 }
 
-/// `body`, noting its end in `end`.
-pub fn watched(body: Body, end: Rc<BodyEnd>) -> Body {
-    Body::new(Ending { body, end })
+/// `body`, noting its progress on `clock`.
+pub fn watched(body: Body, clock: Rc<BodyClock>) -> Body {
+    Body::new(Ticking { body, clock })
 }
 
-struct Ending {
+struct Ticking {
     body: Body,
-    end: Rc<BodyEnd>,
+    clock: Rc<BodyClock>,
 }
 
-impl hyper::body::Body for Ending {
+impl hyper::body::Body for Ticking {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None | Some(Err(_))) => this.end.mark(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.end.mark(),
-            _ => {}
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_ready() {
+            self.clock.tick();
         }
         polled
     }
@@ -77,8 +74,9 @@ impl hyper::body::Body for Ending {
 pub enum Deadline {
     /// Until this instant.
     At(Instant),
-    /// Until `timeout` after the streamed body's end, and never past `hard`.
-    AfterBody { end: Rc<BodyEnd>, timeout: Duration, hard: Option<Instant> },
+    /// Until `timeout` after the streamed body's last progress, and never
+    /// past `hard`.
+    AfterBody { clock: Rc<BodyClock>, timeout: Duration, hard: Option<Instant> },
 }
 
 /// The wait for a response head ran out.
@@ -89,24 +87,18 @@ impl Deadline {
     pub async fn wait<T>(&self, fut: impl Future<Output = T>) -> Result<T, TimedOut> {
         match self {
             Deadline::At(at) => tokio::time::timeout_at(*at, fut).await.map_err(|_| TimedOut),
-            Deadline::AfterBody { end, timeout, hard } => {
+            Deadline::AfterBody { clock, timeout, hard } => {
                 tokio::pin!(fut);
                 loop {
-                    let after_body = end.at.get().map(|t| t + *timeout);
-                    let limit = match (after_body, *hard) {
-                        (Some(a), Some(h)) => Some(a.min(h)),
-                        (a, h) => a.or(h),
-                    };
-                    let sleep = async {
-                        match limit {
-                            Some(t) => tokio::time::sleep_until(t).await,
-                            None => std::future::pending().await,
-                        }
-                    };
+                    let after_body = clock.last.get() + *timeout;
+                    let limit = hard.map_or(after_body, |h| h.min(after_body));
+                    if Instant::now() >= limit {
+                        return Err(TimedOut);
+                    }
                     tokio::select! {
                         out = &mut fut => return Ok(out),
-                        () = sleep => return Err(TimedOut),
-                        () = end.ended.notified(), if after_body.is_none() => {}
+                        // The body may have moved on meanwhile: look again.
+                        () = tokio::time::sleep_until(limit) => {}
                     }
                 }
             }
@@ -119,37 +111,48 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
-    /// The clock starts when the body ends, not when the wait does; a hard
-    /// deadline holds throughout.
+    /// The clock runs from the body's last progress: a body that keeps
+    /// coming is waited for, its end starts the timeout, a stall is cut, and
+    /// a hard deadline holds throughout.
     #[tokio::test(start_paused = true)]
-    async fn the_timeout_counts_from_the_end_of_the_body() {
+    async fn the_timeout_counts_from_the_bodys_last_progress() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
-        let stream = receiver_stream(rx);
-        let end = Rc::new(BodyEnd::default());
-        let mut body = watched(Body::new(StreamBody::new(stream)), end.clone());
-        let deadline = Deadline::AfterBody { end: end.clone(), timeout: Duration::from_secs(1), hard: None };
+        let clock = Rc::new(BodyClock::new());
+        let mut body = watched(Body::new(StreamBody::new(receiver_stream(rx))), clock.clone());
+        let deadline = Deadline::AfterBody { clock: clock.clone(), timeout: Duration::from_secs(1), hard: None };
         let t0 = Instant::now();
-        // The "upstream" answers 1.5 s after the body ends, which comes at 5 s.
+        // A frame every 800 ms for 4 s, then the end; the "upstream" answers
+        // 1.5 s after the end: cut 1 s after the end.
         let answer = async {
             while body.frame().await.is_some() {}
             tokio::time::sleep(Duration::from_millis(1500)).await;
         };
-        let sender = async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            drop(tx);
+        let sender = async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"x")))).await;
+            }
         };
         let (waited, ()) = tokio::join!(deadline.wait(answer), sender);
-        assert!(waited.is_err(), "cut 1 s after the body's end");
-        assert_eq!(Instant::now() - t0, Duration::from_secs(6));
+        assert!(waited.is_err());
+        assert_eq!(Instant::now() - t0, Duration::from_secs(5), "1 s after the end at 4 s");
+
+        // A body that never moves (or whose end is never polled) is cut a
+        // timeout after it was wrapped.
+        let stalled =
+            Deadline::AfterBody { clock: Rc::new(BodyClock::new()), timeout: Duration::from_secs(1), hard: None };
+        let t1 = Instant::now();
+        assert!(stalled.wait(std::future::pending::<()>()).await.is_err());
+        assert_eq!(Instant::now() - t1, Duration::from_secs(1));
 
         let hard = Deadline::AfterBody {
-            end: Rc::new(BodyEnd::default()),
-            timeout: Duration::from_secs(1),
+            clock: Rc::new(BodyClock::new()),
+            timeout: Duration::from_secs(10),
             hard: Some(Instant::now() + Duration::from_secs(2)),
         };
-        let t1 = Instant::now();
+        let t2 = Instant::now();
         assert!(hard.wait(std::future::pending::<()>()).await.is_err());
-        assert_eq!(Instant::now() - t1, Duration::from_secs(2), "the hard deadline, body or not");
+        assert_eq!(Instant::now() - t2, Duration::from_secs(2), "the hard deadline");
     }
 
     fn receiver_stream<T>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_core::Stream<Item = T> {

@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::deadline::{self, BodyEnd, Deadline};
+use super::deadline::{self, BodyClock, Deadline};
 use super::head_timer::{HeadTimer, Reads};
 use super::headers::{self, Framing, HostRule, Rules};
 use super::tries::{Next, Tries};
@@ -410,12 +410,12 @@ async fn forward(
     } else {
         ReqBody::Stream(first_frame_checked(body, version).await?)
     });
-    // A streamed body's end starts the route's timeout (`deadline`).
-    let body_end = match body.take() {
+    // A streamed body's progress moves the route's timeout (`deadline`).
+    let body_clock = match body.take() {
         Some(ReqBody::Stream(s)) => {
-            let end = Rc::new(BodyEnd::default());
-            body = Some(ReqBody::Stream(deadline::watched(s, end.clone())));
-            Some(end)
+            let clock = Rc::new(BodyClock::new());
+            body = Some(ReqBody::Stream(deadline::watched(s, clock.clone())));
+            Some(clock)
         }
         other => {
             body = other;
@@ -503,9 +503,9 @@ async fn forward(
             let Some(head) = head else { break };
             let upstream_req = Request::from_parts(head, req_body);
             let in_flight = pool.host().in_flight();
-            let wait = match &body_end {
-                Some(end) => Deadline::AfterBody {
-                    end: end.clone(),
+            let wait = match &body_clock {
+                Some(clock) => Deadline::AfterBody {
+                    clock: clock.clone(),
                     timeout: tries.policy.per_try_timeout.map_or(route_timeout, |t| t.min(route_timeout)),
                     hard: grpc_deadline,
                 },
