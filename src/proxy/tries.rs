@@ -47,8 +47,11 @@ impl<'a> Tries<'a> {
         if attempt >= self.max {
             return Next::Over;
         }
-        if attempt > 0 {
-            let pause = self.policy.backoff(attempt);
+        // Refused tries do not count, but are paused for like retries, so
+        // that an upstream shedding load is not sent everything again at once.
+        let paused = attempt + self.refused;
+        if paused > 0 {
+            let pause = self.policy.backoff(paused);
             if Instant::now() + pause >= self.deadline {
                 return Next::Over;
             }
@@ -69,9 +72,9 @@ impl<'a> Tries<'a> {
     }
 
     /// The current try was refused unprocessed (an HTTP/2 upstream's
-    /// GOAWAY or `REFUSED_STREAM`): it does not count, so the request goes
-    /// again without a backoff or a retry of its own, up to [`MAX_REFUSED`]
-    /// times. Whether it was given back.
+    /// GOAWAY or `REFUSED_STREAM`): it does not count as a try, so the
+    /// request goes again, after the backoff, even without a retry policy,
+    /// up to [`MAX_REFUSED`] times. Whether it was given back.
     pub fn refused(&mut self) -> bool {
         if self.refused >= MAX_REFUSED || self.tried.pop().is_none() {
             return false;

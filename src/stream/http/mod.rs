@@ -108,7 +108,8 @@ impl SendError {
 /// A connection ready to carry one request.
 pub enum Sender {
     H1(http1::SendRequest<Body>),
-    H2(http2::SendRequest<Body>),
+    /// The HTTP/2 connection and its generation.
+    H2(http2::SendRequest<Body>, u64),
 }
 
 /// Which HTTP version to speak upstream.
@@ -125,7 +126,10 @@ pub struct HttpPool {
     idle_timeout: Option<Duration>,
     /// hyper's idle HTTP/1.1 connections, with when each was last busy.
     h1_idle: RefCell<Vec<(http1::SendRequest<Body>, Instant)>>,
-    h2: RefCell<Option<http2::SendRequest<Body>>>,
+    /// The HTTP/2 connection, with its generation (one per dial), so that a
+    /// failure on an older one never drops a newer one.
+    h2: RefCell<Option<(u64, http2::SendRequest<Body>)>>,
+    h2_gen: Cell<u64>,
     h2_dialing: Cell<bool>,
     h2_dialed: Notify,
     h2_last_error: RefCell<Option<String>>,
@@ -144,6 +148,7 @@ impl HttpPool {
             idle_timeout,
             h1_idle: RefCell::new(Vec::new()),
             h2: RefCell::new(None),
+            h2_gen: Cell::new(0),
             h2_dialing: Cell::new(false),
             h2_dialed: Notify::new(),
             h2_last_error: RefCell::new(None),
@@ -166,7 +171,7 @@ impl HttpPool {
                 }
                 self.dial_h1().await.map(Sender::H1)
             }
-            Version::Http2 => self.h2_sender().await.map(Sender::H2),
+            Version::Http2 => self.h2_sender().await.map(|(s, generation)| Sender::H2(s, generation)),
         }
     }
 
@@ -175,7 +180,9 @@ impl HttpPool {
     pub fn ready_now(&self, version: Version) -> Option<Sender> {
         match version {
             Version::Http1 => self.take_idle_h1().map(Sender::H1),
-            Version::Http2 => self.h2.borrow().as_ref().filter(|s| !s.is_closed()).cloned().map(Sender::H2),
+            Version::Http2 => {
+                self.h2.borrow().as_ref().filter(|(_, s)| !s.is_closed()).map(|(g, s)| Sender::H2(s.clone(), *g))
+            }
         }
     }
 
@@ -238,14 +245,17 @@ impl HttpPool {
                 }
                 Err(SendError::Reset("upstream closed three connections in a row".into()))
             }
-            Sender::H2(mut s) => {
+            Sender::H2(mut s, generation) => {
                 let idempotent = req.method().is_idempotent();
                 s.send_request(req).await.map_err(|e| {
-                    let refused = unprocessed(&e, idempotent);
-                    if refused || s.is_closed() {
+                    let (refused, going_away) = refusal(&e, idempotent);
+                    if going_away || s.is_closed() {
                         // A GOAWAY'd connection still finishes its streams,
                         // but new ones go to a fresh connection.
-                        self.h2.borrow_mut().take();
+                        let mut h2 = self.h2.borrow_mut();
+                        if h2.as_ref().is_some_and(|(g, _)| *g == generation) {
+                            h2.take();
+                        }
                     }
                     if refused {
                         SendError::Refused(e.to_string())
@@ -348,34 +358,43 @@ impl HttpPool {
     /// that stops waiting (its timeout, a reset stream) would otherwise cancel
     /// it half-way, leaving `h2_dialing` set and every later request waiting
     /// for a dial that never ends.
-    async fn h2_sender(self: &Rc<Self>) -> Result<http2::SendRequest<Body>, SendError> {
-        if let Some(s) = self.h2.borrow().as_ref().filter(|s| !s.is_closed()) {
-            return Ok(s.clone());
-        }
-        let dialed = self.h2_dialed.notified();
-        tokio::pin!(dialed);
-        dialed.as_mut().enable();
-        if !self.h2_dialing.get() {
-            self.h2_dialing.set(true);
-            let pool = self.clone();
-            tokio::task::spawn_local(async move {
-                match pool.dial_h2().await {
-                    Ok(s) => *pool.h2.borrow_mut() = Some(s),
-                    Err(e) => {
-                        pool.h2.borrow_mut().take();
-                        *pool.h2_last_error.borrow_mut() = Some(e.why());
-                    }
-                }
-                pool.h2_dialing.set(false);
-                pool.h2_dialed.notify_waiters();
-            });
-        }
-        dialed.await;
-        match self.h2.borrow().as_ref().filter(|s| !s.is_closed()) {
-            Some(s) => Ok(s.clone()),
-            None => {
-                Err(SendError::Connect(self.h2_last_error.borrow().clone().unwrap_or_else(|| "dial failed".into())))
+    async fn h2_sender(self: &Rc<Self>) -> Result<(http2::SendRequest<Body>, u64), SendError> {
+        loop {
+            if let Some((g, s)) = self.h2.borrow().as_ref().filter(|(_, s)| !s.is_closed()) {
+                return Ok((s.clone(), *g));
             }
+            let dialed = self.h2_dialed.notified();
+            tokio::pin!(dialed);
+            dialed.as_mut().enable();
+            if !self.h2_dialing.get() {
+                self.h2_dialing.set(true);
+                let pool = self.clone();
+                tokio::task::spawn_local(async move {
+                    match pool.dial_h2().await {
+                        Ok(s) => {
+                            let generation = pool.h2_gen.get() + 1;
+                            pool.h2_gen.set(generation);
+                            *pool.h2.borrow_mut() = Some((generation, s));
+                            pool.h2_last_error.borrow_mut().take();
+                        }
+                        Err(e) => {
+                            pool.h2.borrow_mut().take();
+                            *pool.h2_last_error.borrow_mut() = Some(e.why());
+                        }
+                    }
+                    pool.h2_dialing.set(false);
+                    pool.h2_dialed.notify_waiters();
+                });
+            }
+            dialed.await;
+            if self.h2.borrow().as_ref().is_some_and(|(_, s)| !s.is_closed()) {
+                continue;
+            }
+            if let Some(why) = self.h2_last_error.borrow().clone() {
+                return Err(SendError::Connect(why));
+            }
+            // Dialled, then already gone (a GOAWAY) before this request ran:
+            // dial again.
         }
     }
 
@@ -398,21 +417,24 @@ impl HttpPool {
     }
 }
 
-/// Whether an HTTP/2 exchange failed before the upstream processed the
-/// request: hyper dropped it unsent, or the upstream reset its stream with
-/// `REFUSED_STREAM`, or (the request `idempotent`) a GOAWAY ended it. h2
-/// reports the streams above a GOAWAY's last id, which were not processed,
-/// with the same error as those below it that the connection's close cut,
-/// so only a request that may be repeated anyway counts those.
-fn unprocessed(e: &hyper::Error, idempotent: bool) -> bool {
+/// How an HTTP/2 exchange failed: whether before the upstream processed
+/// the request (hyper dropped it unsent; the upstream reset its stream with
+/// `REFUSED_STREAM`; a GOAWAY ended it, for an `idempotent` request), and
+/// whether the connection is going away (a GOAWAY, or closed). h2 reports the
+/// streams above a GOAWAY's last id, which were not processed, with the same
+/// error as those below it that the connection's close cut, so only a request
+/// that may be repeated anyway counts those. A `REFUSED_STREAM` leaves the
+/// connection usable.
+fn refusal(e: &hyper::Error, idempotent: bool) -> (bool, bool) {
     if e.is_canceled() {
-        return true;
+        return (true, true);
     }
     let Some(h2) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>()) else {
-        return false;
+        return (false, false);
     };
-    h2.is_remote()
-        && ((h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)) || (idempotent && h2.is_go_away()))
+    let refused_stream = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+    let going_away = h2.is_go_away();
+    (h2.is_remote() && (refused_stream || (idempotent && going_away)), going_away)
 }
 
 /// How often idle connections are checked at most. A connection past
