@@ -136,7 +136,7 @@ pub struct ClusterSpec {
     pub idle_timeout: Option<Duration>,
     /// The largest RPC frame read from this cluster's hosts: the largest
     /// `max_frame_size` of the listeners (an upstream connection serves them
-    /// all).
+    /// all), and at least the default.
     pub max_frame: usize,
 }
 
@@ -279,7 +279,9 @@ impl Settings {
             }
         }
 
-        let upstream_max_frame = listeners.iter().map(|l| l.max_frame).max().unwrap_or(DEFAULT_MAX_FRAME);
+        // Never below the default: a listener's smaller limit caps what its
+        // clients send, not the answers an upstream shared by all gives.
+        let upstream_max_frame = listeners.iter().map(|l| l.max_frame).fold(DEFAULT_MAX_FRAME, usize::max);
         for c in &mut clusters {
             c.max_frame = upstream_max_frame;
         }

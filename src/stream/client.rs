@@ -138,6 +138,10 @@ impl ClientConn {
                 stream.abandon();
             }
         }
+        if n > 0 {
+            // A draining connection may have nothing left to wait for.
+            self.io.wake();
+        }
         n
     }
 
