@@ -99,3 +99,56 @@ impl<'a> Tries<'a> {
         self.policy.per_try_timeout.is_some() && Instant::now() < self.deadline
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{ClusterSpec, HostSpec, KeepaliveSpec, DEFAULT_MAX_FRAME};
+    use crate::protocol::bolt::BOLT_V1;
+    use crate::router::{HttpActions, Target};
+    use crate::upstream::lb::LbKind;
+
+    fn one_host_cluster() -> Cluster {
+        let spec = ClusterSpec {
+            name: "c".into(),
+            lb: LbKind::RoundRobin,
+            hosts: vec![HostSpec { addr: "127.0.0.1:1".parse().unwrap(), weight: 1 }],
+            connect_timeout: Duration::from_secs(1),
+            max_request_per_conn: 0,
+            connections_per_host: 1,
+            keepalive: KeepaliveSpec::default(),
+            idle_timeout: None,
+            max_frame: DEFAULT_MAX_FRAME,
+        };
+        Cluster::new(&spec, &BOLT_V1)
+    }
+
+    /// A refused try is given back (the one host again, after a backoff
+    /// pause), up to MAX_REFUSED times; a request without a retry policy
+    /// still gets a single counted try.
+    #[tokio::test(start_paused = true)]
+    async fn refused_tries_are_given_back_a_bounded_number_of_times() {
+        let cluster = one_host_cluster();
+        let entry = RouteEntry {
+            target: Target::Cluster(0),
+            timeout: None,
+            connect_retries: 0,
+            retry: RetryPolicy::default(),
+            hash_header: None,
+            http: HttpActions::default(),
+        };
+        let mut tries = Tries::new(&entry, &cluster, None, Instant::now() + Duration::from_secs(60));
+        assert!(matches!(tries.next().await, Next::Host(0)));
+        assert!(!tries.more_left(), "no retry policy: one try");
+        for given_back in 1..=MAX_REFUSED {
+            assert!(tries.refused(), "refusal {given_back} given back");
+            let t0 = Instant::now();
+            assert!(matches!(tries.next().await, Next::Host(0)));
+            assert!(Instant::now() - t0 <= Duration::from_millis(250), "the backoff is bounded");
+        }
+        assert!(!tries.refused(), "the ninth refusal is not given back");
+        assert!(matches!(tries.next().await, Next::Over));
+    }
+}
