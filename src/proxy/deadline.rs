@@ -3,12 +3,13 @@
 //! then. A streamed body (a client-streaming gRPC call, a slow upload) is
 //! complete only when its last byte is through: as in Envoy, the route's
 //! timeout counts from there, so an upstream that answers when the client's
-//! stream ends is not cut while the client still sends. It counts from the
-//! body's last frame taken, so a body that stalls (a client gone quiet, an
-//! upstream that stops reading), or whose end hyper never polls for, is cut
-//! after the same time without progress. A gRPC client's own deadline
-//! (`grpc-timeout`) stays counted from the request's arrival, since it bounds
-//! the whole call.
+//! stream ends is not cut while the client still sends. The body's end is
+//! its last frame, or its drop (hyper stops polling a body once its length is
+//! written, and drops it). Until then, a body that stalls (a client gone
+//! quiet, an upstream that stops reading) is cut after [`STREAM_IDLE`]
+//! without progress (Envoy's `stream_idle_timeout`), or the route's timeout
+//! if that is longer. A gRPC client's own deadline (`grpc-timeout`) stays
+//! counted from the request's arrival, since it bounds the whole call.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -18,29 +19,48 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Frame, SizeHint};
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::stream::http::{Body, BoxError};
 
-/// When a streamed request body last made progress: wrapped, then each
-/// frame taken, then its end.
+/// How long a streamed request body may make no progress before the wait
+/// for its answer gives up (Envoy's default `stream_idle_timeout`).
+pub const STREAM_IDLE: Duration = Duration::from_secs(300);
+
+/// When a streamed request body last made progress (wrapped, then each
+/// frame taken), and whether it has ended.
 pub struct BodyClock {
     last: Cell<Instant>,
+    ended: Cell<bool>,
+    /// Wakes the wait, whose deadline the end brings forward.
+    end_signal: Notify,
 }
 
 impl BodyClock {
     pub fn new() -> BodyClock {
-        BodyClock { last: Cell::new(Instant::now()) }
+        BodyClock { last: Cell::new(Instant::now()), ended: Cell::new(false), end_signal: Notify::new() }
     }
 
     fn tick(&self) {
         self.last.set(Instant::now());
     }
+
+    fn end(&self) {
+        if !self.ended.replace(true) {
+            self.tick();
+            // A permit, should the wait not be registered yet.
+            self.end_signal.notify_one();
+        }
+    }
 }
 
-/// `body`, noting its progress on `clock`.
+/// `body`, noting its progress and end on `clock`.
 pub fn watched(body: Body, clock: Rc<BodyClock>) -> Body {
+    if body.is_end_stream() {
+        clock.end();
+    }
     Body::new(Ticking { body, clock })
 }
 
@@ -49,14 +69,23 @@ struct Ticking {
     clock: Rc<BodyClock>,
 }
 
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.clock.end();
+    }
+}
+
 impl hyper::body::Body for Ticking {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if polled.is_ready() {
-            self.clock.tick();
+        match &polled {
+            Poll::Ready(None | Some(Err(_))) => self.clock.end(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.clock.end(),
+            Poll::Ready(Some(Ok(_))) => self.clock.tick(),
+            Poll::Pending => {}
         }
         polled
     }
@@ -74,8 +103,8 @@ impl hyper::body::Body for Ticking {
 pub enum Deadline {
     /// Until this instant.
     At(Instant),
-    /// Until `timeout` after the streamed body's last progress, and never
-    /// past `hard`.
+    /// Until `timeout` after the streamed body's end (while it streams,
+    /// `STREAM_IDLE` or `timeout` without progress), and never past `hard`.
     AfterBody { clock: Rc<BodyClock>, timeout: Duration, hard: Option<Instant> },
 }
 
@@ -90,7 +119,8 @@ impl Deadline {
             Deadline::AfterBody { clock, timeout, hard } => {
                 tokio::pin!(fut);
                 loop {
-                    let after_body = clock.last.get() + *timeout;
+                    let quiet = if clock.ended.get() { *timeout } else { (*timeout).max(STREAM_IDLE) };
+                    let after_body = clock.last.get() + quiet;
                     let limit = hard.map_or(after_body, |h| h.min(after_body));
                     if Instant::now() >= limit {
                         return Err(TimedOut);
@@ -99,6 +129,7 @@ impl Deadline {
                         out = &mut fut => return Ok(out),
                         // The body may have moved on meanwhile: look again.
                         () = tokio::time::sleep_until(limit) => {}
+                        () = clock.end_signal.notified(), if !clock.ended.get() => {}
                     }
                 }
             }
@@ -111,17 +142,18 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
-    /// The clock runs from the body's last progress: a body that keeps
-    /// coming is waited for, its end starts the timeout, a stall is cut, and
-    /// a hard deadline holds throughout.
+    /// The timeout counts from the body's end: gaps longer than it while the
+    /// body streams are waited out, the end starts it, a body dropped unpolled
+    /// (hyper, once a length is written) has ended, a stall is cut after
+    /// STREAM_IDLE, and a hard deadline holds throughout.
     #[tokio::test(start_paused = true)]
-    async fn the_timeout_counts_from_the_bodys_last_progress() {
+    async fn the_timeout_counts_from_the_end_of_the_body() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
         let clock = Rc::new(BodyClock::new());
         let mut body = watched(Body::new(StreamBody::new(receiver_stream(rx))), clock.clone());
         let deadline = Deadline::AfterBody { clock: clock.clone(), timeout: Duration::from_secs(1), hard: None };
         let t0 = Instant::now();
-        // A frame every 800 ms for 4 s, then the end; the "upstream" answers
+        // A frame every 3 s for 15 s, then the end; the "upstream" answers
         // 1.5 s after the end: cut 1 s after the end.
         let answer = async {
             while body.frame().await.is_some() {}
@@ -129,30 +161,40 @@ mod tests {
         };
         let sender = async move {
             for _ in 0..5 {
-                tokio::time::sleep(Duration::from_millis(800)).await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
                 let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"x")))).await;
             }
         };
         let (waited, ()) = tokio::join!(deadline.wait(answer), sender);
         assert!(waited.is_err());
-        assert_eq!(Instant::now() - t0, Duration::from_secs(5), "1 s after the end at 4 s");
+        assert_eq!(Instant::now() - t0, Duration::from_secs(16), "1 s after the end at 15 s");
 
-        // A body that never moves (or whose end is never polled) is cut a
-        // timeout after it was wrapped.
-        let stalled =
-            Deadline::AfterBody { clock: Rc::new(BodyClock::new()), timeout: Duration::from_secs(1), hard: None };
+        // Dropped without its end polled: ended then.
+        let clock = Rc::new(BodyClock::new());
+        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        drop(watched(Body::new(StreamBody::new(receiver_stream(rx))), clock.clone()));
+        let dropped = Deadline::AfterBody { clock, timeout: Duration::from_secs(1), hard: None };
         let t1 = Instant::now();
-        assert!(stalled.wait(std::future::pending::<()>()).await.is_err());
+        assert!(dropped.wait(std::future::pending::<()>()).await.is_err());
         assert_eq!(Instant::now() - t1, Duration::from_secs(1));
+
+        // A body that never moves is cut after STREAM_IDLE.
+        let clock = Rc::new(BodyClock::new());
+        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let _stalled_body = watched(Body::new(StreamBody::new(receiver_stream(rx))), clock.clone());
+        let stalled = Deadline::AfterBody { clock, timeout: Duration::from_secs(1), hard: None };
+        let t2 = Instant::now();
+        assert!(stalled.wait(std::future::pending::<()>()).await.is_err());
+        assert_eq!(Instant::now() - t2, STREAM_IDLE);
 
         let hard = Deadline::AfterBody {
             clock: Rc::new(BodyClock::new()),
             timeout: Duration::from_secs(10),
             hard: Some(Instant::now() + Duration::from_secs(2)),
         };
-        let t2 = Instant::now();
+        let t3 = Instant::now();
         assert!(hard.wait(std::future::pending::<()>()).await.is_err());
-        assert_eq!(Instant::now() - t2, Duration::from_secs(2), "the hard deadline");
+        assert_eq!(Instant::now() - t3, Duration::from_secs(2), "the hard deadline");
     }
 
     fn receiver_stream<T>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_core::Stream<Item = T> {

@@ -359,7 +359,9 @@ impl HttpPool {
     /// it half-way, leaving `h2_dialing` set and every later request waiting
     /// for a dial that never ends.
     async fn h2_sender(self: &Rc<Self>) -> Result<(http2::SendRequest<Body>, u64), SendError> {
-        loop {
+        // A connection may go (a GOAWAY, a close) before this request gets
+        // to it; a few times, and the upstream is not taking connections.
+        for _ in 0..3 {
             if let Some((g, s)) = self.h2.borrow().as_ref().filter(|(_, s)| !s.is_closed()) {
                 return Ok((s.clone(), *g));
             }
@@ -396,6 +398,7 @@ impl HttpPool {
             // Dialled, then already gone (a GOAWAY) before this request ran:
             // dial again.
         }
+        Err(SendError::Connect(format!("{}: closed each new HTTP/2 connection at once", self.host.addr)))
     }
 
     async fn dial_h2(&self) -> Result<http2::SendRequest<Body>, SendError> {
