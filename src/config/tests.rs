@@ -175,3 +175,20 @@ fn mosn_rpc_config_bolt_shape_starts() {
     .unwrap();
     assert_eq!(s.listeners[0].downstream.describe(), "Auto(bolt,boltv2)");
 }
+
+#[test]
+fn upstream_frame_limit_is_the_largest_listeners_and_never_below_the_default() {
+    let s = load_str(MOSN_BOLT, false).unwrap();
+    assert_eq!(s.clusters[0].max_frame, DEFAULT_MAX_FRAME);
+    let with = |limit: usize| {
+        let text = MOSN_BOLT.replace(
+            "\"router_config_name\": \"client_router\"}",
+            &format!("\"router_config_name\": \"client_router\", \"max_frame_size\": {limit}}}"),
+        );
+        let s = load_str(&text, false).unwrap();
+        assert_eq!(s.listeners[0].max_frame, limit, "the listener takes its own");
+        s.clusters[0].max_frame
+    };
+    assert_eq!(with(32 << 20), 32 << 20, "a larger listener limit holds upstream too");
+    assert_eq!(with(1 << 20), DEFAULT_MAX_FRAME, "a smaller one caps only its clients");
+}
