@@ -377,13 +377,11 @@ async fn forward(
     };
     // A gRPC client's deadline may shorten the route's timeout, never extend it.
     let route_timeout = entry.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
-    let timeout = match grpc.then(|| grpc_timeout(req.headers())).flatten() {
-        Some(client) => client.min(route_timeout),
-        None => route_timeout,
-    };
+    let client_timeout = grpc.then(|| grpc_timeout(req.headers())).flatten();
+    let timeout = client_timeout.map_or(route_timeout, |client| client.min(route_timeout));
     let arrived = Instant::now();
     let deadline = arrived + timeout;
-    let grpc_deadline = grpc.then(|| grpc_timeout(req.headers())).flatten().map(|t| arrived + t);
+    let grpc_deadline = client_timeout.map(|t| arrived + t);
 
     let upgrade = is_upgrade(&req);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -395,6 +393,7 @@ async fn forward(
     let version = parts.version;
     let no_body = length == Some(0) || (length.is_none() && body.is_end_stream());
     let replayable = !entry.retry.on.is_empty() && (no_body || length.is_some_and(|l| l <= REPLAY_LIMIT as u64));
+    let mut body_clock = None;
     let mut body = Some(if replayable && !no_body {
         let bytes = body
             .collect()
@@ -408,20 +407,12 @@ async fn forward(
     } else if no_body {
         ReqBody::Replay(Bytes::new())
     } else {
-        ReqBody::Stream(first_frame_checked(body, version).await?)
+        // A streamed body's end starts the route's timeout (`deadline`).
+        let clock = Rc::new(BodyClock::new());
+        let streamed = deadline::watched(first_frame_checked(body, version).await?, clock.clone());
+        body_clock = Some(clock);
+        ReqBody::Stream(streamed)
     });
-    // A streamed body's progress moves the route's timeout (`deadline`).
-    let body_clock = match body.take() {
-        Some(ReqBody::Stream(s)) => {
-            let clock = Rc::new(BodyClock::new());
-            body = Some(ReqBody::Stream(deadline::watched(s, clock.clone())));
-            Some(clock)
-        }
-        other => {
-            body = other;
-            None
-        }
-    };
 
     // A request whose whole body is in hand goes to an HTTP/1.1 upstream on a
     // raw pooled connection (`stream::http::raw`, the pass-through's), its

@@ -91,8 +91,8 @@ pub enum SendError {
     /// The request was (perhaps partly) sent and the exchange broke.
     Reset(String),
     /// An HTTP/2 upstream turned the request away unprocessed (RFC 9113
-    /// §8.7: a `REFUSED_STREAM` reset; a GOAWAY, for an idempotent request),
-    /// and its connection takes no new streams: it may go again, on another.
+    /// §8.7: a `REFUSED_STREAM` reset; a GOAWAY, for an idempotent request):
+    /// it may go again (after a GOAWAY, on a new connection).
     Refused(String),
 }
 
@@ -180,9 +180,7 @@ impl HttpPool {
     pub fn ready_now(&self, version: Version) -> Option<Sender> {
         match version {
             Version::Http1 => self.take_idle_h1().map(Sender::H1),
-            Version::Http2 => {
-                self.h2.borrow().as_ref().filter(|(_, s)| !s.is_closed()).map(|(g, s)| Sender::H2(s.clone(), *g))
-            }
+            Version::Http2 => self.open_h2().map(|(s, generation)| Sender::H2(s, generation)),
         }
     }
 
@@ -218,9 +216,10 @@ impl HttpPool {
 
     /// Sends `req` on `sender`. A stale keep-alive connection (closed by the
     /// upstream while idle) hands the request back unsent, and it is sent
-    /// again on a fresh connection. Every failure is a [`SendError::Reset`]:
-    /// the request is consumed, so even a failed redial leaves the caller
-    /// nothing to send elsewhere.
+    /// again on a fresh connection. Every failure is a [`SendError::Reset`]
+    /// (the request is consumed, so even a failed redial leaves the caller
+    /// nothing to send elsewhere), but an HTTP/2 stream the upstream turned
+    /// away unprocessed, a [`SendError::Refused`].
     pub async fn send(self: &Rc<Self>, sender: Sender, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
         match sender {
             Sender::H1(mut s) => {
@@ -362,8 +361,8 @@ impl HttpPool {
         // A connection may go (a GOAWAY, a close) before this request gets
         // to it; a few times, and the upstream is not taking connections.
         for _ in 0..3 {
-            if let Some((g, s)) = self.h2.borrow().as_ref().filter(|(_, s)| !s.is_closed()) {
-                return Ok((s.clone(), *g));
+            if let Some(open) = self.open_h2() {
+                return Ok(open);
             }
             let dialed = self.h2_dialed.notified();
             tokio::pin!(dialed);
@@ -389,8 +388,8 @@ impl HttpPool {
                 });
             }
             dialed.await;
-            if self.h2.borrow().as_ref().is_some_and(|(_, s)| !s.is_closed()) {
-                continue;
+            if let Some(open) = self.open_h2() {
+                return Ok(open);
             }
             if let Some(why) = self.h2_last_error.borrow().clone() {
                 return Err(SendError::Connect(why));
@@ -399,6 +398,11 @@ impl HttpPool {
             // dial again.
         }
         Err(SendError::Connect(format!("{}: closed each new HTTP/2 connection at once", self.host.addr)))
+    }
+
+    /// The HTTP/2 connection and its generation, if one is open.
+    fn open_h2(&self) -> Option<(http2::SendRequest<Body>, u64)> {
+        self.h2.borrow().as_ref().filter(|(_, s)| !s.is_closed()).map(|(g, s)| (s.clone(), *g))
     }
 
     async fn dial_h2(&self) -> Result<http2::SendRequest<Body>, SendError> {
