@@ -16,6 +16,27 @@ fn request(id: u32, content: &str) -> Vec<u8> {
     RequestBuilder::new(id, SERVICE, content.as_bytes()).encode()
 }
 
+/// A request whose own timeout is `timeout_ms`.
+fn timed(id: u32, timeout_ms: i32) -> Vec<u8> {
+    let mut r = RequestBuilder::new(id, SERVICE, b"x");
+    r.timeout_ms = timeout_ms;
+    r.encode()
+}
+
+/// ferrymesh in front of a silent upstream with two requests allowed per
+/// upstream connection, and a client whose first request (timed out) has
+/// made that connection ready.
+async fn two_slots_on_a_silent_upstream() -> (Upstream, Proxy, Client) {
+    let up = Upstream::start("u", Mode::Silent).await;
+    let mut c = cluster("c", &[up.addr]);
+    c["max_request_per_conn"] = json!(2);
+    let proxy = Proxy::start(&config(free_port(), vec![route_all("c")], vec![c]), 1);
+    let mut cl = Client::connect(proxy.addr).await;
+    cl.send(&timed(1, 50)).await;
+    assert_eq!(cl.recv().await.status, status::TIMEOUT);
+    (up, proxy, cl)
+}
+
 fn keepalive(c: &mut serde_json::Value) {
     c["keepalive"] = json!({"interval": "150ms", "timeout": "100ms", "max_failures": 2});
 }
@@ -48,9 +69,7 @@ async fn unanswered_heartbeats_close_the_upstream_connection() {
     keepalive(&mut c);
     let proxy = Proxy::start(&config(port, vec![route_all("silent")], vec![c]), 1);
     let mut cl = Client::connect(proxy.addr).await;
-    let mut r = RequestBuilder::new(1, SERVICE, b"x");
-    r.timeout_ms = 50;
-    cl.send(&r.encode()).await;
+    cl.send(&timed(1, 50)).await;
     assert_eq!(cl.recv().await.status, status::TIMEOUT);
     tokio::time::timeout(Duration::from_secs(3), async {
         while up.closed.load(Ordering::SeqCst) == 0 {
@@ -119,21 +138,10 @@ async fn connect_failures_are_retried_on_another_host() {
 
 #[tokio::test]
 async fn requests_beyond_max_request_per_conn_overflow() {
-    let up = Upstream::start("u", Mode::Silent).await;
-    let port = free_port();
-    let mut c = cluster("c", &[up.addr]);
-    c["max_request_per_conn"] = json!(2);
-    let proxy = Proxy::start(&config(port, vec![route_all("c")], vec![c]), 1);
-    let mut cl = Client::connect(proxy.addr).await;
-    // Warm the connection so the limit applies to a ready connection.
-    let mut r = RequestBuilder::new(1, SERVICE, b"x");
-    r.timeout_ms = 50;
-    cl.send(&r.encode()).await;
-    assert_eq!(cl.recv().await.status, status::TIMEOUT);
+    // The limit applies to a ready connection.
+    let (_up, _proxy, mut cl) = two_slots_on_a_silent_upstream().await;
     for id in 2..=4 {
-        let mut r = RequestBuilder::new(id, SERVICE, b"x");
-        r.timeout_ms = 400;
-        cl.send(&r.encode()).await;
+        cl.send(&timed(id, 400)).await;
     }
     let first = cl.recv().await;
     assert_eq!(
@@ -151,21 +159,10 @@ async fn requests_beyond_max_request_per_conn_overflow() {
 /// timeout (chosen by the client, up to 24 days) ran out.
 #[tokio::test]
 async fn a_departed_clients_requests_free_their_upstream_slots() {
-    let up = Upstream::start("u", Mode::Silent).await;
-    let port = free_port();
-    let mut c = cluster("c", &[up.addr]);
-    c["max_request_per_conn"] = json!(2);
-    let proxy = Proxy::start(&config(port, vec![route_all("c")], vec![c]), 1);
-    let mut gone = Client::connect(proxy.addr).await;
-    // Warm the connection, then fill both slots for a long time, and leave.
-    let mut r = RequestBuilder::new(1, SERVICE, b"x");
-    r.timeout_ms = 50;
-    gone.send(&r.encode()).await;
-    assert_eq!(gone.recv().await.status, status::TIMEOUT);
+    // Both slots filled for a long time, then the client leaves.
+    let (_up, proxy, mut gone) = two_slots_on_a_silent_upstream().await;
     for id in 2..=3 {
-        let mut r = RequestBuilder::new(id, SERVICE, b"x");
-        r.timeout_ms = i32::MAX;
-        gone.send(&r.encode()).await;
+        gone.send(&timed(id, i32::MAX)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(gone);
@@ -174,9 +171,7 @@ async fn a_departed_clients_requests_free_their_upstream_slots() {
     let mut got = (0, 0);
     for attempt in 0..20 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut r = RequestBuilder::new(7 + attempt, SERVICE, b"x");
-        r.timeout_ms = 100;
-        cl.send(&r.encode()).await;
+        cl.send(&timed(7 + attempt, 100)).await;
         let r = cl.recv().await;
         got = (r.info.id, r.status);
         if r.status != status::SERVER_THREADPOOL_BUSY {

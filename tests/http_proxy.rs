@@ -50,18 +50,48 @@ struct Resp {
     trailers: Option<http::HeaderMap>,
 }
 
+/// A new HTTP/2 (prior knowledge) client connection to `addr`, and the task
+/// driving it, which ends when the connection does.
+async fn h2_client<B>(
+    addr: SocketAddr,
+) -> (hyper::client::conn::http2::SendRequest<B>, tokio::task::JoinHandle<hyper::Result<()>>)
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let (s, c) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .max_header_list_size(1 << 20)
+        .handshake(io)
+        .await
+        .unwrap();
+    (s, tokio::spawn(c))
+}
+
+/// A request body sent as `count` frames of `chunk`, `gap` apart.
+fn streamed(chunk: Bytes, count: usize, gap: Duration) -> http_body_util::combinators::BoxBody<Bytes, std::io::Error> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        for _ in 0..count {
+            if tx.send(Ok(hyper::body::Frame::data(chunk.clone()))).await.is_err() {
+                return;
+            }
+            if !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+        }
+    });
+    http_body_util::StreamBody::new(tokio_stream_from(rx)).boxed()
+}
+
 /// Sends one request over a new connection (HTTP/2 prior knowledge if `h2`).
 async fn send(addr: SocketAddr, h2: bool, req: Request<Full<Bytes>>) -> Resp {
-    let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
     let resp = if h2 {
-        let (mut s, c) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .max_header_list_size(1 << 20)
-            .handshake(io)
-            .await
-            .unwrap();
-        tokio::spawn(c);
+        let (mut s, _) = h2_client(addr).await;
         s.send_request(req).await.unwrap()
     } else {
+        let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
         let (mut s, c) = hyper::client::conn::http1::handshake(io).await.unwrap();
         tokio::spawn(c);
         s.send_request(req).await.unwrap()
@@ -354,16 +384,7 @@ async fn streams_large_bodies_with_bounded_memory() {
     let proxy = Proxy::start(&http_config(port, "Http1", "Http1", all_to("c"), vec![cluster("c", &[up.addr])]), 1);
     // 1 GiB upload, streamed in 1 MiB chunks.
     const TOTAL: usize = 1 << 30;
-    let chunk = Bytes::from(vec![b'z'; 1 << 20]);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(4);
-    tokio::spawn(async move {
-        for _ in 0..TOTAL / chunk.len() {
-            if tx.send(Ok(hyper::body::Frame::data(chunk.clone()))).await.is_err() {
-                return;
-            }
-        }
-    });
-    let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
+    let body = streamed(Bytes::from(vec![b'z'; 1 << 20]), TOTAL >> 20, Duration::ZERO);
     let req = Request::post("/upload").header("host", "e").header("transfer-encoding", "chunked").body(body).unwrap();
     let io = TokioIo::new(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
     let (mut s, c) = hyper::client::conn::http1::handshake(io).await.unwrap();
@@ -617,10 +638,7 @@ async fn a_reset_stream_leaves_its_connection_idle() {
     let mut cfg = http_config(port, "Http2", "Http1", all_to("c"), vec![cluster("c", &[up.addr])]);
     cfg["servers"][0]["listeners"][0]["connection_idle_timeout"] = json!("500ms");
     let proxy = Proxy::start(&cfg, 1);
-    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_client(proxy.addr).await;
     // The upstream answers after 3 s; the client gives up after 200 ms (its
     // response future dropped: hyper resets the stream).
     let gave_up = tokio::time::timeout(Duration::from_millis(200), sender.send_request(get_h2("/slow/3000"))).await;
@@ -690,22 +708,15 @@ async fn split_cookies_reach_an_http1_upstream_joined() {
         let proxy = Proxy::start(&http_config(port, "Http2", upstream, all_to("c"), vec![cluster("c", &[up.addr])]), 1);
         for post in [false, true] {
             let mut req = if post {
-                let (tx, rx) =
-                    tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>(1);
-                tokio::spawn(async move {
-                    // Over the 64 KiB kept for retries: it streams, through hyper's client.
-                    let _ = tx.send(Ok(hyper::body::Frame::data(Bytes::from(vec![b'p'; 70_000])))).await;
-                });
-                let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
-                Request::post("http://example.com/p").body(body.boxed()).unwrap()
+                // Over the 64 KiB kept for retries: it streams, through hyper's client.
+                let body = streamed(Bytes::from(vec![b'p'; 70_000]), 1, Duration::ZERO);
+                Request::post("http://example.com/p").body(body).unwrap()
             } else {
                 get_h2("/g").map(|b| b.map_err(|e| match e {}).boxed())
             };
             req.headers_mut().append("cookie", "a=1".parse().unwrap());
             req.headers_mut().append("cookie", "b=2".parse().unwrap());
-            let io = TokioIo::new(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
-            let (mut s, c) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
-            tokio::spawn(c);
+            let (mut s, _) = h2_client(proxy.addr).await;
             let resp = s.send_request(req).await.unwrap();
             assert_eq!(resp.status(), StatusCode::OK, "{upstream} post={post}");
             let seen = up.seen();
@@ -731,19 +742,9 @@ async fn the_route_timeout_counts_from_the_end_of_a_streamed_body() {
             "routers": [{"match": {"prefix": "/"}, "route": {"cluster_name": "c", "timeout": "400ms"}}]}]);
         let proxy = Proxy::start(&http_config(port, "Auto", upstream, vhosts, vec![cluster("c", &[up.addr])]), 1);
         // Five chunks 200 ms apart: the body takes 800 ms, twice the timeout.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>(1);
-        tokio::spawn(async move {
-            for _ in 0..5 {
-                let _ = tx.send(Ok(hyper::body::Frame::data(Bytes::from(vec![b'u'; 1000])))).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        let req = Request::post("http://example.com/upload")
-            .body(http_body_util::StreamBody::new(tokio_stream_from(rx)).boxed())
-            .unwrap();
-        let io = TokioIo::new(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
-        let (mut s, c) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
-        tokio::spawn(c);
+        let body = streamed(Bytes::from(vec![b'u'; 1000]), 5, Duration::from_millis(200));
+        let req = Request::post("http://example.com/upload").body(body).unwrap();
+        let (mut s, _) = h2_client(proxy.addr).await;
         let t0 = Instant::now();
         let resp = s.send_request(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{upstream}: answered after the whole upload");
