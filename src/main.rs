@@ -147,12 +147,25 @@ fn print_summary(s: &Settings) {
     }
     println!("routers:");
     for (name, table) in &s.routers {
-        let vhosts: Vec<&str> = table.vhost_names().collect();
-        println!("  {name}: {} routes in virtual hosts {:?}", table.route_count(), vhosts);
+        const SHOWN: usize = 8;
+        let vhosts: Vec<&str> = table.vhost_names().take(SHOWN).collect();
+        let more = table.vhost_count().saturating_sub(SHOWN);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        println!(
+            "  {name}: {} routes in {} virtual hosts {vhosts:?}{more}, compiled in {:.1} ms",
+            table.route_count(),
+            table.vhost_count(),
+            table.built_in().as_secs_f64() * 1000.0
+        );
     }
     println!("clusters:");
     for c in &s.clusters {
-        let hosts: Vec<String> = c.hosts.iter().map(|h| format!("{}(w{})", h.addr, h.weight)).collect();
+        const SHOWN_HOSTS: usize = 16;
+        let mut hosts: Vec<String> =
+            c.hosts.iter().take(SHOWN_HOSTS).map(|h| format!("{}(w{})", h.addr, h.weight)).collect();
+        if c.hosts.len() > SHOWN_HOSTS {
+            hosts.push(format!("and {} more", c.hosts.len() - SHOWN_HOSTS));
+        }
         println!(
             "  {} lb={:?} connect_timeout={:?} connections_per_host={} hosts=[{}]",
             c.name,

@@ -84,6 +84,18 @@ pub enum CodecError {
 /// A key/value header of a frame, borrowed from the frame bytes.
 pub type Header<'a> = (&'a [u8], &'a [u8]);
 
+/// A frame's header map as routing reads it: parsed once per request, in wire
+/// order, so that matching a table of any size reads the frame only once. A
+/// `None` value is a null entry, which hides later entries of the same name
+/// (as a lookup in the frame itself would stop there). Most frames carry a
+/// dozen headers or fewer, which stay on the stack.
+pub type HeaderList<'a> = smallvec::SmallVec<[(&'a [u8], Option<&'a [u8]>); 12]>;
+
+/// The first entry named `name` in `list`.
+pub fn find_in<'a>(list: &[(&'a [u8], Option<&'a [u8]>)], name: &[u8]) -> Option<&'a [u8]> {
+    list.iter().find(|(k, _)| *k == name).and_then(|(_, v)| *v)
+}
+
 /// One wire protocol. Implementations are stateless and shared by every worker.
 pub trait Codec: Send + Sync + 'static {
     /// The name used in configuration (`downstream_protocol`).
@@ -129,6 +141,16 @@ pub trait Codec: Send + Sync + 'static {
     /// One header by name, looked up without building the whole list. Routing
     /// keys with a protocol-specific home (`service`, `method`) are mapped here.
     fn header<'a>(&self, frame: &'a [u8], name: &str) -> Option<&'a [u8]>;
+
+    /// The header map of a whole frame for routing ([`HeaderList`]). A
+    /// malformed map yields the entries before the fault, which is what
+    /// [`Codec::header`] would find in it.
+    fn header_list<'a>(&self, frame: &'a [u8]) -> HeaderList<'a>;
+
+    /// What [`Codec::header`] answers for `name`, read from a parsed list.
+    fn header_in<'a>(&self, list: &[(&'a [u8], Option<&'a [u8]>)], name: &str) -> Option<&'a [u8]> {
+        find_in(list, name.as_bytes())
+    }
 
     /// Appends `frame` to `out` with its header map replaced by `headers`.
     fn encode_with_headers(&self, frame: &[u8], headers: &[(Vec<u8>, Vec<u8>)], out: &mut BytesMut);

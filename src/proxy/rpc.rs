@@ -179,7 +179,9 @@ impl RequestPath<'_> {
             }
         };
 
-        let header = |name: &str| codec.header(frame, name);
+        // The header map is read once, whatever the route table holds.
+        let headers = codec.header_list(frame);
+        let header = |name: &str| codec.header_in(&headers, name);
         let Some(route) = spec.router.route(None, &header) else {
             debug!(peer = %self.peer, service = ?header("service").map(String::from_utf8_lossy), "no route");
             return refuse(ProxyError::NoRoute);

@@ -9,7 +9,12 @@
 //! looks a cluster up by name on the hot path, and a route to an undefined
 //! cluster is a configuration error rather than a runtime 404.
 
+pub mod domains;
+mod index;
+#[cfg(test)]
+mod linear;
 pub mod retry;
+mod trie;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,6 +23,8 @@ use regex::bytes::Regex;
 
 use crate::config::model::{HeaderValueOption, RouterConfiguration, RouterMatch};
 use crate::config::ConfigError;
+use domains::DomainIndex;
+use index::RouteIndex;
 pub use retry::{RetryOn, RetryPolicy};
 
 /// How one header (or query parameter) is compared.
@@ -151,11 +158,21 @@ struct Route {
     entry: std::sync::Arc<RouteEntry>,
 }
 
+impl Route {
+    /// Whether every rule of the route matches.
+    fn matches(&self, input: &RouteInput<'_, '_>) -> bool {
+        self.path.as_ref().is_none_or(|p| input.path.is_some_and(|path| p.matches(path)))
+            && self.headers.iter().all(|m| m.value.matches((input.header)(&m.name)))
+            && self.query.iter().all(|(name, m)| m.matches(query_param(input.query, name)))
+    }
+}
+
 #[derive(Debug)]
 struct VirtualHost {
-    name: String,
-    domains: Vec<String>,
+    name: Box<str>,
+    domains: Box<[Box<str>]>,
     routes: Vec<Route>,
+    index: RouteIndex,
 }
 
 /// A compiled `routers[]` entry.
@@ -163,6 +180,9 @@ struct VirtualHost {
 pub struct RouteTable {
     name: String,
     vhosts: Vec<VirtualHost>,
+    domains: DomainIndex,
+    /// How long `compile` took, for `ferrymesh check` and the logs.
+    built_in: Duration,
 }
 
 /// What a request offers the matcher.
@@ -185,18 +205,38 @@ impl RouteTable {
         path: &str,
         clusters: &HashMap<String, usize>,
     ) -> Result<RouteTable, ConfigError> {
-        let mut vhosts = Vec::new();
+        let started = std::time::Instant::now();
+        let mut vhosts = Vec::with_capacity(cfg.virtual_hosts.len());
+        // Each domain once, as MOSN and Envoy require: which host a request
+        // meant must not depend on the order of the list.
+        let mut seen: HashMap<String, usize> = HashMap::new();
         for (v, vh) in cfg.virtual_hosts.iter().enumerate() {
             let vpath = format!("{path}.virtual_hosts[{v}]");
-            let mut routes = Vec::new();
+            let mut routes = Vec::with_capacity(vh.routers.len());
             for (r, rc) in vh.routers.iter().enumerate() {
-                let rpath = format!("{vpath}.routers[{r}]");
-                routes.push(compile_route(rc, &rpath, clusters)?);
+                routes.push(compile_route(rc, &format!("{vpath}.routers[{r}]"), clusters)?);
             }
-            let domains = if vh.domains.is_empty() { vec!["*".to_string()] } else { vh.domains.clone() };
-            vhosts.push(VirtualHost { name: vh.name.clone(), domains, routes });
+            let domains: Box<[Box<str>]> = if vh.domains.is_empty() {
+                Box::new(["*".into()])
+            } else {
+                vh.domains.iter().map(|d| d.as_str().into()).collect()
+            };
+            for (d, domain) in domains.iter().enumerate() {
+                if domain.is_empty() {
+                    return Err(ConfigError::new(format!("{vpath}.domains[{d}]"), "empty domain"));
+                }
+                if let Some(first) = seen.insert(domain.to_ascii_lowercase(), v) {
+                    return Err(ConfigError::new(
+                        format!("{vpath}.domains[{d}]"),
+                        format!("{domain:?} is also a domain of {path}.virtual_hosts[{first}]; each domain belongs to one virtual host"),
+                    ));
+                }
+            }
+            let index = RouteIndex::build(&routes);
+            vhosts.push(VirtualHost { name: vh.name.as_str().into(), domains, routes, index });
         }
-        Ok(RouteTable { name: cfg.router_config_name.clone(), vhosts })
+        let domains = DomainIndex::build(vhosts.iter().map(|v| &*v.domains));
+        Ok(RouteTable { name: cfg.router_config_name.clone(), vhosts, domains, built_in: started.elapsed() })
     }
 
     pub fn name(&self) -> &str {
@@ -208,27 +248,14 @@ impl RouteTable {
         self.vhosts.iter().map(|v| v.routes.len()).sum()
     }
 
-    /// The virtual host for `host` (exact, longest `*.suffix`, then `*`); RPC
-    /// traffic has no host and gets the `*` host, or the first one.
-    fn vhost(&self, host: Option<&str>) -> Option<&VirtualHost> {
-        if let Some(host) = host {
-            if let Some(v) = self.vhosts.iter().find(|v| v.domains.iter().any(|d| d.eq_ignore_ascii_case(host))) {
-                return Some(v);
-            }
-            let host = host.to_ascii_lowercase();
-            let suffix = self
-                .vhosts
-                .iter()
-                .flat_map(|v| v.domains.iter().map(move |d| (v, d)))
-                .filter(|(_, d)| d.len() > 1 && d.starts_with('*'))
-                .filter(|(_, d)| host.ends_with(&d[1..].to_ascii_lowercase()))
-                .max_by_key(|(_, d)| d.len());
-            if let Some((v, _)) = suffix {
-                return Some(v);
-            }
-            return self.vhosts.iter().find(|v| v.domains.iter().any(|d| d == "*"));
-        }
-        self.vhosts.iter().find(|v| v.domains.iter().any(|d| d == "*")).or_else(|| self.vhosts.first())
+    /// Number of virtual hosts.
+    pub fn vhost_count(&self) -> usize {
+        self.vhosts.len()
+    }
+
+    /// How long compiling the table took.
+    pub fn built_in(&self) -> Duration {
+        self.built_in
     }
 
     /// The first RPC route whose rules all match. `header` looks a header up.
@@ -236,22 +263,17 @@ impl RouteTable {
         self.find(&RouteInput { host, path: None, query: None, header }).map(|e| &**e)
     }
 
-    /// The first route whose rules all match.
+    /// The first route whose rules all match, in the virtual host the
+    /// request's host selects ([`domains`]), found through the virtual host's
+    /// [`index`].
     pub fn find(&self, input: &RouteInput<'_, '_>) -> Option<&std::sync::Arc<RouteEntry>> {
-        let vh = self.vhost(input.host)?;
-        vh.routes
-            .iter()
-            .find(|r| {
-                r.path.as_ref().is_none_or(|p| input.path.is_some_and(|path| p.matches(path)))
-                    && r.headers.iter().all(|m| m.value.matches((input.header)(&m.name)))
-                    && r.query.iter().all(|(name, m)| m.matches(query_param(input.query, name)))
-            })
-            .map(|r| &r.entry)
+        let vh = &self.vhosts[self.domains.find(input.host)? as usize];
+        vh.index.find(&vh.routes, input).map(|r| &vh.routes[r].entry)
     }
 
     /// Virtual host names, for `ferrymesh check`.
     pub fn vhost_names(&self) -> impl Iterator<Item = &str> {
-        self.vhosts.iter().map(|v| v.name.as_str())
+        self.vhosts.iter().map(|v| &*v.name)
     }
 }
 

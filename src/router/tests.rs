@@ -114,3 +114,185 @@ fn routes_may_not_touch_framing_hop_by_hop_or_remove_host() {
     .unwrap();
     assert!(RouteTable::compile(&cfg, "r", &clusters).is_ok());
 }
+
+/// Random route tables and requests: the indexed matcher must pick exactly
+/// the route the linear oracle (`linear.rs`) picks.
+mod oracle {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::protocol::bolt::{RequestBuilder, BOLT_V1};
+    use crate::protocol::Codec;
+
+    const DOMAINS: &[&str] = &[
+        "a.com",
+        "API.a.com",
+        "b.org",
+        "x.a.com",
+        "*.a.com",
+        "*a.com",
+        "*.com",
+        "*-b.org",
+        "api.*",
+        "a.*",
+        "x.a.*",
+        "*",
+    ];
+    const HOSTS: &[&str] = &[
+        "a.com",
+        "api.a.com",
+        "API.A.COM",
+        "x.a.com",
+        "y.x.a.com",
+        ".a.com",
+        "ba.com",
+        "b.org",
+        "c-b.org",
+        "-b.org",
+        "api.z",
+        "api.",
+        "a.b",
+        "x.a.com.cn",
+        "other.net",
+        "",
+    ];
+    const PATHS: &[&str] = &["/", "/a", "/a/", "/a/b", "/a/b/c", "/ab", "/b", "/b/", "/api/v1", "/api/v1/x", "/A"];
+    const NAMES: &[&str] = &["service", "method", "x-a", ":method", ":authority", ":path"];
+    const VALUES: &[&str] = &["s1", "s2", "GET", "POST", "a.com", "/a", ""];
+
+    fn one(pool: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
+        proptest::sample::select(pool)
+    }
+
+    fn value_matcher() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => one(VALUES).prop_map(|v| json!({"value": v})),
+            1 => Just(json!({"value": "s.*|GE.", "regex": true})),
+            1 => Just(json!({"value": ".*"})),
+            1 => Just(json!({"present": true})),
+        ]
+    }
+
+    fn route(id: usize) -> impl Strategy<Value = Value> {
+        let path = prop_oneof![
+            3 => Just(None),
+            2 => one(PATHS).prop_map(|p| Some(("path", p.to_string()))),
+            3 => one(PATHS).prop_map(|p| Some(("prefix", p.to_string()))),
+            1 => Just(Some(("regex", "/a.*".to_string()))),
+        ];
+        let header = (one(NAMES), value_matcher()).prop_map(|(n, mut m)| {
+            m["name"] = json!(n);
+            m
+        });
+        let query = (one(&["q", "v"]), value_matcher()).prop_map(|(n, mut m)| {
+            m["name"] = json!(n);
+            m
+        });
+        (path, proptest::collection::vec(header, 0..3), proptest::collection::vec(query, 0..2)).prop_map(
+            move |(path, headers, query)| {
+                let mut m = json!({"headers": headers, "query_parameters": query});
+                if let Some((kind, p)) = path {
+                    m[kind] = json!(p);
+                }
+                // Each route answers with its own status, so picks can be told apart.
+                json!({"match": m, "direct_response": {"status": 200 + id}})
+            },
+        )
+    }
+
+    fn vhost(v: usize) -> impl Strategy<Value = Value> {
+        let routes = (0..12usize).prop_flat_map(move |n| (0..n).map(move |r| route(v * 100 + r)).collect::<Vec<_>>());
+        (proptest::collection::vec(one(DOMAINS), 0..4), routes)
+            .prop_map(|(domains, routes)| json!({"name": "v", "domains": domains, "routers": routes}))
+    }
+
+    fn table_json() -> impl Strategy<Value = Value> {
+        (1..5usize).prop_flat_map(|n| (0..n).map(vhost).collect::<Vec<_>>()).prop_map(|mut vhosts| {
+            // Each domain in one virtual host only (compile refuses the rest).
+            let mut seen = HashSet::new();
+            for (v, vh) in vhosts.iter_mut().enumerate() {
+                let domains: Vec<Value> = vh["domains"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|d| seen.insert(d.as_str().unwrap().to_ascii_lowercase()))
+                    .cloned()
+                    .collect();
+                if domains.is_empty() && !seen.insert("*".into()) {
+                    vh["domains"] = json!([format!("unused{v}.example")]);
+                } else {
+                    vh["domains"] = json!(domains);
+                }
+            }
+            json!({"router_config_name": "r", "virtual_hosts": vhosts})
+        })
+    }
+
+    #[derive(Debug)]
+    struct Request {
+        host: Option<&'static str>,
+        path: Option<&'static str>,
+        query: Option<&'static str>,
+        headers: Vec<(&'static str, &'static str)>,
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        (
+            proptest::option::of(one(HOSTS)),
+            proptest::option::of(one(PATHS)),
+            proptest::option::of(one(&["q=s1", "q=", "v=GET&q=s2", "q", "x=1"])),
+            proptest::collection::vec((one(NAMES), one(VALUES)), 0..5),
+        )
+            .prop_map(|(host, path, query, headers)| Request { host, path, query, headers })
+    }
+
+    fn compiled(json: Value) -> RouteTable {
+        let cfg: RouterConfiguration = serde_json::from_value(json).unwrap();
+        RouteTable::compile(&cfg, "r", &HashMap::new()).unwrap()
+    }
+
+    fn same(a: Option<&std::sync::Arc<RouteEntry>>, b: Option<&std::sync::Arc<RouteEntry>>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn http_picks_what_the_linear_scan_picks(json in table_json(), reqs in proptest::collection::vec(request(), 1..40)) {
+            let t = compiled(json);
+            for r in &reqs {
+                let header = |name: &str| r.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_bytes());
+                let input = RouteInput { host: r.host, path: r.path, query: r.query, header: &header };
+                prop_assert!(same(t.find(&input), t.find_linear(&input)),
+                    "host {:?} path {:?} query {:?} headers {:?}", r.host, r.path, r.query, r.headers);
+            }
+        }
+
+        /// bolt: the header list parsed once answers as lookups in the frame did.
+        #[test]
+        fn bolt_picks_what_the_linear_scan_picks(json in table_json(), reqs in proptest::collection::vec(request(), 1..40)) {
+            let t = compiled(json);
+            for r in &reqs {
+                let mut b = RequestBuilder::new(1, "s1", b"x");
+                for (k, v) in &r.headers {
+                    b = b.header(k, v);
+                }
+                let frame = b.encode();
+                let list = BOLT_V1.header_list(&frame);
+                let once = |name: &str| BOLT_V1.header_in(&list, name);
+                let lazy = |name: &str| BOLT_V1.header(&frame, name);
+                let a = t.find(&RouteInput { host: None, path: None, query: None, header: &once });
+                let b = t.find_linear(&RouteInput { host: None, path: None, query: None, header: &lazy });
+                prop_assert!(same(a, b), "headers {:?}", r.headers);
+            }
+        }
+    }
+}

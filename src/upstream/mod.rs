@@ -8,10 +8,12 @@
 //!
 //! Health is passive for now: a failed connect marks the host unhealthy for a
 //! backoff that doubles on each failure in a row (1 s up to 30 s); the first
-//! request after the backoff is a probe. When no host is healthy the balancer
-//! ignores health (panic mode, as Envoy does) rather than fail every request.
-//! Active health checks come later.
+//! request after the backoff is a probe. Each change lands in the cluster's
+//! [`HealthSet`], the list the balancers draw from. When no host is healthy the
+//! balancer ignores health (panic mode, as Envoy does) rather than fail every
+//! request. Active health checks come later.
 
+pub mod health;
 pub mod lb;
 
 use std::cell::Cell;
@@ -24,6 +26,7 @@ use tokio::time::Instant;
 use crate::config::ClusterSpec;
 use crate::stream::http::HttpPool;
 use crate::stream::pool::HostPool;
+pub use health::HealthSet;
 use lb::{LbContext, LoadBalancer};
 
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
@@ -38,6 +41,9 @@ pub struct Host {
     active: Cell<u32>,
     unhealthy_until: Cell<Option<Instant>>,
     fail_streak: Cell<u32>,
+    /// The cluster's health list and this host's place in it.
+    health: Rc<HealthSet>,
+    index: u32,
 }
 
 /// One request in flight to a host ([`Host::in_flight`]).
@@ -51,8 +57,22 @@ impl Drop for InFlight<'_> {
 }
 
 impl Host {
+    /// A host on its own (a cluster of one).
     pub fn new(addr: SocketAddr, weight: u32) -> Host {
-        Host { addr, weight, active: Cell::new(0), unhealthy_until: Cell::new(None), fail_streak: Cell::new(0) }
+        Host::member(addr, weight, Rc::new(HealthSet::new(1)), 0)
+    }
+
+    /// Host `index` of the cluster whose health list is `health`.
+    pub fn member(addr: SocketAddr, weight: u32, health: Rc<HealthSet>, index: usize) -> Host {
+        Host {
+            addr,
+            weight,
+            active: Cell::new(0),
+            unhealthy_until: Cell::new(None),
+            fail_streak: Cell::new(0),
+            health,
+            index: index as u32,
+        }
     }
 
     pub fn active(&self) -> u32 {
@@ -75,6 +95,16 @@ impl Host {
         InFlight(self)
     }
 
+    /// Until when a failed connect backs the host off, if it does.
+    pub fn unhealthy_until(&self) -> Option<Instant> {
+        self.unhealthy_until.get()
+    }
+
+    /// The cluster's health list this host reports to.
+    pub fn health(&self) -> &Rc<HealthSet> {
+        &self.health
+    }
+
     pub fn is_healthy(&self, now: Instant) -> bool {
         self.unhealthy_until.get().is_none_or(|t| now >= t)
     }
@@ -84,7 +114,9 @@ impl Host {
         let streak = self.fail_streak.get().saturating_add(1);
         self.fail_streak.set(streak);
         let backoff = MIN_BACKOFF.saturating_mul(1 << (streak - 1).min(5)).min(MAX_BACKOFF);
-        self.unhealthy_until.set(Some(Instant::now() + backoff));
+        let until = Instant::now() + backoff;
+        self.unhealthy_until.set(Some(until));
+        self.health.down(self.index, until);
     }
 
     /// Dials the host, recording the outcome in its passive health.
@@ -101,6 +133,7 @@ impl Host {
     pub fn mark_connected(&self) {
         self.fail_streak.set(0);
         self.unhealthy_until.set(None);
+        self.health.up(self.index);
     }
 }
 
@@ -111,32 +144,31 @@ pub struct Cluster {
     pub pools: Vec<Rc<HostPool>>,
     /// HTTP pools, one per host.
     pub http_pools: Vec<Rc<HttpPool>>,
+    health: Rc<HealthSet>,
     lb: LoadBalancer,
 }
 
 impl Cluster {
     pub fn new(spec: &ClusterSpec, upstream: &'static dyn crate::protocol::Codec) -> Cluster {
-        let hosts: Vec<Rc<Host>> = spec.hosts.iter().map(|h| Rc::new(Host::new(h.addr, h.weight))).collect();
+        let health = Rc::new(HealthSet::new(spec.hosts.len()));
+        let hosts: Vec<Rc<Host>> = spec
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Rc::new(Host::member(h.addr, h.weight, health.clone(), i)))
+            .collect();
         let pools = hosts.iter().map(|h| HostPool::new(h.clone(), spec, upstream)).collect();
         let http_pools =
             hosts.iter().map(|h| HttpPool::new(h.clone(), spec.connect_timeout, spec.idle_timeout)).collect();
         let lb = LoadBalancer::new(spec.lb, &hosts);
-        Cluster { spec: spec.clone(), hosts, pools, http_pools, lb }
+        Cluster { spec: spec.clone(), hosts, pools, http_pools, health, lb }
     }
 
     /// Picks a host index, skipping unhealthy hosts and those in `exclude`.
     /// When no host is healthy, health is ignored (panic mode); `None` only
     /// when the cluster is empty or every host was tried.
     pub fn choose(&self, hash_key: Option<&[u8]>, exclude: &[usize]) -> Option<usize> {
-        let mut ctx = LbContext { hash_key, exclude, now: Instant::now(), ignore_health: false };
-        if let Some(h) = self.lb.choose(&self.hosts, &ctx) {
-            return Some(h);
-        }
-        if !self.hosts.iter().any(|h| h.is_healthy(ctx.now)) {
-            ctx.ignore_health = true;
-            return self.lb.choose(&self.hosts, &ctx);
-        }
-        None
+        self.lb.pick(&self.hosts, &self.health, &LbContext { hash_key, exclude })
     }
 }
 

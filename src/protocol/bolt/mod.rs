@@ -35,7 +35,7 @@ pub mod frame;
 
 use bytes::{BufMut, BytesMut};
 
-use super::{Codec, CodecError, Detect, FrameInfo, FrameKind, Header};
+use super::{find_in, Codec, CodecError, Detect, FrameInfo, FrameKind, Header, HeaderList};
 use crate::error::ProxyError;
 
 pub use frame::{RequestBuilder, ResponseBuilder};
@@ -316,6 +316,19 @@ fn take_field(map: &[u8]) -> Result<(Option<&[u8]>, &[u8]), CodecError> {
     Ok((Some(&map[4..4 + len]), &map[4 + len..]))
 }
 
+/// Every entry of a header map up to its end or its first malformed field.
+fn header_list(mut map: &[u8]) -> HeaderList<'_> {
+    let mut out = HeaderList::new();
+    while let Ok((k, rest)) = take_field(map) {
+        let Ok((v, rest)) = take_field(rest) else { break };
+        map = rest;
+        if let Some(k) = k {
+            out.push((k, v));
+        }
+    }
+    out
+}
+
 fn find_header<'a>(map: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     let mut rest = map;
     while !rest.is_empty() {
@@ -491,6 +504,20 @@ impl Codec for Bolt {
                 .or_else(|| find_header(map, HEADER_TARGET_SERVICE.as_bytes())),
             "method" => find_header(map, HEADER_METHOD.as_bytes()),
             other => find_header(map, other.as_bytes()),
+        }
+    }
+
+    fn header_list<'a>(&self, frame: &'a [u8]) -> HeaderList<'a> {
+        header_list(&frame[self.sections(frame).headers])
+    }
+
+    fn header_in<'a>(&self, list: &[(&'a [u8], Option<&'a [u8]>)], name: &str) -> Option<&'a [u8]> {
+        match name {
+            HEADER_SERVICE => {
+                find_in(list, HEADER_SERVICE.as_bytes()).or_else(|| find_in(list, HEADER_TARGET_SERVICE.as_bytes()))
+            }
+            "method" => find_in(list, HEADER_METHOD.as_bytes()),
+            other => find_in(list, other.as_bytes()),
         }
     }
 

@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use siphasher::sip::SipHasher24;
 
-use super::LbContext;
+use super::{Candidates, LbContext};
 use crate::upstream::Host;
 
 pub const DEFAULT_TABLE_SIZE: usize = 65537;
@@ -66,15 +66,16 @@ impl Maglev {
         Maglev { table }
     }
 
-    pub fn choose(&self, hosts: &[Rc<Host>], ctx: &LbContext, key: &[u8]) -> Option<usize> {
+    pub fn choose(&self, candidates: &Candidates, ctx: &LbContext, key: &[u8]) -> Option<usize> {
         if self.table.is_empty() {
             return None;
         }
         let start = (sip(key, 2) % self.table.len() as u64) as usize;
-        // Probing at most a full table visits every host; in practice a few slots.
+        // Probing at most a full table visits every host; in practice a few
+        // slots, about one over the share of hosts that are candidates.
         (0..self.table.len())
             .map(|k| self.table[(start + k) % self.table.len()] as usize)
-            .find(|&i| ctx.eligible(hosts, i))
+            .find(|&i| candidates.contains(i) && !ctx.tried(i))
     }
 
     #[cfg(test)]

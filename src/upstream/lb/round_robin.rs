@@ -1,10 +1,8 @@
-//! Round robin from a random start (as MOSN), skipping ineligible hosts.
+//! Round robin from a random start (as MOSN) over the healthy hosts.
 
 use std::cell::Cell;
-use std::rc::Rc;
 
-use super::{scan_from, LbContext};
-use crate::upstream::Host;
+use super::{step_from, Candidates, LbContext};
 
 pub struct RoundRobin {
     next: Cell<usize>,
@@ -16,9 +14,10 @@ impl RoundRobin {
         RoundRobin { next: Cell::new(if hosts == 0 { 0 } else { fastrand::usize(..hosts) }) }
     }
 
-    pub fn choose(&self, hosts: &[Rc<Host>], ctx: &LbContext) -> Option<usize> {
-        let pick = scan_from(hosts, ctx, self.next.get() % hosts.len())?;
-        self.next.set(pick + 1);
-        Some(pick)
+    pub fn choose(&self, candidates: &Candidates, ctx: &LbContext) -> Option<usize> {
+        let n = candidates.len();
+        let at = self.next.get() % n;
+        self.next.set(at + 1);
+        step_from(candidates, ctx, at)
     }
 }
