@@ -264,10 +264,10 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
         }
     };
     if let Some(entry) = route_ops {
-        for name in &entry.http.response_remove {
+        for name in &entry.http().response_remove {
             resp.headers_mut().remove(name);
         }
-        add_headers(resp.headers_mut(), &entry.http.response_add);
+        add_headers(resp.headers_mut(), &entry.http().response_add);
     }
     drop(busy);
     resp
@@ -421,7 +421,7 @@ async fn forward(
     // upgrades stay on hyper's client.
     let raw_request = match &body {
         Some(ReqBody::Replay(b)) if ctx.upstream == Version::Http1 && !upgrade => {
-            Some(raw_request_bytes(ctx, &parts, &entry.http, host.as_deref(), b))
+            Some(raw_request_bytes(ctx, &parts, entry.http(), host.as_deref(), b))
         }
         _ => None,
     };
@@ -675,7 +675,7 @@ fn upstream_request(
     host: Option<&str>,
     upgrade: bool,
 ) -> Result<http::request::Parts, ProxyError> {
-    let http = &entry.http;
+    let http = entry.http();
     let pq = match headers::upstream_target(http, parts.uri.path_and_query().map_or("/", |p| p.as_str())) {
         ("", _) => parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         (front, rest) => format!("{front}{rest}").parse().map_err(|_| ProxyError::Codec)?,

@@ -352,7 +352,7 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     let Some(route) = ctx.listener.spec.router.find(&input) else {
         return Prep::Hyper;
     };
-    if matches!(route.target, Target::Direct { .. } | Target::Redirect(_)) || touches_framing(&route.http) {
+    if matches!(route.target, Target::Direct { .. } | Target::Redirect(_)) || touches_framing(route.http()) {
         return Prep::Hyper;
     }
     let Some(cluster) = route.pick_cluster(fastrand::u32(..)).map(|i| ctx.worker.clusters[i].clone()) else {
@@ -361,7 +361,7 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     let hash_key = route.hash_header.as_deref().and_then(header).map(<[u8]>::to_vec);
 
     // The upstream head.
-    let http = &route.http;
+    let http = route.http();
     let rules = Rules {
         http,
         method,
@@ -496,7 +496,7 @@ fn response_head(
         None => return Ok(None),
     };
     let fields = &*resp.headers;
-    let http = &request.route.http;
+    let http = request.route.http();
     let status = facts.status;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");

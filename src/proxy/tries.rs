@@ -107,7 +107,6 @@ mod tests {
     use super::*;
     use crate::config::{ClusterSpec, HostSpec, KeepaliveSpec, DEFAULT_MAX_FRAME};
     use crate::protocol::bolt::BOLT_V1;
-    use crate::router::{HttpActions, Target};
     use crate::upstream::lb::LbKind;
 
     fn one_host_cluster() -> Cluster {
@@ -131,14 +130,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn refused_tries_are_given_back_a_bounded_number_of_times() {
         let cluster = one_host_cluster();
-        let entry = RouteEntry {
-            target: Target::Cluster(0),
-            timeout: None,
-            connect_retries: 0,
-            retry: RetryPolicy::default(),
-            hash_header: None,
-            http: HttpActions::default(),
-        };
+        let entry = RouteEntry::to_cluster(0);
         let mut tries = Tries::new(&entry, &cluster, None, Instant::now() + Duration::from_secs(60));
         assert!(matches!(tries.next().await, Next::Host(0)));
         assert!(!tries.more_left(), "no retry policy: one try");

@@ -24,14 +24,18 @@ pub struct Trie<V> {
 }
 
 impl<V> Default for Trie<V> {
+    /// An empty trie allocates nothing: most virtual hosts have no prefix.
     fn default() -> Self {
-        Trie { nodes: vec![Node { label: Box::default(), value: None, children: Vec::new() }] }
+        Trie { nodes: Vec::new() }
     }
 }
 
 impl<V> Trie<V> {
     /// The value stored under `key`, created with `make` if there is none.
     pub fn entry(&mut self, key: &[u8], make: impl FnOnce() -> V) -> &mut V {
+        if self.nodes.is_empty() {
+            self.push(&[], None);
+        }
         let mut node = 0usize;
         let mut rest = key;
         while !rest.is_empty() {
@@ -76,7 +80,7 @@ impl<V> Trie<V> {
     /// Calls `f(value, len)` for every stored key that is a prefix of `key`,
     /// shortest first; `len` is the stored key's length.
     pub fn walk<'s>(&'s self, key: &[u8], mut f: impl FnMut(&'s V, usize)) {
-        let mut node = &self.nodes[0];
+        let Some(mut node) = self.nodes.first() else { return };
         let mut at = 0;
         loop {
             if let Some(v) = &node.value {
@@ -94,7 +98,7 @@ impl<V> Trie<V> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.len() == 1 && self.nodes[0].value.is_none()
+        self.nodes.len() <= 1 && self.nodes.first().is_none_or(|n| n.value.is_none())
     }
 }
 
