@@ -7,17 +7,21 @@
 //! - [`proxy`]: the request path: filters, routing, host choice, retries;
 //!
 //! beside them [`upstream`] (clusters, hosts, load balancers), [`router`]
-//! (route tables), [`config`] (MOSN's v2 schema) and [`server`] (workers,
-//! signals, drain).
+//! (route tables), [`config`] (MOSN's v2 schema), [`runtime`] (workers,
+//! configuration generations, signals, drain), [`stats`] (per-worker
+//! counters, Prometheus), [`accesslog`] and [`admin`] (the admin API and
+//! dashboard).
 #![forbid(unsafe_code)]
 
+pub mod accesslog;
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod network;
 pub mod protocol;
 pub mod proxy;
 pub mod router;
-pub mod server;
+pub mod runtime;
 pub mod stats;
 pub mod stream;
 pub mod upstream;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tracing::{error, warn};
+use tracing::error;
 
 use ferrymesh::config::{self, Settings};
 
@@ -32,6 +32,12 @@ enum Command {
         /// How long a SIGTERM drain may take (overrides `graceful_timeout`), e.g. 10s.
         #[arg(long = "drain-timeout")]
         drain_timeout: Option<String>,
+        /// Reload the configuration when the file changes (also: SIGHUP, POST /api/v1/reload).
+        #[arg(long)]
+        watch: bool,
+        /// Log format: text or json.
+        #[arg(long = "log-format", default_value = "text")]
+        log_format: String,
     },
     /// Validate a configuration and print what it defines.
     Check {
@@ -40,25 +46,6 @@ enum Command {
     },
     /// Print the version.
     Version,
-}
-
-/// Logs go to `default_log_path`: "stdout", "stderr" (the default) or a file,
-/// appended to.
-fn init_logging(level: tracing::Level, path: Option<&str>) -> Result<(), String> {
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_target(false);
-    match path {
-        None | Some("" | "stderr") => builder.with_writer(std::io::stderr).init(),
-        Some("stdout") => builder.with_writer(std::io::stdout).with_ansi(false).init(),
-        Some(file) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(file)
-                .map_err(|e| format!("servers[0].default_log_path: cannot open {file}: {e}"))?;
-            builder.with_writer(std::sync::Mutex::new(f)).with_ansi(false).init();
-        }
-    }
-    Ok(())
 }
 
 fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
@@ -83,7 +70,15 @@ fn main() -> ExitCode {
             print_summary(&settings);
             ExitCode::SUCCESS
         }
-        Command::Start { config, workers, log_level, drain_timeout } => {
+        Command::Start { config, workers, log_level, drain_timeout, watch, log_format } => {
+            let json = match log_format.as_str() {
+                "text" => false,
+                "json" => true,
+                other => {
+                    eprintln!("ferrymesh: --log-format: {other:?} is not text or json");
+                    return ExitCode::from(2);
+                }
+            };
             let level_name = log_level.clone();
             if let Some(l) = &level_name {
                 if ferrymesh::parse_log_level(l).is_none() {
@@ -99,12 +94,9 @@ fn main() -> ExitCode {
                 .or_else(|| settings.log_level.clone())
                 .and_then(|l| ferrymesh::parse_log_level(&l))
                 .unwrap_or(tracing::Level::INFO);
-            if let Err(e) = init_logging(level, settings.log_path.as_deref()) {
+            if let Err(e) = ferrymesh::runtime::logging::init(level, settings.log_path.as_deref(), json) {
                 eprintln!("ferrymesh: {e}");
                 return ExitCode::from(2);
-            }
-            for w in &settings.warnings {
-                warn!("config {w}");
             }
             let drain = match drain_timeout.as_deref().map(config::duration::parse_duration) {
                 None => settings.graceful_timeout,
@@ -118,7 +110,13 @@ fn main() -> ExitCode {
                 .or(settings.workers)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                 .max(1);
-            match ferrymesh::server::run(settings, workers, drain.max(Duration::from_millis(1))) {
+            let options = ferrymesh::runtime::Options {
+                path: config,
+                workers,
+                drain_timeout: drain.max(Duration::from_millis(1)),
+                watch,
+            };
+            match ferrymesh::runtime::run(settings, options) {
                 Ok(code) => ExitCode::from(code as u8),
                 Err(e) => {
                     error!("cannot start: {e}");

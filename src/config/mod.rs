@@ -98,10 +98,18 @@ pub struct ListenerSpec {
     /// HTTP/1.1 requests may take the pass-through path (`proxy::http1`).
     pub http1_passthrough: bool,
     pub filters: Vec<FilterSpec>,
+    pub access_logs: Vec<AccessLogSpec>,
+}
+
+/// One access log of a listener.
+#[derive(Debug, Clone)]
+pub struct AccessLogSpec {
+    pub path: String,
+    pub format: Arc<crate::accesslog::Format>,
 }
 
 /// Upstream keep-alive settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeepaliveSpec {
     pub interval: Duration,
     pub timeout: Duration,
@@ -114,14 +122,14 @@ impl Default for KeepaliveSpec {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSpec {
     pub addr: SocketAddr,
     pub weight: u32,
 }
 
 /// A validated cluster.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSpec {
     pub name: String,
     pub lb: LbKind,
@@ -140,6 +148,19 @@ pub struct ClusterSpec {
     pub max_frame: usize,
 }
 
+impl ClusterSpec {
+    /// Whether pools built for `self` serve `other` as they are: every
+    /// setting of a connection is the same (hosts and balancer aside).
+    pub fn same_pools(&self, other: &ClusterSpec) -> bool {
+        self.connect_timeout == other.connect_timeout
+            && self.max_request_per_conn == other.max_request_per_conn
+            && self.connections_per_host == other.connections_per_host
+            && self.keepalive == other.keepalive
+            && self.idle_timeout == other.idle_timeout
+            && self.max_frame == other.max_frame
+    }
+}
+
 /// Everything a worker needs, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -151,6 +172,10 @@ pub struct Settings {
     pub log_path: Option<String>,
     pub graceful_timeout: Duration,
     pub workers: Option<usize>,
+    /// The admin server's address (`admin` block); none without the block.
+    pub admin: Option<SocketAddr>,
+    /// The document as read (for `config_dump`; secrets still in it).
+    pub document: Arc<serde_json::Value>,
     /// Fields that were present but are not understood, by path.
     pub warnings: Vec<String>,
 }
@@ -170,11 +195,81 @@ pub fn load_str(text: &str, yaml: bool) -> Result<Settings, ConfigError> {
     } else {
         serde_json::from_str(text).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?
     };
+    load_value(value)
+}
+
+/// Checks a configuration document already parsed.
+pub fn load_value(value: serde_json::Value) -> Result<Settings, ConfigError> {
     let mut warnings = Vec::new();
-    let model: model::Config = from_value(value, "", &mut warnings)?;
+    let model: model::Config = from_value(value.clone(), "", &mut warnings)?;
     let mut settings = Settings::from_model(model, &mut warnings)?;
     settings.warnings = warnings;
+    settings.document = Arc::new(value);
     Ok(settings)
+}
+
+/// The kinds of resource [`replace_resource`] replaces, with where they live
+/// in the document and the field that names them.
+const RESOURCES: [(&str, &str, &str); 3] = [
+    ("cluster", "cluster_manager.clusters", "name"),
+    ("router", "servers[0].routers", "router_config_name"),
+    ("listener", "servers[0].listeners", "name"),
+];
+
+/// `doc` with one resource of `kind` replaced by `config` (matched by its
+/// name), added when no resource has that name, or removed when `config` is
+/// `{"name": ..., "remove": true}`.
+pub fn replace_resource(
+    doc: &serde_json::Value,
+    kind: &str,
+    config: serde_json::Value,
+) -> Result<serde_json::Value, ConfigError> {
+    let Some(&(_, at, key)) = RESOURCES.iter().find(|(k, _, _)| *k == kind) else {
+        return Err(ConfigError::new("type", format!("unknown resource type {kind:?} (cluster, router, listener)")));
+    };
+    let name = config
+        .get(key)
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| ConfigError::new(format!("config.{key}"), "the resource needs its name"))?
+        .to_string();
+    let remove = config.get("remove").and_then(serde_json::Value::as_bool).unwrap_or(false);
+    let mut doc = doc.clone();
+    if !doc.is_object() {
+        doc = serde_json::json!({});
+    }
+    let list = match kind {
+        "cluster" => doc
+            .as_object_mut()
+            .map(|o| o.entry("cluster_manager").or_insert_with(|| serde_json::json!({})))
+            .and_then(|cm| cm.as_object_mut())
+            .map(|cm| cm.entry("clusters").or_insert_with(|| serde_json::json!([]))),
+        _ => doc
+            .as_object_mut()
+            .map(|o| o.entry("servers").or_insert_with(|| serde_json::json!([{}])))
+            .and_then(|servers| servers.as_array_mut())
+            .and_then(|servers| {
+                if servers.is_empty() {
+                    servers.push(serde_json::json!({}));
+                }
+                servers[0].as_object_mut()
+            })
+            .map(|server| {
+                server
+                    .entry(if kind == "router" { "routers" } else { "listeners" })
+                    .or_insert_with(|| serde_json::json!([]))
+            }),
+    };
+    let list = list.and_then(serde_json::Value::as_array_mut).ok_or_else(|| ConfigError::new(at, "is not a list"))?;
+    let found = list.iter().position(|r| r.get(key).and_then(serde_json::Value::as_str) == Some(&name));
+    match (found, remove) {
+        (Some(i), true) => {
+            list.remove(i);
+        }
+        (None, true) => return Err(ConfigError::new(at, format!("no {kind} named {name:?} to remove"))),
+        (Some(i), false) => list[i] = config,
+        (None, false) => list.push(config),
+    }
+    Ok(doc)
 }
 
 /// Deserializes `value` into `T`, recording unknown fields under `prefix`.
@@ -226,6 +321,22 @@ fn parse_addr(s: &str, path: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 impl Settings {
+    /// Nothing: no listener, no cluster (what runs before the first generation).
+    pub fn empty() -> Settings {
+        Settings {
+            listeners: Vec::new(),
+            clusters: Vec::new(),
+            routers: Vec::new(),
+            log_level: None,
+            log_path: None,
+            graceful_timeout: DEFAULT_GRACEFUL_TIMEOUT,
+            workers: None,
+            admin: None,
+            document: Arc::default(),
+            warnings: Vec::new(),
+        }
+    }
+
     fn from_model(cfg: model::Config, warnings: &mut Vec<String>) -> Result<Settings, ConfigError> {
         let mut clusters = Vec::new();
         let mut cluster_index = HashMap::new();
@@ -239,17 +350,9 @@ impl Settings {
         if cfg.servers.len() > 1 {
             warnings.push("servers: only the first server is used, as in MOSN".into());
         }
+        let admin = admin_addr(cfg.admin.as_ref())?;
         let Some(server) = cfg.servers.into_iter().next() else {
-            return Ok(Settings {
-                listeners: Vec::new(),
-                clusters,
-                routers: Vec::new(),
-                log_level: None,
-                log_path: None,
-                graceful_timeout: DEFAULT_GRACEFUL_TIMEOUT,
-                workers: None,
-                warnings: Vec::new(),
-            });
+            return Ok(Settings { clusters, admin, ..Settings::empty() });
         };
 
         let mut routers: Vec<(String, Arc<RouteTable>)> = Vec::new();
@@ -303,9 +406,35 @@ impl Settings {
             log_path: server.default_log_path.clone(),
             graceful_timeout: server.graceful_timeout.map_or(DEFAULT_GRACEFUL_TIMEOUT, |d| d.0),
             workers: server.processor.filter(|&n| n > 0),
+            admin,
+            document: Arc::default(),
             warnings: Vec::new(),
         })
     }
+}
+
+/// The admin server's address: `admin.address.socket_address`, where an
+/// empty address is 127.0.0.1. Port 0 is refused (a port the operator
+/// cannot know).
+fn admin_addr(admin: Option<&model::Admin>) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(admin) = admin else { return Ok(None) };
+    const PATH: &str = "admin.address.socket_address";
+    let sa = admin
+        .address
+        .as_ref()
+        .and_then(|a| a.socket_address.as_ref())
+        .ok_or_else(|| ConfigError::new(PATH, "the admin block needs an address"))?;
+    let port = sa
+        .port_value
+        .filter(|&p| p != 0)
+        .ok_or_else(|| ConfigError::new(format!("{PATH}.port_value"), "a port between 1 and 65535 is required"))?;
+    let ip = match sa.address.as_deref().map(str::trim) {
+        None | Some("") => std::net::IpAddr::from([127, 0, 0, 1]),
+        Some(ip) => ip
+            .parse()
+            .map_err(|_| ConfigError::new(format!("{PATH}.address"), format!("{ip:?} is not an IP address")))?,
+    };
+    Ok(Some(SocketAddr::new(ip, port)))
 }
 
 fn cluster_spec(c: &model::Cluster, path: &str, warnings: &mut Vec<String>) -> Result<ClusterSpec, ConfigError> {
@@ -497,7 +626,19 @@ fn listener_spec(
         header_read_timeout: proxy.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
         http1_passthrough: proxy.http1_passthrough.unwrap_or(true),
         filters,
+        access_logs: access_logs(l, path)?,
     })
+}
+
+fn access_logs(l: &model::Listener, path: &str) -> Result<Vec<AccessLogSpec>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, a) in l.access_logs.iter().enumerate() {
+        let format = crate::accesslog::Format::parse(&a.log_format)
+            .map_err(|e| ConfigError::new(format!("{path}.access_logs[{i}].log_format"), e.0))?;
+        let path = if a.log_path.is_empty() { format!("{}_access.log", l.name) } else { a.log_path.clone() };
+        out.push(AccessLogSpec { path, format: Arc::new(format) });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

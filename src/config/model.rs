@@ -16,9 +16,9 @@ pub struct Config {
     pub servers: Vec<ServerConfig>,
     #[serde(default)]
     pub cluster_manager: ClusterManager,
-    /// Accepted for compatibility; the admin API is not implemented yet.
+    /// The admin server (MOSN: none without this block).
     #[serde(default)]
-    pub admin: Option<serde_json::Value>,
+    pub admin: Option<Admin>,
     #[serde(default)]
     pub disable_upgrade: Option<bool>,
     #[serde(default)]
@@ -27,6 +27,38 @@ pub struct Config {
     pub metrics: Option<serde_json::Value>,
     #[serde(default)]
     pub pprof: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Admin {
+    #[serde(default)]
+    pub address: Option<AdminAddress>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AdminAddress {
+    #[serde(default)]
+    pub socket_address: Option<SocketAddress>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SocketAddress {
+    /// An IP; empty or absent: 127.0.0.1 (ferrymesh never listens beyond
+    /// loopback unless told to).
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub port_value: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AccessLog {
+    /// A file, or "stdout"; empty: `<listener>_access.log` in the working directory.
+    #[serde(default)]
+    pub log_path: String,
+    /// `%variable%` text; empty: MOSN's default format.
+    #[serde(default)]
+    pub log_format: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,7 +96,7 @@ pub struct Listener {
     #[serde(default)]
     pub stream_filters: Vec<FilterConfig>,
     #[serde(default)]
-    pub access_logs: Option<serde_json::Value>,
+    pub access_logs: Vec<AccessLog>,
     #[serde(default)]
     pub reuseport: Option<bool>,
 }

@@ -167,6 +167,8 @@ pub trait Handler {
     fn read_paused(&self) -> bool;
     /// Called once nothing is left to write: `Some` closes the connection.
     fn idle_close(&self) -> Option<&'static str>;
+    /// `n` bytes were written to the socket (for the byte counters).
+    fn on_written(&mut self, _n: usize) {}
 }
 
 /// Drives `stream` until it closes: reads go to `handler`, output from `shared`
@@ -210,7 +212,7 @@ fn poll_conn<H: Handler>(
             Err(None) => {
                 *eof = true;
                 if let Some(why) = handler.on_eof() {
-                    let _ = flush(cx, stream, shared);
+                    let _ = flush(cx, stream, shared, handler);
                     return Poll::Ready(if why.is_empty() { Closed::Eof } else { Closed::Local(why) });
                 }
             }
@@ -223,10 +225,10 @@ fn poll_conn<H: Handler>(
         }
     }
     if let Poll::Ready(why) = handler.poll_events(cx) {
-        let _ = flush(cx, stream, shared);
+        let _ = flush(cx, stream, shared, handler);
         return Poll::Ready(Closed::Local(why));
     }
-    if let Err(e) = flush(cx, stream, shared) {
+    if let Err(e) = flush(cx, stream, shared, handler) {
         return Poll::Ready(Closed::Io(e));
     }
     if shared.closed.get() {
@@ -242,7 +244,7 @@ fn poll_conn<H: Handler>(
 }
 
 /// Writes as much of the output buffer as the socket takes.
-fn flush(cx: &mut Context<'_>, stream: &TcpStream, shared: &ConnShared) -> io::Result<()> {
+fn flush<H: Handler>(cx: &mut Context<'_>, stream: &TcpStream, shared: &ConnShared, handler: &mut H) -> io::Result<()> {
     let mut out = shared.out.borrow_mut();
     while !out.is_empty() {
         match stream.poll_write_ready(cx) {
@@ -251,7 +253,10 @@ fn flush(cx: &mut Context<'_>, stream: &TcpStream, shared: &ConnShared) -> io::R
             Poll::Ready(Ok(())) => {}
         }
         match stream.try_write(&out) {
-            Ok(n) => out.advance(n),
+            Ok(n) => {
+                out.advance(n);
+                handler.on_written(n);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }

@@ -38,6 +38,7 @@ use super::head_timer::{HeadTimer, Reads};
 use super::headers::{self, Framing, HostRule, Rules};
 use super::tries::{Next, Tries};
 use super::{ListenerCtx, WorkerCtx};
+use crate::accesslog::Entry;
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
 use crate::network::prefixed::Prefixed;
@@ -89,7 +90,8 @@ pub async fn serve(
     worker: Rc<WorkerCtx>,
 ) {
     let downstream = if matches!(proto, Protocol::Http2) { Version::Http2 } else { Version::Http1 };
-    let upstream = match listener.spec.upstream {
+    let gen = listener.now();
+    let upstream = match gen.spec.upstream {
         Some(Protocol::Http1) => Version::Http1,
         Some(Protocol::Http2) => Version::Http2,
         _ => downstream,
@@ -105,15 +107,14 @@ pub async fn serve(
     });
     // The common HTTP/1.1 request takes the pass-through; the first one it
     // leaves alone hands the connection to hyper from there on.
-    let (stream, read) =
-        if downstream == Version::Http1 && upstream == Version::Http1 && listener.spec.http1_passthrough {
-            match super::http1::serve(stream, &ctx).await {
-                super::http1::Outcome::Closed => return,
-                super::http1::Outcome::Hyper(stream, read) => (stream, read),
-            }
-        } else {
-            (stream, bytes::BytesMut::new())
-        };
+    let (stream, read) = if downstream == Version::Http1 && upstream == Version::Http1 && gen.spec.http1_passthrough {
+        match super::http1::serve(stream, &ctx).await {
+            super::http1::Outcome::Closed => return,
+            super::http1::Outcome::Hyper(stream, read) => (stream, read),
+        }
+    } else {
+        (stream, bytes::BytesMut::new())
+    };
     // Boxed: hyper's connection state would otherwise size every
     // pass-through connection too.
     if let Err(e) = Box::pin(serve_hyper(stream, read, downstream, ctx)).await {
@@ -137,9 +138,10 @@ async fn serve_hyper(
         // 19% less CPU per request in an alternating A/B).
         async move { Ok::<_, Infallible>(Box::pin(handle(ctx, req)).await) }
     });
-    let spec = &ctx.listener.spec;
+    let gen = ctx.listener.now();
+    let spec = &gen.spec;
     let idle = spec.idle_timeout;
-    let drain = ctx.worker.drain.notified();
+    let drain = ctx.listener.drained();
     tokio::pin!(drain);
     match downstream {
         Version::Http1 => {
@@ -180,7 +182,7 @@ async fn serve_hyper(
 async fn drive<C, F>(
     mut conn: std::pin::Pin<&mut C>,
     ctx: &ConnCtx,
-    mut drain: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    mut drain: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     idle: Duration,
     shutdown: F,
 ) -> Result<(), hyper::Error>
@@ -188,7 +190,7 @@ where
     C: std::future::Future<Output = Result<(), hyper::Error>>,
     F: Fn(std::pin::Pin<&mut C>),
 {
-    let mut closing = ctx.worker.draining.get();
+    let mut closing = ctx.listener.draining();
     if closing {
         // Draining already: hyper would close a connection it has read
         // nothing from yet, so it first takes in the request the
@@ -247,14 +249,28 @@ impl Drop for Busy<'_> {
 
 async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
     let busy = Busy::new(&ctx);
+    let started = std::time::Instant::now();
     let stats = &ctx.worker.stats;
-    stats.count_request();
     let grpc = is_grpc(req.headers());
     let h1 = req.version() != http::Version::HTTP_2;
+    let protocol = if grpc {
+        "grpc"
+    } else if h1 {
+        "http1"
+    } else {
+        "http2"
+    };
+    stats.count_request(crate::stats::protocol_slot(protocol));
+    let lstats = &ctx.listener.stats;
+    lstats.requests.inc();
+    lstats.requests_active.inc();
+    let received = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+    let mut failed = None;
     let (mut resp, route_ops) = match forward(&ctx, req, grpc).await {
         Ok(pair) => pair,
         Err(err) => {
             stats.count_error(&err);
+            failed = Some(err.label());
             let mut resp = error_response(&err, grpc);
             if h1 && matches!(err, ProxyError::Malformed { .. }) {
                 // Framing can no longer be trusted: nothing more is read from this client.
@@ -269,6 +285,26 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
         }
         add_headers(resp.headers_mut(), &entry.http().response_add);
     }
+    lstats.requests_active.dec();
+    ctx.listener.log(|| {
+        let duration = started.elapsed();
+        let sent = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        Entry {
+            start: std::time::SystemTime::now() - duration,
+            duration,
+            request_sent: None,
+            protocol,
+            request_id: None,
+            upstream: None,
+            cluster: None,
+            status: resp.status().as_u16(),
+            error: failed,
+            bytes_received: received,
+            bytes_sent: sent.unwrap_or(0),
+            downstream_remote: ctx.peer,
+            downstream_local: None,
+        }
+    });
     drop(busy);
     resp
 }
@@ -341,7 +377,9 @@ async fn forward(
         return Err(ProxyError::Malformed { status: why.1, reason: why.0 });
     }
     let host = request_host(&req);
-    let table = &ctx.listener.spec.router;
+    // The generation this request lives in, to its end.
+    let gen = ctx.listener.now();
+    let table = &gen.spec.router;
     let route: Arc<RouteEntry> = {
         let method = req.method().as_str();
         let path = req.uri().path();
@@ -372,7 +410,7 @@ async fn forward(
         Target::Redirect(r) => return Ok((redirect(&req, host.as_deref(), r), Some(route.clone()))),
         _ => {}
     }
-    let Some(cluster) = entry.pick_cluster(fastrand::u32(..)).map(|i| ctx.worker.clusters[i].clone()) else {
+    let Some(cluster) = entry.pick_cluster(fastrand::u32(..)).map(|i| gen.clusters[i].clone()) else {
         return Err(ProxyError::NoRoute);
     };
     // A gRPC client's deadline may shorten the route's timeout, never extend it.
@@ -445,6 +483,7 @@ async fn forward(
             Next::Over => break,
         };
         let pool = cluster.http_pools[h].clone();
+        let try_started = Instant::now();
         let try_deadline = tries.try_deadline();
         // Once the request is sent, only a retry policy or a per-try timeout retries.
         let policy_retries = !tries.policy.on.is_empty() || tries.policy.per_try_timeout.is_some();
@@ -510,6 +549,7 @@ async fn forward(
         match sent {
             Ok(Ok(resp)) => {
                 let status = resp.status().as_u16();
+                pool.host().record_response(status, try_started.elapsed());
                 if can_retry && tries.policy.retry_status(status) {
                     debug!(peer = %ctx.peer, upstream = %pool.host().addr, status, "retrying on status");
                     last_err = ProxyError::DirectResponse { status, body: String::new() };
@@ -521,6 +561,7 @@ async fn forward(
             Ok(Err(SendError::Connect(why))) => {
                 warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream connect failed");
                 last_err = ProxyError::ConnectFailed(why);
+                pool.host().record_failure(&last_err);
                 // A head that went with a try (no retry was planned) has no
                 // copy left for another.
                 if raw_request.is_none() && upstream_head.is_none() {
@@ -539,12 +580,14 @@ async fn forward(
             Ok(Err(SendError::Reset(why))) => {
                 warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream reset");
                 last_err = ProxyError::UpstreamReset;
+                pool.host().record_failure(&last_err);
                 if !(can_retry && tries.policy.on.contains(RetryOn::RESET)) {
                     break;
                 }
             }
             Err(_) => {
                 last_err = ProxyError::Timeout;
+                pool.host().record_failure(&last_err);
                 if !(can_retry && tries.timed_out_per_try()) {
                     break;
                 }

@@ -26,6 +26,9 @@ use bytes::{Buf, BytesMut};
 use httparse::Status;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::accesslog::Entry;
+use crate::upstream::conn::HostConn;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -109,12 +112,13 @@ mod spare {
 }
 
 pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
-    let worker = &ctx.worker;
-    let spec = &ctx.listener.spec;
+    let listener = &ctx.listener;
+    let gen = listener.now();
+    let spec = &gen.spec;
     // The client's bytes: no buffer while the connection is idle.
     let mut buf = BytesMut::new();
-    let mut drain = std::pin::pin!(worker.drain.notified());
-    let mut draining = worker.draining.get();
+    let mut drain = std::pin::pin!(listener.drained());
+    let mut draining = listener.draining();
     // One timer for the connection, re-armed only when it fires, and never
     // further than the header-read time ahead: the deadline it checks is the
     // idle time while no request has started, the header-read time once a
@@ -157,7 +161,7 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
                         if buf.is_empty() {
                             raw::spare::give(std::mem::take(&mut buf));
                         }
-                        if !open || close || worker.draining.get() {
+                        if !open || close || listener.draining() {
                             return Outcome::Closed;
                         }
                         since = Since::new();
@@ -349,13 +353,14 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
         }
     };
     let input = RouteInput { host: Some(host), path: Some(path), query, header: &header };
-    let Some(route) = ctx.listener.spec.router.find(&input) else {
+    let gen = ctx.listener.now();
+    let Some(route) = gen.spec.router.find(&input) else {
         return Prep::Hyper;
     };
     if matches!(route.target, Target::Direct { .. } | Target::Redirect(_)) || touches_framing(route.http()) {
         return Prep::Hyper;
     }
-    let Some(cluster) = route.pick_cluster(fastrand::u32(..)).map(|i| ctx.worker.clusters[i].clone()) else {
+    let Some(cluster) = route.pick_cluster(fastrand::u32(..)).map(|i| gen.clusters[i].clone()) else {
         return Prep::Hyper;
     };
     let hash_key = route.hash_header.as_deref().and_then(header).map(<[u8]>::to_vec);
@@ -409,19 +414,44 @@ struct Answer {
 /// answer. Returns whether the client connection stays open.
 async fn exchange(ctx: &ConnCtx, client: &mut TcpStream, request: Prepared, bufs: &mut Bufs) -> bool {
     let stats = &ctx.worker.stats;
-    stats.count_request();
+    stats.count_request(crate::stats::protocol_slot("http1"));
+    ctx.listener.stats.requests.inc();
     let deadline = Instant::now() + request.route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
-    let close = request.close || ctx.worker.draining.get();
-    match send_with_tries(ctx, &request, bufs, deadline, close).await {
+    let close = request.close || ctx.listener.draining();
+    let started = std::time::Instant::now();
+    let received = bufs.req.len() as u64;
+    let (open, status, upstream, error) = match send_with_tries(ctx, &request, bufs, deadline, close).await {
         Ok((answer, conn, pool)) => {
             stats.count_response(if answer.status >= 500 { 500 } else { 200 });
-            relay_body(ctx, client, conn, &pool, &answer, bufs).await && answer.framing != Framing::UntilClose
+            let open =
+                relay_body(ctx, client, conn, &pool, &answer, bufs).await && answer.framing != Framing::UntilClose;
+            (open, answer.status, Some(pool.host().addr), None)
         }
         Err(err) => {
             stats.count_error(&err);
-            write_error(client, &err, close, &mut bufs.resp).await
+            let open = write_error(client, &err, close, &mut bufs.resp).await;
+            (open, err.code(), None, Some(err.label()))
         }
-    }
+    };
+    ctx.listener.log(|| {
+        let duration = started.elapsed();
+        Entry {
+            start: std::time::SystemTime::now() - duration,
+            duration,
+            request_sent: None,
+            protocol: "http1",
+            request_id: None,
+            upstream,
+            cluster: Some(request.cluster.spec.name.as_str()),
+            status,
+            error,
+            bytes_received: received,
+            bytes_sent: 0,
+            downstream_remote: ctx.peer,
+            downstream_local: None,
+        }
+    });
+    open
 }
 
 async fn send_with_tries(
@@ -430,7 +460,7 @@ async fn send_with_tries(
     bufs: &mut Bufs,
     deadline: Instant,
     close: bool,
-) -> Result<(Answer, TcpStream, Rc<HttpPool>), ProxyError> {
+) -> Result<(Answer, HostConn, Rc<HttpPool>), ProxyError> {
     let mut tries = Tries::new(&request.route, &request.cluster, request.hash_key.as_deref(), deadline);
     let mut last_err = ProxyError::NoHealthyHost;
     loop {
@@ -441,6 +471,7 @@ async fn send_with_tries(
         };
         let pool = request.cluster.http_pools[h].clone();
         let can_retry = tries.more_left();
+        let try_started = Instant::now();
         let in_flight = pool.host().in_flight();
         let Bufs { req, resp, up } = &mut *bufs;
         let mut parse = |b: &[u8]| response_head(b, request, close, resp);
@@ -450,6 +481,7 @@ async fn send_with_tries(
         let upstream = pool.host().addr;
         match sent {
             Ok(Ok((answer, conn))) => {
+                pool.host().record_response(answer.status, try_started.elapsed());
                 if can_retry && tries.policy.retry_status(answer.status) {
                     debug!(peer = %ctx.peer, %upstream, status = answer.status, "retrying on status");
                     last_err = ProxyError::DirectResponse { status: answer.status, body: String::new() };
@@ -461,17 +493,20 @@ async fn send_with_tries(
                 warn!(peer = %ctx.peer, %upstream, error = %why, "upstream connect failed");
                 // The request never left: another host is always worth a try.
                 last_err = ProxyError::ConnectFailed(why);
+                pool.host().record_failure(&last_err);
             }
             // (Refused is HTTP/2's; this path speaks HTTP/1.1.)
             Ok(Err(SendError::Reset(why) | SendError::Refused(why))) => {
                 warn!(peer = %ctx.peer, %upstream, error = %why, "upstream reset");
                 last_err = ProxyError::UpstreamReset;
+                pool.host().record_failure(&last_err);
                 if !(can_retry && tries.policy.on.contains(RetryOn::RESET)) {
                     return Err(last_err);
                 }
             }
             Err(_) => {
                 last_err = ProxyError::Timeout;
+                pool.host().record_failure(&last_err);
                 if !(can_retry && tries.timed_out_per_try()) {
                     return Err(last_err);
                 }
@@ -535,7 +570,7 @@ fn response_head(
 async fn relay_body(
     ctx: &ConnCtx,
     client: &mut TcpStream,
-    mut conn: TcpStream,
+    mut conn: HostConn,
     pool: &Rc<HttpPool>,
     answer: &Answer,
     bufs: &mut Bufs,

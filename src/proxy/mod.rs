@@ -16,7 +16,7 @@ pub mod http1;
 pub mod rpc;
 pub mod tries;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -26,91 +26,250 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::accesslog::{AccessLog, Entry};
 use crate::config::{DownstreamProtocol, ListenerSpec};
+use crate::error::ProxyError;
 use crate::protocol::{Detect, Protocol};
-use crate::stats::Stats;
-use crate::stream::server::ResponseHook;
+use crate::stats::{ListenerStats, Stats};
+use crate::stream::server::{ResponseHook, StreamEnd, StreamObserver};
 use crate::upstream::Cluster;
 use filter::FilterChain;
 
 /// State shared by everything on one worker thread.
 pub struct WorkerCtx {
-    pub clusters: Vec<Rc<Cluster>>,
+    pub index: usize,
     pub stats: Rc<Stats>,
     pub draining: Cell<bool>,
-    /// Woken once when draining starts.
-    pub drain: Notify,
     pub live_conns: Cell<usize>,
     /// Woken when the last downstream connection closes during a drain.
     pub conns_gone: Notify,
+    /// The newest generation's clusters, in the order its route tables number
+    /// them. A request uses those of its listener's generation
+    /// ([`ListenerGen::clusters`]), which are these unless a change is landing.
+    pub clusters: RefCell<Rc<[Rc<Cluster>]>>,
+    /// The listeners this worker runs now.
+    pub listeners: RefCell<Vec<Rc<ListenerCtx>>>,
 }
 
 impl WorkerCtx {
-    pub fn new(clusters: Vec<Rc<Cluster>>) -> WorkerCtx {
+    pub fn new(index: usize) -> WorkerCtx {
         WorkerCtx {
-            clusters,
+            index,
             stats: Rc::new(Stats::default()),
             draining: Cell::new(false),
-            drain: Notify::new(),
             live_conns: Cell::new(0),
             conns_gone: Notify::new(),
+            clusters: RefCell::new(Rc::from(Vec::new())),
+            listeners: RefCell::new(Vec::new()),
         }
     }
 
     /// Stops reading new requests everywhere; connections close once answered.
     pub fn start_drain(&self) {
         self.draining.set(true);
+        for l in self.listeners.borrow().iter() {
+            l.start_drain();
+        }
+    }
+
+    /// A connection closed: wakes the shutdown when it was the last.
+    fn conn_closed(&self) {
+        self.live_conns.set(self.live_conns.get() - 1);
+        if self.live_conns.get() == 0 && self.draining.get() {
+            self.conns_gone.notify_waiters();
+        }
+    }
+}
+
+/// A listener as one worker runs it, from the generation that added it to
+/// the one that removes it. A connection holds this and reads
+/// [`ListenerCtx::now`] per request, so a route change reaches connections
+/// that are already open while each request keeps the generation it started
+/// on.
+pub struct ListenerCtx {
+    pub name: String,
+    current: RefCell<Rc<ListenerGen>>,
+    pub stats: ListenerStats,
+    draining: Cell<bool>,
+    drain: Notify,
+}
+
+impl ListenerCtx {
+    pub fn new(gen: ListenerGen) -> ListenerCtx {
+        ListenerCtx {
+            name: gen.spec.name.clone(),
+            current: RefCell::new(Rc::new(gen)),
+            stats: ListenerStats::default(),
+            draining: Cell::new(false),
+            drain: Notify::new(),
+        }
+    }
+
+    /// The generation that new requests of this listener use.
+    pub fn now(&self) -> Rc<ListenerGen> {
+        self.current.borrow().clone()
+    }
+
+    /// Moves the listener to a new generation.
+    pub fn replace(&self, gen: ListenerGen) {
+        *self.current.borrow_mut() = Rc::new(gen);
+    }
+
+    /// Whether the listener is draining (removed, or the process stopping).
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Completes once the listener starts to drain.
+    pub async fn drained(&self) {
+        let notified = self.drain.notified();
+        if !self.draining.get() {
+            notified.await;
+        }
+    }
+
+    /// Stops reading new requests on this listener's connections; each one
+    /// closes once its answers are out.
+    pub fn start_drain(&self) {
+        self.draining.set(true);
         self.drain.notify_waiters();
     }
 }
 
-/// A listener as one worker runs it.
-pub struct ListenerCtx {
+/// What one generation of the configuration says about a listener.
+pub struct ListenerGen {
+    pub version: u64,
     pub spec: ListenerSpec,
     pub filters: Rc<FilterChain>,
     hook: Option<Rc<dyn ResponseHook>>,
+    /// The clusters this generation's route table numbers.
+    pub clusters: Rc<[Rc<Cluster>]>,
+    pub access_logs: Vec<AccessLog>,
+}
+
+impl ListenerGen {
+    pub fn new(version: u64, spec: ListenerSpec, clusters: Rc<[Rc<Cluster>]>) -> ListenerGen {
+        let filters = Rc::new(FilterChain::new(&spec.filters));
+        let hook = filter::response_hook(&filters);
+        let access_logs = spec.access_logs.iter().map(|a| AccessLog::new(&a.path, a.format.clone())).collect();
+        ListenerGen { version, spec, filters, hook, clusters, access_logs }
+    }
 }
 
 impl ListenerCtx {
-    pub fn new(spec: ListenerSpec) -> ListenerCtx {
-        let filters = Rc::new(FilterChain::new(&spec.filters));
-        let hook = filter::response_hook(&filters);
-        ListenerCtx { spec, filters, hook }
+    /// Writes `e` to the listener's access logs, if it has any.
+    pub fn log<'a>(&self, e: impl FnOnce() -> Entry<'a>) {
+        let gen = self.current.borrow();
+        if gen.access_logs.is_empty() {
+            return;
+        }
+        let e = e();
+        for log in &gen.access_logs {
+            log.log(&e);
+        }
     }
+
+    /// Hands buffered access-log lines to the writer thread.
+    pub fn flush_logs(&self) {
+        for log in &self.current.borrow().access_logs {
+            log.flush();
+        }
+    }
+}
+
+/// Hears the end of each request of one RPC connection: the listener's
+/// counters and access logs.
+struct ConnObserver {
+    listener: Rc<ListenerCtx>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    protocol: &'static str,
+}
+
+impl StreamObserver for ConnObserver {
+    fn on_end(&self, end: &StreamEnd<'_>) {
+        self.listener.stats.requests_active.dec();
+        self.listener.log(|| {
+            let duration = end.started.elapsed();
+            Entry {
+                start: std::time::SystemTime::now() - duration,
+                duration,
+                request_sent: None,
+                protocol: self.protocol,
+                request_id: Some(end.info.id),
+                upstream: end.upstream,
+                cluster: None,
+                status: end.status,
+                error: end.error.map(ProxyError::label),
+                bytes_received: end.bytes_received as u64,
+                bytes_sent: end.bytes_sent as u64,
+                downstream_remote: self.peer,
+                downstream_local: self.local,
+            }
+        });
+    }
+}
+
+/// The observer of an RPC connection's requests.
+fn observer(
+    listener: &Rc<ListenerCtx>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    protocol: &'static str,
+) -> Option<Rc<dyn StreamObserver>> {
+    Some(Rc::new(ConnObserver { listener: listener.clone(), peer, local, protocol }))
 }
 
 /// Serves one accepted client connection until it closes.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Rc<ListenerCtx>, worker: Rc<WorkerCtx>) {
     let _ = stream.set_nodelay(true);
     let stats = &worker.stats;
-    stats.downstream_connections.set(stats.downstream_connections.get() + 1);
-    let protocol = match &listener.spec.downstream {
+    stats.downstream_connections.inc();
+    listener.stats.connections.inc();
+    listener.stats.connections_active.inc();
+    worker.live_conns.set(worker.live_conns.get() + 1);
+    let _open = scopeguard(|| {
+        listener.stats.connections_active.dec();
+        worker.conn_closed();
+    });
+    let gen = listener.now();
+    let protocol = match &gen.spec.downstream {
         DownstreamProtocol::Fixed(p) => *p,
-        DownstreamProtocol::Detect(candidates) => match sniff(&stream, candidates, listener.spec.idle_timeout).await {
+        DownstreamProtocol::Detect(candidates) => match sniff(&stream, candidates, gen.spec.idle_timeout).await {
             Ok(p) => p,
             Err(Sniff::Silent(why)) => {
-                debug!(%peer, listener = %listener.spec.name, reason = why, "connection closed before detection");
+                debug!(%peer, listener = %listener.name, reason = why, "connection closed before detection");
                 return;
             }
             Err(Sniff::Unknown(first)) => {
-                stats.unknown_protocol.set(stats.unknown_protocol.get() + 1);
+                stats.unknown_protocol.inc();
                 let hex: String = first.iter().map(|b| format!("{b:02x}")).collect();
-                warn!(%peer, listener = %listener.spec.name, first_bytes = %hex, "protocol not recognised, closing");
+                warn!(%peer, listener = %listener.name, first_bytes = %hex, "protocol not recognised, closing");
                 return;
             }
         },
     };
-    worker.live_conns.set(worker.live_conns.get() + 1);
+    drop(gen);
     match protocol {
         Protocol::Rpc(codec) => rpc::serve(stream, peer, codec, &listener, &worker).await,
         // Boxed: an HTTP connection's state is large, and inline it would size
         // every connection's task, bolt ones included (1.5 KiB idle vs 3 KiB).
         http_version => Box::pin(http::serve(stream, peer, http_version, listener.clone(), worker.clone())).await,
     }
-    worker.live_conns.set(worker.live_conns.get() - 1);
-    if worker.live_conns.get() == 0 && worker.draining.get() {
-        worker.conns_gone.notify_waiters();
+}
+
+/// Runs `f` when dropped: a connection's counters close with it however its
+/// task ends (returned, or dropped by the runtime at exit).
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
     }
+    Guard(Some(f))
 }
 
 /// Reads the first bytes of a connection without consuming them and picks the

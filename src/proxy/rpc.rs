@@ -43,16 +43,18 @@ pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     codec: &'static dyn Codec,
-    listener: &ListenerCtx,
+    listener: &Rc<ListenerCtx>,
     worker: &WorkerCtx,
 ) {
-    let conn = Rc::new(ServerConn::new(codec, worker.stats.clone(), listener.hook.clone()));
-    let idle = listener.spec.idle_timeout;
+    let local = stream.local_addr().ok();
+    let observer = super::observer(listener, peer, local, codec.name());
+    let conn = Rc::new(ServerConn::new(codec, worker.stats.clone(), observer));
+    let idle = listener.now().spec.idle_timeout;
     let mut handler = DownstreamHandler {
-        req: RequestPath { conn: &conn, listener, worker, peer },
+        req: RequestPath { conn: &conn, listener, worker, peer, protocol: crate::stats::protocol_slot(codec.name()) },
         reader: FrameReader::default(),
-        draining: worker.draining.get(),
-        drain_signal: Box::pin(worker.drain.notified()),
+        draining: listener.draining(),
+        drain_signal: Box::pin(listener.drained()),
         idle_timer: Box::pin(tokio::time::sleep(idle)),
         last_active: Instant::now(),
         idle,
@@ -61,17 +63,18 @@ pub(super) async fn serve(
     let waiting = conn.inflight();
     if waiting > 0 {
         // Its requests still waiting upstream are nobody's now.
-        let dropped: usize = worker.clusters.iter().flat_map(|c| &c.pools).map(|p| p.drop_abandoned()).sum();
+        let clusters = listener.now().clusters.clone();
+        let dropped: usize = clusters.iter().flat_map(|c| &c.pools).map(|p| p.drop_abandoned()).sum();
         debug!(%peer, waiting, dropped, "client connection closed with requests in flight");
     }
-    debug!(%peer, listener = %listener.spec.name, reason = ?why, "client connection closed");
+    debug!(%peer, listener = %listener.name, reason = ?why, "client connection closed");
 }
 
 struct DownstreamHandler<'a> {
     req: RequestPath<'a>,
     reader: FrameReader,
     draining: bool,
-    drain_signal: Pin<Box<tokio::sync::futures::Notified<'a>>>,
+    drain_signal: Pin<Box<dyn Future<Output = ()> + 'a>>,
     idle_timer: Pin<Box<Sleep>>,
     last_active: Instant,
     idle: Duration,
@@ -81,13 +84,17 @@ impl Handler for DownstreamHandler<'_> {
     fn on_read(&mut self, data: &[u8]) -> Result<(), &'static str> {
         self.last_active = Instant::now();
         let req = &self.req;
-        let spec = &req.listener.spec;
-        self.reader.feed(data, req.conn.codec, spec.max_frame, |frame, info| req.on_frame(frame, info)).map_err(|e| {
-            let stats = &req.worker.stats;
-            stats.codec_errors.set(stats.codec_errors.get() + 1);
-            warn!(peer = %req.peer, listener = %spec.name, error = %e, "bad frame from client, closing its connection");
+        req.listener.stats.bytes_received.add(data.len() as u64);
+        let max_frame = req.listener.now().spec.max_frame;
+        self.reader.feed(data, req.conn.codec, max_frame, |frame, info| req.on_frame(frame, info)).map_err(|e| {
+            req.worker.stats.codec_errors.inc();
+            warn!(peer = %req.peer, listener = %req.listener.name, error = %e, "bad frame from client, closing its connection");
             "bad frame from client"
         })
+    }
+
+    fn on_written(&mut self, n: usize) {
+        self.req.listener.stats.bytes_sent.add(n as u64);
     }
 
     fn on_eof(&mut self) -> Option<&'static str> {
@@ -126,9 +133,11 @@ impl Handler for DownstreamHandler<'_> {
 /// The per-connection part of request handling.
 struct RequestPath<'a> {
     conn: &'a Rc<ServerConn>,
-    listener: &'a ListenerCtx,
+    listener: &'a Rc<ListenerCtx>,
     worker: &'a WorkerCtx,
     peer: SocketAddr,
+    /// The connection's protocol, as the metrics number it.
+    protocol: usize,
 }
 
 impl RequestPath<'_> {
@@ -137,8 +146,7 @@ impl RequestPath<'_> {
         match info.kind {
             FrameKind::Request | FrameKind::Oneway => self.on_request(frame, info),
             FrameKind::Heartbeat => {
-                let stats = &self.worker.stats;
-                stats.heartbeats_answered.set(stats.heartbeats_answered.get() + 1);
+                self.worker.stats.heartbeats_answered.inc();
                 self.conn.io.push(|out| codec.heartbeat_reply(frame, &info, out));
             }
             FrameKind::Response | FrameKind::HeartbeatAck | FrameKind::Control => {
@@ -149,10 +157,15 @@ impl RequestPath<'_> {
 
     fn on_request(&self, frame: &[u8], info: FrameInfo) {
         let stats = &self.worker.stats;
-        stats.count_request();
+        stats.count_request(self.protocol);
+        let lstats = &self.listener.stats;
+        lstats.requests.inc();
         let oneway = info.kind == FrameKind::Oneway;
         if oneway {
-            stats.oneway_requests.set(stats.oneway_requests.get() + 1);
+            stats.oneway_requests.inc();
+        } else {
+            // Until the observer hears of its end (`super::ConnObserver`).
+            lstats.requests_active.inc();
         }
         let refuse = |err: ProxyError| {
             if oneway {
@@ -162,14 +175,16 @@ impl RequestPath<'_> {
                 self.conn.reply_error(&info, &err);
             }
         };
-        let spec = &self.listener.spec;
+        // The generation this request lives in, to its end.
+        let gen = self.listener.now();
+        let spec = &gen.spec;
         let codec = self.conn.codec;
 
         let edited;
-        let frame = if self.listener.filters.is_empty() {
+        let frame = if gen.filters.is_empty() {
             frame
         } else {
-            match self.listener.filters.on_request(codec, frame, self.peer) {
+            match gen.filters.on_request(codec, frame, self.peer) {
                 Err(err) => return refuse(err),
                 Ok(None) => frame,
                 Ok(Some(f)) => {
@@ -189,7 +204,7 @@ impl RequestPath<'_> {
         if let Target::Direct { status, body } = &route.target {
             return refuse(ProxyError::DirectResponse { status: *status, body: body.clone() });
         }
-        let Some(cluster) = route.pick_cluster(fastrand::u32(..)).map(|i| &self.worker.clusters[i]) else {
+        let Some(cluster) = route.pick_cluster(fastrand::u32(..)).map(|i| &gen.clusters[i]) else {
             return refuse(ProxyError::NoRoute);
         };
         // The client's own timeout wins over the route's (MOSN); none means the
@@ -200,13 +215,14 @@ impl RequestPath<'_> {
             .or(route.timeout)
             .unwrap_or(DEFAULT_ROUTE_TIMEOUT);
         let hash_key = route.hash_header.as_deref().and_then(header);
-        let stream = (!oneway).then(|| self.conn.stream(info));
+        let stream = (!oneway).then(|| self.conn.stream(info, frame.len(), gen.hook.clone()));
         let attempt = Attempt { cluster, hash_key, tried: &[] };
         match attempt.pick() {
             Err(err) => fail(stream, err, stats),
             Ok((_, Pick::Overflow)) => fail(stream, ProxyError::Overflow, stats),
             Ok((_, Pick::Ready(conn))) => {
-                if let Err((stream, err)) = conn.send(frame, stream, timeout) {
+                if let Err(refused) = conn.send(frame, stream, timeout) {
+                    let (stream, err) = *refused;
                     fail(stream, err, stats);
                 }
             }
@@ -268,19 +284,26 @@ async fn wait_and_send(mut w: Waiting, first_host: usize, mut conn: Rc<ClientCon
     let mut tried = vec![first_host];
     loop {
         let err = match tokio::time::timeout_at(w.deadline, conn.ready()).await {
-            Err(_) => return fail(w.stream, ProxyError::Timeout, &w.stats),
+            Err(_) => {
+                conn.host().record_failure(&ProxyError::Timeout);
+                return fail(w.stream, ProxyError::Timeout, &w.stats);
+            }
             Ok(Ok(())) => {
                 let left = w.deadline.saturating_duration_since(Instant::now());
                 match conn.send(&w.frame, w.stream.take(), left) {
                     Ok(()) => return,
                     // Not written: the connection closed between ready and send.
-                    Err((stream, err)) => {
+                    Err(refused) => {
+                        let (stream, err) = *refused;
                         w.stream = stream;
                         err
                     }
                 }
             }
-            Ok(Err(err)) => err,
+            Ok(Err(err)) => {
+                conn.host().record_failure(&err);
+                err
+            }
         };
         let retryable = matches!(err, ProxyError::ConnectFailed(_) | ProxyError::UpstreamReset);
         if !retryable || w.retries == 0 {
@@ -294,6 +317,7 @@ async fn wait_and_send(mut w: Waiting, first_host: usize, mut conn: Rc<ClientCon
             Ok((_, Pick::Overflow)) => return fail(w.stream, ProxyError::Overflow, &w.stats),
             Ok((host, Pick::Ready(c) | Pick::Wait(c))) => {
                 info!(from = %conn.addr(), to = %c.addr(), error = %err, "retrying request on another host");
+                c.host().count(|s| s.retries.inc());
                 tried.push(host);
                 conn = c;
             }

@@ -63,6 +63,9 @@ impl<'a> Tries<'a> {
         });
         match host {
             Some(h) => {
+                if attempt + self.refused > 0 {
+                    self.cluster.hosts[h].count(|s| s.retries.inc());
+                }
                 self.tried.push(h);
                 Next::Host(h)
             }

@@ -1,100 +1,310 @@
-//! The process: worker threads, their listeners, signals and the drain.
+//! The process: worker threads, the control thread that changes what they
+//! serve, signals, the admin server, and the drain.
 //!
 //! Each worker is a thread with its own single-threaded tokio runtime, its own
-//! SO_REUSEPORT socket per listener and its own clusters and pools, so a request
-//! never crosses a thread and the hot path takes no lock. The main thread only
-//! waits for SIGTERM/SIGINT: the first starts a graceful drain (stop accepting,
-//! stop reading new requests, answer those in flight, close), bounded by the
-//! drain timeout; a second signal exits at once.
+//! SO_REUSEPORT socket per listener and its own clusters and pools, so a
+//! request never crosses a thread and the hot path takes no lock
+//! ([`worker`]). The main thread is the control thread. It owns the
+//! configuration in generations: a new one (SIGHUP, `POST /api/v1/reload`,
+//! a changed file with `--watch`, or one resource through
+//! `/api/v1/update_config`) is loaded and checked, the sockets of new
+//! listeners are bound, and only then is it sent to every worker, which
+//! applies it to its own state. A configuration that fails any step is
+//! refused whole and the running one keeps serving.
+//!
+//! SIGTERM or SIGINT start a graceful drain (stop accepting, stop reading new
+//! requests, answer those in flight, close), bounded by the drain timeout; a
+//! second signal exits at once. SIGUSR1 reopens the access logs.
 
+pub mod logging;
+pub mod worker;
+
+use std::cell::{Cell, RefCell};
 use std::io;
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use crate::config::Settings;
+use crate::config::{self, ConfigError, Settings};
 use crate::network::listener::{bind_reuseport, ensure_free};
-use crate::proxy::{serve, ListenerCtx, WorkerCtx};
+use crate::stats::snapshot::{ControlCounts, Totals};
 use crate::stats::Stats;
-use crate::upstream::Cluster;
+use worker::Command;
 
-/// Tells workers to drain.
-#[derive(Default)]
-pub struct Shutdown {
-    flag: AtomicBool,
-    notify: Notify,
+/// How the process was started.
+pub struct Options {
+    /// The configuration file (reloaded from here).
+    pub path: PathBuf,
+    pub workers: usize,
+    pub drain_timeout: Duration,
+    /// Reload when the file changes.
+    pub watch: bool,
 }
 
-impl Shutdown {
-    pub fn trigger(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
+/// Where a change came from (for the log).
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger {
+    Start,
+    Signal,
+    Admin,
+    FileChange,
+    Resource,
+}
+
+/// A change that was not applied, and why.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub version: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// The control thread's state: the configuration serving now and the
+/// workers' command queues.
+pub struct Control {
+    pub options: Options,
+    started: Instant,
+    workers: Vec<mpsc::UnboundedSender<Command>>,
+    settings: RefCell<Arc<Settings>>,
+    version: Cell<u64>,
+    applied: Cell<u64>,
+    refused: Cell<u64>,
+    draining: Cell<bool>,
+    /// One change at a time.
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Control {
+    /// The configuration serving now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.borrow().clone()
     }
 
-    pub async fn wait(&self) {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if !self.flag.load(Ordering::SeqCst) {
-            notified.await;
+    pub fn version(&self) -> u64 {
+        self.version.get()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Reads the file again and applies it.
+    pub async fn reload(&self, trigger: Trigger) -> Result<u64, Refused> {
+        let _one = self.busy.lock().await;
+        let loaded = config::load_file(&self.options.path);
+        self.settle(loaded, trigger).await
+    }
+
+    /// Replaces one resource of the running configuration: a `cluster`, a
+    /// `router` (route table) or a `listener`, by its name, or adds it; with
+    /// `"remove": true` in `config`, removes it. The rest of the configuration stays as it
+    /// is, and so does everything the change does not touch. This is the
+    /// path a control plane (xDS) feeds.
+    pub async fn update_resource(&self, kind: &str, config: serde_json::Value) -> Result<u64, Refused> {
+        let _one = self.busy.lock().await;
+        let current = self.settings();
+        let changed = config::replace_resource(&current.document, kind, config);
+        let loaded = changed.and_then(config::load_value);
+        self.settle(loaded, Trigger::Resource).await
+    }
+
+    async fn settle(&self, loaded: Result<Settings, ConfigError>, trigger: Trigger) -> Result<u64, Refused> {
+        let next = self.version.get() + 1;
+        let outcome = match loaded {
+            Ok(settings) => self.apply(settings, next).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                self.version.set(next);
+                self.applied.set(self.applied.get() + 1);
+                info!(version = next, ?trigger, "configuration applied");
+                Ok(next)
+            }
+            Err(reason) => {
+                self.refused.set(self.refused.get() + 1);
+                error!(version = next, ?trigger, %reason, "configuration refused; the running one keeps serving");
+                Err(Refused { version: next, reason })
+            }
         }
+    }
+
+    /// Binds what the new configuration needs, then hands it to every
+    /// worker and waits until each has applied it.
+    async fn apply(&self, settings: Settings, version: u64) -> Result<(), String> {
+        let old = self.settings();
+        for w in &settings.warnings {
+            warn!(version, "config {w}");
+        }
+        // A listener that is new, or moved to another address, needs its
+        // sockets; one whose address ferrymesh already holds (it moved
+        // between names) binds beside itself through SO_REUSEPORT.
+        let mut sockets: Vec<Vec<(String, std::net::TcpListener)>> =
+            (0..self.workers.len()).map(|_| Vec::new()).collect();
+        for l in &settings.listeners {
+            if old.listeners.iter().any(|o| o.name == l.name && o.addr == l.addr) {
+                continue;
+            }
+            let ours = old.listeners.iter().any(|o| o.addr == l.addr);
+            if !ours {
+                ensure_free(l.addr).map_err(|e| format!("listener {} on {}: {e}", l.name, l.addr))?;
+            }
+            for per_worker in &mut sockets {
+                let s = bind_reuseport(l.addr, 4096).map_err(|e| format!("listener {} on {}: {e}", l.name, l.addr))?;
+                per_worker.push((l.name.clone(), s));
+            }
+        }
+        if settings.admin != old.admin && version > 1 {
+            warn!(version, "admin: a changed admin address takes effect at the next start");
+        }
+        let settings = Arc::new(settings);
+        let mut acks = Vec::with_capacity(self.workers.len());
+        for (tx, sockets) in self.workers.iter().zip(sockets) {
+            let (done, ack) = oneshot::channel();
+            let cmd = Command::Apply { version, settings: settings.clone(), sockets, done };
+            if tx.send(cmd).is_err() {
+                return Err("a worker has exited".into());
+            }
+            acks.push(ack);
+        }
+        for ack in acks {
+            let _ = ack.await;
+        }
+        for l in &settings.listeners {
+            if !old.listeners.iter().any(|o| o.name == l.name) {
+                info!(listener = %l.name, addr = %l.addr, protocol = %l.downstream.describe(), workers = self.workers.len(), "listening");
+            }
+        }
+        for o in &old.listeners {
+            if !settings.listeners.iter().any(|l| l.name == o.name) {
+                info!(listener = %o.name, addr = %o.addr, "listener removed: draining its connections");
+            }
+        }
+        *self.settings.borrow_mut() = settings;
+        Ok(())
+    }
+
+    /// Every worker's counters, summed.
+    pub async fn totals(&self) -> Totals {
+        let mut replies = Vec::with_capacity(self.workers.len());
+        for tx in &self.workers {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(Command::Snapshot(reply)).is_ok() {
+                replies.push(rx);
+            }
+        }
+        let mut totals = Totals::default();
+        for rx in replies {
+            if let Ok(s) = rx.await {
+                totals.add(&s);
+            }
+        }
+        totals.control = ControlCounts {
+            version: self.version.get(),
+            applied: self.applied.get(),
+            refused: self.refused.get(),
+            workers: self.workers.len(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+        };
+        totals
     }
 }
 
 /// Runs ferrymesh until a signal has drained it. Returns the process exit code.
-pub fn run(settings: Settings, workers: usize, drain_timeout: Duration) -> io::Result<i32> {
-    for l in &settings.listeners {
-        ensure_free(l.addr).map_err(|e| io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.addr)))?;
-    }
-    // Bind every socket before starting, so a bad address fails the start.
-    let mut sockets = Vec::new();
-    for _ in 0..workers {
-        let mut per_worker = Vec::new();
-        for l in &settings.listeners {
-            let s = bind_reuseport(l.addr, 4096)
-                .map_err(|e| io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.addr)))?;
-            per_worker.push(s);
-        }
-        sockets.push(per_worker);
-    }
-    let shutdown = Arc::new(Shutdown::default());
-    let settings = Arc::new(settings);
-    let mut threads = Vec::new();
-    for (n, socks) in sockets.into_iter().enumerate() {
-        let settings = settings.clone();
-        let shutdown = shutdown.clone();
+pub fn run(settings: Settings, options: Options) -> io::Result<i32> {
+    let workers = options.workers;
+    let drain_timeout = options.drain_timeout;
+    let mut senders = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
+    for n in 0..workers {
+        let (tx, rx) = mpsc::unbounded_channel();
+        senders.push(tx);
         let t = std::thread::Builder::new()
             .name(format!("worker-{n}"))
-            .spawn(move || worker_main(n, &settings, socks, &shutdown, drain_timeout))?;
+            .spawn(move || worker::main(n, rx, drain_timeout))?;
         threads.push(t);
     }
-    for l in &settings.listeners {
-        info!(listener = %l.name, addr = %l.addr, protocol = %l.downstream.describe(), workers, "listening");
-    }
-
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        wait_signal().await;
-        info!(timeout = ?drain_timeout, "shutting down: draining in-flight requests");
-        shutdown.trigger();
-        let sh = shutdown.clone();
-        tokio::spawn(async move {
-            wait_signal().await;
-            warn!("second signal: exiting now");
-            drop(sh);
-            std::process::exit(1);
-        });
+    let admin_addr = settings.admin;
+    let control = Rc::new(Control {
+        options,
+        started: Instant::now(),
+        workers: senders,
+        settings: RefCell::new(Arc::new(Settings::empty())),
+        version: Cell::new(0),
+        applied: Cell::new(0),
+        refused: Cell::new(0),
+        draining: Cell::new(false),
+        busy: tokio::sync::Mutex::new(()),
     });
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build_local(tokio::runtime::LocalOptions::default())?;
+    let started = rt.block_on(async {
+        let _one = control.busy.lock().await;
+        control.settle(Ok(settings), Trigger::Start).await
+    });
+    if let Err(refused) = started {
+        stop_workers(&control, threads);
+        return Err(io::Error::other(refused.reason));
+    }
+    let code = rt.block_on(async {
+        if let Some(addr) = admin_addr {
+            match crate::admin::start(addr, control.clone()).await {
+                Ok(bound) => info!(addr = %bound, "admin server listening"),
+                Err(e) => {
+                    error!(%addr, error = %e, "cannot start the admin server");
+                    return Err(e);
+                }
+            }
+        }
+        if control.options.watch {
+            tokio::task::spawn_local(watch_file(control.clone()));
+        }
+        signals(&control).await;
+        Ok(())
+    });
+    if let Err(e) = code {
+        stop_workers(&control, threads);
+        return Err(e);
+    }
+    control.draining.set(true);
+    info!(timeout = ?control.options.drain_timeout, "shutting down: draining in-flight requests");
+    std::thread::spawn(|| {
+        // A second signal exits at once.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        if let Ok(rt) = rt {
+            rt.block_on(wait_stop());
+            warn!("second signal: exiting now");
+            std::process::exit(1);
+        }
+    });
+    Ok(stop_workers(&control, threads))
+}
+
+/// Tells every worker to drain, waits for them, logs the totals.
+fn stop_workers(control: &Control, threads: Vec<std::thread::JoinHandle<io::Result<Stats>>>) -> i32 {
+    for tx in &control.workers {
+        let _ = tx.send(Command::Drain);
+    }
     let total = Stats::default();
     let mut code = 0;
     for t in threads {
         match t.join() {
-            Ok(Ok(stats)) => total.merge(&stats),
+            Ok(Ok(stats)) => stats.add_to(&total),
             Ok(Err(e)) => {
                 error!(error = %e, "worker failed");
                 code = 1;
@@ -105,11 +315,40 @@ pub fn run(settings: Settings, workers: usize, drain_timeout: Duration) -> io::R
             }
         }
     }
+    crate::accesslog::sync();
     info!(stats = %total.summary(), "stopped");
-    Ok(code)
+    code
 }
 
-async fn wait_signal() {
+/// Serves signals until SIGTERM or SIGINT: SIGHUP reloads, SIGUSR1 reopens
+/// the access logs.
+async fn signals(control: &Rc<Control>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut usr1)) = (signal(SignalKind::hangup()), signal(SignalKind::user_defined1())) else {
+        error!("cannot install signal handlers");
+        return wait_stop().await;
+    };
+    let stop = wait_stop();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = hup.recv() => {
+                info!("SIGHUP received: reloading the configuration");
+                let control = control.clone();
+                tokio::task::spawn_local(async move {
+                    let _ = control.reload(Trigger::Signal).await;
+                });
+            }
+            _ = usr1.recv() => {
+                info!("SIGUSR1 received: reopening the access logs");
+                crate::accesslog::reopen_all();
+            }
+        }
+    }
+}
+
+async fn wait_stop() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         error!("cannot install signal handlers");
@@ -122,69 +361,20 @@ async fn wait_signal() {
     }
 }
 
-fn worker_main(
-    n: usize,
-    settings: &Settings,
-    sockets: Vec<std::net::TcpListener>,
-    shutdown: &Shutdown,
-    drain_timeout: Duration,
-) -> io::Result<Stats> {
-    // A LocalRuntime rather than a LocalSet: a task woken from its own thread
-    // goes straight onto the local queue, where a LocalSet wake-up goes through
-    // the runtime's unpark and costs an eventfd write (0.6 per HTTP request,
-    // counted with strace).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build_local(tokio::runtime::LocalOptions::default())?;
-    let stats = rt.block_on(async {
-        // Clusters speak bolt for now: the bolt codec reads v1 and v2 frames
-        // alike, so one upstream connection carries both. Its own version only
-        // sets the version of the keep-alive heartbeats ferrymesh sends.
-        let upstream: &'static dyn crate::protocol::Codec = settings
-            .listeners
-            .iter()
-            .find_map(|l| match l.upstream {
-                Some(crate::protocol::Protocol::Rpc(c)) => Some(c),
-                _ => None,
-            })
-            .unwrap_or(&crate::protocol::bolt::BOLT_V1);
-        let clusters = settings.clusters.iter().map(|c| Rc::new(Cluster::new(c, upstream))).collect();
-        let worker = Rc::new(WorkerCtx::new(clusters));
-        let mut accepts = Vec::new();
-        for (sock, spec) in sockets.into_iter().zip(&settings.listeners) {
-            let listener = TcpListener::from_std(sock)?;
-            let ctx = Rc::new(ListenerCtx::new(spec.clone()));
-            accepts.push(tokio::task::spawn_local(accept_loop(listener, ctx, worker.clone())));
-        }
-        shutdown.wait().await;
-        worker.start_drain();
-        for a in &accepts {
-            a.abort();
-        }
-        let gone = worker.conns_gone.notified();
-        tokio::pin!(gone);
-        gone.as_mut().enable();
-        if worker.live_conns.get() > 0 && tokio::time::timeout(drain_timeout, gone).await.is_err() {
-            warn!(worker = n, open = worker.live_conns.get(), "drain timeout: closing remaining connections");
-        }
-        let stats = Stats::default();
-        stats.merge(&worker.stats);
-        Ok::<_, io::Error>(stats)
-    })?;
-    Ok(stats)
-}
-
-async fn accept_loop(listener: TcpListener, ctx: Rc<ListenerCtx>, worker: Rc<WorkerCtx>) {
+/// `--watch`: reloads when the file's modification time or size changes
+/// (polled each second: no inotify dependency, and it sees an editor's
+/// rename-over as well as an in-place write).
+async fn watch_file(control: Rc<Control>) {
+    let stamp = |p: &PathBuf| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
+    let mut last = stamp(&control.options.path);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::task::spawn_local(serve(stream, peer, ctx.clone(), worker.clone()));
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!(listener = %ctx.spec.name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        tick.tick().await;
+        let now = stamp(&control.options.path);
+        if now != last && now.is_some() {
+            last = now;
+            info!(path = %control.options.path.display(), "configuration file changed: reloading");
+            let _ = control.reload(Trigger::FileChange).await;
         }
     }
 }

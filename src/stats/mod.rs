@@ -1,91 +1,92 @@
-//! Per-worker counters. Plain `Cell`s: each worker counts on its own thread
-//! and the totals are summed when reported (at shutdown, and by the admin API
-//! when it lands).
+//! Metrics: what each worker counts, and how a scrape sums it.
+//!
+//! Every worker owns its counters ([`counters`]): plain `Cell`s bumped on its
+//! own thread, so the request path takes no lock and touches no shared cache
+//! line. A scrape (the admin server) sends each worker a message; the worker
+//! answers with a [`Snapshot`](snapshot::Snapshot) of its counters, and the
+//! admin thread sums them and renders them ([`prometheus`]).
 
-use std::cell::Cell;
+pub mod counters;
+pub mod prometheus;
+pub mod snapshot;
+
+pub use counters::{Counter, Gauge, Histogram, ListenerStats, UpstreamStats, ERROR_LABELS};
 
 use crate::error::ProxyError;
 
-#[derive(Default, Debug)]
-pub struct Stats {
-    pub downstream_connections: Cell<u64>,
-    pub downstream_requests: Cell<u64>,
-    pub downstream_active: Cell<u64>,
-    pub oneway_requests: Cell<u64>,
-    pub heartbeats_answered: Cell<u64>,
-    pub responses_ok: Cell<u64>,
-    pub responses_error: Cell<u64>,
-    pub proxy_errors: Cell<[u64; ERROR_LABELS.len()]>,
-    pub codec_errors: Cell<u64>,
-    pub unknown_protocol: Cell<u64>,
+/// Protocol names as the metrics label them; a codec without its own slot
+/// counts under "other".
+pub const PROTOCOLS: [&str; 6] = ["bolt", "boltv2", "http1", "http2", "grpc", "other"];
+
+/// The slot of a protocol name (a codec's or [`Protocol::name`]'s) in [`PROTOCOLS`].
+///
+/// [`Protocol::name`]: crate::protocol::Protocol::name
+pub fn protocol_slot(name: &str) -> usize {
+    PROTOCOLS.iter().position(|p| p.eq_ignore_ascii_case(name)).unwrap_or(PROTOCOLS.len() - 1)
 }
 
-/// The labels of [`ProxyError`], in counter order.
-pub const ERROR_LABELS: [&str; 11] = [
-    "no_route",
-    "no_healthy_host",
-    "connect_failed",
-    "upstream_reset",
-    "timeout",
-    "overflow",
-    "codec_error",
-    "malformed",
-    "forbidden",
-    "direct_response",
-    "internal",
-];
-
-fn bump(c: &Cell<u64>) {
-    c.set(c.get() + 1);
+/// What one worker counts for the whole proxy.
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub downstream_connections: Counter,
+    pub downstream_requests: Counter,
+    pub downstream_active: Gauge,
+    pub requests_by_protocol: [Counter; PROTOCOLS.len()],
+    pub oneway_requests: Counter,
+    pub heartbeats_answered: Counter,
+    pub responses_ok: Counter,
+    pub responses_error: Counter,
+    /// Requests answered with an error of ferrymesh's own, by reason.
+    pub proxy_errors: [Counter; ERROR_LABELS.len()],
+    pub codec_errors: Counter,
+    pub unknown_protocol: Counter,
 }
 
 impl Stats {
-    pub fn count_request(&self) {
-        bump(&self.downstream_requests);
+    /// A request arrived, in the protocol of `slot` ([`protocol_slot`]).
+    pub fn count_request(&self, slot: usize) {
+        self.downstream_requests.inc();
+        self.requests_by_protocol[slot].inc();
     }
 
     pub fn count_response(&self, class: u16) {
         if class == 200 {
-            bump(&self.responses_ok);
+            self.responses_ok.inc();
         } else {
-            bump(&self.responses_error);
+            self.responses_error.inc();
         }
     }
 
     pub fn count_error(&self, err: &ProxyError) {
-        let label = err.label();
-        if let Some(i) = ERROR_LABELS.iter().position(|l| *l == label) {
-            let mut all = self.proxy_errors.get();
-            all[i] += 1;
-            self.proxy_errors.set(all);
-        }
+        self.proxy_errors[counters::error_slot(err)].inc();
     }
 
-    /// Adds another worker's counters into this one.
-    pub fn merge(&self, other: &Stats) {
-        let add = |a: &Cell<u64>, b: &Cell<u64>| a.set(a.get() + b.get());
-        add(&self.downstream_connections, &other.downstream_connections);
-        add(&self.downstream_requests, &other.downstream_requests);
-        add(&self.oneway_requests, &other.oneway_requests);
-        add(&self.heartbeats_answered, &other.heartbeats_answered);
-        add(&self.responses_ok, &other.responses_ok);
-        add(&self.responses_error, &other.responses_error);
-        add(&self.codec_errors, &other.codec_errors);
-        add(&self.unknown_protocol, &other.unknown_protocol);
-        let mut all = self.proxy_errors.get();
-        for (a, b) in all.iter_mut().zip(other.proxy_errors.get()) {
-            *a += b;
+    /// Adds these counters into `acc`.
+    pub fn add_to(&self, acc: &Stats) {
+        acc.downstream_connections.add(self.downstream_connections.get());
+        acc.downstream_requests.add(self.downstream_requests.get());
+        acc.downstream_active.add(self.downstream_active.get());
+        acc.oneway_requests.add(self.oneway_requests.get());
+        acc.heartbeats_answered.add(self.heartbeats_answered.get());
+        acc.responses_ok.add(self.responses_ok.get());
+        acc.responses_error.add(self.responses_error.get());
+        acc.codec_errors.add(self.codec_errors.get());
+        acc.unknown_protocol.add(self.unknown_protocol.get());
+        for (a, b) in acc.requests_by_protocol.iter().zip(&self.requests_by_protocol) {
+            a.add(b.get());
         }
-        self.proxy_errors.set(all);
+        for (a, b) in acc.proxy_errors.iter().zip(&self.proxy_errors) {
+            a.add(b.get());
+        }
     }
 
     /// One line for the log.
     pub fn summary(&self) -> String {
         let errors: Vec<String> = ERROR_LABELS
             .iter()
-            .zip(self.proxy_errors.get())
-            .filter(|(_, n)| *n > 0)
-            .map(|(l, n)| format!("{l}={n}"))
+            .zip(&self.proxy_errors)
+            .filter(|(_, n)| n.get() > 0)
+            .map(|(l, n)| format!("{l}={}", n.get()))
             .collect();
         format!(
             "connections={} requests={} oneway={} heartbeats={} upstream_ok={} upstream_error_status={} codec_errors={} unknown_protocol={} proxy_errors=[{}]",

@@ -94,6 +94,11 @@ impl ClientConn {
         self.host.addr
     }
 
+    /// The host this connection goes to.
+    pub fn host(&self) -> &Rc<Host> {
+        &self.host
+    }
+
     pub fn state(&self) -> ConnState {
         self.state.borrow().clone()
     }
@@ -105,6 +110,15 @@ impl ClientConn {
     /// Whether the upstream asked this connection to go away.
     pub fn is_draining(&self) -> bool {
         *self.state.borrow() == ConnState::Draining
+    }
+
+    /// Takes the connection out of service: no new requests; it closes once
+    /// the answers in flight are in (its pool left the configuration).
+    pub fn retire(&self) {
+        if self.is_ready() {
+            self.set_state(ConnState::Draining);
+            self.io.wake();
+        }
     }
 
     /// Requests (and heartbeats) waiting for an answer on this connection.
@@ -169,7 +183,7 @@ impl ClientConn {
         frame: &[u8],
         stream: Option<ServerStream>,
         timeout: Duration,
-    ) -> Result<(), (Option<ServerStream>, ProxyError)> {
+    ) -> Result<(), Box<(Option<ServerStream>, ProxyError)>> {
         if stream.as_ref().is_some_and(ServerStream::downstream_closed) {
             // Its client left while it waited for this connection: nothing to send.
             if let Some(s) = stream {
@@ -178,13 +192,14 @@ impl ClientConn {
             return Ok(());
         }
         if !self.is_ready() || self.io.is_closed() {
-            return Err((stream, ProxyError::UpstreamReset));
+            return Err(Box::new((stream, ProxyError::UpstreamReset)));
         }
         let mut inner = self.inner.borrow_mut();
         let Some(id) = inner.streams.next_free() else {
-            return Err((stream, ProxyError::Overflow));
+            return Err(Box::new((stream, ProxyError::Overflow)));
         };
-        if let Some(stream) = stream {
+        if let Some(mut stream) = stream {
+            stream.set_upstream(self.host.addr);
             let timer = inner.timers.insert(id, timeout);
             inner.streams.insert(id, ClientStream { waiting: Waiting::Request(stream), timer });
             self.host.inc_active();
@@ -217,6 +232,7 @@ impl ClientConn {
             tick: Box::pin(tokio::time::sleep(keepalive.interval)),
         };
         let why = drive(&stream, &self.io, &mut handler).await;
+        self.host.connection_closed();
         let failed = self.inner.borrow_mut().streams.drain();
         let n = failed.len();
         self.set_state(ConnState::Closed);
@@ -229,6 +245,7 @@ impl ClientConn {
         for (_, s) in failed {
             if let Waiting::Request(stream) = s.waiting {
                 self.host.dec_active();
+                self.host.record_failure(&ProxyError::UpstreamReset);
                 stream.fail(ProxyError::UpstreamReset);
             }
         }
@@ -260,6 +277,7 @@ impl ClientConn {
                     Waiting::Request(stream) => {
                         drop(inner);
                         self.host.dec_active();
+                        self.host.record_response(self.codec.response_class(frame), stream.started().elapsed());
                         stream.respond(frame);
                     }
                 }
@@ -297,6 +315,7 @@ impl ClientConn {
                 Waiting::Request(stream) => {
                     drop(inner);
                     self.host.dec_active();
+                    self.host.record_failure(&ProxyError::Timeout);
                     stream.fail(ProxyError::Timeout);
                 }
                 Waiting::Heartbeat => {
@@ -340,8 +359,13 @@ struct ClientHandler<'a> {
 }
 
 impl Handler for ClientHandler<'_> {
+    fn on_written(&mut self, n: usize) {
+        self.conn.host.count(|s| s.bytes_sent.add(n as u64));
+    }
+
     fn on_read(&mut self, data: &[u8]) -> Result<(), &'static str> {
         let conn = self.conn;
+        conn.host.count(|s| s.bytes_received.add(data.len() as u64));
         conn.last_active.set(Instant::now());
         self.reader.feed(data, conn.codec, conn.max_frame, |frame, info| conn.on_frame(frame, info)).map_err(|e| {
             warn!(addr = %conn.host.addr, error = %e, "bad frame from upstream, closing");

@@ -114,3 +114,13 @@ impl HostPool {
         conn
     }
 }
+
+impl Drop for HostPool {
+    /// A pool leaves with its host or cluster (a configuration change): its
+    /// connections finish the requests they carry, then close.
+    fn drop(&mut self) {
+        for c in self.conns.get_mut().drain(..) {
+            c.retire();
+        }
+    }
+}

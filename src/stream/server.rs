@@ -2,7 +2,9 @@
 //! server stream that answers one request on it.
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tracing::{debug, error};
@@ -26,18 +28,45 @@ pub trait ResponseHook {
     fn on_response(&self, codec: &dyn Codec, frame: &[u8]) -> HookResult;
 }
 
+/// How one request ended, for whoever watches a connection's requests (the
+/// proxy's listener counters and access log).
+pub struct StreamEnd<'a> {
+    pub info: &'a FrameInfo,
+    pub started: Instant,
+    /// The host that answered (or failed), if the request got that far.
+    pub upstream: Option<SocketAddr>,
+    /// The HTTP-like status of the answer (`Codec::response_class`, or the
+    /// error's code).
+    pub status: u16,
+    pub error: Option<&'a ProxyError>,
+    /// Bytes of the request frame and of the answer written.
+    pub bytes_received: usize,
+    pub bytes_sent: usize,
+}
+
+/// Watches the requests of a connection: told once of each request that
+/// expects an answer (not of oneway requests).
+pub trait StreamObserver {
+    /// A request was answered, or abandoned (`status` 0) with its client gone.
+    fn on_end(&self, end: &StreamEnd<'_>);
+}
+
 /// A downstream (client) connection.
 pub struct ServerConn {
     pub io: ConnShared,
     pub codec: &'static dyn Codec,
     pub stats: Rc<Stats>,
-    hook: Option<Rc<dyn ResponseHook>>,
+    observer: Option<Rc<dyn StreamObserver>>,
     inflight: Cell<u32>,
 }
 
 impl ServerConn {
-    pub fn new(codec: &'static dyn Codec, stats: Rc<Stats>, hook: Option<Rc<dyn ResponseHook>>) -> ServerConn {
-        ServerConn { io: ConnShared::default(), codec, stats, hook, inflight: Cell::new(0) }
+    pub fn new(codec: &'static dyn Codec, stats: Rc<Stats>, observer: Option<Rc<dyn StreamObserver>>) -> ServerConn {
+        ServerConn { io: ConnShared::default(), codec, stats, observer, inflight: Cell::new(0) }
+    }
+
+    pub fn observer(&self) -> Option<&Rc<dyn StreamObserver>> {
+        self.observer.as_ref()
     }
 
     /// Requests of this connection still waiting for their answer.
@@ -45,17 +74,54 @@ impl ServerConn {
         self.inflight.get()
     }
 
-    /// Opens a server stream for request `info` (not for oneway requests).
-    pub fn stream(self: &Rc<Self>, info: FrameInfo) -> ServerStream {
+    /// Opens a server stream for request `info` (not for oneway requests),
+    /// `len` bytes long, whose response passes through `hook`.
+    pub fn stream(self: &Rc<Self>, info: FrameInfo, len: usize, hook: Option<Rc<dyn ResponseHook>>) -> ServerStream {
         self.inflight.set(self.inflight.get() + 1);
-        self.stats.downstream_active.set(self.stats.downstream_active.get() + 1);
-        ServerStream { conn: self.clone(), info, answered: false }
+        self.stats.downstream_active.inc();
+        ServerStream {
+            conn: self.clone(),
+            info,
+            answered: false,
+            hook,
+            started: Instant::now(),
+            upstream: None,
+            request_len: len as u32,
+        }
     }
 
     /// Answers a request that never got a server stream (refused up front).
     pub fn reply_error(&self, info: &FrameInfo, err: &ProxyError) {
+        self.reply_error_from(info, err, Instant::now(), None, 0);
+    }
+
+    /// Writes the error answer and tells the observer.
+    fn reply_error_from(
+        &self,
+        info: &FrameInfo,
+        err: &ProxyError,
+        started: Instant,
+        upstream: Option<SocketAddr>,
+        received: usize,
+    ) {
         self.stats.count_error(err);
-        self.io.push(|out| self.codec.error_response(info, info.id, err, out));
+        let mut sent = 0;
+        self.io.push(|out| {
+            let at = out.len();
+            self.codec.error_response(info, info.id, err, out);
+            sent = out.len() - at;
+        });
+        if let Some(o) = &self.observer {
+            o.on_end(&StreamEnd {
+                info,
+                started,
+                upstream,
+                status: err.code(),
+                error: Some(err),
+                bytes_received: received,
+                bytes_sent: sent,
+            });
+        }
     }
 }
 
@@ -66,6 +132,10 @@ pub struct ServerStream {
     conn: Rc<ServerConn>,
     info: FrameInfo,
     answered: bool,
+    request_len: u32,
+    hook: Option<Rc<dyn ResponseHook>>,
+    started: Instant,
+    upstream: Option<SocketAddr>,
 }
 
 impl ServerStream {
@@ -73,12 +143,22 @@ impl ServerStream {
         &self.info
     }
 
+    /// When the request arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The host the request went to (for the access log).
+    pub fn set_upstream(&mut self, addr: SocketAddr) {
+        self.upstream = Some(addr);
+    }
+
     /// Writes the upstream's response `frame` with the client's id restored.
     pub fn respond(mut self, frame: &[u8]) {
         let conn = &self.conn;
         let codec = conn.codec;
         let replaced;
-        let frame = match conn.hook.as_ref().map(|h| h.on_response(codec, frame)) {
+        let frame = match self.hook.as_ref().map(|h| h.on_response(codec, frame)) {
             None | Some(HookResult::Forward) => frame,
             Some(HookResult::Replace(f)) => {
                 replaced = f;
@@ -86,7 +166,8 @@ impl ServerStream {
             }
             Some(HookResult::Fail(err)) => return self.fail(err),
         };
-        conn.stats.count_response(codec.response_class(frame));
+        let status = codec.response_class(frame);
+        conn.stats.count_response(status);
         let id = self.info.id;
         let sent = conn.io.push(|out| {
             let start = out.len();
@@ -95,6 +176,17 @@ impl ServerStream {
         });
         if !sent {
             debug!(id, "client connection closed before its response");
+        }
+        if let Some(o) = &conn.observer {
+            o.on_end(&StreamEnd {
+                info: &self.info,
+                started: self.started,
+                upstream: self.upstream,
+                status,
+                error: None,
+                bytes_received: self.request_len as usize,
+                bytes_sent: if sent { frame.len() } else { 0 },
+            });
         }
         self.finish();
     }
@@ -108,6 +200,17 @@ impl ServerStream {
     /// there is no one left to answer.
     pub fn abandon(mut self) {
         debug!(id = self.info.id, "client connection gone: request abandoned");
+        if let Some(o) = &self.conn.observer {
+            o.on_end(&StreamEnd {
+                info: &self.info,
+                started: self.started,
+                upstream: self.upstream,
+                status: 0,
+                error: None,
+                bytes_received: self.request_len as usize,
+                bytes_sent: 0,
+            });
+        }
         self.finish();
     }
 
@@ -115,7 +218,7 @@ impl ServerStream {
     pub fn fail(mut self, err: ProxyError) {
         let conn = &self.conn;
         debug!(id = self.info.id, error = %err, status = conn.codec.error_status(&err, self.info.reply_tag), "request failed");
-        conn.reply_error(&self.info, &err);
+        conn.reply_error_from(&self.info, &err, self.started, self.upstream, self.request_len as usize);
         self.finish();
     }
 
@@ -123,7 +226,7 @@ impl ServerStream {
         self.answered = true;
         let conn = &self.conn;
         conn.inflight.set(conn.inflight.get() - 1);
-        conn.stats.downstream_active.set(conn.stats.downstream_active.get().saturating_sub(1));
+        conn.stats.downstream_active.dec();
         if conn.inflight.get() == 0 {
             // A draining connection may close now.
             conn.io.wake();

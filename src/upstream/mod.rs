@@ -13,10 +13,11 @@
 //! balancer ignores health (panic mode, as Envoy does) rather than fail every
 //! request. Active health checks come later.
 
+pub mod conn;
 pub mod health;
 pub mod lb;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::ClusterSpec;
+use crate::stats::UpstreamStats;
 use crate::stream::http::HttpPool;
 use crate::stream::pool::HostPool;
 pub use health::HealthSet;
@@ -32,18 +34,23 @@ use lb::{LbContext, LoadBalancer};
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// One upstream host, as one worker sees it.
+/// One upstream host, as one worker sees it. A host outlives a change of its
+/// cluster's configuration when its address stays in the list: its pool, its
+/// counters and its passive health carry over ([`Cluster::update`]).
 #[derive(Debug)]
 pub struct Host {
     pub addr: SocketAddr,
-    pub weight: u32,
+    weight: Cell<u32>,
     /// Requests this worker has in flight to the host.
     active: Cell<u32>,
     unhealthy_until: Cell<Option<Instant>>,
     fail_streak: Cell<u32>,
     /// The cluster's health list and this host's place in it.
-    health: Rc<HealthSet>,
-    index: u32,
+    health: RefCell<Rc<HealthSet>>,
+    index: Cell<u32>,
+    /// This host's counters, and its cluster's (each event counts in both).
+    pub stats: UpstreamStats,
+    cluster_stats: Rc<UpstreamStats>,
 }
 
 /// One request in flight to a host ([`Host::in_flight`]).
@@ -64,27 +71,82 @@ impl Host {
 
     /// Host `index` of the cluster whose health list is `health`.
     pub fn member(addr: SocketAddr, weight: u32, health: Rc<HealthSet>, index: usize) -> Host {
+        Host::counted(addr, weight, health, index, Rc::default())
+    }
+
+    /// A member that also counts into `cluster_stats`.
+    fn counted(
+        addr: SocketAddr,
+        weight: u32,
+        health: Rc<HealthSet>,
+        index: usize,
+        cluster_stats: Rc<UpstreamStats>,
+    ) -> Host {
         Host {
             addr,
-            weight,
+            weight: Cell::new(weight),
             active: Cell::new(0),
             unhealthy_until: Cell::new(None),
             fail_streak: Cell::new(0),
-            health,
-            index: index as u32,
+            health: RefCell::new(health),
+            index: Cell::new(index as u32),
+            stats: UpstreamStats::default(),
+            cluster_stats,
         }
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.get()
+    }
+
+    /// Moves the host to place `index` of a new health list with a new weight,
+    /// bringing its passive health along.
+    fn reseat(&self, weight: u32, health: Rc<HealthSet>, index: usize) {
+        self.weight.set(weight);
+        self.index.set(index as u32);
+        if let Some(until) = self.unhealthy_until.get() {
+            health.down(index as u32, until);
+        }
+        *self.health.borrow_mut() = health;
+    }
+
+    /// Counts an event in the host's counters and its cluster's.
+    pub fn count(&self, f: impl Fn(&UpstreamStats)) {
+        f(&self.stats);
+        f(&self.cluster_stats);
+    }
+
+    /// The host answered after `took`, with this HTTP-like status.
+    pub fn record_response(&self, status: u16, took: std::time::Duration) {
+        self.count(|s| s.response(status, took));
+    }
+
+    /// A request to the host failed.
+    pub fn record_failure(&self, err: &crate::error::ProxyError) {
+        self.count(|s| s.failure(err));
+    }
+
+    /// A connection to the host closed.
+    pub fn connection_closed(&self) {
+        self.count(|s| s.connections_active.dec());
     }
 
     pub fn active(&self) -> u32 {
         self.active.get()
     }
 
+    /// A request (one try) goes to the host.
     pub fn inc_active(&self) {
         self.active.set(self.active.get() + 1);
+        self.count(|s| {
+            s.requests.inc();
+            s.active.inc();
+        });
     }
 
     pub fn dec_active(&self) {
         self.active.set(self.active.get().saturating_sub(1));
+        self.count(|s| s.active.dec());
     }
 
     /// Counts one request in flight to this host until the guard drops, also
@@ -101,8 +163,8 @@ impl Host {
     }
 
     /// The cluster's health list this host reports to.
-    pub fn health(&self) -> &Rc<HealthSet> {
-        &self.health
+    pub fn health(&self) -> Rc<HealthSet> {
+        self.health.borrow().clone()
     }
 
     pub fn is_healthy(&self, now: Instant) -> bool {
@@ -116,7 +178,8 @@ impl Host {
         let backoff = MIN_BACKOFF.saturating_mul(1 << (streak - 1).min(5)).min(MAX_BACKOFF);
         let until = Instant::now() + backoff;
         self.unhealthy_until.set(Some(until));
-        self.health.down(self.index, until);
+        self.health.borrow().down(self.index.get(), until);
+        self.count(|s| s.connect_failures.inc());
     }
 
     /// Dials the host, recording the outcome in its passive health.
@@ -133,7 +196,11 @@ impl Host {
     pub fn mark_connected(&self) {
         self.fail_streak.set(0);
         self.unhealthy_until.set(None);
-        self.health.up(self.index);
+        self.health.borrow().up(self.index.get());
+        self.count(|s| {
+            s.connections.inc();
+            s.connections_active.inc();
+        });
     }
 }
 
@@ -146,22 +213,57 @@ pub struct Cluster {
     pub http_pools: Vec<Rc<HttpPool>>,
     health: Rc<HealthSet>,
     lb: LoadBalancer,
+    /// What this worker counts for the cluster (its hosts count into it too).
+    pub stats: Rc<UpstreamStats>,
 }
 
 impl Cluster {
     pub fn new(spec: &ClusterSpec, upstream: &'static dyn crate::protocol::Codec) -> Cluster {
+        Cluster::build(spec, upstream, None)
+    }
+
+    /// The cluster as `spec` now describes it, keeping from `self` what
+    /// still holds: the counters, and every host whose address is still in
+    /// the list, with its pooled connections and passive health (no
+    /// reconnect storm after a change), unless the settings of the pools
+    /// themselves changed.
+    pub fn update(&self, spec: &ClusterSpec, upstream: &'static dyn crate::protocol::Codec) -> Cluster {
+        Cluster::build(spec, upstream, Some(self))
+    }
+
+    fn build(spec: &ClusterSpec, upstream: &'static dyn crate::protocol::Codec, old: Option<&Cluster>) -> Cluster {
         let health = Rc::new(HealthSet::new(spec.hosts.len()));
-        let hosts: Vec<Rc<Host>> = spec
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| Rc::new(Host::member(h.addr, h.weight, health.clone(), i)))
-            .collect();
-        let pools = hosts.iter().map(|h| HostPool::new(h.clone(), spec, upstream)).collect();
-        let http_pools =
-            hosts.iter().map(|h| HttpPool::new(h.clone(), spec.connect_timeout, spec.idle_timeout)).collect();
+        let stats = old.map_or_else(Rc::default, |o| o.stats.clone());
+        let keep_pools = old.is_some_and(|o| o.spec.same_pools(spec));
+        let by_addr: std::collections::HashMap<SocketAddr, usize> =
+            old.map(|o| o.hosts.iter().enumerate().map(|(i, h)| (h.addr, i)).collect()).unwrap_or_default();
+        let mut hosts = Vec::with_capacity(spec.hosts.len());
+        let mut pools = Vec::with_capacity(spec.hosts.len());
+        let mut http_pools = Vec::with_capacity(spec.hosts.len());
+        for (i, h) in spec.hosts.iter().enumerate() {
+            let kept = old.zip(by_addr.get(&h.addr)).map(|(o, &j)| (o, j));
+            let host = match kept {
+                Some((o, j)) => {
+                    let host = o.hosts[j].clone();
+                    host.reseat(h.weight, health.clone(), i);
+                    host
+                }
+                None => Rc::new(Host::counted(h.addr, h.weight, health.clone(), i, stats.clone())),
+            };
+            match kept {
+                Some((o, j)) if keep_pools => {
+                    pools.push(o.pools[j].clone());
+                    http_pools.push(o.http_pools[j].clone());
+                }
+                _ => {
+                    pools.push(HostPool::new(host.clone(), spec, upstream));
+                    http_pools.push(HttpPool::new(host.clone(), spec.connect_timeout, spec.idle_timeout));
+                }
+            }
+            hosts.push(host);
+        }
         let lb = LoadBalancer::new(spec.lb, &hosts);
-        Cluster { spec: spec.clone(), hosts, pools, http_pools, health, lb }
+        Cluster { spec: spec.clone(), hosts, pools, http_pools, health, lb, stats }
     }
 
     /// Picks a host index, skipping unhealthy hosts and those in `exclude`.

@@ -280,6 +280,17 @@ impl Proxy {
         self.child.id()
     }
 
+    /// The configuration file ferrymesh runs from.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self._config.0
+    }
+
+    /// Replaces the configuration file (written whole, then renamed over
+    /// the old one, as an editor or a config manager does).
+    pub fn rewrite(&self, config: &Value) {
+        write_atomically(self.config_path(), config.to_string().as_bytes());
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
         assert!(ok.success());
@@ -305,6 +316,69 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes `path` through a temporary file and a rename.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
+/// The admin block for `port` on 127.0.0.1.
+pub fn admin(port: u16) -> Value {
+    json!({"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}})
+}
+
+/// One HTTP/1.1 request to the admin server: (status, body).
+pub fn admin_call(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("admin read");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn admin_get(port: u16, path: &str) -> (u16, String) {
+    admin_call(port, "GET", path, "")
+}
+
+/// `/stats/prometheus` as `name{labels}` -> value.
+pub fn scrape(port: u16) -> std::collections::HashMap<String, f64> {
+    let (status, body) = admin_get(port, "/stats/prometheus");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Config pieces.

@@ -18,12 +18,12 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::upstream::conn::HostConn;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
@@ -135,7 +135,7 @@ pub struct HttpPool {
     h2_last_error: RefCell<Option<String>>,
     /// Idle HTTP/1.1 connections of the pass-through path (`proxy::http1`),
     /// which frames messages itself: plain sockets, no hyper task behind them.
-    raw_idle: RefCell<Vec<(TcpStream, Instant)>>,
+    raw_idle: RefCell<Vec<(HostConn, Instant)>>,
     /// A task sweeps `h1_idle` and `raw_idle` while they hold connections.
     sweeping: Cell<bool>,
 }
@@ -269,7 +269,7 @@ impl HttpPool {
     /// An idle pass-through connection that nothing arrived on while it
     /// waited (a close, or bytes the upstream had no business sending) and
     /// that is not past `idle_timeout`.
-    pub fn take_raw(&self) -> Option<TcpStream> {
+    pub fn take_raw(&self) -> Option<HostConn> {
         let mut idle = self.raw_idle.borrow_mut();
         if idle.is_empty() {
             return None;
@@ -286,7 +286,7 @@ impl HttpPool {
     /// Gives back a pass-through connection whose last exchange ended
     /// cleanly. While any are idle, a task closes those the upstream closed
     /// and those idle longer than the cluster's `idle_timeout`.
-    pub fn put_raw(self: &Rc<Self>, s: TcpStream) {
+    pub fn put_raw(self: &Rc<Self>, s: HostConn) {
         let mut idle = self.raw_idle.borrow_mut();
         if idle.len() < MAX_IDLE_H1 {
             idle.push((s, Instant::now()));
@@ -295,8 +295,9 @@ impl HttpPool {
     }
 
     /// Dials a connection for the pass-through path.
-    pub async fn dial_raw(&self) -> Result<TcpStream, SendError> {
-        self.host.connect(self.connect_timeout).await.map_err(SendError::Connect)
+    pub async fn dial_raw(&self) -> Result<HostConn, SendError> {
+        let stream = self.host.connect(self.connect_timeout).await.map_err(SendError::Connect)?;
+        Ok(HostConn::new(stream, self.host.clone()))
     }
 
     fn return_h1(self: &Rc<Self>, s: http1::SendRequest<Body>) {
@@ -333,8 +334,10 @@ impl HttpPool {
         !raw.is_empty() || !h1.is_empty()
     }
 
-    async fn dial(&self) -> Result<TokioIo<TcpStream>, SendError> {
-        self.dial_raw().await.map(TokioIo::new)
+    /// Dials a connection for hyper. Not a [`HostConn`]: hyper's upgrades
+    /// need an IO that is `Send`; the connection's task counts the close.
+    async fn dial(&self) -> Result<TokioIo<tokio::net::TcpStream>, SendError> {
+        self.host.connect(self.connect_timeout).await.map(TokioIo::new).map_err(SendError::Connect)
     }
 
     async fn dial_h1(&self) -> Result<http1::SendRequest<Body>, SendError> {
@@ -343,11 +346,12 @@ impl HttpPool {
             .handshake(io)
             .await
             .map_err(|e| SendError::Connect(format!("{}: {e}", self.host.addr)))?;
-        let addr = self.host.addr;
+        let host = self.host.clone();
         tokio::task::spawn_local(async move {
             if let Err(e) = conn.with_upgrades().await {
-                debug!(%addr, error = %e, "upstream HTTP/1.1 connection ended");
+                debug!(addr = %host.addr, error = %e, "upstream HTTP/1.1 connection ended");
             }
+            host.connection_closed();
         });
         Ok(sender)
     }
@@ -414,11 +418,12 @@ impl HttpPool {
             .handshake(io)
             .await
             .map_err(|e| SendError::Connect(format!("{}: {e}", self.host.addr)))?;
-        let addr = self.host.addr;
+        let host = self.host.clone();
         tokio::task::spawn_local(async move {
             if let Err(e) = conn.await {
-                debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
+                debug!(addr = %host.addr, error = %e, "upstream HTTP/2 connection ended");
             }
+            host.connection_closed();
         });
         Ok(sender)
     }
@@ -468,7 +473,7 @@ async fn sweep(pool: std::rc::Weak<HttpPool>) {
 
 /// Whether an idle socket is still quiet. Costs no syscall unless the reactor
 /// saw it become readable, which for an idle connection means a close or junk.
-fn is_quiet(s: &TcpStream) -> bool {
+fn is_quiet(s: &HostConn) -> bool {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match s.poll_read_ready(&mut cx) {
         std::task::Poll::Pending => true,

@@ -10,11 +10,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
+use crate::upstream::conn::HostConn;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::{BoxError, HttpPool, SendError};
@@ -91,7 +91,7 @@ pub async fn send<T>(
     idempotent: bool,
     up: &mut BytesMut,
     parse: &mut impl FnMut(&[u8]) -> Result<Option<Head<T>>, Broken>,
-) -> Result<(T, TcpStream), SendError> {
+) -> Result<(T, HostConn), SendError> {
     let mut pooled = pool.take_raw();
     loop {
         let reused = pooled.is_some();
@@ -112,7 +112,7 @@ pub async fn send<T>(
 
 /// Writes the request and reads up to the end of the final response head.
 async fn round_trip<T>(
-    conn: &mut TcpStream,
+    conn: &mut HostConn,
     req: &[u8],
     up: &mut BytesMut,
     parse: &mut impl FnMut(&[u8]) -> Result<Option<Head<T>>, Broken>,
@@ -259,7 +259,7 @@ fn shared_value(head: &Bytes, up: &[u8], value: &[u8]) -> Result<HeaderValue, ht
 
 /// A response body read from a raw upstream connection.
 pub struct RawBody {
-    conn: Option<TcpStream>,
+    conn: Option<HostConn>,
     pool: Rc<HttpPool>,
     /// Bytes read and not yet handed over.
     buf: BytesMut,
@@ -275,7 +275,7 @@ pub struct RawBody {
 impl RawBody {
     /// The body of a response whose head ([`response_parts`]) starts `up`,
     /// read from `conn`.
-    pub fn new(pool: Rc<HttpPool>, conn: TcpStream, mut up: BytesMut, facts: &Facts) -> RawBody {
+    pub fn new(pool: Rc<HttpPool>, conn: HostConn, mut up: BytesMut, facts: &Facts) -> RawBody {
         up.advance(facts.head_len);
         let mut body = RawBody {
             conn: Some(conn),

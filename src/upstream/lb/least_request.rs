@@ -10,7 +10,7 @@ use crate::upstream::Host;
 pub fn choose(hosts: &[Rc<Host>], candidates: &Candidates, ctx: &LbContext) -> Option<usize> {
     let n = candidates.len();
     // Active counts weighted by the inverse of the host weight.
-    let score = |i: usize| u64::from(hosts[i].active()) * 128 / u64::from(hosts[i].weight.max(1));
+    let score = |i: usize| u64::from(hosts[i].active()) * 128 / u64::from(hosts[i].weight().max(1));
     for _ in 0..DRAWS {
         let first = fastrand::usize(..n);
         let a = candidates.get(first);

@@ -18,7 +18,7 @@ fn hosts(weights: &[u32]) -> Vec<Rc<Host>> {
 }
 
 fn pick(lb: &LoadBalancer, hs: &[Rc<Host>], exclude: &[usize]) -> Option<usize> {
-    lb.pick(hs, hs[0].health(), &LbContext { hash_key: None, exclude })
+    lb.pick(hs, &hs[0].health(), &LbContext { hash_key: None, exclude })
 }
 
 fn counts(lb: &LoadBalancer, hs: &[Rc<Host>], n: usize) -> HashMap<usize, usize> {
@@ -193,11 +193,11 @@ fn maglev_is_consistent_and_moves_few_keys() {
     let owner = before[0];
     let lb = LoadBalancer::Maglev(m);
     let ctx = LbContext { hash_key: Some(key), exclude: &[owner] };
-    let second = lb.pick(&hs, hs[0].health(), &ctx).unwrap();
+    let second = lb.pick(&hs, &hs[0].health(), &ctx).unwrap();
     assert_ne!(second, owner);
-    assert_eq!(lb.pick(&hs, hs[0].health(), &ctx), Some(second));
+    assert_eq!(lb.pick(&hs, &hs[0].health(), &ctx), Some(second));
     // So does an unhealthy one.
     hs[owner].mark_connect_failure();
     let ctx = LbContext { hash_key: Some(key), exclude: &[] };
-    assert_eq!(lb.pick(&hs, hs[0].health(), &ctx), Some(second));
+    assert_eq!(lb.pick(&hs, &hs[0].health(), &ctx), Some(second));
 }

@@ -42,7 +42,7 @@ struct State {
 }
 
 fn period(host: &Host) -> u64 {
-    CYCLE / u64::from(host.weight.max(1))
+    CYCLE / u64::from(host.weight().max(1))
 }
 
 impl Edf {
