@@ -185,6 +185,10 @@ async fn every_counter_moves_by_exactly_the_requests_sent() {
     assert_eq!(after.get(&format!("ferrymesh_upstream_host_connections_active{{{echo_host}}}")), Some(&1.0));
     assert!(d("ferrymesh_downstream_received_bytes_total{listener=\"bolt_in\"}") > 0.0);
     assert!(d("ferrymesh_downstream_sent_bytes_total{listener=\"bolt_in\"}") > 0.0);
+    // HTTP: the pass-through's own reads and writes, and hyper's (HTTP/2, the 404s).
+    assert!(d("ferrymesh_downstream_received_bytes_total{listener=\"http_in\"}") > 11.0 * 30.0);
+    assert!(d("ferrymesh_downstream_sent_bytes_total{listener=\"http_in\"}") > 11.0 * 30.0);
+    assert!(d("ferrymesh_downstream_sent_bytes_total{listener=\"grpc_in\"}") > 0.0);
     assert!(after.get("ferrymesh_config_version") == Some(&1.0));
 }
 

@@ -9,6 +9,7 @@
 //! which coalesces the frames of many requests into one syscall.
 
 pub mod conn;
+pub mod counted;
 pub mod dial;
 pub mod listener;
 pub mod prefixed;

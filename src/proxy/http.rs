@@ -41,6 +41,7 @@ use super::{ListenerCtx, WorkerCtx};
 use crate::accesslog::Entry;
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
+use crate::network::counted::Counted;
 use crate::network::prefixed::Prefixed;
 use crate::protocol::http::{
     grpc_error_status, grpc_timeout, is_grpc, is_upgrade, strip_hop_by_hop, validate_request, MAX_HEADER_COUNT,
@@ -148,6 +149,7 @@ async fn serve_hyper(
             // The header-read time counts from a head's first byte, not
             // through the keep-alive wait before it (`head_timer`).
             let reads = Reads::default();
+            let stream = Counted::new(stream, ctx.listener.hyper_bytes.clone());
             let io = Prefixed::new(read, stream).on_bytes({
                 let reads = reads.clone();
                 move || reads.note()
@@ -170,7 +172,7 @@ async fn serve_hyper(
                 // 16 KiB); `validate_request` then holds the header section
                 // to MAX_HEADER_BYTES, as for HTTP/1.1.
                 .max_header_list_size(MAX_HEAD_BYTES as u32)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(Counted::new(stream, ctx.listener.hyper_bytes.clone())), service);
             tokio::pin!(conn);
             drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await
         }

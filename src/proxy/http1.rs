@@ -211,9 +211,14 @@ pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
             biased;
             r = client.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => return Outcome::Closed,
-                Ok(_) if was_empty => since.head = Instant::now(),
-                Ok(_) if need > 0 => since.body = Instant::now(),
-                Ok(_) => {}
+                Ok(n) => {
+                    listener.stats.bytes_received.add(n as u64);
+                    if was_empty {
+                        since.head = Instant::now();
+                    } else if need > 0 {
+                        since.body = Instant::now();
+                    }
+                }
             },
             _ = drain.as_mut(), if !draining => draining = true,
             _ = tick.as_mut() => {
@@ -429,7 +434,7 @@ async fn exchange(ctx: &ConnCtx, client: &mut TcpStream, request: Prepared, bufs
         }
         Err(err) => {
             stats.count_error(&err);
-            let open = write_error(client, &err, close, &mut bufs.resp).await;
+            let open = write_error(client, &err, close, &mut bufs.resp, &ctx.listener.stats.bytes_sent).await;
             (open, err.code(), None, Some(err.label()))
         }
     };
@@ -584,7 +589,7 @@ async fn relay_body(
         // Nothing has gone to the client yet: it gets a 502, then the close.
         warn!(peer = %ctx.peer, upstream = %pool.host().addr, "malformed chunked response body");
         ctx.worker.stats.count_error(&ProxyError::UpstreamReset);
-        let _ = write_error(client, &ProxyError::UpstreamReset, true, resp).await;
+        let _ = write_error(client, &ProxyError::UpstreamReset, true, resp, &ctx.listener.stats.bytes_sent).await;
         return false;
     };
     reusable &= take == first.len();
@@ -592,6 +597,8 @@ async fn relay_body(
     if client.write_all(resp).await.is_err() {
         return false;
     }
+    let sent = &ctx.listener.stats.bytes_sent;
+    sent.add(resp.len() as u64);
     while !body.is_done() {
         up.clear();
         up.reserve(2 * READ_SPACE);
@@ -611,6 +618,7 @@ async fn relay_body(
         if client.write_all(&up[..take]).await.is_err() {
             return false;
         }
+        sent.add(take as u64);
     }
     if reusable {
         pool.put_raw(conn);
@@ -620,7 +628,13 @@ async fn relay_body(
 
 /// Answers a failed request (HTTP's form of a proxy error, as hyper's path
 /// writes it). Returns whether the client connection stays usable.
-async fn write_error(client: &mut TcpStream, err: &ProxyError, close: bool, out: &mut Vec<u8>) -> bool {
+async fn write_error(
+    client: &mut TcpStream,
+    err: &ProxyError,
+    close: bool,
+    out: &mut Vec<u8>,
+    sent: &crate::stats::Counter,
+) -> bool {
     use std::io::Write as _;
     let HttpError { status, labelled, body } = http_error(err);
     out.clear();
@@ -635,5 +649,9 @@ async fn write_error(client: &mut TcpStream, err: &ProxyError, close: bool, out:
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
-    client.write_all(out).await.is_ok()
+    let ok = client.write_all(out).await.is_ok();
+    if ok {
+        sent.add(out.len() as u64);
+    }
+    ok
 }

@@ -90,6 +90,8 @@ pub struct ListenerCtx {
     pub name: String,
     current: RefCell<Rc<ListenerGen>>,
     pub stats: ListenerStats,
+    /// Bytes of the connections hyper serves (counted in its IO).
+    pub hyper_bytes: std::sync::Arc<crate::network::counted::IoBytes>,
     draining: Cell<bool>,
     drain: Notify,
 }
@@ -100,6 +102,7 @@ impl ListenerCtx {
             name: gen.spec.name.clone(),
             current: RefCell::new(Rc::new(gen)),
             stats: ListenerStats::default(),
+            hyper_bytes: Default::default(),
             draining: Cell::new(false),
             drain: Notify::new(),
         }

@@ -212,6 +212,8 @@ fn snapshot(worker: &WorkerCtx) -> Snapshot {
     for l in worker.listeners.borrow().iter() {
         let copy = ListenerStats::default();
         l.stats.add_to(&copy);
+        copy.bytes_received.add(l.hyper_bytes.read());
+        copy.bytes_sent.add(l.hyper_bytes.written());
         s.listeners.push((l.name.clone(), copy));
     }
     let now = tokio::time::Instant::now();
