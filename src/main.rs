@@ -173,6 +173,10 @@ fn print_summary(s: &Settings) {
             hosts.join(", ")
         );
     }
+    match s.admin {
+        Some(addr) => println!("admin: http://{addr}/ (dashboard: http://{addr}/dashboard)"),
+        None => println!("admin: none (no admin block)"),
+    }
     for w in &s.warnings {
         println!("warning: {w}");
     }

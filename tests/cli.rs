@@ -21,6 +21,20 @@ fn write_config(name: &str, cfg: &serde_json::Value) -> std::path::PathBuf {
     path
 }
 
+/// The example configurations load without a warning and run their admin
+/// server on loopback.
+#[test]
+fn the_examples_check_clean_with_admin_on_loopback() {
+    for ex in ["bolt", "http", "grpc"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{ex}/ferrymesh.json"));
+        let out = bin().arg("check").arg("-c").arg(&path).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{ex}: {text}");
+        assert!(!text.contains("warning:"), "{ex}: {text}");
+        assert!(text.contains("admin: http://127.0.0.1:349"), "{ex}: {text}");
+    }
+}
+
 #[test]
 fn check_prints_what_the_config_defines() {
     let cfg = config(free_port(), vec![route_all("echo")], vec![cluster("echo", &["127.0.0.1:1".parse().unwrap()])]);

@@ -19,3 +19,11 @@ echo "--- requests through ferrymesh (127.0.0.1:2045 -> echo-a / echo-b)"
 $T/examples/bolt-client --target 127.0.0.1:2045 --count 4
 echo "--- a service no route matches: bolt status 6 (NO_PROCESSOR), as MOSN answers"
 $T/examples/bolt-client --target 127.0.0.1:2045 --service com.example.Unknown:1.0 --count 1
+echo "--- the admin server (MOSN's admin block, 127.0.0.1:34901): metrics and the dashboard"
+curl -s http://127.0.0.1:34901/stats/prometheus | grep -E '^ferrymesh_(upstream_requests_total|upstream_host_requests_total|requests_total\{protocol="bolt"\})'
+curl -s http://127.0.0.1:34901/clusters | grep rq_total
+echo "dashboard: http://127.0.0.1:34901/dashboard (KEEP=1 bash examples/bolt/run.sh keeps everything running; Ctrl-C stops)"
+if [ "${KEEP:-0}" = 1 ]; then
+  echo "--- sending a request every 100 ms; reload with: kill -HUP <ferrymesh pid> or curl -X POST http://127.0.0.1:34901/api/v1/reload"
+  while true; do $T/examples/bolt-client --target 127.0.0.1:2045 --count 1 >/dev/null 2>&1 || true; sleep 0.1; done
+fi

@@ -15,3 +15,6 @@ target/release/ferrymesh start -c examples/grpc/ferrymesh.json --workers 1 & pid
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/9090) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/9091) 2>/dev/null && break; sleep 0.1; done
 python3 tests/grpc/client.py 127.0.0.1:9090 --expect-server example
 python3 tests/grpc/client.py 127.0.0.1:9090 --expect-status 4 --from-peer --method /echo.Echo/Slow --request 2000 --timeout 5
+set +x
+echo "--- the admin server: curl -s http://127.0.0.1:34903/stats/prometheus; dashboard: http://127.0.0.1:34903/dashboard"
+curl -s http://127.0.0.1:34903/stats/prometheus | grep -E '^ferrymesh_requests_total' || true

@@ -25,3 +25,6 @@ curl -s -i http://127.0.0.1:8080/api/index.html
 curl -s --http2-prior-knowledge -i http://127.0.0.1:8080/healthz
 curl -s -i http://127.0.0.1:8080/old/page
 curl -s -i http://127.0.0.1:8080/missing.html | head -1
+set +x
+echo "--- the admin server: curl -s http://127.0.0.1:34902/stats/prometheus; dashboard: http://127.0.0.1:34902/dashboard"
+curl -s http://127.0.0.1:34902/stats/prometheus | grep -E '^ferrymesh_requests_total' || true
