@@ -80,3 +80,24 @@ fn logs_go_to_default_log_path() {
     assert!(text.contains("servers[0].listeners[0].frobnicate: unknown field, ignored"), "{text}");
     let _ = std::fs::remove_file(log);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let log = std::env::temp_dir().join(format!("ferrymesh-cli-json-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut cfg = config(free_port(), vec![route_all("echo")], vec![cluster("echo", &[])]);
+    cfg["servers"][0]["default_log_path"] = json!(log.to_string_lossy());
+    cfg["servers"][0]["listeners"][0]["frobnicate"] = json!(1);
+    let mut proxy = Proxy::start_with(&cfg, &["--workers", "1", "--log-format", "json"]);
+    proxy.signal("TERM");
+    assert_eq!(proxy.wait_exit(Duration::from_secs(5)), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["fields"]["message"].as_str().is_some_and(|m| m.contains("frobnicate: unknown field"))),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(log);
+}

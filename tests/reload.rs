@@ -449,3 +449,32 @@ async fn sighup_a_watched_file_and_one_resource_each_change_what_serves() {
     assert_eq!(s, 400);
     within("b", Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_listener_stops_accepting_and_drains_its_connections() {
+    let slow = Upstream::start("slow", Mode::Delay(Duration::from_millis(500))).await;
+    let (port, second_port, admin_port) = (free_port(), free_port(), free_port());
+    let mut cfg = config(port, vec![route(SERVICE, "slow")], vec![cluster("slow", &[slow.addr])]);
+    cfg["admin"] = admin(admin_port);
+    let mut second = listener(second_port, "r");
+    second["name"] = json!("second");
+    cfg["servers"][0]["listeners"].as_array_mut().unwrap().push(second);
+    let proxy = Proxy::start(&cfg, 1);
+    let second_addr: SocketAddr = format!("127.0.0.1:{second_port}").parse().unwrap();
+    let mut kept = Client::connect(proxy.addr).await;
+    let mut leaving = Client::connect(second_addr).await;
+    leaving.send(&RequestBuilder::new(9, SERVICE, b"in flight").encode()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let remove = json!({"type": "listener", "config": {"name": "second", "remove": true}}).to_string();
+    let (s, body) = admin_call(admin_port, "POST", "/api/v1/update_config", &remove);
+    assert_eq!(s, 200, "{body}");
+    assert!(std::net::TcpStream::connect(second_addr).is_err(), "the removed listener still accepts");
+    // The request in flight is answered, then the connection closes.
+    let r = leaving.recv().await;
+    assert_eq!((r.info.id, r.status, r.content.as_slice()), (9, status::SUCCESS, &b"in flight"[..]));
+    assert!(leaving.closed_within(Duration::from_secs(2)).await, "the drained connection stayed open");
+    // The listener that stayed kept its connection.
+    kept.send(&RequestBuilder::new(1, SERVICE, b"still here").encode()).await;
+    assert_eq!(kept.recv().await.status, status::SUCCESS);
+}

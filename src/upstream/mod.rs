@@ -277,6 +277,49 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{HostSpec, KeepaliveSpec};
+    use crate::upstream::lb::LbKind;
+
+    fn spec(hosts: &[(&str, u32)]) -> ClusterSpec {
+        ClusterSpec {
+            name: "c".into(),
+            lb: LbKind::RoundRobin,
+            hosts: hosts.iter().map(|(a, w)| HostSpec { addr: a.parse().unwrap(), weight: *w }).collect(),
+            connect_timeout: Duration::from_secs(1),
+            max_request_per_conn: 0,
+            connections_per_host: 1,
+            keepalive: KeepaliveSpec::default(),
+            idle_timeout: None,
+            max_frame: 1 << 20,
+        }
+    }
+
+    /// A changed cluster keeps the hosts still listed: the same objects (so
+    /// their pools and counters), their passive health at their new places,
+    /// their new weights; a new host starts fresh.
+    #[tokio::test(start_paused = true)]
+    async fn an_update_keeps_the_hosts_that_stay() {
+        let codec = &crate::protocol::bolt::BOLT_V1;
+        let old = Cluster::new(&spec(&[("127.0.0.1:1", 1), ("127.0.0.1:2", 1)]), codec);
+        old.hosts[0].mark_connect_failure();
+        old.hosts[1].count(|s| s.requests.inc());
+        let new = old.update(&spec(&[("127.0.0.1:3", 1), ("127.0.0.1:2", 5), ("127.0.0.1:1", 1)]), codec);
+        assert!(Rc::ptr_eq(&new.hosts[1], &old.hosts[1]) && Rc::ptr_eq(&new.hosts[2], &old.hosts[0]));
+        assert!(Rc::ptr_eq(&new.pools[1], &old.pools[1]), "the pool (and its connections) stays");
+        assert_eq!(new.hosts[1].weight(), 5);
+        assert_eq!(new.hosts[1].stats.requests.get(), 1);
+        assert!(Rc::ptr_eq(&new.stats, &old.stats), "the cluster's counters carry on");
+        // 127.0.0.1:1 is still backed off, now at index 2.
+        let picks: Vec<usize> = (0..20).map(|_| new.choose(None, &[]).unwrap()).collect();
+        assert!(picks.iter().all(|&i| i != 2), "{picks:?}");
+        assert!(picks.contains(&0) && picks.contains(&1));
+        // A change of a connection setting keeps the hosts, not the pools.
+        let mut other = spec(&[("127.0.0.1:2", 1)]);
+        other.connections_per_host = 2;
+        let rebuilt = new.update(&other, codec);
+        assert!(Rc::ptr_eq(&rebuilt.hosts[0], &old.hosts[1]));
+        assert!(!Rc::ptr_eq(&rebuilt.pools[0], &old.pools[1]));
+    }
 
     #[test]
     fn a_request_counts_as_in_flight_until_its_guard_drops() {
