@@ -258,7 +258,7 @@ impl Mesh {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_hundred_reloads_under_load_lose_nothing_and_redial_nothing() {
+async fn three_hundred_reloads_under_load_lose_nothing_and_redial_nothing() {
     let a = [
         Upstream::start("a0", Mode::Echo).await,
         Upstream::start("a1", Mode::Echo).await,
@@ -295,8 +295,11 @@ async fn a_hundred_reloads_under_load_lose_nothing_and_redial_nothing() {
     let (dials_a0, dials_a1) = (dials(&warm, mesh.a[0]), dials(&warm, mesh.a[1]));
     assert!(dials_a0 >= 1.0 && dials_a1 >= 1.0, "the load reached both stable hosts");
 
-    // FERRYMESH_RELOADS=1000 runs longer, to see memory over more changes.
-    let n: usize = std::env::var("FERRYMESH_RELOADS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    // The first reloads grow the allocator's pools to their working size
+    // (1,000 reloads: +6 MiB over the first hundred, then flat at about 23
+    // MiB from the 400th); memory is measured over the second half.
+    // FERRYMESH_RELOADS=1000 runs longer.
+    let n: usize = std::env::var("FERRYMESH_RELOADS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     let mut rss = Vec::new();
     let mut slowest = Duration::ZERO;
     for i in 1..=n {
@@ -318,7 +321,7 @@ async fn a_hundred_reloads_under_load_lose_nothing_and_redial_nothing() {
         // The extra listener is there exactly when the variant has it.
         let extra = std::net::TcpStream::connect(("127.0.0.1", mesh.extra_port)).is_ok();
         assert_eq!(extra, i % 6 < 3, "reload {i}: extra listener");
-        if i == n / 5 || i == n {
+        if i == n / 2 || i == n {
             rss.push(rss_kib(proxy.pid()));
         }
         if i % 100 == 0 {
@@ -341,8 +344,8 @@ async fn a_hundred_reloads_under_load_lose_nothing_and_redial_nothing() {
     assert_eq!((dials(&end, mesh.a[0]), dials(&end, mesh.a[1])), (dials_a0, dials_a1), "a stable host was redialled");
     assert_eq!(end.get("ferrymesh_config_version"), Some(&(n as f64 + 1.0)));
     assert_eq!(end.get("ferrymesh_config_generations_total{result=\"applied\"}"), Some(&(n as f64 + 1.0)));
-    // Flat memory: the last four fifths of the reloads add less than 4 MiB.
-    assert!(rss[1] < rss[0] + 4096, "RSS grew from {} KiB to {} KiB over {} reloads", rss[0], rss[1], n - n / 5);
+    // Flat memory: the second half of the reloads adds less than 4 MiB.
+    assert!(rss[1] < rss[0] + 4096, "RSS grew from {} KiB to {} KiB over {} reloads", rss[0], rss[1], n - n / 2);
     eprintln!("{n} reloads: bolt {sent} requests, HTTP {http_sent}, gRPC {grpc_runs} client runs; slowest change {slowest:?}; RSS {} -> {} KiB", rss[0], rss[1]);
 }
 
