@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::runtime::Control;
 use crate::stats::counters::{CLASSES, LATENCY_BOUNDS};
 use crate::stats::snapshot::Totals;
-use crate::stats::{UpstreamStats, ERROR_LABELS, PROTOCOLS};
+use crate::stats::{UpstreamStats, ERROR_LABELS};
 
 /// What replaces a secret in a dump (MOSN's marker).
 pub const REDACTED: &str = "***REDACTED***";
@@ -102,7 +102,7 @@ pub fn mosn_stats(t: &Totals) -> Value {
     global.insert("request_total".into(), n(w.downstream_requests.get()));
     global.insert("request_active".into(), n(w.downstream_active.get()));
     global.insert("request_failed".into(), n(w.proxy_errors.iter().map(|c| c.get()).sum()));
-    for (p, c) in PROTOCOLS.iter().zip(&w.requests_by_protocol) {
+    for (p, c) in crate::stats::protocols().iter().zip(&w.requests_by_protocol) {
         global.insert(format!("request_total_{p}"), n(c.get()));
     }
     for (label, c) in ERROR_LABELS.iter().zip(&w.proxy_errors) {

@@ -559,13 +559,16 @@ fn listener_spec(
         Protocol::by_name(name).ok_or_else(|| {
             ConfigError::new(
                 format!("{ppath}.{field}"),
-                format!("unknown or unsupported protocol {name:?} (bolt, boltv2, Http1, Http2, Auto)"),
+                format!(
+                    "unknown or unsupported protocol {name:?} ({}, Http1, Http2, Auto)",
+                    crate::protocol::registry::names().join(", ")
+                ),
             )
         })
     };
     let downstream_name = proxy.downstream_protocol.trim();
     let downstream = if downstream_name.eq_ignore_ascii_case("auto") {
-        DownstreamProtocol::Detect(crate::protocol::auto_protocols())
+        DownstreamProtocol::Detect(crate::protocol::registry::auto_protocols())
     } else if downstream_name.contains(',') {
         let mut list = Vec::new();
         for name in downstream_name.split(',').map(str::trim) {

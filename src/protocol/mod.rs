@@ -13,7 +13,9 @@
 //! Header maps are parsed lazily, only when a route or a filter asks for a header.
 
 pub mod bolt;
+pub mod dubbo;
 pub mod http;
+pub mod registry;
 
 use bytes::BytesMut;
 
@@ -118,6 +120,16 @@ pub trait Codec: Send + Sync + 'static {
     /// Writes `id` into the id field of a whole frame, in place.
     fn patch_id(&self, frame: &mut [u8], id: u64);
 
+    /// Appends `frame` to `out` with its request id set to `id`. The default
+    /// copies the frame and patches the id in place (bolt, Dubbo: the fast
+    /// path). A codec whose id has no fixed place or width (Tars, where it is
+    /// a variable-length integer field) re-encodes the frame around it.
+    fn write_with_id(&self, frame: &[u8], id: u64, out: &mut BytesMut) {
+        let start = out.len();
+        out.extend_from_slice(frame);
+        self.patch_id(&mut out[start..], id);
+    }
+
     /// The largest id the wire can carry (ids are allocated below it).
     fn max_id(&self) -> u64;
 
@@ -159,15 +171,6 @@ pub trait Codec: Send + Sync + 'static {
     fn response_class(&self, frame: &[u8]) -> u16;
 }
 
-/// Looks up an RPC codec by its configuration name (case-insensitive, MOSN spelling).
-pub fn codec_by_name(name: &str) -> Option<&'static dyn Codec> {
-    match name.to_ascii_lowercase().as_str() {
-        "bolt" => Some(&bolt::BOLT_V1),
-        "boltv2" => Some(&bolt::BOLT_V2),
-        _ => None,
-    }
-}
-
 /// What a listener or a cluster speaks: an RPC codec of ours, or HTTP through hyper.
 #[derive(Clone, Copy)]
 pub enum Protocol {
@@ -183,7 +186,7 @@ impl Protocol {
         match name.to_ascii_lowercase().as_str() {
             "http1" | "http" | "http/1.1" => Some(Protocol::Http1),
             "http2" | "h2c" | "grpc" => Some(Protocol::Http2),
-            other => codec_by_name(other).map(Protocol::Rpc),
+            other => registry::by_name(other).map(Protocol::Rpc),
         }
     }
 
@@ -219,9 +222,4 @@ impl std::fmt::Debug for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// What `Auto` tries, in order: bolt (v1 and v2), HTTP/2 prior knowledge, HTTP/1.x.
-pub fn auto_protocols() -> Vec<Protocol> {
-    vec![Protocol::Rpc(&bolt::BOLT_V1), Protocol::Http2, Protocol::Http1]
 }

@@ -30,7 +30,7 @@ use super::{ListenerCtx, WorkerCtx};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
 use crate::network::conn::{drive, FrameReader, Handler};
-use crate::protocol::{Codec, FrameInfo, FrameKind};
+use crate::protocol::{Codec, FrameInfo, FrameKind, Protocol};
 use crate::router::Target;
 use crate::stats::Stats;
 use crate::stream::client::ClientConn;
@@ -216,7 +216,12 @@ impl RequestPath<'_> {
             .unwrap_or(DEFAULT_ROUTE_TIMEOUT);
         let hash_key = route.hash_header.as_deref().and_then(header);
         let stream = (!oneway).then(|| self.conn.stream(info, frame.len(), gen.hook.clone()));
-        let attempt = Attempt { cluster, hash_key, tried: &[] };
+        // The upstream speaks the listener's upstream protocol, else the client's.
+        let upstream = match spec.upstream {
+            Some(Protocol::Rpc(c)) => c,
+            _ => codec,
+        };
+        let attempt = Attempt { cluster, codec: upstream, hash_key, tried: &[] };
         match attempt.pick() {
             Err(err) => fail(stream, err, stats),
             Ok((_, Pick::Overflow)) => fail(stream, ProxyError::Overflow, stats),
@@ -229,6 +234,7 @@ impl RequestPath<'_> {
             Ok((host, Pick::Wait(conn))) => {
                 let waiting = Waiting {
                     cluster: cluster.clone(),
+                    codec: upstream,
                     frame: Bytes::copy_from_slice(frame),
                     stream,
                     hash_key: hash_key.map(<[u8]>::to_vec),
@@ -256,6 +262,8 @@ fn fail(stream: Option<ServerStream>, err: ProxyError, stats: &Stats) {
 /// One choice of host and connection for a request.
 struct Attempt<'a> {
     cluster: &'a Rc<Cluster>,
+    /// What the upstream speaks: the pool of this codec's family is used.
+    codec: &'static dyn Codec,
     hash_key: Option<&'a [u8]>,
     tried: &'a [usize],
 }
@@ -263,13 +271,14 @@ struct Attempt<'a> {
 impl Attempt<'_> {
     fn pick(&self) -> Result<(usize, Pick), ProxyError> {
         let host = self.cluster.choose(self.hash_key, self.tried).ok_or(ProxyError::NoHealthyHost)?;
-        Ok((host, self.cluster.pools[host].pick()))
+        Ok((host, self.cluster.rpc_pool(host, self.codec).pick()))
     }
 }
 
 /// A request that waits for a connection to be dialled.
 struct Waiting {
     cluster: Rc<Cluster>,
+    codec: &'static dyn Codec,
     frame: Bytes,
     stream: Option<ServerStream>,
     hash_key: Option<Vec<u8>>,
@@ -310,7 +319,7 @@ async fn wait_and_send(mut w: Waiting, first_host: usize, mut conn: Rc<ClientCon
             return fail(w.stream, err, &w.stats);
         }
         w.retries -= 1;
-        let attempt = Attempt { cluster: &w.cluster, hash_key: w.hash_key.as_deref(), tried: &tried };
+        let attempt = Attempt { cluster: &w.cluster, codec: w.codec, hash_key: w.hash_key.as_deref(), tried: &tried };
         match attempt.pick() {
             // No other host to try: the client hears about the failed connect.
             Err(_) => return fail(w.stream, err, &w.stats),

@@ -109,7 +109,6 @@ mod tests {
 
     use super::*;
     use crate::config::{ClusterSpec, HostSpec, KeepaliveSpec, DEFAULT_MAX_FRAME};
-    use crate::protocol::bolt::BOLT_V1;
     use crate::upstream::lb::LbKind;
 
     fn one_host_cluster() -> Cluster {
@@ -124,7 +123,7 @@ mod tests {
             idle_timeout: None,
             max_frame: DEFAULT_MAX_FRAME,
         };
-        Cluster::new(&spec, &BOLT_V1)
+        Cluster::new(&spec)
     }
 
     /// A refused try is given back (the one host again, after a backoff

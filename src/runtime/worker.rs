@@ -105,17 +105,6 @@ fn apply(
     sockets: Vec<(String, std::net::TcpListener)>,
 ) -> Vec<JoinHandle<()>> {
     let mut stopped = Vec::new();
-    // Clusters speak bolt for now: the bolt codec reads v1 and v2 frames
-    // alike, so one upstream connection carries both. Its own version only
-    // sets the version of the keep-alive heartbeats ferrymesh sends.
-    let upstream: &'static dyn crate::protocol::Codec = settings
-        .listeners
-        .iter()
-        .find_map(|l| match l.upstream {
-            Some(crate::protocol::Protocol::Rpc(c)) => Some(c),
-            _ => None,
-        })
-        .unwrap_or(&crate::protocol::bolt::BOLT_V1);
     let old: HashMap<String, Rc<Cluster>> =
         worker.clusters.borrow().iter().map(|c| (c.spec.name.clone(), c.clone())).collect();
     let clusters: Rc<[Rc<Cluster>]> = settings
@@ -123,8 +112,8 @@ fn apply(
         .iter()
         .map(|spec| match old.get(&spec.name) {
             Some(c) if c.spec == *spec => c.clone(),
-            Some(c) => Rc::new(c.update(spec, upstream)),
-            None => Rc::new(Cluster::new(spec, upstream)),
+            Some(c) => Rc::new(c.update(spec)),
+            None => Rc::new(Cluster::new(spec)),
         })
         .collect();
     *worker.clusters.borrow_mut() = clusters.clone();

@@ -14,15 +14,28 @@ pub use counters::{Counter, Gauge, Histogram, ListenerStats, UpstreamStats, ERRO
 
 use crate::error::ProxyError;
 
-/// Protocol names as the metrics label them; a codec without its own slot
-/// counts under "other".
-pub const PROTOCOLS: [&str; 6] = ["bolt", "boltv2", "http1", "http2", "grpc", "other"];
+/// Room for per-protocol counters: every registered codec, HTTP's three,
+/// and "other".
+pub const MAX_PROTOCOLS: usize = 16;
 
-/// The slot of a protocol name (a codec's or [`Protocol::name`]'s) in [`PROTOCOLS`].
+/// Protocol names as the metrics label them: the registered RPC codecs, then
+/// `http1`, `http2`, `grpc`; the last slot, "other", takes the rest.
+pub fn protocols() -> &'static [&'static str] {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names: Vec<&'static str> = crate::protocol::registry::names();
+        names.truncate(MAX_PROTOCOLS - 4);
+        names.extend(["http1", "http2", "grpc", "other"]);
+        names
+    })
+}
+
+/// The slot of a protocol name (a codec's or [`Protocol::name`]'s) in [`protocols`].
 ///
 /// [`Protocol::name`]: crate::protocol::Protocol::name
 pub fn protocol_slot(name: &str) -> usize {
-    PROTOCOLS.iter().position(|p| p.eq_ignore_ascii_case(name)).unwrap_or(PROTOCOLS.len() - 1)
+    let names = protocols();
+    names.iter().position(|p| p.eq_ignore_ascii_case(name)).unwrap_or(names.len() - 1)
 }
 
 /// What one worker counts for the whole proxy.
@@ -31,7 +44,7 @@ pub struct Stats {
     pub downstream_connections: Counter,
     pub downstream_requests: Counter,
     pub downstream_active: Gauge,
-    pub requests_by_protocol: [Counter; PROTOCOLS.len()],
+    pub requests_by_protocol: [Counter; MAX_PROTOCOLS],
     pub oneway_requests: Counter,
     pub heartbeats_answered: Counter,
     pub responses_ok: Counter,

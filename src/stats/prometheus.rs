@@ -10,7 +10,7 @@ use std::fmt::{Display, Write};
 
 use super::counters::{CLASSES, LATENCY_BOUNDS};
 use super::snapshot::Totals;
-use super::{UpstreamStats, ERROR_LABELS, PROTOCOLS};
+use super::{UpstreamStats, ERROR_LABELS};
 
 /// The content type of the format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -89,7 +89,7 @@ pub fn render(t: &Totals) -> String {
         "requests_total",
         "counter",
         "Downstream requests, by protocol.",
-        PROTOCOLS.iter().zip(&w.requests_by_protocol).map(|(p, n)| (vec![("protocol", *p)], n)),
+        super::protocols().iter().zip(&w.requests_by_protocol).map(|(p, n)| (vec![("protocol", *p)], n)),
         |n| n.get(),
     );
     e.each(

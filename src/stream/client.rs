@@ -206,11 +206,7 @@ impl ClientConn {
         }
         drop(inner);
         let codec = self.codec;
-        self.io.push(|out| {
-            let start = out.len();
-            out.extend_from_slice(frame);
-            codec.patch_id(&mut out[start..], id);
-        });
+        self.io.push(|out| codec.write_with_id(frame, id, out));
         Ok(())
     }
 

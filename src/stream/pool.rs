@@ -26,6 +26,37 @@ pub enum Pick {
     Overflow,
 }
 
+/// The multiplexed pools of one host on one worker, one per protocol family
+/// (as MOSN's cluster manager keeps a pool per host and protocol), each made
+/// when a request of its protocol first needs it: one cluster serves bolt
+/// and Dubbo listeners alike, and a frame only ever meets connections of its
+/// own codec.
+#[derive(Default)]
+pub struct RpcPools(RefCell<smallvec::SmallVec<[Rc<HostPool>; 1]>>);
+
+impl RpcPools {
+    /// The pool of `codec`'s family for `host`.
+    pub fn get(&self, host: &Rc<Host>, spec: &ClusterSpec, codec: &'static dyn Codec) -> Rc<HostPool> {
+        let family = codec.family();
+        if let Some(p) = self.0.borrow().iter().find(|p| p.codec.family() == family) {
+            return p.clone();
+        }
+        let pool = HostPool::new(host.clone(), spec, codec);
+        self.0.borrow_mut().push(pool.clone());
+        pool
+    }
+
+    /// [`HostPool::drop_abandoned`] on every pool.
+    pub fn drop_abandoned(&self) -> usize {
+        self.0.borrow().iter().map(|p| p.drop_abandoned()).sum()
+    }
+
+    /// The pools made so far.
+    pub fn each(&self) -> Vec<Rc<HostPool>> {
+        self.0.borrow().to_vec()
+    }
+}
+
 pub struct HostPool {
     host: Rc<Host>,
     codec: &'static dyn Codec,
@@ -53,6 +84,11 @@ impl HostPool {
 
     pub fn host(&self) -> &Rc<Host> {
         &self.host
+    }
+
+    /// The codec its connections speak.
+    pub fn codec(&self) -> &'static dyn Codec {
+        self.codec
     }
 
     /// Connections currently in the pool (connecting or ready).

@@ -169,10 +169,11 @@ impl ServerStream {
         let status = codec.response_class(frame);
         conn.stats.count_response(status);
         let id = self.info.id;
+        let mut written = 0;
         let sent = conn.io.push(|out| {
             let start = out.len();
-            out.extend_from_slice(frame);
-            codec.patch_id(&mut out[start..], id);
+            codec.write_with_id(frame, id, out);
+            written = out.len() - start;
         });
         if !sent {
             debug!(id, "client connection closed before its response");
@@ -185,7 +186,7 @@ impl ServerStream {
                 status,
                 error: None,
                 bytes_received: self.request_len as usize,
-                bytes_sent: if sent { frame.len() } else { 0 },
+                bytes_sent: written,
             });
         }
         self.finish();

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::config::ClusterSpec;
 use crate::stats::UpstreamStats;
 use crate::stream::http::HttpPool;
-use crate::stream::pool::HostPool;
+use crate::stream::pool::{HostPool, RpcPools};
 pub use health::HealthSet;
 use lb::{LbContext, LoadBalancer};
 
@@ -208,7 +208,8 @@ impl Host {
 pub struct Cluster {
     pub spec: ClusterSpec,
     pub hosts: Vec<Rc<Host>>,
-    pub pools: Vec<Rc<HostPool>>,
+    /// RPC pools, per host and protocol family.
+    pub pools: Vec<Rc<RpcPools>>,
     /// HTTP pools, one per host.
     pub http_pools: Vec<Rc<HttpPool>>,
     health: Rc<HealthSet>,
@@ -218,8 +219,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(spec: &ClusterSpec, upstream: &'static dyn crate::protocol::Codec) -> Cluster {
-        Cluster::build(spec, upstream, None)
+    pub fn new(spec: &ClusterSpec) -> Cluster {
+        Cluster::build(spec, None)
     }
 
     /// The cluster as `spec` now describes it, keeping from `self` what
@@ -227,11 +228,11 @@ impl Cluster {
     /// the list, with its pooled connections and passive health (no
     /// reconnect storm after a change), unless the settings of the pools
     /// themselves changed.
-    pub fn update(&self, spec: &ClusterSpec, upstream: &'static dyn crate::protocol::Codec) -> Cluster {
-        Cluster::build(spec, upstream, Some(self))
+    pub fn update(&self, spec: &ClusterSpec) -> Cluster {
+        Cluster::build(spec, Some(self))
     }
 
-    fn build(spec: &ClusterSpec, upstream: &'static dyn crate::protocol::Codec, old: Option<&Cluster>) -> Cluster {
+    fn build(spec: &ClusterSpec, old: Option<&Cluster>) -> Cluster {
         let health = Rc::new(HealthSet::new(spec.hosts.len()));
         let stats = old.map_or_else(Rc::default, |o| o.stats.clone());
         let keep_pools = old.is_some_and(|o| o.spec.same_pools(spec));
@@ -256,7 +257,7 @@ impl Cluster {
                     http_pools.push(o.http_pools[j].clone());
                 }
                 _ => {
-                    pools.push(HostPool::new(host.clone(), spec, upstream));
+                    pools.push(Rc::default());
                     http_pools.push(HttpPool::new(host.clone(), spec.connect_timeout, spec.idle_timeout));
                 }
             }
@@ -264,6 +265,11 @@ impl Cluster {
         }
         let lb = LoadBalancer::new(spec.lb, &hosts);
         Cluster { spec: spec.clone(), hosts, pools, http_pools, health, lb, stats }
+    }
+
+    /// The pool of host `i` for frames of `codec`.
+    pub fn rpc_pool(&self, i: usize, codec: &'static dyn crate::protocol::Codec) -> Rc<HostPool> {
+        self.pools[i].get(&self.hosts[i], &self.spec, codec)
     }
 
     /// Picks a host index, skipping unhealthy hosts and those in `exclude`.
@@ -299,11 +305,10 @@ mod tests {
     /// their new weights; a new host starts fresh.
     #[tokio::test(start_paused = true)]
     async fn an_update_keeps_the_hosts_that_stay() {
-        let codec = &crate::protocol::bolt::BOLT_V1;
-        let old = Cluster::new(&spec(&[("127.0.0.1:1", 1), ("127.0.0.1:2", 1)]), codec);
+        let old = Cluster::new(&spec(&[("127.0.0.1:1", 1), ("127.0.0.1:2", 1)]));
         old.hosts[0].mark_connect_failure();
         old.hosts[1].count(|s| s.requests.inc());
-        let new = old.update(&spec(&[("127.0.0.1:3", 1), ("127.0.0.1:2", 5), ("127.0.0.1:1", 1)]), codec);
+        let new = old.update(&spec(&[("127.0.0.1:3", 1), ("127.0.0.1:2", 5), ("127.0.0.1:1", 1)]));
         assert!(Rc::ptr_eq(&new.hosts[1], &old.hosts[1]) && Rc::ptr_eq(&new.hosts[2], &old.hosts[0]));
         assert!(Rc::ptr_eq(&new.pools[1], &old.pools[1]), "the pool (and its connections) stays");
         assert_eq!(new.hosts[1].weight(), 5);
@@ -316,7 +321,7 @@ mod tests {
         // A change of a connection setting keeps the hosts, not the pools.
         let mut other = spec(&[("127.0.0.1:2", 1)]);
         other.connections_per_host = 2;
-        let rebuilt = new.update(&other, codec);
+        let rebuilt = new.update(&other);
         assert!(Rc::ptr_eq(&rebuilt.hosts[0], &old.hosts[1]));
         assert!(!Rc::ptr_eq(&rebuilt.pools[0], &old.pools[1]));
     }
