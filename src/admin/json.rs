@@ -160,7 +160,7 @@ pub fn clusters(t: &Totals, settings: &Settings, as_json: bool) -> Answer {
                         })
                     })
                     .collect();
-                json!({"name": c.name, "lb_type": format!("{:?}", c.lb), "host_statuses": hosts})
+                json!({"name": c.name, "lb_type": c.lb.mosn_name(), "host_statuses": hosts})
             })
             .collect();
         return answer(
@@ -174,7 +174,7 @@ pub fn clusters(t: &Totals, settings: &Settings, as_json: bool) -> Answer {
             "{}::default_priority::max_requests_per_connection::{}\n",
             c.name, c.max_request_per_conn
         ));
-        out.push_str(&format!("{}::lb_type::{:?}\n", c.name, c.lb));
+        out.push_str(&format!("{}::lb_type::{}\n", c.name, c.lb.mosn_name()));
     }
     for ((cluster, addr), h) in &t.hosts {
         let s = &h.stats;
@@ -285,7 +285,7 @@ pub fn dashboard(control: &Control, t: &Totals) -> Value {
                 .collect();
             json!({
                 "name": c.name,
-                "lb": format!("{:?}", c.lb),
+                "lb": c.lb.mosn_name(),
                 "requests_total": s.map_or(0, |s| s.requests.get()),
                 "requests_active": s.map_or(0, |s| s.active.get()),
                 "failures_total": s.map_or(0, failures),

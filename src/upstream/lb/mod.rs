@@ -43,6 +43,17 @@ impl LbKind {
             _ => return None,
         })
     }
+
+    /// The name MOSN's configuration uses.
+    pub fn mosn_name(self) -> &'static str {
+        match self {
+            LbKind::RoundRobin => "LB_ROUNDROBIN",
+            LbKind::Random => "LB_RANDOM",
+            LbKind::WeightedRoundRobin => "LB_WEIGHTED_ROUNDROBIN",
+            LbKind::LeastRequest => "LB_LEAST_REQUEST",
+            LbKind::Maglev => "LB_MAGLEV",
+        }
+    }
 }
 
 /// The hosts a pick may land on.
