@@ -111,8 +111,7 @@ async fn filters_answer_directly_or_change_headers() {
 
     let port = free_port();
     let mut cfg = config(port, vec![route_all("echo")], vec![cluster("echo", &[up.addr])]);
-    cfg["servers"][0]["listeners"][0]["stream_filters"] =
-        json!([{"type": "ip_access", "config": {"deny": ["127.0.0.0/8"]}}]);
+    cfg["servers"][0]["listeners"][0]["stream_filters"] = json!([{"type": "ip_access", "config": {"default_action": "allow", "ips": [{"action": "deny", "addrs": ["127.0.0.0/8"]}]}}]);
     let proxy = Proxy::start(&cfg, 1);
     let mut cl = Client::connect(proxy.addr).await;
     cl.send(&request(6, "denied")).await;

@@ -19,7 +19,47 @@ fn cidr_blocks() {
 }
 
 #[test]
-fn ip_access_allow_and_deny() {
+fn ip_access_in_mosns_schema() {
+    let mut w = Vec::new();
+    let f = IpAccess::parse(
+        serde_json::json!({"default_action": "deny", "ips": [
+            {"action": "deny", "addrs": ["10.1.0.0/16"]},
+            {"action": "allow", "addrs": ["10.0.0.0/8", "127.0.0.1"]}
+        ]}),
+        "f",
+        &mut w,
+    )
+    .unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert!(!f.permits(peer("10.1.2.3")), "the first rule that holds it decides");
+    assert!(f.permits(peer("10.2.2.3")));
+    assert!(f.permits(peer("127.0.0.1")));
+    assert!(!f.permits(peer("192.168.0.1")), "no rule: the default");
+    let open = IpAccess::parse(serde_json::json!({"ips": [{"action": "deny", "addrs": ["10.0.0.0/8"]}]}), "f", &mut w)
+        .unwrap();
+    assert!(open.permits(peer("192.168.0.1")), "no default_action: allow");
+    let err = IpAccess::parse(serde_json::json!({"ips": [{"action": "maybe", "addrs": []}]}), "f", &mut w).unwrap_err();
+    assert_eq!(err.path, "f.ips[0].action");
+    let err =
+        IpAccess::parse(serde_json::json!({"ips": [{"action": "allow", "addrs": ["nope"]}]}), "f", &mut w).unwrap_err();
+    assert_eq!(err.path, "f.ips[0].addrs[0]");
+    // The address from a header, when the request carries one.
+    let by_header = IpAccess::parse(
+        serde_json::json!({"header": "x-real-ip", "default_action": "allow", "ips": [{"action": "deny", "addrs": ["10.0.0.0/8"]}]}),
+        "f",
+        &mut w,
+    )
+    .unwrap();
+    let chain = FilterChain::new(&[FilterSpec::IpAccess(by_header)]);
+    let from_10 = RequestBuilder::new(1, "svc", b"").header("x-real-ip", "10.9.9.9").encode();
+    assert_eq!(chain.on_request(&BOLT_V1, &from_10, peer("127.0.0.1")).unwrap_err(), ProxyError::Forbidden);
+    let plain = RequestBuilder::new(2, "svc", b"").encode();
+    assert!(chain.on_request(&BOLT_V1, &plain, peer("127.0.0.1")).unwrap().is_none());
+    assert_eq!(chain.on_request(&BOLT_V1, &plain, peer("10.0.0.1")).unwrap_err(), ProxyError::Forbidden);
+}
+
+#[test]
+fn ip_access_earlier_form_still_reads_with_a_warning() {
     let mut w = Vec::new();
     let allow = IpAccess::parse(serde_json::json!({"allow": ["10.0.0.0/8"]}), "f", &mut w).unwrap();
     assert!(allow.permits(peer("10.3.4.5")));
@@ -27,7 +67,8 @@ fn ip_access_allow_and_deny() {
     let deny = IpAccess::parse(serde_json::json!({"deny": ["10.0.0.0/8"]}), "f", &mut w).unwrap();
     assert!(!deny.permits(peer("10.3.4.5")));
     assert!(deny.permits(peer("192.168.1.1")));
-    assert!(IpAccess::parse(serde_json::json!({}), "f", &mut w).is_err());
+    assert!(IpAccess::parse(serde_json::json!({"allow": [], "deny": []}), "f", &mut w).is_err());
+    assert!(w.iter().all(|m| m.contains("earlier form")), "{w:?}");
 }
 
 #[test]
