@@ -57,8 +57,24 @@ impl<'de> Deserialize<'de> for DurationStr {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationStr, E> {
                 parse_duration(v).map(DurationStr).map_err(E::custom)
             }
+            /// A number is nanoseconds, as MOSN's `DurationConfig` reads it.
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationStr, E> {
+                Ok(DurationStr(Duration::from_nanos(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationStr, E> {
+                u64::try_from(v)
+                    .map(|n| DurationStr(Duration::from_nanos(n)))
+                    .map_err(|_| E::custom("a negative duration"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<DurationStr, E> {
+                if v.is_finite() && v >= 0.0 {
+                    Ok(DurationStr(Duration::from_nanos(v as u64)))
+                } else {
+                    Err(E::custom("a negative duration"))
+                }
+            }
         }
-        d.deserialize_str(V)
+        d.deserialize_any(V)
     }
 }
 
@@ -75,5 +91,13 @@ mod tests {
         assert!(parse_duration("3").is_err());
         assert!(parse_duration("3x").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn numbers_are_nanoseconds_as_in_mosn() {
+        let d: DurationStr = serde_json::from_str("1500000000").unwrap();
+        assert_eq!(d.0, Duration::from_millis(1500));
+        assert!(serde_json::from_str::<DurationStr>("-1").is_err());
+        assert!(serde_json::from_str::<DurationStr>("true").is_err());
     }
 }

@@ -52,6 +52,8 @@ impl std::error::Error for ConfigError {}
 /// Defaults that MOSN users expect.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// `connection_idle_timeout: 0`: a year stands for never (a timer must end).
+pub const NO_IDLE_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A cluster's `idle_timeout` when unset: pooled HTTP/1.1 upstream connections
 /// close before nginx's default keep-alive timeout (75 s) would close them.
@@ -199,13 +201,47 @@ pub fn load_str(text: &str, yaml: bool) -> Result<Settings, ConfigError> {
 }
 
 /// Checks a configuration document already parsed.
-pub fn load_value(value: serde_json::Value) -> Result<Settings, ConfigError> {
+pub fn load_value(mut value: serde_json::Value) -> Result<Settings, ConfigError> {
+    fold_keys(&mut value);
     let mut warnings = Vec::new();
     let model: model::Config = from_value(value.clone(), "", &mut warnings)?;
     let mut settings = Settings::from_model(model, &mut warnings)?;
     settings.warnings = warnings;
     settings.document = Arc::new(value);
     Ok(settings)
+}
+
+/// Fields whose keys are the user's own data, not MOSN's schema: their keys
+/// keep their case.
+const FREE_FORM: [&str; 3] = ["metadata", "extend_config", "filter_metadata"];
+
+/// Lowercases every key of the document, as MOSN's Go `encoding/json` matches
+/// keys to its (lowercase) field names without regard to case: configs in
+/// the wild write `"Name"` for a cluster's name. Where two keys of an object
+/// fold to one, the one already lowercase wins (Go prefers an exact match).
+/// Maps of the user's own keys ([`FREE_FORM`]) are left as they are.
+pub fn fold_keys(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| k.bytes().any(|b| b.is_ascii_uppercase())) {
+                let old = std::mem::take(map);
+                for (k, val) in old {
+                    let lower = k.to_ascii_lowercase();
+                    let exact = lower == k;
+                    if exact || !map.contains_key(&lower) {
+                        map.insert(lower, val);
+                    }
+                }
+            }
+            for (k, val) in map.iter_mut() {
+                if !FREE_FORM.contains(&k.as_str()) {
+                    fold_keys(val);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(fold_keys),
+        _ => {}
+    }
 }
 
 /// The kinds of resource [`replace_resource`] replaces, with where they live
@@ -367,6 +403,22 @@ impl Settings {
             let table = RouteTable::compile(r, &path, &cluster_index)?;
             routers.push((r.router_config_name.clone(), Arc::new(table)));
         }
+        // MOSN's older form: a route table inline in a listener, as a
+        // `connection_manager` network filter beside the proxy.
+        for (i, l) in server.listeners.iter().enumerate() {
+            for (k, f) in l.filter_chains.first().map_or(&[][..], |c| &c.filters[..]).iter().enumerate() {
+                if f.kind != "connection_manager" {
+                    continue;
+                }
+                let path = format!("servers[0].listeners[{i}].filter_chains[0].filters[{k}].config");
+                let r: model::RouterConfiguration = from_value(f.config.clone(), &path, warnings)?;
+                if routers.iter().any(|(n, _)| *n == r.router_config_name) {
+                    continue;
+                }
+                let table = RouteTable::compile(&r, &path, &cluster_index)?;
+                routers.push((r.router_config_name.clone(), Arc::new(table)));
+            }
+        }
 
         let mut listeners = Vec::new();
         for (i, l) in server.listeners.iter().enumerate() {
@@ -374,6 +426,12 @@ impl Settings {
             listeners.push(listener_spec(l, &path, &routers, warnings)?);
         }
         for (i, l) in listeners.iter().enumerate() {
+            if listeners[..i].iter().any(|o| o.name == l.name) {
+                return Err(ConfigError::new(
+                    format!("servers[0].listeners[{i}].name"),
+                    format!("duplicate listener {:?}", l.name),
+                ));
+            }
             if listeners[..i].iter().any(|o| o.addr == l.addr) {
                 return Err(ConfigError::new(
                     format!("servers[0].listeners[{i}].address"),
@@ -524,6 +582,8 @@ fn listener_spec(
     warnings: &mut Vec<String>,
 ) -> Result<ListenerSpec, ConfigError> {
     let addr = parse_addr(&l.address, &format!("{path}.address"))?;
+    // MOSN names an unnamed listener after its address.
+    let name = if l.name.is_empty() { addr.to_string() } else { l.name.clone() };
     if l.filter_chains.len() > 1 {
         warnings.push(format!("{path}.filter_chains: only the first chain is used, as in MOSN"));
     }
@@ -535,7 +595,9 @@ fn listener_spec(
     for (k, f) in chain.filters.iter().enumerate() {
         let fpath = format!("{path}.filter_chains[0].filters[{k}]");
         match f.kind.as_str() {
-            "proxy" | "connection_manager" => {
+            // A route table, read with the routers above.
+            "connection_manager" => {}
+            "proxy" => {
                 let cfg: model::ProxyConfig = from_value(f.config.clone(), &format!("{fpath}.config"), warnings)?;
                 proxy = Some((cfg, format!("{fpath}.config")));
             }
@@ -618,27 +680,32 @@ fn listener_spec(
         }
     }
     Ok(ListenerSpec {
-        name: l.name.clone(),
+        name: name.clone(),
         addr,
         downstream,
         upstream,
         router,
         router_name: proxy.router_config_name.clone(),
-        idle_timeout: l.connection_idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
+        idle_timeout: match l.connection_idle_timeout {
+            None => DEFAULT_IDLE_TIMEOUT,
+            // MOSN: zero keeps idle connections open.
+            Some(d) if d.0.is_zero() => NO_IDLE_TIMEOUT,
+            Some(d) => d.0,
+        },
         max_frame,
         header_read_timeout: proxy.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
         http1_passthrough: proxy.http1_passthrough.unwrap_or(true),
         filters,
-        access_logs: access_logs(l, path)?,
+        access_logs: access_logs(l, &name, path)?,
     })
 }
 
-fn access_logs(l: &model::Listener, path: &str) -> Result<Vec<AccessLogSpec>, ConfigError> {
+fn access_logs(l: &model::Listener, name: &str, path: &str) -> Result<Vec<AccessLogSpec>, ConfigError> {
     let mut out = Vec::new();
     for (i, a) in l.access_logs.iter().enumerate() {
         let format = crate::accesslog::Format::parse(&a.log_format)
             .map_err(|e| ConfigError::new(format!("{path}.access_logs[{i}].log_format"), e.0))?;
-        let path = if a.log_path.is_empty() { format!("{}_access.log", l.name) } else { a.log_path.clone() };
+        let path = if a.log_path.is_empty() { format!("{name}_access.log") } else { a.log_path.clone() };
         out.push(AccessLogSpec { path, format: Arc::new(format) });
     }
     Ok(out)

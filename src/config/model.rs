@@ -47,7 +47,8 @@ pub struct SocketAddress {
     /// loopback unless told to).
     #[serde(default)]
     pub address: Option<String>,
-    #[serde(default)]
+    /// A number, or a string of one (protobuf JSON writes it so).
+    #[serde(default, deserialize_with = "port_or_string")]
     pub port_value: Option<u16>,
 }
 
@@ -72,8 +73,9 @@ pub struct ServerConfig {
     /// Drain time on SIGTERM (MOSN `graceful_timeout`, default 30 s).
     #[serde(default)]
     pub graceful_timeout: Option<DurationStr>,
-    /// MOSN: number of processors; here the default worker count.
-    #[serde(default)]
+    /// MOSN: number of processors; here the default worker count. `"auto"`
+    /// (MOSN's word for one per core) is the same as leaving it out.
+    #[serde(default, deserialize_with = "count_or_auto")]
     pub processor: Option<usize>,
     #[serde(default)]
     pub routers: Vec<RouterConfiguration>,
@@ -83,6 +85,8 @@ pub struct ServerConfig {
 
 #[derive(Debug, Deserialize)]
 pub struct Listener {
+    /// Empty: the address, as MOSN names an unnamed listener.
+    #[serde(default)]
     pub name: String,
     pub address: String,
     #[serde(default)]
@@ -385,4 +389,30 @@ pub struct Host {
     pub weight: Option<u32>,
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+fn port_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("not a port number")),
+        Some(serde_json::Value::String(s)) => {
+            s.trim().parse().map(Some).map_err(|_| serde::de::Error::custom(format!("{s:?} is not a port number")))
+        }
+        Some(other) => Err(serde::de::Error::custom(format!("{other} is not a port number"))),
+    }
+}
+
+fn count_or_auto<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("auto") => Ok(None),
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|n| Some(n as usize)).ok_or_else(|| serde::de::Error::custom("not a count"))
+        }
+        Some(other) => Err(serde::de::Error::custom(format!("{other} is not a count or \"auto\""))),
+    }
 }

@@ -192,3 +192,61 @@ fn upstream_frame_limit_is_the_largest_listeners_and_never_below_the_default() {
     assert_eq!(with(32 << 20), 32 << 20, "a larger listener limit holds upstream too");
     assert_eq!(with(1 << 20), DEFAULT_MAX_FRAME, "a smaller one caps only its clients");
 }
+
+/// Shaped after MOSN's Dubbo example: keys in any case (Go's encoding/json
+/// matches them without regard to case), an unnamed listener, the dubbo
+/// protocol through `X`/`sub_protocol`, and routes on the service header.
+#[test]
+fn mosns_dubbo_shape_loads_with_capitalised_keys_and_an_unnamed_listener() {
+    let text = r#"{
+      "Servers": [{"Default_Log_Level": "INFO", "Processor": "auto",
+        "Routers": [{"Router_Config_Name": "dubbo", "Virtual_Hosts": [{"Name": "all", "Domains": ["*"],
+          "Routers": [{"Match": {"Headers": [{"Name": "service", "Value": "com.pkg.test.TestService"}]},
+                       "Route": {"Cluster_Name": "test_dubbo"}}]}]}],
+        "Listeners": [{"Address": "127.0.0.1:2045", "Bind_Port": true, "Connection_Idle_Timeout": 0,
+          "Filter_Chains": [{"Filters": [{"Type": "proxy", "Config": {"Downstream_Protocol": "X", "Upstream_Protocol": "X",
+            "Extend_Config": {"sub_protocol": "dubbo"}, "Router_Config_Name": "dubbo"}}]}]}]}],
+      "Cluster_Manager": {"Clusters": [{"Name": "test_dubbo", "Type": "SIMPLE", "Lb_Type": "LB_REQUEST_ROUNDROBIN",
+        "Hosts": [{"Address": "127.0.0.1:20880", "metadata": {"filter_metadata": {"mosn.lb": {"Label": "Blue"}}}}]}]},
+      "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": "34901"}}}
+    }"#;
+    let s = load_str(text, false).unwrap();
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    let l = &s.listeners[0];
+    assert_eq!(l.name, "127.0.0.1:2045", "MOSN names an unnamed listener after its address");
+    assert_eq!(l.downstream.describe(), "dubbo");
+    assert_eq!(l.idle_timeout, NO_IDLE_TIMEOUT, "MOSN's 0 keeps idle connections");
+    assert_eq!(s.clusters[0].name, "test_dubbo");
+    assert_eq!(s.clusters[0].lb, LbKind::RoundRobin);
+    assert_eq!(s.workers, None, "\"auto\": one worker per core");
+    assert_eq!(s.admin.map(|a| a.port()), Some(34901));
+    // The user's own keys keep their case; the dump shows MOSN's field names.
+    let host = &s.document["cluster_manager"]["clusters"][0]["hosts"][0];
+    assert_eq!(host["metadata"]["filter_metadata"]["mosn.lb"]["Label"], "Blue");
+    assert_eq!(s.document["servers"][0]["listeners"][0]["address"], "127.0.0.1:2045");
+}
+
+#[test]
+fn an_exact_key_wins_over_one_that_folds_to_it_and_names_stay_unique() {
+    let mut v = serde_json::json!({"NAME": "loud", "name": "quiet", "Inner": [{"KEY": 1}]});
+    fold_keys(&mut v);
+    assert_eq!(v, serde_json::json!({"name": "quiet", "inner": [{"key": 1}]}));
+    let twice = MOSN_BOLT.replace(r#""listeners": [{"name": "clientListener", "address": "127.0.0.1:2045","#, r#""listeners": [{"name": "l", "address": "127.0.0.1:2046", "filter_chains": [{"filters": [{"type": "proxy", "config": {"downstream_protocol": "bolt", "router_config_name": "client_router"}}]}]}, {"name": "l", "address": "127.0.0.1:2045","#);
+    assert_eq!(err(&twice).path, "servers[0].listeners[1].name");
+}
+
+/// MOSN's older form: the route table inline, as a `connection_manager`
+/// network filter beside the proxy.
+#[test]
+fn an_inline_connection_manager_route_table_is_read() {
+    let text = r#"{"servers": [{"listeners": [{"name": "l", "address": "127.0.0.1:2045", "filter_chains": [{"filters": [
+        {"type": "proxy", "config": {"downstream_protocol": "Auto", "upstream_protocol": "Auto", "router_config_name": "inline"}},
+        {"type": "connection_manager", "config": {"router_config_name": "inline", "virtual_hosts": [{"name": "h", "domains": ["*"],
+          "routers": [{"match": {"prefix": "/"}, "route": {"cluster_name": "c"}}]}]}}]}]}]}],
+      "cluster_manager": {"clusters": [{"name": "c", "hosts": [{"address": "127.0.0.1:1"}]}]}}"#;
+    let s = load_str(text, false).unwrap();
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    assert_eq!(s.listeners[0].router.route_count(), 1);
+    let bad = text.replace(r#""cluster_name": "c""#, r#""cluster_name": "nope""#);
+    assert!(err(&bad).path.starts_with("servers[0].listeners[0].filter_chains[0].filters[1].config.virtual_hosts[0]"));
+}

@@ -35,7 +35,8 @@ impl LbKind {
         let n = name.to_ascii_uppercase();
         let n = n.strip_prefix("LB_").unwrap_or(&n).replace('_', "");
         Some(match n.as_str() {
-            "ROUNDROBIN" => LbKind::RoundRobin,
+            // MOSN's request round robin turns per request, as ours does.
+            "ROUNDROBIN" | "REQUESTROUNDROBIN" => LbKind::RoundRobin,
             "RANDOM" => LbKind::Random,
             "WEIGHTEDROUNDROBIN" => LbKind::WeightedRoundRobin,
             "LEASTREQUEST" | "LEASTACTIVEREQUEST" | "LEASTCONNECTION" => LbKind::LeastRequest,
