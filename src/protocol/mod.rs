@@ -16,6 +16,7 @@ pub mod bolt;
 pub mod dubbo;
 pub mod http;
 pub mod registry;
+pub mod tars;
 
 use bytes::BytesMut;
 
