@@ -488,3 +488,4 @@ impl Client {
     }
 }
 pub mod http;
+pub mod rpc;

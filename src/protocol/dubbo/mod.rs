@@ -17,6 +17,7 @@
 //! both directions, and ferrymesh sends its own to keep upstream connections
 //! alive.
 
+pub mod frame;
 pub mod hessian;
 
 use bytes::{BufMut, BytesMut};

@@ -13,13 +13,13 @@
 //! heartbeat. Errors are answered with a `ResponsePacket` carrying Tars's own
 //! `iRet` codes and a description (MOSN answers none).
 
+pub mod frame;
 pub mod jce;
 
 use bytes::{BufMut, BytesMut};
 
 use super::{find_in, Codec, CodecError, Detect, FrameInfo, FrameKind, Header, HeaderList};
 use crate::error::ProxyError;
-pub use jce::{write_bytes, write_int, write_string, write_string_map};
 use jce::{Field, Kind};
 
 /// TarsGo's largest packet.

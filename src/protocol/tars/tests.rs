@@ -1,41 +1,6 @@
+use super::frame::{request, response};
 use super::*;
 use proptest::prelude::*;
-
-/// A `RequestPacket` as TarsGo writes one (fields 1 to 10, in tag order).
-pub fn request(id: i32, servant: &str, func: &str, oneway: bool, context: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    out.put_u32(0);
-    write_int(&mut out, 1, 1);
-    write_int(&mut out, 2, if oneway { 1 } else { 0 });
-    write_int(&mut out, 3, 0);
-    write_int(&mut out, 4, i64::from(id));
-    write_string(&mut out, 5, servant);
-    write_string(&mut out, 6, func);
-    write_bytes(&mut out, 7, b"\x0c\x1c payload");
-    write_int(&mut out, 8, 3000);
-    write_string_map(&mut out, 9, context);
-    write_string_map(&mut out, 10, &[]);
-    let len = out.len() as u32;
-    out[..4].copy_from_slice(&len.to_be_bytes());
-    out.to_vec()
-}
-
-/// A `ResponsePacket` with `iRet`.
-pub fn response(id: i32, ret: i32) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    out.put_u32(0);
-    write_int(&mut out, 1, 1);
-    write_int(&mut out, 2, 0);
-    write_int(&mut out, 3, i64::from(id));
-    write_int(&mut out, 4, 0);
-    write_int(&mut out, 5, i64::from(ret));
-    write_bytes(&mut out, 6, b"result");
-    write_string_map(&mut out, 7, &[]);
-    write_string(&mut out, 8, "");
-    let len = out.len() as u32;
-    out[..4].copy_from_slice(&len.to_be_bytes());
-    out.to_vec()
-}
 
 #[test]
 fn requests_and_responses_decode_with_their_ids_and_keys() {

@@ -1,0 +1,174 @@
+//! The core's multiplexing guarantees, proven once per RPC protocol from one
+//! suite: colliding ids from many connections never mix answers up, an
+//! upstream killed in flight fails its requests with the protocol's own
+//! error, an upstream that never answers times out, and garbage closes only
+//! its own connection.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use support::rpc::*;
+use support::{cluster, free_port, Proxy};
+
+const SERVICE: &str = "com.example.EchoService";
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// 40 connections send ids 1..=25 at once, colliding across connections,
+/// onto three hosts: every answer reaches the connection that asked, with
+/// that request's id and its own text.
+async fn colliding_ids_never_mix(wire: &'static dyn Wire) {
+    let ups = [
+        RpcUpstream::start(wire, "u0", Answer::Echo).await,
+        RpcUpstream::start(wire, "u1", Answer::Echo).await,
+        RpcUpstream::start(wire, "u2", Answer::After(Duration::from_millis(5))).await,
+    ];
+    let port = free_port();
+    let hosts: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    let _proxy = Proxy::start(&rpc_config(wire, port, SERVICE, "5s", vec![cluster("c", &hosts)]), 2);
+    let mut tasks = Vec::new();
+    for c in 0..40 {
+        tasks.push(tokio::spawn(async move {
+            let mut cl = RpcClient::connect(wire, addr(port)).await;
+            for id in 1..=25u64 {
+                cl.send(&wire.request(id, SERVICE, &format!("c{c}-r{id}"))).await;
+            }
+            let mut got = HashMap::new();
+            for _ in 0..25 {
+                let (info, frame) = cl.recv().await;
+                let text = wire
+                    .ok_text(&frame)
+                    .unwrap_or_else(|| panic!("{}: an error answer for id {}", wire.name(), info.id));
+                assert!(got.insert(info.id, text).is_none(), "{}: id {} answered twice", wire.name(), info.id);
+            }
+            for id in 1..=25u64 {
+                let text = &got[&id];
+                assert!(
+                    text.starts_with(&format!("c{c}-r{id}|u")),
+                    "{}: connection {c} id {id} got {text:?}",
+                    wire.name()
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let served: usize = ups.iter().map(|u| u.requests.load(Ordering::SeqCst)).sum();
+    assert_eq!(served, 40 * 25);
+}
+
+/// An upstream killed with requests in flight: they get the protocol's error
+/// answer at once; later requests go to the live host.
+async fn a_killed_upstream_fails_its_requests_in_the_protocols_words(wire: &'static dyn Wire) {
+    let slow = RpcUpstream::start(wire, "slow", Answer::After(Duration::from_secs(20))).await;
+    let live = RpcUpstream::start(wire, "live", Answer::Echo).await;
+    let port = free_port();
+    let _proxy = Proxy::start(&rpc_config(wire, port, SERVICE, "30s", vec![cluster("c", &[slow.addr, live.addr])]), 1);
+    let mut cl = RpcClient::connect(wire, addr(port)).await;
+    for id in 1..=10 {
+        cl.send(&wire.request(id, SERVICE, "x")).await;
+    }
+    let mut answered = 0;
+    while let Some((_, frame)) = cl.recv_within(Duration::from_millis(500)).await {
+        assert!(wire.ok_text(&frame).is_some_and(|t| t.ends_with("|live")));
+        answered += 1;
+    }
+    let pending = 10 - answered;
+    assert!(
+        pending > 0 && slow.requests.load(Ordering::SeqCst) == pending,
+        "{}: some requests wait on the slow host",
+        wire.name()
+    );
+    let killed = Instant::now();
+    slow.kill();
+    for _ in 0..pending {
+        let (info, frame) = cl.recv_within(Duration::from_secs(2)).await.expect("the reset answer");
+        assert!(wire.ok_text(&frame).is_none(), "{}: id {} must get an error answer", wire.name(), info.id);
+        assert_eq!(info.kind, ferrymesh::protocol::FrameKind::Response);
+    }
+    assert!(killed.elapsed() < Duration::from_secs(1), "{}: the answers came promptly", wire.name());
+    for id in 100..110 {
+        cl.send(&wire.request(id, SERVICE, "after")).await;
+        let (info, frame) = cl.recv().await;
+        assert_eq!((info.id, wire.ok_text(&frame).as_deref()), (id, Some("after|live")), "{}", wire.name());
+    }
+}
+
+/// An upstream that never answers: the route timeout answers, in the
+/// protocol's words, and the connection goes on serving.
+async fn a_silent_upstream_times_out(wire: &'static dyn Wire) {
+    let silent = RpcUpstream::start(wire, "silent", Answer::Never).await;
+    let port = free_port();
+    let _proxy = Proxy::start(&rpc_config(wire, port, SERVICE, "300ms", vec![cluster("c", &[silent.addr])]), 1);
+    let mut cl = RpcClient::connect(wire, addr(port)).await;
+    let t0 = Instant::now();
+    cl.send(&wire.request(7, SERVICE, "x")).await;
+    let (info, frame) = cl.recv().await;
+    let took = t0.elapsed();
+    assert_eq!(info.id, 7);
+    assert!(wire.ok_text(&frame).is_none(), "{}: a timeout is an error answer", wire.name());
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{}: answered after {took:?}",
+        wire.name()
+    );
+    // No route for another service: answered at once, same connection.
+    cl.send(&wire.request(8, "no.such.Service", "x")).await;
+    let (info, frame) = cl.recv().await;
+    assert_eq!(info.id, 8);
+    assert!(wire.ok_text(&frame).is_none());
+}
+
+/// Garbage closes only the connection that sent it.
+async fn garbage_closes_only_its_connection(wire: &'static dyn Wire) {
+    let up = RpcUpstream::start(wire, "u", Answer::Echo).await;
+    let port = free_port();
+    let _proxy = Proxy::start(&rpc_config(wire, port, SERVICE, "5s", vec![cluster("c", &[up.addr])]), 1);
+    let mut good = RpcClient::connect(wire, addr(port)).await;
+    good.send(&wire.request(1, SERVICE, "before")).await;
+    assert!(wire.ok_text(&good.recv().await.1).is_some());
+    let mut bad = RpcClient::connect(wire, addr(port)).await;
+    bad.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(bad.closed_within(Duration::from_secs(2)).await, "{}: garbage closes its connection", wire.name());
+    good.send(&wire.request(2, SERVICE, "after")).await;
+    let (info, frame) = good.recv().await;
+    assert_eq!((info.id, wire.ok_text(&frame).as_deref()), (2, Some("after|u")));
+    assert_eq!(up.requests.load(Ordering::SeqCst), 2, "nothing of the garbage reached the upstream");
+}
+
+macro_rules! suite {
+    ($($proto:ident => $wire:expr),* $(,)?) => {$(
+        mod $proto {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn colliding_ids_never_mix() {
+                super::colliding_ids_never_mix($wire).await
+            }
+
+            #[tokio::test]
+            async fn a_killed_upstream_fails_its_requests_in_the_protocols_words() {
+                super::a_killed_upstream_fails_its_requests_in_the_protocols_words($wire).await
+            }
+
+            #[tokio::test]
+            async fn a_silent_upstream_times_out() {
+                super::a_silent_upstream_times_out($wire).await
+            }
+
+            #[tokio::test]
+            async fn garbage_closes_only_its_connection() {
+                super::garbage_closes_only_its_connection($wire).await
+            }
+        }
+    )*};
+}
+
+suite!(bolt => &BOLT, dubbo => &DUBBO, tars => &TARS);
