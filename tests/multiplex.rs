@@ -172,3 +172,64 @@ macro_rules! suite {
 }
 
 suite!(bolt => &BOLT, dubbo => &DUBBO, tars => &TARS);
+
+/// A bolt listener and a Dubbo listener on one cluster, with HTTP beside
+/// them, all under load at once: each frame meets only connections of its
+/// own protocol (a pool per host and protocol), and no answer is mixed up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bolt_and_dubbo_share_a_cluster_beside_http_under_load() {
+    let hosts = [
+        RpcUpstream::start_any(&[&BOLT, &DUBBO], "h0", Answer::Echo).await,
+        RpcUpstream::start_any(&[&BOLT, &DUBBO], "h1", Answer::Echo).await,
+    ];
+    let web = support::http::HttpUpstream::start("web", false).await;
+    let (bolt_port, dubbo_port, http_port) = (free_port(), free_port(), free_port());
+    let addrs: Vec<SocketAddr> = hosts.iter().map(|h| h.addr).collect();
+    let mut cfg = rpc_config(&BOLT, bolt_port, SERVICE, "5s", vec![cluster("c", &addrs), cluster("web", &[web.addr])]);
+    let dubbo = rpc_config(&DUBBO, dubbo_port, SERVICE, "5s", vec![]);
+    let listeners = cfg["servers"][0]["listeners"].as_array_mut().unwrap();
+    listeners.push(dubbo["servers"][0]["listeners"][0].clone());
+    listeners.push(serde_json::json!({"name": "http_in", "address": format!("127.0.0.1:{http_port}"),
+        "filter_chains": [{"filters": [{"type": "proxy", "config": {"downstream_protocol": "Http1", "upstream_protocol": "Http1", "router_config_name": "web"}}]}]}));
+    cfg["servers"][0]["routers"].as_array_mut().unwrap().push(serde_json::json!({"router_config_name": "web",
+        "virtual_hosts": [{"name": "all", "domains": ["*"], "routers": [{"match": {"prefix": "/"}, "route": {"cluster_name": "web"}}]}]}));
+    let _proxy = Proxy::start(&cfg, 2);
+
+    let mut tasks = Vec::new();
+    for (wire, port) in [(&BOLT as &'static dyn Wire, bolt_port), (&DUBBO, dubbo_port)] {
+        for c in 0..8 {
+            tasks.push(tokio::spawn(async move {
+                let mut cl = RpcClient::connect(wire, addr(port)).await;
+                for round in 0..50u64 {
+                    for k in 1..=4u64 {
+                        cl.send(&wire.request(k, SERVICE, &format!("{}-{c}-{round}-{k}", wire.name()))).await;
+                    }
+                    let mut got = HashMap::new();
+                    for _ in 0..4 {
+                        let (info, frame) = cl.recv().await;
+                        got.insert(
+                            info.id,
+                            wire.ok_text(&frame).unwrap_or_else(|| panic!("{}: error answer", wire.name())),
+                        );
+                    }
+                    for k in 1..=4u64 {
+                        let want = format!("{}-{c}-{round}-{k}|h", wire.name());
+                        assert!(got[&k].starts_with(&want), "{} got {:?} for {want}", wire.name(), got[&k]);
+                    }
+                }
+            }));
+        }
+    }
+    let http = tokio::task::spawn_blocking(move || {
+        for i in 0..200 {
+            let (status, _) = support::admin_call(http_port, "GET", &format!("/r{i}"), "");
+            assert_eq!(status, 200);
+        }
+    });
+    for t in tasks {
+        t.await.unwrap();
+    }
+    http.await.unwrap();
+    let served: usize = hosts.iter().map(|h| h.requests.load(Ordering::SeqCst)).sum();
+    assert_eq!(served, 2 * 8 * 50 * 4, "every request reached a host once, in its own protocol");
+}

@@ -122,6 +122,13 @@ pub struct RpcUpstream {
 
 impl RpcUpstream {
     pub async fn start(wire: &'static dyn Wire, name: &str, answer: Answer) -> RpcUpstream {
+        Self::start_any(&[wire], name, answer).await
+    }
+
+    /// An upstream that speaks each of `wires`, told apart per connection
+    /// from its first bytes (a host serving several protocols on one port).
+    pub async fn start_any(wires: &[&'static dyn Wire], name: &str, answer: Answer) -> RpcUpstream {
+        let wires: Vec<&'static dyn Wire> = wires.to_vec();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -129,8 +136,19 @@ impl RpcUpstream {
         let (seen, t2, name) = (requests.clone(), tasks.clone(), name.to_string());
         let accept = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                let (seen, name, t3) = (seen.clone(), name.clone(), t2.clone());
-                let h = tokio::spawn(async move { serve(wire, sock, answer, &name, seen, t3).await });
+                let (seen, name, t3, wires) = (seen.clone(), name.clone(), t2.clone(), wires.clone());
+                let h = tokio::spawn(async move {
+                    let mut first = [0u8; 16];
+                    let Ok(n) = sock.peek(&mut first).await else { return };
+                    let wire = wires
+                        .iter()
+                        .copied()
+                        .find(|w| w.codec().detect(&first[..n]) == ferrymesh::protocol::Detect::Match);
+                    match wire {
+                        Some(wire) => serve(wire, sock, answer, &name, seen, t3).await,
+                        None => panic!("upstream {name}: a connection in no protocol it speaks: {:02x?}", &first[..n]),
+                    }
+                });
                 t2.lock().unwrap().push(h);
             }
         });
