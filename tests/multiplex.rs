@@ -171,7 +171,7 @@ macro_rules! suite {
     )*};
 }
 
-suite!(bolt => &BOLT, dubbo => &DUBBO, tars => &TARS);
+suite!(bolt => &BOLT, dubbo => &DUBBO, tars => &TARS, toy => &TOY);
 
 /// A bolt listener and a Dubbo listener on one cluster, with HTTP beside
 /// them, all under load at once: each frame meets only connections of its

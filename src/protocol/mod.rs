@@ -17,6 +17,7 @@ pub mod dubbo;
 pub mod http;
 pub mod registry;
 pub mod tars;
+pub mod toy;
 
 use bytes::BytesMut;
 

@@ -5,12 +5,18 @@
 //! listeners try its [`Codec::detect`] on the first bytes of a connection,
 //! and clusters keep a pool per host for its family. Nothing else names it.
 
-use super::{bolt, dubbo, tars, Codec, Protocol};
+use super::{bolt, dubbo, tars, toy, Codec, Protocol};
 
 /// Every RPC codec, in the order `Auto` tries them. A codec whose family an
 /// earlier one shares (bolt v2 beside bolt v1) is not tried again: the first
 /// of a family reads every version of it.
-pub static CODECS: &[&dyn Codec] = &[&bolt::BOLT_V1, &bolt::BOLT_V2, &dubbo::DUBBO, &tars::TARS];
+pub static CODECS: &[&dyn Codec] = &[
+    &bolt::BOLT_V1,
+    &bolt::BOLT_V2,
+    &dubbo::DUBBO,
+    &tars::TARS,
+    &toy::TOY, // the worked example of docs/adding-a-protocol.md
+];
 
 /// The codec configured as `name` (case-insensitive, MOSN's spelling).
 pub fn by_name(name: &str) -> Option<&'static dyn Codec> {
@@ -45,7 +51,7 @@ mod tests {
         assert_eq!(by_name("boltv2").map(|c| c.name()), Some("boltv2"));
         assert!(by_name("nope").is_none());
         let auto: Vec<&str> = auto_protocols().iter().map(|p| p.name()).collect();
-        assert_eq!(auto, ["bolt", "dubbo", "tars", "Http2", "Http1"]);
+        assert_eq!(auto, ["bolt", "dubbo", "tars", "toy", "Http2", "Http1"]);
         let mut names = names();
         names.sort_unstable();
         names.dedup();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferrymesh::protocol::bolt::{RequestBuilder, ResponseBuilder, BOLT_V1};
-use ferrymesh::protocol::{dubbo, tars, Codec, FrameInfo, FrameKind};
+use ferrymesh::protocol::{dubbo, tars, toy, Codec, FrameInfo, FrameKind};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -36,6 +36,8 @@ pub struct TarsWire;
 pub static BOLT: BoltWire = BoltWire;
 pub static DUBBO: DubboWire = DubboWire;
 pub static TARS: TarsWire = TarsWire;
+pub static TOY: ToyWire = ToyWire;
+pub struct ToyWire;
 
 impl Wire for BoltWire {
     fn name(&self) -> &'static str {
@@ -100,6 +102,29 @@ impl Wire for TarsWire {
         (tars::frame::ret(response) == Some(0))
             .then(|| tars::frame::buffer(response).map(|b| String::from_utf8_lossy(b).into_owned()))
             .flatten()
+    }
+}
+
+impl Wire for ToyWire {
+    fn name(&self) -> &'static str {
+        "toy"
+    }
+    fn codec(&self) -> &'static dyn Codec {
+        &toy::TOY
+    }
+    fn request(&self, id: u64, service: &str, text: &str) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        toy::frame(&mut out, 0, id as u32, service.as_bytes(), text.as_bytes());
+        out.to_vec()
+    }
+    fn echo(&self, request: &[u8], info: &FrameInfo, server: &str) -> Vec<u8> {
+        let body = [toy::parts(request).map_or(&b""[..], |p| p.1), b"|", server.as_bytes()].concat();
+        let mut out = BytesMut::new();
+        toy::frame(&mut out, 1, info.id as u32, b"0", &body);
+        out.to_vec()
+    }
+    fn ok_text(&self, response: &[u8]) -> Option<String> {
+        toy::parts(response).filter(|p| p.0 == b"0").map(|p| String::from_utf8_lossy(p.1).into_owned())
     }
 }
 
