@@ -1,4 +1,5 @@
-//! boltload: a bolt v1 load generator that checks every answer.
+//! boltload: a bolt v1 (or Dubbo, `--protocol dubbo`) load generator that
+//! checks every answer.
 //!
 //! C connections, each keeping P requests in flight. Every connection uses ids
 //! 1..=P, so ids collide across connections exactly as real clients' do, and
@@ -7,7 +8,7 @@
 //! delivered to the wrong client, or with the wrong id, is a mismatch.
 //!
 //! `boltload --target 127.0.0.1:2045 --connections 64 --inflight 8 --duration 10
-//!  --warmup 2 --payload 128 [--service S] [--json]`
+//!  --warmup 2 --payload 128 [--service S] [--protocol bolt|dubbo] [--json]`
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ferrymesh::protocol::bolt::{RequestBuilder, BOLT_V1};
+use ferrymesh::protocol::dubbo::{self, DUBBO};
 use ferrymesh::protocol::{Codec, FrameKind};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,7 +31,39 @@ struct Args {
     warmup: f64,
     payload: usize,
     service: String,
+    dubbo: bool,
     json: bool,
+}
+
+impl Args {
+    fn codec(&self) -> &'static dyn Codec {
+        if self.dubbo {
+            &DUBBO
+        } else {
+            &BOLT_V1
+        }
+    }
+
+    /// Appends request `id` carrying `payload`.
+    fn request(&self, id: u32, payload: &[u8], out: &mut BytesMut) {
+        if self.dubbo {
+            let arg = std::str::from_utf8(payload).unwrap_or("");
+            out.extend_from_slice(&dubbo::frame::request(u64::from(id), &self.service, "echo", arg, true));
+        } else {
+            RequestBuilder::new(id, &self.service, payload).encode_into(out);
+        }
+    }
+
+    /// Whether `frame` is a successful answer, and whether it carries `payload`.
+    fn check(&self, frame: &[u8], payload: &[u8]) -> (bool, bool) {
+        if self.dubbo {
+            let ok = dubbo::frame::status(frame) == dubbo::status::OK;
+            (ok, dubbo::frame::response_text(frame).is_some_and(|t| t.as_bytes() == payload))
+        } else {
+            let (_, _, content) = BOLT_V1.split(frame);
+            (BOLT_V1.response_status(frame) == 0, content == payload)
+        }
+    }
 }
 
 fn parse() -> Result<Args, String> {
@@ -41,6 +75,7 @@ fn parse() -> Result<Args, String> {
         warmup: 2.0,
         payload: 128,
         service: "com.example.EchoService:1.0".into(),
+        dubbo: false,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -59,6 +94,11 @@ fn parse() -> Result<Args, String> {
             "--warmup" => a.warmup = num(&v)?,
             "--payload" => a.payload = num(&v)? as usize,
             "--service" => a.service = v,
+            "--protocol" => match v.as_str() {
+                "bolt" => a.dubbo = false,
+                "dubbo" => a.dubbo = true,
+                other => return Err(format!("--protocol: {other:?} is not bolt or dubbo")),
+            },
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -99,7 +139,7 @@ async fn run_conn(n: usize, a: Args, measure_from: Instant, end: Instant, totals
     for id in 1..=a.inflight {
         seq += 1;
         slots[id as usize] = (seq, Instant::now());
-        RequestBuilder::new(id, &a.service, &payload(n, seq, a.payload)).encode_into(&mut out);
+        a.request(id, &payload(n, seq, a.payload), &mut out);
     }
     if s.write_all(&out).await.is_err() {
         totals.borrow_mut().errors += 1;
@@ -120,7 +160,7 @@ async fn run_conn(n: usize, a: Args, measure_from: Instant, end: Instant, totals
         }
         let now = Instant::now();
         loop {
-            let info = match BOLT_V1.decode(&buf, 64 << 20) {
+            let info = match a.codec().decode(&buf, 64 << 20) {
                 Ok(Some(i)) => i,
                 Ok(None) => break,
                 Err(e) => {
@@ -142,11 +182,10 @@ async fn run_conn(n: usize, a: Args, measure_from: Instant, end: Instant, totals
             }
             let (sent_seq, sent_at) = slots[id];
             slots[id].0 = 0;
-            let status = BOLT_V1.response_status(&frame);
-            let (_, _, content) = BOLT_V1.split(&frame);
-            if status != 0 {
+            let (success, same) = a.check(&frame, &payload(n, sent_seq, a.payload));
+            if !success {
                 errors += 1;
-            } else if content != payload(n, sent_seq, a.payload).as_slice() {
+            } else if !same {
                 mismatches += 1;
             } else if sent_at >= measure_from {
                 ok += 1;
@@ -155,7 +194,7 @@ async fn run_conn(n: usize, a: Args, measure_from: Instant, end: Instant, totals
             if now < end {
                 seq += 1;
                 slots[id] = (seq, now);
-                RequestBuilder::new(id as u32, &a.service, &payload(n, seq, a.payload)).encode_into(&mut out);
+                a.request(id as u32, &payload(n, seq, a.payload), &mut out);
                 outstanding += 1;
             }
         }

@@ -1,7 +1,9 @@
 //! A bolt v1/v2 echo upstream: answers every request with a response whose
 //! content is the request's content and whose header map carries
 //! `server=<name>`, so a client can see which host answered. Heartbeats are
-//! acked; oneway requests are counted and not answered.
+//! acked; oneway requests are counted and not answered. A connection whose
+//! first byte is Dubbo's magic is answered in Dubbo (the argument echoed),
+//! for the load tool's `--protocol dubbo`.
 //!
 //! `bolt-echo --listen 127.0.0.1:12200 [--name NAME] [--delay-ms N]`
 //! prints `READY <addr>` once listening.
@@ -10,6 +12,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use ferrymesh::protocol::bolt::{Bolt, ResponseBuilder, BOLT_V1, BOLT_V2};
+use ferrymesh::protocol::dubbo::{self, DUBBO};
 use ferrymesh::protocol::{Codec, FrameKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -63,6 +66,25 @@ async fn serve(mut s: TcpStream, name: &'static str, delay: Duration) {
             r = s.read_buf(&mut buf) => {
                 match r { Ok(0) | Err(_) => return, Ok(_) => {} }
                 loop {
+                    if buf.first() == Some(&0xda) {
+                        // Dubbo (the load tool's `--protocol dubbo`): echo the argument.
+                        let info = match DUBBO.decode(&buf, 64 << 20) {
+                            Ok(Some(i)) => i,
+                            Ok(None) => break,
+                            Err(e) => { eprintln!("bolt-echo: bad Dubbo frame: {e}"); return; }
+                        };
+                        let frame = &buf[..info.len];
+                        match info.kind {
+                            FrameKind::Heartbeat => DUBBO.heartbeat_reply(frame, &info, &mut out),
+                            FrameKind::Request => {
+                                let arg = dubbo::frame::request_arg(frame).unwrap_or_default();
+                                out.extend_from_slice(&dubbo::frame::response(info.id, &arg));
+                            }
+                            _ => {}
+                        }
+                        buf.advance(info.len);
+                        continue;
+                    }
                     let bolt: &Bolt = if buf.first() == Some(&2) { &BOLT_V2 } else { &BOLT_V1 };
                     let codec: &dyn Codec = bolt;
                     let info = match codec.decode(&buf, 64 << 20) {
