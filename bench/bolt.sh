@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bolt.sh: bolt v1 throughput/latency/CPU/memory benchmark (not a test).
+# bolt.sh: bolt v1 (or Dubbo, PROTO=dubbo) throughput/latency/CPU/memory
+# benchmark (not a test).
 #
 # Runs the project's load generator (boltload) against a bolt echo upstream
 # directly, through ferrymesh, and through three L4 baselines (nginx stream,
@@ -15,6 +16,9 @@
 #   bash bench/bolt.sh             # builds with cargo first unless SKIP_BUILD=1
 #
 # Environment (defaults):
+#   PROTO=bolt        or dubbo: the same runs with Dubbo frames (boltload
+#                     --protocol dubbo; bolt-echo answers Dubbo too; the L4
+#                     baselines forward bytes whatever they are)
 #   CONNS=64 INFLIGHT=8 PAYLOAD=128 DURATION=10 WARMUP=2 ROUNDS=3
 #   TARGETS="direct ferrymesh nginx haproxy envoy"
 #   SKIP_BUILD=0      1: use the binaries already in target/release
@@ -37,7 +41,8 @@ WARMUP="${WARMUP:-2}"
 ROUNDS="${ROUNDS:-3}"
 TARGETS="${TARGETS:-direct ferrymesh nginx haproxy envoy}"
 BASE_PORT="${BASE_PORT:-23400}"
-OUT="${OUT:-$BENCH_DIR/results/bolt-$(date +%Y%m%d-%H%M%S)}"
+PROTO="${PROTO:-bolt}"
+OUT="${OUT:-$BENCH_DIR/results/$PROTO-$(date +%Y%m%d-%H%M%S)}"
 
 bench_init
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -130,7 +135,7 @@ run_one() {
     t_start=$(now)
     spawn "$LOAD_CPU" "$dir/boltload.out" "$BOLTLOAD_BIN" --target "127.0.0.1:$port" \
         --connections "$CONNS" --inflight "$INFLIGHT" --duration "$DURATION" \
-        --warmup "$WARMUP" --payload "$PAYLOAD" --json
+        --warmup "$WARMUP" --payload "$PAYLOAD" --protocol "${PROTO:-bolt}" --json
     lpid=$SPAWN_PID
     # CPU of the proxy over boltload's measured window [warmup, warmup+duration].
     sleep_until "$(awk -v a="$t_start" -v b="$WARMUP" 'BEGIN { printf "%.6f", a + b }')"

@@ -234,7 +234,8 @@ start_proxy() {
     need_free_port "$lp"
     case $t in
     ferrymesh)
-        render "$CONF_DIR/ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up"
+        render "$CONF_DIR/ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" \
+            PROTOCOL="${PROTO:-bolt}"
         spawn "$PROXY_CPU" "$dir/ferrymesh.log" "$FERRYMESH_BIN" start -c "$dir/ferrymesh.json" --workers 1
         ;;
     nginx)
