@@ -108,3 +108,36 @@ proptest! {
         let _ = TARS.header_list(&broken);
     }
 }
+
+/// Frames recorded between the real @tars/rpc client and server.
+#[test]
+fn frames_recorded_from_tars_rpc_decode_and_take_new_ids() {
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("../../../tests/fixtures/tars-frames.json")).expect("fixture JSON");
+    for f in doc["frames"].as_array().unwrap() {
+        let hex = f["hex"].as_str().unwrap();
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let info = TARS.decode(&bytes, 1 << 20).unwrap().expect("whole");
+        let request = f["kind"] == "request";
+        assert_eq!(info.kind, if request { FrameKind::Request } else { FrameKind::Response }, "{hex}");
+        assert_eq!(info.id, f["id"].as_u64().unwrap());
+        assert_eq!(info.len, bytes.len());
+        if request {
+            let list = TARS.header_list(&bytes);
+            assert!(TARS.header_in(&list, "service").is_some_and(|s| s.ends_with(b"Obj")));
+            assert_eq!(TARS.header_in(&list, "method"), Some(&b"echo"[..]));
+        } else {
+            assert_eq!(TARS.response_class(&bytes), 200);
+        }
+        for id in [0u64, 1, 300, i32::MAX as u64] {
+            let mut out = BytesMut::new();
+            TARS.write_with_id(&bytes, id, &mut out);
+            let again = TARS.decode(&out, 1 << 20).unwrap().unwrap();
+            assert_eq!((again.id, again.kind, again.len), (id, info.kind, out.len()));
+            let mut back = BytesMut::new();
+            TARS.write_with_id(&out, info.id, &mut back);
+            assert_eq!(back.to_vec(), bytes, "the id goes back to the recorded bytes");
+        }
+    }
+}
