@@ -6,9 +6,9 @@
 //! `2006/01/02 15:04:05.000`, so that parsers written for MOSN's logs read
 //! ours; ferrymesh prints UTC where MOSN prints local time.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Entry;
 
@@ -122,57 +122,94 @@ impl Format {
 }
 
 fn write_var(v: Var, e: &Entry<'_>, out: &mut Vec<u8>) {
-    let _ = match v {
-        Var::StartTime => {
-            let mut s = String::with_capacity(23);
-            start_time(e, &mut s);
-            out.extend_from_slice(s.as_bytes());
-            Ok(())
-        }
+    let text = |out: &mut Vec<u8>, t: Option<&str>| out.extend_from_slice(t.map_or(b"-", str::as_bytes));
+    match v {
+        Var::StartTime => start_time(e.start, out),
         Var::RequestReceivedDuration => match e.request_sent {
-            Some(d) => write!(out, "{}", GoDuration(d)),
-            None => dash(out),
+            Some(d) => go_duration(d, out),
+            None => out.push(b'-'),
         },
-        Var::ResponseReceivedDuration | Var::Duration => write!(out, "{}", GoDuration(e.duration)),
-        Var::BytesSent => write!(out, "{}", e.bytes_sent),
-        Var::BytesReceived => write!(out, "{}", e.bytes_received),
-        Var::Protocol => write!(out, "{}", e.protocol),
-        Var::ResponseCode => write!(out, "{}", e.status),
-        Var::ResponseFlag => write!(out, "{}", e.error.is_some()),
-        Var::UpstreamHost => match e.upstream {
-            Some(a) => write!(out, "{a}"),
-            None => dash(out),
-        },
-        Var::UpstreamCluster => match e.cluster {
-            Some(c) => write!(out, "{c}"),
-            None => dash(out),
-        },
-        Var::DownstreamLocal => match e.downstream_local {
-            Some(a) => write!(out, "{a}"),
-            None => dash(out),
-        },
-        Var::DownstreamRemote => write!(out, "{}", e.downstream_remote),
+        Var::ResponseReceivedDuration | Var::Duration => go_duration(e.duration, out),
+        Var::BytesSent => itoa(e.bytes_sent, out),
+        Var::BytesReceived => itoa(e.bytes_received, out),
+        Var::Protocol => out.extend_from_slice(e.protocol.as_bytes()),
+        Var::ResponseCode => itoa(u64::from(e.status), out),
+        Var::ResponseFlag => out.extend_from_slice(if e.error.is_some() { b"true" } else { b"false" }),
+        Var::UpstreamHost => text(out, e.upstream),
+        Var::UpstreamCluster => text(out, e.cluster),
+        Var::DownstreamLocal => text(out, e.downstream_local),
+        Var::DownstreamRemote => out.extend_from_slice(e.downstream_remote.as_bytes()),
         Var::RequestId => match e.request_id {
-            Some(id) => write!(out, "{id}"),
-            None => dash(out),
+            Some(id) => itoa(id, out),
+            None => out.push(b'-'),
         },
-        Var::Unknown => dash(out),
-    };
+        Var::Unknown => out.push(b'-'),
+    }
 }
 
-fn dash(out: &mut Vec<u8>) -> std::io::Result<()> {
-    out.push(b'-');
-    Ok(())
+/// `n` in decimal, without the formatting machinery (a line has several).
+fn itoa(mut n: u64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
-/// `2006/01/02 15:04:05.000`, UTC.
-fn start_time(e: &Entry<'_>, s: &mut String) {
-    let since = e.start.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
+/// Wall-clock time of an `Instant`, per thread: an anchor pair of clocks
+/// read once a second, and the text of the last millisecond formatted, so
+/// a line costs no clock read and, mostly, no date arithmetic.
+struct Clock {
+    anchor: Instant,
+    anchor_unix: Duration,
+    last_ms: u64,
+    text: [u8; 23],
+}
+
+thread_local! {
+    static CLOCK: RefCell<Option<Clock>> = const { RefCell::new(None) };
+}
+
+/// `2006/01/02 15:04:05.000`, UTC, of `at`.
+fn start_time(at: Instant, out: &mut Vec<u8>) {
+    CLOCK.with(|c| {
+        let mut c = c.borrow_mut();
+        let stale = c.as_ref().is_none_or(|c| at.saturating_duration_since(c.anchor) > Duration::from_secs(1));
+        if stale {
+            let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            *c = Some(Clock { anchor: Instant::now(), anchor_unix: unix, last_ms: u64::MAX, text: [0; 23] });
+        }
+        let Some(c) = c.as_mut() else { return };
+        let unix = match at.checked_duration_since(c.anchor) {
+            Some(after) => c.anchor_unix + after,
+            None => c.anchor_unix.saturating_sub(c.anchor.duration_since(at)),
+        };
+        let ms = unix.as_millis() as u64;
+        if ms != c.last_ms {
+            c.last_ms = ms;
+            c.text = date_text(ms);
+        }
+        out.extend_from_slice(&c.text);
+    });
+}
+
+/// The text of a Unix time in milliseconds.
+fn date_text(unix_ms: u64) -> [u8; 23] {
+    let secs = unix_ms / 1000;
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let t = secs % 86_400;
-    let _ =
-        write!(s, "{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}.{:03}", t / 3600, t / 60 % 60, t % 60, since.subsec_millis());
+    let mut s = String::with_capacity(23);
+    let _ = write!(s, "{y:04}/{m:02}/{d:02} {:02}:{:02}:{:02}.{:03}", t / 3600, t / 60 % 60, t % 60, unix_ms % 1000);
+    let mut out = [b' '; 23];
+    let n = s.len().min(23);
+    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out
 }
 
 /// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
@@ -189,72 +226,88 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-/// Go's `time.Duration.String()`.
-pub struct GoDuration(pub Duration);
-
-impl std::fmt::Display for GoDuration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ns = self.0.as_nanos();
-        if ns == 0 {
-            return f.write_str("0s");
-        }
-        if ns < 1_000 {
-            return write!(f, "{ns}ns");
-        }
-        if ns < 1_000_000 {
-            return write!(f, "{}µs", Decimal(ns, 3));
-        }
-        if ns < 1_000_000_000 {
-            return write!(f, "{}ms", Decimal(ns, 6));
-        }
+/// Go's `time.Duration.String()`, written straight into `out`.
+fn go_duration(d: Duration, out: &mut Vec<u8>) {
+    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    if ns == 0 {
+        out.extend_from_slice(b"0s");
+    } else if ns < 1_000 {
+        itoa(ns, out);
+        out.extend_from_slice(b"ns");
+    } else if ns < 1_000_000 {
+        decimal(ns, 3, out);
+        out.extend_from_slice("µs".as_bytes());
+    } else if ns < 1_000_000_000 {
+        decimal(ns, 6, out);
+        out.extend_from_slice(b"ms");
+    } else {
         let secs = ns / 1_000_000_000;
-        let frac = ns % 1_000_000_000;
         let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
         if h > 0 {
-            write!(f, "{h}h")?;
+            itoa(h, out);
+            out.push(b'h');
         }
         if h > 0 || m > 0 {
-            write!(f, "{m}m")?;
+            itoa(m, out);
+            out.push(b'm');
         }
-        write!(f, "{}s", Decimal(s * 1_000_000_000 + frac, 9))
+        decimal(s * 1_000_000_000 + ns % 1_000_000_000, 9, out);
+        out.push(b's');
     }
 }
 
-/// `n / 10^digits` with the fraction's trailing zeros dropped.
-struct Decimal(u128, u32);
+/// `n / 10^digits`, the fraction's trailing zeros dropped.
+fn decimal(n: u64, digits: u32, out: &mut Vec<u8>) {
+    let scale = 10u64.pow(digits);
+    itoa(n / scale, out);
+    let mut frac = n % scale;
+    if frac == 0 {
+        return;
+    }
+    let mut width = digits;
+    while frac % 10 == 0 {
+        frac /= 10;
+        width -= 1;
+    }
+    out.push(b'.');
+    let at = out.len();
+    itoa(frac, out);
+    let pad = width as usize - (out.len() - at);
+    out.splice(at..at, std::iter::repeat_n(b'0', pad));
+}
 
-impl std::fmt::Display for Decimal {
+/// Go's `time.Duration.String()` as text.
+#[cfg(test)]
+pub struct GoDuration(pub Duration);
+
+#[cfg(test)]
+impl std::fmt::Display for GoDuration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scale = 10u128.pow(self.1);
-        let (whole, frac) = (self.0 / scale, self.0 % scale);
-        if frac == 0 {
-            return write!(f, "{whole}");
-        }
-        let digits = format!("{frac:0width$}", width = self.1 as usize);
-        write!(f, "{whole}.{}", digits.trim_end_matches('0'))
+        let mut out = Vec::with_capacity(16);
+        go_duration(self.0, &mut out);
+        f.write_str(&String::from_utf8_lossy(&out))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
     fn entry() -> Entry<'static> {
         Entry {
-            start: UNIX_EPOCH + Duration::from_millis(1_764_979_200_123), // 2025-12-06 00:00:00.123 UTC
+            start: Instant::now(),
             duration: Duration::from_micros(3_100),
             request_sent: Some(Duration::from_nanos(12_500)),
             protocol: "bolt",
             request_id: Some(7),
-            upstream: Some("127.0.0.1:12200".parse().unwrap()),
+            upstream: Some("127.0.0.1:12200"),
             cluster: Some("svc"),
             status: 200,
             error: None,
             bytes_received: 120,
             bytes_sent: 80,
-            downstream_remote: "127.0.0.1:5000".parse().unwrap(),
-            downstream_local: Some("127.0.0.1:2045".parse().unwrap()),
+            downstream_remote: "127.0.0.1:5000",
+            downstream_local: Some("127.0.0.1:2045"),
         }
     }
 
@@ -267,9 +320,12 @@ mod tests {
     #[test]
     fn every_variable_prints_as_mosn_prints_it() {
         let e = entry();
+        let l = line(DEFAULT_FORMAT, &e);
+        let today = date_text(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64);
+        assert_eq!(&l.as_bytes()[..11], &today[..11], "{l}");
         assert_eq!(
-            line(DEFAULT_FORMAT, &e),
-            "2025/12/06 00:00:00.123 -  - - 12.5µs 3.1ms 80 120 bolt 200 3.1ms false 200 127.0.0.1:12200 127.0.0.1:2045 127.0.0.1:5000 127.0.0.1:12200"
+            &l[23..],
+            " -  - - 12.5µs 3.1ms 80 120 bolt 200 3.1ms false 200 127.0.0.1:12200 127.0.0.1:2045 127.0.0.1:5000 127.0.0.1:12200"
         );
         assert_eq!(line("id=%stream_id% c=%upstream_cluster% x=%no_such%", &e), "id=7 c=svc x=-");
     }
@@ -292,6 +348,22 @@ mod tests {
         assert_eq!(d(1_500_000_000), "1.5s");
         assert_eq!(d(90_000_000_000), "1m30s");
         assert_eq!(d(3_723_000_000_000), "1h2m3s");
+        assert_eq!(d(1_000_500), "1.0005ms");
+        assert_eq!(d(1_050_000_000), "1.05s");
+    }
+
+    #[test]
+    fn start_times_read_as_mosns() {
+        assert_eq!(&date_text(1_764_979_200_123), b"2025/12/06 00:00:00.123");
+        assert_eq!(&date_text(951_782_400_007), b"2000/02/29 00:00:00.007");
+        // Two lines of one millisecond share the cached text; a later one moves on.
+        let t = Instant::now();
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        start_time(t, &mut a);
+        start_time(t, &mut b);
+        start_time(t + Duration::from_millis(1500), &mut c);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
     }
 
     #[test]

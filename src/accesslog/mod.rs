@@ -11,9 +11,8 @@ mod format;
 mod writer;
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 pub use format::{Format, FormatError, DEFAULT_FORMAT};
 pub use writer::reopen_all;
@@ -21,10 +20,11 @@ pub use writer::reopen_all;
 /// Bytes a worker buffers before it hands them to the writer at once.
 const FLUSH_AT: usize = 32 << 10;
 
-/// One finished request, as the access log sees it.
+/// One finished request, as the access log sees it. Addresses come as text
+/// made once (per connection, per host), not formatted per line.
 pub struct Entry<'a> {
-    /// When the request arrived (wall clock).
-    pub start: SystemTime,
+    /// When the request arrived.
+    pub start: std::time::Instant,
     /// From arrival to the end of the answer.
     pub duration: Duration,
     /// From arrival until the request went upstream, if it did.
@@ -32,7 +32,7 @@ pub struct Entry<'a> {
     pub protocol: &'a str,
     /// The client's request id (RPC) or stream id (HTTP/2), if any.
     pub request_id: Option<u64>,
-    pub upstream: Option<SocketAddr>,
+    pub upstream: Option<&'a str>,
     pub cluster: Option<&'a str>,
     /// HTTP-like status of the answer; 0 when there was none.
     pub status: u16,
@@ -40,8 +40,8 @@ pub struct Entry<'a> {
     pub error: Option<&'a str>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
-    pub downstream_remote: SocketAddr,
-    pub downstream_local: Option<SocketAddr>,
+    pub downstream_remote: &'a str,
+    pub downstream_local: Option<&'a str>,
 }
 
 /// A listener's access log on one worker.

@@ -76,10 +76,19 @@ pub(super) struct ConnCtx {
     pub(super) peer: SocketAddr,
     /// The client's address as a header value, made once per connection.
     pub(super) peer_ip: HeaderValue,
+    /// The client's address as text for the access log, made on first use.
+    pub(super) peer_text: std::cell::OnceCell<Box<str>>,
     /// What the upstream speaks for requests of this connection.
     upstream: Version,
     active: Cell<u32>,
     last_active: Cell<Instant>,
+}
+
+impl ConnCtx {
+    /// The client's address as text (access logs).
+    pub(super) fn peer_text(&self) -> &str {
+        self.peer_text.get_or_init(|| self.peer.to_string().into())
+    }
 }
 
 /// Serves an HTTP/1.x or HTTP/2 (prior knowledge) client connection.
@@ -102,6 +111,7 @@ pub async fn serve(
         worker: worker.clone(),
         peer,
         peer_ip: HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        peer_text: std::cell::OnceCell::new(),
         upstream,
         active: Cell::new(0),
         last_active: Cell::new(Instant::now()),
@@ -292,7 +302,7 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
         let duration = started.elapsed();
         let sent = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
         Entry {
-            start: std::time::SystemTime::now() - duration,
+            start: started,
             duration,
             request_sent: None,
             protocol,
@@ -303,7 +313,7 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
             error: failed,
             bytes_received: received,
             bytes_sent: sent.unwrap_or(0),
-            downstream_remote: ctx.peer,
+            downstream_remote: ctx.peer_text(),
             downstream_local: None,
         }
     });

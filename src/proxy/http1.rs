@@ -430,7 +430,7 @@ async fn exchange(ctx: &ConnCtx, client: &mut TcpStream, request: Prepared, bufs
             stats.count_response(if answer.status >= 500 { 500 } else { 200 });
             let open =
                 relay_body(ctx, client, conn, &pool, &answer, bufs).await && answer.framing != Framing::UntilClose;
-            (open, answer.status, Some(pool.host().addr), None)
+            (open, answer.status, Some(pool.host().clone()), None)
         }
         Err(err) => {
             stats.count_error(&err);
@@ -441,18 +441,18 @@ async fn exchange(ctx: &ConnCtx, client: &mut TcpStream, request: Prepared, bufs
     ctx.listener.log(|| {
         let duration = started.elapsed();
         Entry {
-            start: std::time::SystemTime::now() - duration,
+            start: started,
             duration,
             request_sent: None,
             protocol: "http1",
             request_id: None,
-            upstream,
+            upstream: upstream.as_ref().map(|h| h.addr_text()),
             cluster: Some(request.cluster.spec.name.as_str()),
             status,
             error,
             bytes_received: received,
             bytes_sent: 0,
-            downstream_remote: ctx.peer,
+            downstream_remote: ctx.peer_text(),
             downstream_local: None,
         }
     });

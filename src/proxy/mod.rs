@@ -186,6 +186,8 @@ struct ConnObserver {
     listener: Rc<ListenerCtx>,
     peer: SocketAddr,
     local: Option<SocketAddr>,
+    /// The addresses as text, made on the first line logged.
+    texts: std::cell::OnceCell<(Box<str>, Option<Box<str>>)>,
     protocol: &'static str,
 }
 
@@ -193,10 +195,11 @@ impl StreamObserver for ConnObserver {
     fn on_end(&self, end: &StreamEnd<'_>) {
         self.listener.stats.requests_active.dec();
         self.listener.log(|| {
-            let duration = end.started.elapsed();
+            let (peer, local) =
+                self.texts.get_or_init(|| (self.peer.to_string().into(), self.local.map(|l| l.to_string().into())));
             Entry {
-                start: std::time::SystemTime::now() - duration,
-                duration,
+                start: end.started,
+                duration: end.started.elapsed(),
                 request_sent: None,
                 protocol: self.protocol,
                 request_id: Some(end.info.id),
@@ -206,8 +209,8 @@ impl StreamObserver for ConnObserver {
                 error: end.error.map(ProxyError::label),
                 bytes_received: end.bytes_received as u64,
                 bytes_sent: end.bytes_sent as u64,
-                downstream_remote: self.peer,
-                downstream_local: self.local,
+                downstream_remote: peer,
+                downstream_local: local.as_deref(),
             }
         });
     }
@@ -220,7 +223,7 @@ fn observer(
     local: Option<SocketAddr>,
     protocol: &'static str,
 ) -> Option<Rc<dyn StreamObserver>> {
-    Some(Rc::new(ConnObserver { listener: listener.clone(), peer, local, protocol }))
+    Some(Rc::new(ConnObserver { listener: listener.clone(), peer, local, texts: Default::default(), protocol }))
 }
 
 /// Serves one accepted client connection until it closes.

@@ -199,7 +199,7 @@ impl ClientConn {
             return Err(Box::new((stream, ProxyError::Overflow)));
         };
         if let Some(mut stream) = stream {
-            stream.set_upstream(self.host.addr);
+            stream.set_upstream(&self.host);
             let timer = inner.timers.insert(id, timeout);
             inner.streams.insert(id, ClientStream { waiting: Waiting::Request(stream), timer });
             self.host.inc_active();

@@ -2,7 +2,6 @@
 //! server stream that answers one request on it.
 
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -13,6 +12,7 @@ use crate::error::ProxyError;
 use crate::network::conn::ConnShared;
 use crate::protocol::{Codec, FrameInfo};
 use crate::stats::Stats;
+use crate::upstream::Host;
 
 /// What a response hook (the proxy's response filters) decides.
 pub enum HookResult {
@@ -33,8 +33,8 @@ pub trait ResponseHook {
 pub struct StreamEnd<'a> {
     pub info: &'a FrameInfo,
     pub started: Instant,
-    /// The host that answered (or failed), if the request got that far.
-    pub upstream: Option<SocketAddr>,
+    /// The host that answered (or failed), as text, if the request got that far.
+    pub upstream: Option<&'a str>,
     /// The HTTP-like status of the answer (`Codec::response_class`, or the
     /// error's code).
     pub status: u16,
@@ -101,7 +101,7 @@ impl ServerConn {
         info: &FrameInfo,
         err: &ProxyError,
         started: Instant,
-        upstream: Option<SocketAddr>,
+        upstream: Option<&str>,
         received: usize,
     ) {
         self.stats.count_error(err);
@@ -135,7 +135,7 @@ pub struct ServerStream {
     request_len: u32,
     hook: Option<Rc<dyn ResponseHook>>,
     started: Instant,
-    upstream: Option<SocketAddr>,
+    upstream: Option<Rc<Host>>,
 }
 
 impl ServerStream {
@@ -149,8 +149,12 @@ impl ServerStream {
     }
 
     /// The host the request went to (for the access log).
-    pub fn set_upstream(&mut self, addr: SocketAddr) {
-        self.upstream = Some(addr);
+    pub fn set_upstream(&mut self, host: &Rc<Host>) {
+        self.upstream = Some(host.clone());
+    }
+
+    fn upstream_text(&self) -> Option<&str> {
+        self.upstream.as_ref().map(|h| h.addr_text())
     }
 
     /// Writes the upstream's response `frame` with the client's id restored.
@@ -182,7 +186,7 @@ impl ServerStream {
             o.on_end(&StreamEnd {
                 info: &self.info,
                 started: self.started,
-                upstream: self.upstream,
+                upstream: self.upstream_text(),
                 status,
                 error: None,
                 bytes_received: self.request_len as usize,
@@ -205,7 +209,7 @@ impl ServerStream {
             o.on_end(&StreamEnd {
                 info: &self.info,
                 started: self.started,
-                upstream: self.upstream,
+                upstream: self.upstream_text(),
                 status: 0,
                 error: None,
                 bytes_received: self.request_len as usize,
@@ -219,7 +223,7 @@ impl ServerStream {
     pub fn fail(mut self, err: ProxyError) {
         let conn = &self.conn;
         debug!(id = self.info.id, error = %err, status = conn.codec.error_status(&err, self.info.reply_tag), "request failed");
-        conn.reply_error_from(&self.info, &err, self.started, self.upstream, self.request_len as usize);
+        conn.reply_error_from(&self.info, &err, self.started, self.upstream_text(), self.request_len as usize);
         self.finish();
     }
 

@@ -40,6 +40,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Host {
     pub addr: SocketAddr,
+    /// The address as text, made once (access logs print it per request).
+    addr_text: Box<str>,
     weight: Cell<u32>,
     /// Requests this worker has in flight to the host.
     active: Cell<u32>,
@@ -84,6 +86,7 @@ impl Host {
     ) -> Host {
         Host {
             addr,
+            addr_text: addr.to_string().into(),
             weight: Cell::new(weight),
             active: Cell::new(0),
             unhealthy_until: Cell::new(None),
@@ -97,6 +100,10 @@ impl Host {
 
     pub fn weight(&self) -> u32 {
         self.weight.get()
+    }
+
+    pub fn addr_text(&self) -> &str {
+        &self.addr_text
     }
 
     /// Moves the host to place `index` of a new health list with a new weight,
