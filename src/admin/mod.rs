@@ -232,7 +232,7 @@ fn mosn_error(status: StatusCode, what: &str) -> Answer {
 /// No query: MOSN's whole dump; one key: that part; more: 400.
 fn config_dump(control: &Control, query: &[(String, String)]) -> Answer {
     let settings = control.settings();
-    let dump = json::dump(&settings.document);
+    let dump = json::dump(&settings.document());
     if query.len() > 1 {
         return text(StatusCode::BAD_REQUEST, "only support one parameter".into());
     }

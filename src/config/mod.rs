@@ -176,8 +176,11 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// The admin server's address (`admin` block); none without the block.
     pub admin: Option<SocketAddr>,
-    /// The document as read (for `config_dump`; secrets still in it).
-    pub document: Arc<serde_json::Value>,
+    /// The document as read, keys folded, as compact JSON text (for
+    /// `config_dump` and one-resource changes, which parse it again; kept as
+    /// text because a parsed document costs several times the route table
+    /// it describes). Secrets are still in it.
+    pub document: Arc<str>,
     /// Fields that were present but are not understood, by path.
     pub warnings: Vec<String>,
 }
@@ -207,7 +210,7 @@ pub fn load_value(mut value: serde_json::Value) -> Result<Settings, ConfigError>
     let model: model::Config = from_value(value.clone(), "", &mut warnings)?;
     let mut settings = Settings::from_model(model, &mut warnings)?;
     settings.warnings = warnings;
-    settings.document = Arc::new(value);
+    settings.document = value.to_string().into();
     Ok(settings)
 }
 
@@ -368,9 +371,14 @@ impl Settings {
             graceful_timeout: DEFAULT_GRACEFUL_TIMEOUT,
             workers: None,
             admin: None,
-            document: Arc::default(),
+            document: Arc::from("{}"),
             warnings: Vec::new(),
         }
+    }
+
+    /// The document, parsed.
+    pub fn document(&self) -> serde_json::Value {
+        serde_json::from_str(&self.document).unwrap_or_default()
     }
 
     fn from_model(cfg: model::Config, warnings: &mut Vec<String>) -> Result<Settings, ConfigError> {
@@ -465,7 +473,7 @@ impl Settings {
             graceful_timeout: server.graceful_timeout.map_or(DEFAULT_GRACEFUL_TIMEOUT, |d| d.0),
             workers: server.processor.filter(|&n| n > 0),
             admin,
-            document: Arc::default(),
+            document: Arc::from("{}"),
             warnings: Vec::new(),
         })
     }

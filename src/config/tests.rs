@@ -221,9 +221,10 @@ fn mosns_dubbo_shape_loads_with_capitalised_keys_and_an_unnamed_listener() {
     assert_eq!(s.workers, None, "\"auto\": one worker per core");
     assert_eq!(s.admin.map(|a| a.port()), Some(34901));
     // The user's own keys keep their case; the dump shows MOSN's field names.
-    let host = &s.document["cluster_manager"]["clusters"][0]["hosts"][0];
+    let doc = s.document();
+    let host = &doc["cluster_manager"]["clusters"][0]["hosts"][0];
     assert_eq!(host["metadata"]["filter_metadata"]["mosn.lb"]["Label"], "Blue");
-    assert_eq!(s.document["servers"][0]["listeners"][0]["address"], "127.0.0.1:2045");
+    assert_eq!(doc["servers"][0]["listeners"][0]["address"], "127.0.0.1:2045");
 }
 
 #[test]

@@ -116,7 +116,7 @@ impl Control {
     pub async fn update_resource(&self, kind: &str, config: serde_json::Value) -> Result<u64, Refused> {
         let _one = self.busy.lock().await;
         let current = self.settings();
-        let changed = config::replace_resource(&current.document, kind, config);
+        let changed = config::replace_resource(&current.document(), kind, config);
         let loaded = changed.and_then(config::load_value);
         self.settle(loaded, Trigger::Resource).await
     }
