@@ -222,10 +222,11 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-python3 - "$OUT" <<'EOF' | tee "$OUT/summary.md"
+python3 - "$OUT" "$PROTO" <<'EOF' | tee "$OUT/summary.md"
 import json, statistics, sys
 
 out = sys.argv[1]
+proto = sys.argv[2]
 meta = json.load(open(f"{out}/meta.json"))
 runs = [json.loads(l) for l in open(f"{out}/runs.jsonl") if l.strip()]
 order = []
@@ -233,7 +234,7 @@ for r in runs:
     if r["target"] not in order:
         order.append(r["target"])
 L4 = ("nginx", "haproxy", "envoy")
-NAMES = {"direct": "direct (no proxy)", "ferrymesh": "ferrymesh (bolt L7)",
+NAMES = {"direct": "direct (no proxy)", "ferrymesh": f"ferrymesh ({proto} L7)",
          "nginx": "nginx stream", "haproxy": "haproxy mode tcp", "envoy": "Envoy tcp_proxy"}
 
 def med(t, key):
@@ -261,7 +262,7 @@ def cell(t, key, fmt, vs_direct=True):
     return f"{s} ({', '.join(parts)})" if parts else s
 
 v = meta.get("versions", {})
-print(f"## bolt benchmark ({meta['date'][:10]})\n")
+print(f"## {proto} benchmark ({meta['date'][:10]})\n")
 print(f"{meta['conns']} connections × {meta['inflight']} in flight, {meta['payload']} B payload, "
       f"median of {meta['rounds']} rounds of {meta['duration']} s (after {meta['warmup']} s warmup), "
       f"targets alternating. Each proxy runs one worker pinned to core {meta['proxy_cpu']}; "
