@@ -53,6 +53,12 @@ impl<'a> Reader<'a> {
     /// `n` UTF-16 code units of UTF-8 text.
     fn utf8_units(&mut self, mut n: usize) -> R<&'a [u8]> {
         let start = self.pos;
+        // Routing keys and most arguments are ASCII: one byte per unit,
+        // checked a word at a time rather than walked character by character.
+        if let Some(ascii) = self.buf.get(start..start.saturating_add(n)).filter(|s| s.is_ascii()) {
+            self.pos += n;
+            return Ok(ascii);
+        }
         while n > 0 {
             let b = self.byte()?;
             let (extra, units) = match b {
