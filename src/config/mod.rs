@@ -592,6 +592,11 @@ fn listener_spec(
     let addr = parse_addr(&l.address, &format!("{path}.address"))?;
     // MOSN names an unnamed listener after its address.
     let name = if l.name.is_empty() { addr.to_string() } else { l.name.clone() };
+    if l.log_path.as_deref().is_some_and(|p| !p.is_empty()) || l.log_level.is_some() {
+        warnings.push(format!(
+            "{path}.log_path: a log of the listener's own is not implemented; it logs to the process log (default_log_path)"
+        ));
+    }
     if l.filter_chains.len() > 1 {
         warnings.push(format!("{path}.filter_chains: only the first chain is used, as in MOSN"));
     }
@@ -599,6 +604,14 @@ fn listener_spec(
         .filter_chains
         .first()
         .ok_or_else(|| ConfigError::new(format!("{path}.filter_chains"), "a listener needs a filter chain"))?;
+    let tls_on = |v: &Option<serde_json::Value>| {
+        v.as_ref().is_some_and(|t| !t.is_null() && t.get("status").and_then(serde_json::Value::as_bool) != Some(false))
+    };
+    if tls_on(&chain.tls_context) || tls_on(&chain.tls_context_set) {
+        warnings.push(format!(
+            "{path}.filter_chains[0].tls_context: TLS is not implemented yet: this listener serves plaintext"
+        ));
+    }
     let mut proxy = None;
     for (k, f) in chain.filters.iter().enumerate() {
         let fpath = format!("{path}.filter_chains[0].filters[{k}]");

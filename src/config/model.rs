@@ -103,6 +103,11 @@ pub struct Listener {
     pub access_logs: Vec<AccessLog>,
     #[serde(default)]
     pub reuseport: Option<bool>,
+    /// MOSN: a log file of the listener's own; ferrymesh has one process log.
+    #[serde(default)]
+    pub log_path: Option<String>,
+    #[serde(default)]
+    pub log_level: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +116,11 @@ pub struct FilterChain {
     pub match_: Option<String>,
     #[serde(default)]
     pub filters: Vec<FilterConfig>,
+    /// TLS termination: not implemented yet (warned, served in plaintext).
+    #[serde(default)]
+    pub tls_context: Option<serde_json::Value>,
+    #[serde(default)]
+    pub tls_context_set: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]

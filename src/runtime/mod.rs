@@ -253,6 +253,7 @@ pub fn run(settings: Settings, options: Options) -> io::Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build_local(tokio::runtime::LocalOptions::default())?;
+    let signal_set = rt.block_on(async { Signals::install() })?;
     let started = rt.block_on(async {
         let _one = control.busy.lock().await;
         control.settle(Ok(settings), Trigger::Start).await
@@ -274,7 +275,7 @@ pub fn run(settings: Settings, options: Options) -> io::Result<i32> {
         if control.options.watch {
             tokio::task::spawn_local(watch_file(control.clone()));
         }
-        signals(&control).await;
+        signals(&control, signal_set).await;
         Ok(())
     });
     if let Err(e) = code {
@@ -320,27 +321,43 @@ fn stop_workers(control: &Control, threads: Vec<std::thread::JoinHandle<io::Resu
     code
 }
 
+/// The signals the process handles, installed before the first listener
+/// accepts: a SIGTERM that arrives during the start drains instead of
+/// killing the process with the signal's default action.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+        })
+    }
+}
+
 /// Serves signals until SIGTERM or SIGINT: SIGHUP reloads, SIGUSR1 reopens
 /// the access logs.
-async fn signals(control: &Rc<Control>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut usr1)) = (signal(SignalKind::hangup()), signal(SignalKind::user_defined1())) else {
-        error!("cannot install signal handlers");
-        return wait_stop().await;
-    };
-    let stop = wait_stop();
-    tokio::pin!(stop);
+async fn signals(control: &Rc<Control>, mut s: Signals) {
     loop {
         tokio::select! {
-            _ = &mut stop => return,
-            _ = hup.recv() => {
+            _ = s.term.recv() => return info!("SIGTERM received"),
+            _ = s.int.recv() => return info!("SIGINT received"),
+            _ = s.hup.recv() => {
                 info!("SIGHUP received: reloading the configuration");
                 let control = control.clone();
                 tokio::task::spawn_local(async move {
                     let _ = control.reload(Trigger::Signal).await;
                 });
             }
-            _ = usr1.recv() => {
+            _ = s.usr1.recv() => {
                 info!("SIGUSR1 received: reopening the access logs");
                 crate::accesslog::reopen_all();
             }
@@ -349,15 +366,14 @@ async fn signals(control: &Rc<Control>) {
 }
 
 async fn wait_stop() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let Ok(mut s) = Signals::install() else {
         error!("cannot install signal handlers");
         std::future::pending::<()>().await;
         return;
     };
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+        _ = s.term.recv() => info!("SIGTERM received"),
+        _ = s.int.recv() => info!("SIGINT received"),
     }
 }
 
