@@ -254,15 +254,9 @@ pub fn run(settings: Settings, options: Options) -> io::Result<i32> {
         .enable_all()
         .build_local(tokio::runtime::LocalOptions::default())?;
     let signal_set = rt.block_on(async { Signals::install() })?;
+    // The admin server is bound before the first listener accepts: whoever
+    // sees the proxy's port open can reach its admin API.
     let started = rt.block_on(async {
-        let _one = control.busy.lock().await;
-        control.settle(Ok(settings), Trigger::Start).await
-    });
-    if let Err(refused) = started {
-        stop_workers(&control, threads);
-        return Err(io::Error::other(refused.reason));
-    }
-    let code = rt.block_on(async {
         if let Some(addr) = admin_addr {
             match crate::admin::start(addr, control.clone()).await {
                 Ok(bound) => info!(addr = %bound, "admin server listening"),
@@ -272,6 +266,14 @@ pub fn run(settings: Settings, options: Options) -> io::Result<i32> {
                 }
             }
         }
+        let _one = control.busy.lock().await;
+        control.settle(Ok(settings), Trigger::Start).await.map_err(|refused| io::Error::other(refused.reason))
+    });
+    if let Err(e) = started {
+        stop_workers(&control, threads);
+        return Err(e);
+    }
+    let code = rt.block_on(async {
         if control.options.watch {
             tokio::task::spawn_local(watch_file(control.clone()));
         }
