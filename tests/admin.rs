@@ -7,56 +7,16 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use ferrymesh::protocol::bolt::{status, RequestBuilder};
 use serde_json::{json, Value};
 use support::http::HttpUpstream;
+use support::peers::{grpc_client, grpc_server};
 use support::*;
-
-fn root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A child process stopped by PID when dropped.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn grpc_server(name: &str) -> (Peer, SocketAddr) {
-    let mut child = Command::new("python3")
-        .arg(root().join("tests/grpc/server.py"))
-        .args(["--port", "0", "--name", name])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("python3 runs (pip install -r tests/grpc/requirements.txt)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("READY line");
-    let port: u16 =
-        line.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("server said {line:?}"));
-    (Peer(child), format!("127.0.0.1:{port}").parse().unwrap())
-}
-
-fn grpc_client(target: SocketAddr, args: &[&str]) -> (bool, String) {
-    let out = Command::new("python3")
-        .arg(root().join("tests/grpc/client.py"))
-        .arg(target.to_string())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("python3 runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
 
 fn http_listener(name: &str, port: u16, downstream: &str, upstream: &str, router: &str) -> Value {
     json!({"name": name, "address": format!("127.0.0.1:{port}"), "filter_chains": [{"filters": [{"type": "proxy",

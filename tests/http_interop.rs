@@ -10,60 +10,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
+use support::peers::{grpc_client, grpc_server, root, start_ready};
 use support::{free_port, DeadHost, Proxy};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A child process stopped by PID (SIGTERM, then reaped) when dropped.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `cmd` and waits for its `READY <port> ...` line.
-fn start_ready(cmd: &mut Command) -> (Peer, u16) {
-    let mut child = cmd.stdout(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port =
-        line.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{cmd:?} said {line:?}"));
-    (Peer(child), port)
-}
 
 fn need(tool: &str) {
     let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success());
     assert!(found.unwrap_or(false), "{tool} is not installed: run `bash tests/http/install.sh` (bash .ci/run does)");
-}
-
-fn grpc_server(name: &str) -> (Peer, SocketAddr) {
-    let (p, port) = start_ready(
-        Command::new("python3").arg(root().join("tests/grpc/server.py")).args(["--port", "0", "--name", name]),
-    );
-    (p, format!("127.0.0.1:{port}").parse().unwrap())
-}
-
-fn grpc_client(target: SocketAddr, args: &[&str]) -> (bool, String) {
-    let out = Command::new("python3")
-        .arg(root().join("tests/grpc/client.py"))
-        .arg(target.to_string())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("python3 runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
 }
 
 fn cluster(name: &str, hosts: &[SocketAddr]) -> Value {

@@ -8,7 +8,6 @@ mod support;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant};
 use ferrymesh::protocol::bolt::{status, RequestBuilder};
 use serde_json::{json, Value};
 use support::http::HttpUpstream;
+use support::peers::{grpc_client, grpc_server};
 use support::*;
 
 fn route(service: &str, cluster: &str) -> Value {
@@ -130,49 +130,16 @@ fn http_load(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
     })
 }
 
-fn root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn grpc_server(name: &str) -> (Peer, SocketAddr) {
-    let mut child = Command::new("python3")
-        .arg(root().join("tests/grpc/server.py"))
-        .args(["--port", "0", "--name", name])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("python3 runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port: u16 = line.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line:?}"));
-    (Peer(child), format!("127.0.0.1:{port}").parse().unwrap())
-}
-
 /// gRPC calls through grpcio until `stop`, on a thread: (runs, failed, why).
 fn grpc_load(target: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, u64, String)> {
     std::thread::spawn(move || {
         let (mut runs, mut failed, mut why) = (0, 0, String::new());
         while !stop.load(Ordering::Relaxed) {
             runs += 1;
-            let out = Command::new("python3")
-                .arg(root().join("tests/grpc/client.py"))
-                .arg(target.to_string())
-                .args(["--only", "unary,concurrent", "--expect-server", "alpha"])
-                .stdin(Stdio::null())
-                .output()
-                .expect("python3 runs");
-            if !out.status.success() {
+            let (ok, out) = grpc_client(target, &["--only", "unary,concurrent", "--expect-server", "alpha"]);
+            if !ok {
                 failed += 1;
-                why = String::from_utf8_lossy(&out.stderr).into_owned();
+                why = out;
             }
         }
         (runs, failed, why)

@@ -488,4 +488,5 @@ impl Client {
     }
 }
 pub mod http;
+pub mod peers;
 pub mod rpc;
