@@ -265,14 +265,15 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
     let stats = &ctx.worker.stats;
     let grpc = is_grpc(req.headers());
     let h1 = req.version() != http::Version::HTTP_2;
-    let protocol = if grpc {
-        "grpc"
+    let [h1_slot, h2_slot, grpc_slot] = crate::stats::http_slots();
+    let (protocol, slot) = if grpc {
+        ("grpc", grpc_slot)
     } else if h1 {
-        "http1"
+        ("http1", h1_slot)
     } else {
-        "http2"
+        ("http2", h2_slot)
     };
-    stats.count_request(crate::stats::protocol_slot(protocol));
+    stats.count_request(slot);
     let lstats = &ctx.listener.stats;
     lstats.requests.inc();
     lstats.requests_active.inc();

@@ -419,7 +419,7 @@ struct Answer {
 /// answer. Returns whether the client connection stays open.
 async fn exchange(ctx: &ConnCtx, client: &mut TcpStream, request: Prepared, bufs: &mut Bufs) -> bool {
     let stats = &ctx.worker.stats;
-    stats.count_request(crate::stats::protocol_slot("http1"));
+    stats.count_request(crate::stats::http_slots()[0]);
     ctx.listener.stats.requests.inc();
     let deadline = Instant::now() + request.route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     let close = request.close || ctx.listener.draining();

@@ -30,6 +30,13 @@ pub fn protocols() -> &'static [&'static str] {
     })
 }
 
+/// The slots of `http1`, `http2` and `grpc`, looked up once (HTTP requests
+/// count under them per request).
+pub fn http_slots() -> [usize; 3] {
+    static SLOTS: std::sync::OnceLock<[usize; 3]> = std::sync::OnceLock::new();
+    *SLOTS.get_or_init(|| [protocol_slot("http1"), protocol_slot("http2"), protocol_slot("grpc")])
+}
+
 /// The slot of a protocol name (a codec's or [`Protocol::name`]'s) in [`protocols`].
 ///
 /// [`Protocol::name`]: crate::protocol::Protocol::name
