@@ -56,10 +56,6 @@ impl AccessLog {
         AccessLog { path: path.into(), format, buf: RefCell::new(Vec::new()) }
     }
 
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
     /// Formats one line into this worker's buffer.
     pub fn log(&self, e: &Entry<'_>) {
         let mut buf = self.buf.borrow_mut();

@@ -50,11 +50,6 @@ impl RpcPools {
     pub fn drop_abandoned(&self) -> usize {
         self.0.borrow().iter().map(|p| p.drop_abandoned()).sum()
     }
-
-    /// The pools made so far.
-    pub fn each(&self) -> Vec<Rc<HostPool>> {
-        self.0.borrow().to_vec()
-    }
 }
 
 pub struct HostPool {
@@ -84,11 +79,6 @@ impl HostPool {
 
     pub fn host(&self) -> &Rc<Host> {
         &self.host
-    }
-
-    /// The codec its connections speak.
-    pub fn codec(&self) -> &'static dyn Codec {
-        self.codec
     }
 
     /// Connections currently in the pool (connecting or ready).

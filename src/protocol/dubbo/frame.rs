@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 
-use super::{hessian, Dubbo, FLAG_EVENT, FLAG_REQUEST, FLAG_TWO_WAY, HEADER_LEN, HESSIAN2};
+use super::{hessian, Dubbo, FLAG_REQUEST, FLAG_TWO_WAY, HEADER_LEN, HESSIAN2};
 
 /// A hessian2 request as Dubbo 2.7 clients write it: `method(String)` on
 /// `service` version 1.0, with `arg`, and the attachments `path`,
@@ -21,13 +21,6 @@ pub fn request(id: u64, service: &str, method: &str, arg: &str, two_way: bool) -
     let flag = FLAG_REQUEST | if two_way { FLAG_TWO_WAY } else { 0 } | HESSIAN2;
     let mut out = BytesMut::new();
     Dubbo::put_frame(&mut out, flag, 0, id, &body);
-    out.to_vec()
-}
-
-/// A heartbeat request.
-pub fn heartbeat(id: u64) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    Dubbo::put_frame(&mut out, FLAG_REQUEST | FLAG_TWO_WAY | FLAG_EVENT | HESSIAN2, 0, id, b"N");
     out.to_vec()
 }
 
