@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ferrymesh::protocol::bolt::{RequestBuilder, BOLT_V1};
-use ferrymesh::protocol::dubbo::{self, DUBBO};
+use ferrymesh::protocol::dubbo::{self, hessian, DUBBO};
 use ferrymesh::protocol::{Codec, FrameKind};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,6 +33,9 @@ struct Args {
     service: String,
     dubbo: bool,
     json: bool,
+    /// A Dubbo request cut around its argument: the header's first 4 bytes,
+    /// the body before the argument and the body after it.
+    dubbo_parts: (Vec<u8>, Vec<u8>, Vec<u8>),
 }
 
 impl Args {
@@ -47,8 +50,16 @@ impl Args {
     /// Appends request `id` carrying `payload`.
     fn request(&self, id: u32, payload: &[u8], out: &mut BytesMut) {
         if self.dubbo {
-            let arg = std::str::from_utf8(payload).unwrap_or("");
-            out.extend_from_slice(&dubbo::frame::request(u64::from(id), &self.service, "echo", arg, true));
+            // Built in place: the load tool's own cost must not cap the run.
+            let (head, before, after) = &self.dubbo_parts;
+            let mut arg = Vec::with_capacity(payload.len() + 3);
+            hessian::write_string(&mut arg, std::str::from_utf8(payload).unwrap_or(""));
+            out.extend_from_slice(head);
+            out.extend_from_slice(&u64::from(id).to_be_bytes());
+            out.extend_from_slice(&((before.len() + arg.len() + after.len()) as u32).to_be_bytes());
+            out.extend_from_slice(before);
+            out.extend_from_slice(&arg);
+            out.extend_from_slice(after);
         } else {
             RequestBuilder::new(id, &self.service, payload).encode_into(out);
         }
@@ -58,7 +69,8 @@ impl Args {
     fn check(&self, frame: &[u8], payload: &[u8]) -> (bool, bool) {
         if self.dubbo {
             let ok = dubbo::frame::status(frame) == dubbo::status::OK;
-            (ok, dubbo::frame::response_text(frame).is_some_and(|t| t.as_bytes() == payload))
+            let value = dubbo::frame::response_encoded_value(frame).map(|v| hessian::Reader::new(v).string());
+            (ok, matches!(value, Some(Ok(Some(Some(text)))) if text == payload))
         } else {
             let (_, _, content) = BOLT_V1.split(frame);
             (BOLT_V1.response_status(frame) == 0, content == payload)
@@ -77,6 +89,7 @@ fn parse() -> Result<Args, String> {
         service: "com.example.EchoService:1.0".into(),
         dubbo: false,
         json: false,
+        dubbo_parts: Default::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -102,6 +115,11 @@ fn parse() -> Result<Args, String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
+    let template = dubbo::frame::request(0, &a.service, "echo", "", true);
+    let arg = dubbo::frame::request_arg_encoded(&template).ok_or("bad Dubbo template")?;
+    let start = arg.as_ptr() as usize - template.as_ptr() as usize;
+    let end = start + arg.len();
+    a.dubbo_parts = (template[..4].to_vec(), template[16..start].to_vec(), template[end..].to_vec());
     if a.connections == 0 || a.inflight == 0 {
         return Err("--connections and --inflight must be positive".into());
     }

@@ -77,8 +77,8 @@ async fn serve(mut s: TcpStream, name: &'static str, delay: Duration) {
                         match info.kind {
                             FrameKind::Heartbeat => DUBBO.heartbeat_reply(frame, &info, &mut out),
                             FrameKind::Request => {
-                                let arg = dubbo::frame::request_arg(frame).unwrap_or_default();
-                                out.extend_from_slice(&dubbo::frame::response(info.id, &arg));
+                                let arg = dubbo::frame::request_arg_encoded(frame).unwrap_or(b"\x00");
+                                dubbo::frame::response_encoded(&mut out, info.id, arg);
                             }
                             _ => {}
                         }

@@ -8,6 +8,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Buf, BytesMut};
 use tokio::net::TcpStream;
 
+use super::clock;
 use crate::protocol::{Codec, CodecError, FrameInfo};
 
 /// Size of the per-thread read buffer.
@@ -201,7 +202,7 @@ fn poll_conn<H: Handler>(
             let mut s = s.borrow_mut();
             match stream.try_read(&mut s[..]) {
                 Ok(0) => Err(None),
-                Ok(n) => handler.on_read(&s[..n]).map_err(|why| Some(Closed::Local(why))),
+                Ok(n) => clock::reading(|| handler.on_read(&s[..n])).map_err(|why| Some(Closed::Local(why))),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
                 Err(e) => Err(Some(Closed::Io(e))),
             }

@@ -8,6 +8,7 @@
 //! ([`conn::ConnShared`]) and flushed by the task in one `write` per wake-up,
 //! which coalesces the frames of many requests into one syscall.
 
+pub mod clock;
 pub mod conn;
 pub mod counted;
 pub mod dial;

@@ -100,6 +100,35 @@ pub fn find_in<'a>(list: &[(&'a [u8], Option<&'a [u8]>)], name: &[u8]) -> Option
     list.iter().find(|(k, _)| *k == name).and_then(|(_, v)| *v)
 }
 
+/// A request's routing keys, read once and only as far as lookups go: the
+/// head of the frame at once, the rest ([`Codec::head_list`]) at the first
+/// lookup the head cannot answer. A route table of any size reads the frame
+/// at most twice.
+pub struct FrameHeaders<'a> {
+    codec: &'static dyn Codec,
+    frame: &'a [u8],
+    head: HeaderList<'a>,
+    complete: bool,
+    all: std::cell::OnceCell<HeaderList<'a>>,
+}
+
+impl<'a> FrameHeaders<'a> {
+    pub fn new(codec: &'static dyn Codec, frame: &'a [u8]) -> Self {
+        let (head, complete) = codec.head_list(frame);
+        FrameHeaders { codec, frame, head, complete, all: std::cell::OnceCell::new() }
+    }
+
+    /// What [`Codec::header`] answers for `name`.
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        let found = self.codec.header_in(&self.head, name);
+        if found.is_some() || self.complete {
+            return found;
+        }
+        let all = self.all.get_or_init(|| self.codec.header_list(self.frame));
+        self.codec.header_in(all, name)
+    }
+}
+
 /// One wire protocol. Implementations are stateless and shared by every worker.
 pub trait Codec: Send + Sync + 'static {
     /// The name used in configuration (`downstream_protocol`).
@@ -160,6 +189,15 @@ pub trait Codec: Send + Sync + 'static {
     /// malformed map yields the entries before the fault, which is what
     /// [`Codec::header`] would find in it.
     fn header_list<'a>(&self, frame: &'a [u8]) -> HeaderList<'a>;
+
+    /// The keys at the head of a frame, and whether they are all of its keys.
+    /// A codec whose later keys cost a walk over the body (Dubbo's
+    /// attachments follow the arguments) returns the head alone, a prefix of
+    /// [`Codec::header_list`]; [`FrameHeaders`] reads the rest only for a
+    /// name the head does not hold.
+    fn head_list<'a>(&self, frame: &'a [u8]) -> (HeaderList<'a>, bool) {
+        (self.header_list(frame), true)
+    }
 
     /// What [`Codec::header`] answers for `name`, read from a parsed list.
     fn header_in<'a>(&self, list: &[(&'a [u8], Option<&'a [u8]>)], name: &str) -> Option<&'a [u8]> {

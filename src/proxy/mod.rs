@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 use crate::accesslog::{AccessLog, Entry};
 use crate::config::{DownstreamProtocol, ListenerSpec};
 use crate::error::ProxyError;
+use crate::network::clock;
 use crate::protocol::{Detect, Protocol};
 use crate::stats::{ListenerStats, Stats};
 use crate::stream::server::{ResponseHook, StreamEnd, StreamObserver};
@@ -199,7 +200,7 @@ impl StreamObserver for ConnObserver {
                 self.texts.get_or_init(|| (self.peer.to_string().into(), self.local.map(|l| l.to_string().into())));
             Entry {
                 start: end.started,
-                duration: end.started.elapsed(),
+                duration: clock::now().into_std().saturating_duration_since(end.started),
                 request_sent: None,
                 protocol: self.protocol,
                 request_id: Some(end.info.id),

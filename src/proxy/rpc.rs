@@ -29,8 +29,9 @@ use tracing::{debug, info, warn};
 use super::{ListenerCtx, WorkerCtx};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
+use crate::network::clock;
 use crate::network::conn::{drive, FrameReader, Handler};
-use crate::protocol::{Codec, FrameInfo, FrameKind, Protocol};
+use crate::protocol::{Codec, FrameHeaders, FrameInfo, FrameKind, Protocol};
 use crate::router::Target;
 use crate::stats::Stats;
 use crate::stream::client::ClientConn;
@@ -82,7 +83,7 @@ struct DownstreamHandler<'a> {
 
 impl Handler for DownstreamHandler<'_> {
     fn on_read(&mut self, data: &[u8]) -> Result<(), &'static str> {
-        self.last_active = Instant::now();
+        self.last_active = clock::now();
         let req = &self.req;
         req.listener.stats.bytes_received.add(data.len() as u64);
         let max_frame = req.listener.now().spec.max_frame;
@@ -195,8 +196,8 @@ impl RequestPath<'_> {
         };
 
         // The header map is read once, whatever the route table holds.
-        let headers = codec.header_list(frame);
-        let header = |name: &str| codec.header_in(&headers, name);
+        let headers = FrameHeaders::new(codec, frame);
+        let header = |name: &str| headers.get(name);
         let Some(route) = spec.router.route(None, &header) else {
             debug!(peer = %self.peer, service = ?header("service").map(String::from_utf8_lossy), "no route");
             return refuse(ProxyError::NoRoute);

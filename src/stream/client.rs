@@ -17,13 +17,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
-use tokio_util::time::{delay_queue, DelayQueue};
 use tracing::{debug, info, warn};
 
+use super::deadlines::Deadlines;
 use super::idmap::IdMap;
 use super::server::ServerStream;
 use crate::config::KeepaliveSpec;
 use crate::error::ProxyError;
+use crate::network::clock;
 use crate::network::conn::{drive, ConnShared, FrameReader, Handler};
 use crate::protocol::{Codec, FrameInfo, FrameKind};
 use crate::upstream::Host;
@@ -48,15 +49,32 @@ enum Waiting {
 
 struct ClientStream {
     waiting: Waiting,
-    timer: delay_queue::Key,
+    deadline: Instant,
 }
 
 /// Mutable state of the connection, touched only on its worker thread.
 struct Inner {
     streams: IdMap<ClientStream>,
-    timers: DelayQueue<u64>,
+    deadlines: Deadlines,
     missed_heartbeats: u32,
     heartbeat_in_flight: bool,
+}
+
+impl Inner {
+    /// Files request `id` until `deadline`. True when the connection's task
+    /// must re-arm its timer earlier.
+    fn set_deadline(&mut self, id: u64, deadline: Instant, waiting: Waiting) -> bool {
+        self.streams.insert(id, ClientStream { waiting, deadline });
+        let rearm = self.deadlines.insert(id, deadline);
+        let Inner { streams, deadlines, .. } = self;
+        deadlines.compact(streams.len(), |id, at| waits_until(streams, id, at));
+        rearm
+    }
+}
+
+/// Whether request `id` is still waiting, with deadline `at`.
+fn waits_until(streams: &IdMap<ClientStream>, id: u64, at: Instant) -> bool {
+    streams.get(id).is_some_and(|s| s.deadline == at)
 }
 
 /// One upstream connection.
@@ -81,7 +99,7 @@ impl ClientConn {
             state_changed: Notify::new(),
             inner: RefCell::new(Inner {
                 streams: IdMap::new(codec.max_id()),
-                timers: DelayQueue::new(),
+                deadlines: Deadlines::new(),
                 missed_heartbeats: 0,
                 heartbeat_in_flight: false,
             }),
@@ -141,9 +159,6 @@ impl ClientConn {
         let gone = inner
             .streams
             .remove_where(|s| matches!(&s.waiting, Waiting::Request(stream) if stream.downstream_closed()));
-        for (_, s) in &gone {
-            inner.timers.remove(&s.timer);
-        }
         drop(inner);
         let n = gone.len();
         for (_, s) in gone {
@@ -200,8 +215,11 @@ impl ClientConn {
         };
         if let Some(mut stream) = stream {
             stream.set_upstream(&self.host);
-            let timer = inner.timers.insert(id, timeout);
-            inner.streams.insert(id, ClientStream { waiting: Waiting::Request(stream), timer });
+            let deadline = clock::now() + timeout;
+            if inner.set_deadline(id, deadline, Waiting::Request(stream)) {
+                // Its task arms the earlier timer.
+                self.io.wake();
+            }
             self.host.inc_active();
         }
         drop(inner);
@@ -245,7 +263,7 @@ impl ClientConn {
                 stream.fail(ProxyError::UpstreamReset);
             }
         }
-        self.inner.borrow_mut().timers.clear();
+        self.inner.borrow_mut().deadlines.clear();
     }
 
     fn connect_failed(&self, why: String, on_close: impl FnOnce()) {
@@ -264,7 +282,6 @@ impl ClientConn {
                     debug!(addr = %self.host.addr, id = info.id, "response for unknown id dropped");
                     return;
                 };
-                inner.timers.remove(&entry.timer);
                 match entry.waiting {
                     Waiting::Heartbeat => {
                         inner.missed_heartbeats = 0;
@@ -273,7 +290,10 @@ impl ClientConn {
                     Waiting::Request(stream) => {
                         drop(inner);
                         self.host.dec_active();
-                        self.host.record_response(self.codec.response_class(frame), stream.started().elapsed());
+                        self.host.record_response(
+                            self.codec.response_class(frame),
+                            clock::now().into_std().saturating_duration_since(stream.started()),
+                        );
                         stream.respond(frame);
                     }
                 }
@@ -300,9 +320,9 @@ impl ClientConn {
     fn poll_timers(&self, cx: &mut Context<'_>, keepalive: &KeepaliveSpec) -> Poll<&'static str> {
         loop {
             let mut inner = self.inner.borrow_mut();
-            let id = match inner.timers.poll_expired(cx) {
-                Poll::Ready(Some(expired)) => expired.into_inner(),
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            let Inner { streams, deadlines, .. } = &mut *inner;
+            let Poll::Ready(id) = deadlines.poll_expired(cx, |id, at| waits_until(streams, id, at)) else {
+                return Poll::Pending;
             };
             let Some(entry) = inner.streams.remove(id) else {
                 continue;
@@ -339,8 +359,9 @@ impl ClientConn {
         if !self.codec.heartbeat_request(id, &mut frame) {
             return;
         }
-        let timer = inner.timers.insert(id, keepalive.timeout);
-        inner.streams.insert(id, ClientStream { waiting: Waiting::Heartbeat, timer });
+        if inner.set_deadline(id, Instant::now() + keepalive.timeout, Waiting::Heartbeat) {
+            self.io.wake();
+        }
         inner.heartbeat_in_flight = true;
         drop(inner);
         self.io.push(|out| out.extend_from_slice(&frame));
@@ -362,7 +383,7 @@ impl Handler for ClientHandler<'_> {
     fn on_read(&mut self, data: &[u8]) -> Result<(), &'static str> {
         let conn = self.conn;
         conn.host.count(|s| s.bytes_received.add(data.len() as u64));
-        conn.last_active.set(Instant::now());
+        conn.last_active.set(clock::now());
         self.reader.feed(data, conn.codec, conn.max_frame, |frame, info| conn.on_frame(frame, info)).map_err(|e| {
             warn!(addr = %conn.host.addr, error = %e, "bad frame from upstream, closing");
             "bad frame from upstream"

@@ -63,6 +63,10 @@ impl<T> IdMap<T> {
         self.entries.remove(&id)
     }
 
+    pub fn get(&self, id: u64) -> Option<&T> {
+        self.entries.get(&id)
+    }
+
     pub fn get_mut(&mut self, id: u64) -> Option<&mut T> {
         self.entries.get_mut(&id)
     }

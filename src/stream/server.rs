@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use tracing::{debug, error};
 
 use crate::error::ProxyError;
+use crate::network::clock;
 use crate::network::conn::ConnShared;
 use crate::protocol::{Codec, FrameInfo};
 use crate::stats::Stats;
@@ -84,7 +85,7 @@ impl ServerConn {
             info,
             answered: false,
             hook,
-            started: Instant::now(),
+            started: clock::now().into_std(),
             upstream: None,
             request_len: len as u32,
         }
@@ -92,7 +93,7 @@ impl ServerConn {
 
     /// Answers a request that never got a server stream (refused up front).
     pub fn reply_error(&self, info: &FrameInfo, err: &ProxyError) {
-        self.reply_error_from(info, err, Instant::now(), None, 0);
+        self.reply_error_from(info, err, clock::now().into_std(), None, 0);
     }
 
     /// Writes the error answer and tells the observer.

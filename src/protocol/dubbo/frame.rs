@@ -33,6 +33,26 @@ pub fn response(id: u64, value: &str) -> Vec<u8> {
     out.to_vec()
 }
 
+/// Appends an OK response whose value is `value`, already hessian2-encoded
+/// (an echo copies a request's argument as it came, see [`request_arg_encoded`]).
+pub fn response_encoded(out: &mut BytesMut, id: u64, value: &[u8]) {
+    out.reserve(HEADER_LEN + 1 + value.len());
+    out.extend_from_slice(&super::MAGIC);
+    out.extend_from_slice(&[HESSIAN2, super::status::OK]);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&(1 + value.len() as u32).to_be_bytes());
+    out.extend_from_slice(&[0x91]);
+    out.extend_from_slice(value);
+}
+
+/// The hessian2 bytes of an OK response's value, as they are on the wire.
+pub fn response_encoded_value(frame: &[u8]) -> Option<&[u8]> {
+    match frame.get(HEADER_LEN..)? {
+        [0x91, value @ ..] if status(frame) == super::status::OK => Some(value),
+        _ => None,
+    }
+}
+
 /// The response's status byte.
 pub fn status(frame: &[u8]) -> u8 {
     frame.get(3).copied().unwrap_or(0)
@@ -59,6 +79,18 @@ pub fn request_arg(frame: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(s).into_owned())
 }
 
+/// A request's first argument as hessian2 bytes, as it is on the wire.
+pub fn request_arg_encoded(frame: &[u8]) -> Option<&[u8]> {
+    let body = frame.get(HEADER_LEN..)?;
+    let mut r = hessian::Reader::new(body);
+    for _ in 0..5 {
+        r.string().ok()?;
+    }
+    let start = r.position();
+    r.skip().ok()?;
+    body.get(start..r.position())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +104,13 @@ mod tests {
         assert_eq!(super::super::DUBBO.header(&req, "service"), Some(&b"com.example.Echo"[..]));
         assert_eq!(request_arg(&req).as_deref(), Some("hi"));
         assert_eq!(response_text(&response(5, "hi back")).as_deref(), Some("hi back"));
+        // The echo's zero-copy path gives the same frame.
+        let mut echoed = BytesMut::new();
+        response_encoded(&mut echoed, 5, request_arg_encoded(&request(5, "s", "echo", "hi back", true)).unwrap());
+        assert_eq!(&echoed[..], &response(5, "hi back")[..]);
+        let mut hi = Vec::new();
+        hessian::write_string(&mut hi, "hi back");
+        assert_eq!(response_encoded_value(&echoed), Some(&hi[..]));
         let oneway = request(6, "s", "m", "a", false);
         assert_eq!(super::super::DUBBO.decode(&oneway, 1 << 20).unwrap().unwrap().kind, FrameKind::Oneway);
     }

@@ -29,6 +29,11 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// How far into the body the cursor is.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     pub fn peek(&self) -> Option<u8> {
         self.buf.get(self.pos).copied()
     }

@@ -4,10 +4,11 @@
 //! The id is patched in place, as bolt's. The routing keys are read from a
 //! request's body without decoding its arguments ([`hessian`]): the dubbo
 //! version, the service path, its version, the method, then the attachments,
-//! exposed under MOSN's header names (`dubbo`, `service`, `version`,
-//! `method`, and each string attachment under its own name, `group`
-//! included; `interface` also names the service), so MOSN's Dubbo route
-//! configs work unchanged. MOSN reads the attachments only on listeners
+//! exposed under MOSN's header names (`dubbo`, `service` (the path, as MOSN
+//! reads it), `version`, `method`, and each string attachment under its own
+//! name, `group` and `interface` included), so MOSN's Dubbo route configs
+//! work unchanged. The attachments lie past the arguments; they are read only
+//! when a lookup names a key the head does not hold ([`super::FrameHeaders`]). MOSN reads the attachments only on listeners
 //! named `ingress_dubbo` and `egress_dubbo`; ferrymesh reads them on every
 //! listener.
 //!
@@ -81,13 +82,13 @@ impl Dubbo {
     }
 
     /// The routing keys of a request frame, in lookup order: the four read
-    /// from the body's head first (the service is the `interface`
-    /// attachment when there is one, else the path), then every string
-    /// attachment. An attachment named like one of the four does not
-    /// override it: clients disagree on what they put there (dubbo-remoting
-    /// sends `service: "<interface>:<version>"`), and a route on `service`
-    /// must match them all.
-    fn keys(frame: &[u8]) -> HeaderList<'_> {
+    /// from the body's head (`dubbo`, `service` = the path, `version`,
+    /// `method`), then, with `attachments`, every string attachment, read
+    /// after skipping the arguments. An attachment named like one of the four
+    /// does not override it: clients disagree on what they put there
+    /// (dubbo-remoting sends `service: "<interface>:<version>"`), and a route
+    /// on `service` must match them all.
+    fn keys(frame: &[u8], attachments: bool) -> HeaderList<'_> {
         let mut out = HeaderList::new();
         let Some(body) = frame.get(HEADER_LEN..) else { return out };
         let flag = frame[2];
@@ -95,32 +96,32 @@ impl Dubbo {
             return out;
         }
         let mut r = hessian::Reader::new(body);
-        let mut fixed: [(&'static [u8], Option<&[u8]>); 4] =
-            [(b"dubbo", None), (b"service", None), (b"version", None), (b"method", None)];
-        for slot in fixed.iter_mut() {
+        for name in [&b"dubbo"[..], b"service", b"version", b"method"] {
             match r.string() {
-                Ok(v) => slot.1 = v.flatten(),
+                Ok(v) => {
+                    if let Some(v) = v.flatten() {
+                        out.push((name, Some(v)));
+                    }
+                }
                 Err(_) => return out,
             }
         }
+        if !attachments {
+            return out;
+        }
         // The argument types, the arguments, then the attachments.
-        let mut attachments: HeaderList<'_> = HeaderList::new();
+        let head = out.len();
         let read = r.string().and_then(|desc| {
             let args = hessian::argument_count(desc.flatten().unwrap_or(b""));
             (0..args).try_for_each(|_| r.skip())?;
             if r.at_end() || r.peek() == Some(b'N') {
                 return Ok(());
             }
-            r.string_map(|k, v| attachments.push((k, Some(v))))
+            r.string_map(|k, v| out.push((k, Some(v))))
         });
         if read.is_err() {
-            attachments.clear();
+            out.truncate(head);
         }
-        if let Some(interface) = find_in(&attachments, b"interface") {
-            fixed[1].1 = Some(interface);
-        }
-        out.extend(fixed.iter().filter(|(_, v)| v.is_some()).copied());
-        out.extend(attachments);
         out
     }
 }
@@ -202,15 +203,22 @@ impl Codec for Dubbo {
     }
 
     fn headers<'a>(&self, frame: &'a [u8]) -> Result<Vec<Header<'a>>, CodecError> {
-        Ok(Dubbo::keys(frame).into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
+        Ok(Dubbo::keys(frame, true).into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
     }
 
     fn header<'a>(&self, frame: &'a [u8], name: &str) -> Option<&'a [u8]> {
-        find_in(&Dubbo::keys(frame), name.as_bytes())
+        let name = name.as_bytes();
+        find_in(&Dubbo::keys(frame, false), name).or_else(|| find_in(&Dubbo::keys(frame, true), name))
     }
 
     fn header_list<'a>(&self, frame: &'a [u8]) -> HeaderList<'a> {
-        Dubbo::keys(frame)
+        Dubbo::keys(frame, true)
+    }
+
+    /// The attachments follow the arguments, which must be skipped to reach
+    /// them: read only for a name the head does not hold.
+    fn head_list<'a>(&self, frame: &'a [u8]) -> (HeaderList<'a>, bool) {
+        (Dubbo::keys(frame, false), false)
     }
 
     /// The keys are a read-only view of the body, as in MOSN: a filter's

@@ -1,4 +1,5 @@
 use super::*;
+use crate::protocol::FrameHeaders;
 use proptest::prelude::*;
 
 /// Frames recorded between real Dubbo peers (`tests/fixtures/dubbo-frames.json`).
@@ -50,11 +51,15 @@ fn every_recorded_frame_decodes_as_its_peer_read_it() {
             let get = |n: &str| text(DUBBO.header_in(&list, n));
             assert_eq!(get("method"), d["methodName"].as_str());
             assert_eq!(get("dubbo"), props["dubbo"].as_str());
-            let service = props["interface"].as_str().or(props["path"].as_str());
-            assert_eq!(get("service"), service, "{}", f["scenario"]);
+            assert_eq!(get("service"), props["path"].as_str(), "{}", f["scenario"]);
+            assert_eq!(get("interface"), props.get("interface").and_then(|g| g.as_str()));
             assert_eq!(get("group"), props.get("group").and_then(|g| g.as_str()));
-            // The lazy lookup agrees with the list.
-            assert_eq!(text(DUBBO.header(bytes, "method")), get("method"));
+            // The lazy lookups agree with the list.
+            let lazy = FrameHeaders::new(&DUBBO, bytes);
+            for name in ["method", "dubbo", "service", "version", "group", "interface", "path", "absent"] {
+                assert_eq!(text(DUBBO.header(bytes, name)), get(name), "{name}");
+                assert_eq!(text(lazy.get(name)), get(name), "{name}");
+            }
         }
     }
 }

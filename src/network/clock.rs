@@ -1,0 +1,54 @@
+//! The time of the bytes being handled.
+//!
+//! A read hands a handler a batch of frames, often dozens, and each request
+//! wants a time: when it started, when its timeout falls due, when its
+//! connection was last active. The clock is read once per batch
+//! ([`reading`]); [`now`] gives that time inside it and the real time
+//! outside, so a timer or task that runs on its own never sees a stale one.
+//! It is tokio's clock, so tests that pause time see the same time here.
+
+use std::cell::Cell;
+use tokio::time::Instant;
+
+thread_local! {
+    static READ_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the clock read once for everything it handles.
+pub fn reading<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<Instant>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            READ_AT.set(self.0);
+        }
+    }
+    let _reset = Reset(READ_AT.replace(Some(Instant::now())));
+    f()
+}
+
+/// The time the bytes being handled were read; outside a read, the time now.
+pub fn now() -> Instant {
+    READ_AT.get().unwrap_or_else(Instant::now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_time_inside_a_read_and_the_real_time_outside() {
+        let (a, b) = reading(|| {
+            let a = now();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            (a, now())
+        });
+        assert_eq!(a, b, "one read, one time");
+        assert!(now() > b, "outside a read the clock is read again");
+        // Nested reads restore the outer time.
+        reading(|| {
+            let outer = now();
+            reading(|| ());
+            assert_eq!(now(), outer);
+        });
+    }
+}
