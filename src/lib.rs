@@ -24,6 +24,7 @@ pub mod router;
 pub mod runtime;
 pub mod stats;
 pub mod stream;
+pub mod tls;
 pub mod upstream;
 
 /// Maps MOSN log level names to tracing levels (FATAL is ERROR).

@@ -355,3 +355,47 @@ fn dubbo_two_hop_as_mosn_example() {
     drop(a);
     drop(b);
 }
+
+/// PyPI dubbo-ssl-python over TLS: ferrymesh terminates it on a Dubbo
+/// listener (a certificate made here with openssl, IP SAN 127.0.0.1, as
+/// MOSN's example certificates have) and forwards in plaintext to dubbo-py.
+#[test]
+fn dubbo_ssl_python_over_tls() {
+    let py = py_server("py-tls");
+    let dir = std::env::temp_dir().join(format!("ferrymesh-dubbo-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
+        .args(["-subj", "/CN=ferrymesh dubbo", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    let port = free_port();
+    let mut listener = dubbo_listener("dubbo_tls", port, "r");
+    listener["filter_chains"][0]["tls_context"] =
+        json!({"status": true, "cert_chain": cert.to_str().unwrap(), "private_key": key.to_str().unwrap()});
+    let cfg = json!({
+        "servers": [{
+            "default_log_level": "WARN",
+            "routers": [{"router_config_name": "r", "virtual_hosts": [{"name": "all", "domains": ["*"], "routers": [
+                {"match": {"headers": [{"name": "service", "value": SERVICE}]}, "route": {"cluster_name": "py"}}
+            ]}]}],
+            "listeners": [listener]
+        }],
+        "cluster_manager": {"clusters": [cluster("py", py.addr())]}
+    });
+    let proxy = Proxy::start(&cfg, 1);
+    let r = run(
+        Client::DubboSsl,
+        proxy.addr,
+        &["--tls-ca", cert.to_str().unwrap(), "--count", "3", "--expect-server", "py-tls"],
+    );
+    assert_eq!(r.calls().len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}

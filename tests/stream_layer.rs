@@ -21,13 +21,14 @@ fn spec(addr: SocketAddr) -> ClusterSpec {
     ClusterSpec {
         name: "c".into(),
         lb: LbKind::RoundRobin,
-        hosts: vec![HostSpec { addr, weight: 1 }],
+        hosts: vec![HostSpec { addr, weight: 1, tls_disable: false }],
         connect_timeout: Duration::from_secs(1),
         max_request_per_conn: 0,
         connections_per_host: 1,
         keepalive: KeepaliveSpec::default(),
         idle_timeout: None,
         max_frame: ferrymesh::config::DEFAULT_MAX_FRAME,
+        tls: None,
     }
 }
 

@@ -32,6 +32,13 @@ enum Var {
     DownstreamLocal,
     DownstreamRemote,
     RequestId,
+    /// The client certificate's URI SANs (a SPIFFE id), comma-separated.
+    PeerUriSan,
+    /// The client certificate's DNS SANs.
+    PeerDnsSan,
+    TlsVersion,
+    /// The server name the client asked for (SNI).
+    RequestedServerName,
     /// A name ferrymesh has no value for: prints `-`.
     Unknown,
 }
@@ -56,6 +63,11 @@ impl Var {
             "downstream_local_address" => Var::DownstreamLocal,
             "downstream_remote_address" => Var::DownstreamRemote,
             "stream_id" | "request_id" => Var::RequestId,
+            // ferrymesh (Envoy's names): what the TLS handshake proved.
+            "downstream_peer_uri_san" => Var::PeerUriSan,
+            "downstream_peer_dns_san" => Var::PeerDnsSan,
+            "downstream_tls_version" => Var::TlsVersion,
+            "requested_server_name" => Var::RequestedServerName,
             _ => Var::Unknown,
         }
     }
@@ -143,6 +155,16 @@ fn write_var(v: Var, e: &Entry<'_>, out: &mut Vec<u8>) {
             Some(id) => itoa(id, out),
             None => out.push(b'-'),
         },
+        Var::PeerUriSan | Var::PeerDnsSan => {
+            let peer = e.tls.and_then(|t| t.peer.as_ref());
+            let names = peer.map(|p| if matches!(v, Var::PeerUriSan) { &p.uri_sans } else { &p.dns_sans });
+            match names.filter(|n| !n.is_empty()) {
+                Some(n) => out.extend_from_slice(n.join(",").as_bytes()),
+                None => out.push(b'-'),
+            }
+        }
+        Var::TlsVersion => text(out, e.tls.map(|t| t.version).filter(|v| !v.is_empty())),
+        Var::RequestedServerName => text(out, e.tls.and_then(|t| t.sni.as_deref())),
         Var::Unknown => out.push(b'-'),
     }
 }
@@ -308,6 +330,7 @@ mod tests {
             bytes_sent: 80,
             downstream_remote: "127.0.0.1:5000",
             downstream_local: Some("127.0.0.1:2045"),
+            tls: None,
         }
     }
 

@@ -42,6 +42,8 @@ pub struct Entry<'a> {
     pub bytes_sent: u64,
     pub downstream_remote: &'a str,
     pub downstream_local: Option<&'a str>,
+    /// What the client connection's TLS handshake settled, if it was TLS.
+    pub tls: Option<&'a crate::network::transport::TlsInfo>,
 }
 
 /// A listener's access log on one worker.

@@ -22,6 +22,8 @@ use serde::de::DeserializeOwned;
 use crate::protocol::Protocol;
 use crate::proxy::filter::FilterSpec;
 use crate::router::RouteTable;
+use crate::tls::client::ClientTls;
+use crate::tls::server::ServerTls;
 use crate::upstream::lb::LbKind;
 
 /// A configuration problem, located by its JSON path.
@@ -101,6 +103,8 @@ pub struct ListenerSpec {
     pub http1_passthrough: bool,
     pub filters: Vec<FilterSpec>,
     pub access_logs: Vec<AccessLogSpec>,
+    /// TLS termination (a filter chain's `tls_context` or `tls_context_set`).
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// One access log of a listener.
@@ -128,6 +132,8 @@ impl Default for KeepaliveSpec {
 pub struct HostSpec {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Dialled in plaintext though the cluster has TLS (MOSN's `tls_disable`).
+    pub tls_disable: bool,
 }
 
 /// A validated cluster.
@@ -148,6 +154,8 @@ pub struct ClusterSpec {
     /// `max_frame_size` of the listeners (an upstream connection serves them
     /// all), and at least the default.
     pub max_frame: usize,
+    /// TLS origination (`tls_context` with `status: true`).
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 impl ClusterSpec {
@@ -160,6 +168,7 @@ impl ClusterSpec {
             && self.keepalive == other.keepalive
             && self.idle_timeout == other.idle_timeout
             && self.max_frame == other.max_frame
+            && self.tls == other.tls
     }
 }
 
@@ -377,6 +386,12 @@ impl Settings {
     }
 
     /// The document, parsed.
+    /// The TLS files every listener and cluster read.
+    pub fn tls_files(&self) -> impl Iterator<Item = &crate::tls::TlsFiles> {
+        let listeners = self.listeners.iter().filter_map(|l| l.tls.as_ref()).map(|t| &t.files);
+        listeners.chain(self.clusters.iter().filter_map(|c| c.tls.as_ref()).map(|t| &t.files))
+    }
+
     pub fn document(&self) -> serde_json::Value {
         serde_json::from_str(&self.document).unwrap_or_default()
     }
@@ -503,6 +518,14 @@ fn admin_addr(admin: Option<&model::Admin>) -> Result<Option<SocketAddr>, Config
     Ok(Some(SocketAddr::new(ip, port)))
 }
 
+/// A TLS build error (`path: reason`) as a configuration error.
+fn tls_error(e: String) -> ConfigError {
+    match e.split_once(": ") {
+        Some((path, reason)) => ConfigError::new(path, reason),
+        None => ConfigError::new("", e),
+    }
+}
+
 fn cluster_spec(c: &model::Cluster, path: &str, warnings: &mut Vec<String>) -> Result<ClusterSpec, ConfigError> {
     match c.kind.as_deref().map(str::to_ascii_uppercase).as_deref() {
         None | Some("SIMPLE" | "STATIC") => {}
@@ -530,13 +553,18 @@ fn cluster_spec(c: &model::Cluster, path: &str, warnings: &mut Vec<String>) -> R
         let addr = parse_addr(&h.address, &format!("{hpath}.address"))?;
         // MOSN clamps weights to 1..=128.
         let weight = h.weight.unwrap_or(1).clamp(1, 128);
-        hosts.push(HostSpec { addr, weight });
+        hosts.push(HostSpec { addr, weight, tls_disable: h.tls_disable.unwrap_or(false) });
     }
+    let tls = match &c.tls_context {
+        Some(t) if t.enabled() => {
+            Some(Arc::new(ClientTls::build(t, &format!("{path}.tls_context"), warnings).map_err(tls_error)?))
+        }
+        _ => None,
+    };
     for (field, present) in [
         ("circuit_breakers", c.circuit_breakers.is_some()),
         ("health_check", c.health_check.is_some()),
         ("lb_subset_config", c.lb_subset_config.is_some()),
-        ("tls_context", c.tls_context.is_some()),
     ] {
         if present {
             warnings.push(format!("{path}.{field}: not implemented yet, ignored"));
@@ -580,6 +608,7 @@ fn cluster_spec(c: &model::Cluster, path: &str, warnings: &mut Vec<String>) -> R
             Some(d) => Some(d.0),
         },
         max_frame: DEFAULT_MAX_FRAME,
+        tls,
     })
 }
 
@@ -604,14 +633,31 @@ fn listener_spec(
         .filter_chains
         .first()
         .ok_or_else(|| ConfigError::new(format!("{path}.filter_chains"), "a listener needs a filter chain"))?;
-    let tls_on = |v: &Option<serde_json::Value>| {
-        v.as_ref().is_some_and(|t| !t.is_null() && t.get("status").and_then(serde_json::Value::as_bool) != Some(false))
+    let cpath = format!("{path}.filter_chains[0]");
+    let contexts: Vec<(crate::tls::TlsContextSpec, String)> = match (&chain.tls_context, &chain.tls_context_set) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                cpath,
+                "tls_context and tls_context_set can only exists one at the same time (MOSN's rule)",
+            ))
+        }
+        (Some(t), None) => vec![(t.clone(), format!("{cpath}.tls_context"))],
+        (None, Some(set)) => {
+            set.iter().enumerate().map(|(i, t)| (t.clone(), format!("{cpath}.tls_context_set[{i}]"))).collect()
+        }
+        (None, None) => Vec::new(),
     };
-    if tls_on(&chain.tls_context) || tls_on(&chain.tls_context_set) {
-        warnings.push(format!(
-            "{path}.filter_chains[0].tls_context: TLS is not implemented yet: this listener serves plaintext"
-        ));
-    }
+    let contexts: Vec<_> = contexts.into_iter().filter(|(t, _)| t.enabled()).collect();
+    let inspector = l.inspector.unwrap_or(false);
+    let tls = if contexts.is_empty() {
+        if inspector {
+            warnings
+                .push(format!("{path}.inspector: the listener has no TLS context on: every connection is plaintext"));
+        }
+        None
+    } else {
+        Some(Arc::new(ServerTls::build(&contexts, inspector, warnings).map_err(tls_error)?))
+    };
     let mut proxy = None;
     for (k, f) in chain.filters.iter().enumerate() {
         let fpath = format!("{path}.filter_chains[0].filters[{k}]");
@@ -718,6 +764,7 @@ fn listener_spec(
         http1_passthrough: proxy.http1_passthrough.unwrap_or(true),
         filters,
         access_logs: access_logs(l, &name, path)?,
+        tls,
     })
 }
 

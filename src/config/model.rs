@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::duration::DurationStr;
+use crate::tls::TlsContextSpec;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Config {
@@ -108,6 +109,9 @@ pub struct Listener {
     pub log_path: Option<String>,
     #[serde(default)]
     pub log_level: Option<String>,
+    /// TLS and plaintext on one port, told apart by the first byte.
+    #[serde(default)]
+    pub inspector: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,11 +120,11 @@ pub struct FilterChain {
     pub match_: Option<String>,
     #[serde(default)]
     pub filters: Vec<FilterConfig>,
-    /// TLS termination: not implemented yet (warned, served in plaintext).
+    /// TLS termination: one context, or several chosen by SNI.
     #[serde(default)]
-    pub tls_context: Option<serde_json::Value>,
+    pub tls_context: Option<TlsContextSpec>,
     #[serde(default)]
-    pub tls_context_set: Option<serde_json::Value>,
+    pub tls_context_set: Option<Vec<TlsContextSpec>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,8 +377,9 @@ pub struct Cluster {
     pub health_check: Option<serde_json::Value>,
     #[serde(default)]
     pub lb_subset_config: Option<serde_json::Value>,
+    /// TLS origination to the cluster's hosts.
     #[serde(default)]
-    pub tls_context: Option<serde_json::Value>,
+    pub tls_context: Option<TlsContextSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -399,6 +404,9 @@ pub struct Host {
     pub weight: Option<u32>,
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, serde_json::Value>>,
+    /// Plaintext to this host though its cluster has TLS.
+    #[serde(default)]
+    pub tls_disable: Option<bool>,
 }
 
 fn port_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 
 const MOSN_BOLT: &str = r#"{
   "disable_upgrade": true,
@@ -250,4 +251,51 @@ fn an_inline_connection_manager_route_table_is_read() {
     assert_eq!(s.listeners[0].router.route_count(), 1);
     let bad = text.replace(r#""cluster_name": "c""#, r#""cluster_name": "nope""#);
     assert!(err(&bad).path.starts_with("servers[0].listeners[0].filter_chains[0].filters[1].config.virtual_hosts[0]"));
+}
+
+/// MOSN's TLS shapes: `"tls_context": {}` and `status: false` are plaintext
+/// without a warning; both `tls_context` and `tls_context_set` are refused as
+/// MOSN refuses them; TLS errors name the field; inline PEM is accepted.
+#[test]
+fn mosn_tls_shapes_load_and_bad_ones_are_refused_by_path() {
+    let with_chain = |chain: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_str(MOSN_BOLT).unwrap();
+        for (k, val) in chain.as_object().unwrap() {
+            v["servers"][0]["listeners"][0]["filter_chains"][0][k] = val.clone();
+        }
+        v.to_string()
+    };
+    for off in [json!({"tls_context": {}}), json!({"tls_context": {"status": false, "cert_chain": "/nope"}})] {
+        let s = load_str(&with_chain(off), false).unwrap();
+        assert!(s.listeners[0].tls.is_none());
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+    let both = with_chain(json!({"tls_context": {"status": true}, "tls_context_set": [{"status": true}]}));
+    assert!(err(&both).to_string().contains("tls_context and tls_context_set"));
+    let missing = with_chain(
+        json!({"tls_context": {"status": true, "cert_chain": "/no/such.pem", "private_key": "/no/key.pem"}}),
+    );
+    let e = err(&missing).to_string();
+    assert!(
+        e.contains("servers[0].listeners[0].filter_chains[0].tls_context.cert_chain") && e.contains("/no/such.pem"),
+        "{e}"
+    );
+    // Inline PEM (an rcgen-made pair), TLS 1.0 raised with a warning, a CBC suite skipped, an unknown curve refused.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap().self_signed(&key).unwrap();
+    let ctx = json!({"status": true, "cert_chain": cert.pem(), "private_key": key.serialize_pem(),
+        "min_version": "TLSv1_0", "cipher_suites": "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-CBC-SHA",
+        "ecdh_curves": "X25519,P256", "alpn": "h2,http/1.1,spdy"});
+    let s = load_str(&with_chain(json!({"tls_context": ctx.clone()})), false).unwrap();
+    assert!(s.listeners[0].tls.is_some());
+    let w = s.warnings.join("\n");
+    assert!(
+        w.contains("tls_context.min_version")
+            && w.contains("tls_context.cipher_suites")
+            && w.contains("tls_context.alpn"),
+        "{w}"
+    );
+    let mut bad = ctx;
+    bad["ecdh_curves"] = json!("brainpool");
+    assert!(err(&with_chain(json!({"tls_context": bad}))).to_string().contains("tls_context.ecdh_curves"));
 }

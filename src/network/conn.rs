@@ -6,9 +6,9 @@ use std::io;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BytesMut};
-use tokio::net::TcpStream;
 
 use super::clock;
+use super::transport::Transport;
 use crate::protocol::{Codec, CodecError, FrameInfo};
 
 /// Size of the per-thread read buffer.
@@ -174,7 +174,7 @@ pub trait Handler {
 
 /// Drives `stream` until it closes: reads go to `handler`, output from `shared`
 /// is written. Returns why it ended; `shared` is marked closed.
-pub async fn drive<H: Handler>(stream: &TcpStream, shared: &ConnShared, handler: &mut H) -> Closed {
+pub async fn drive<H: Handler>(stream: &mut Transport, shared: &ConnShared, handler: &mut H) -> Closed {
     let mut eof = false;
     let why = poll_fn(|cx| poll_conn(cx, stream, shared, handler, &mut eof)).await;
     shared.closed.set(true);
@@ -186,29 +186,27 @@ pub async fn drive<H: Handler>(stream: &TcpStream, shared: &ConnShared, handler:
 
 fn poll_conn<H: Handler>(
     cx: &mut Context<'_>,
-    stream: &TcpStream,
+    stream: &mut Transport,
     shared: &ConnShared,
     handler: &mut H,
     eof: &mut bool,
 ) -> Poll<Closed> {
     let mut reads = 0;
     while !*eof && !handler.read_paused() {
-        match stream.poll_read_ready(cx) {
-            Poll::Pending => break,
-            Poll::Ready(Err(e)) => return Poll::Ready(Closed::Io(e)),
-            Poll::Ready(Ok(())) => {}
-        }
         let step = SCRATCH_BUF.with(|s| {
             let mut s = s.borrow_mut();
-            match stream.try_read(&mut s[..]) {
-                Ok(0) => Err(None),
-                Ok(n) => clock::reading(|| handler.on_read(&s[..n])).map_err(|why| Some(Closed::Local(why))),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-                Err(e) => Err(Some(Closed::Io(e))),
+            match stream.poll_read_some(cx, &mut s[..]) {
+                Poll::Pending => Ok(false),
+                Poll::Ready(Ok(0)) => Err(None),
+                Poll::Ready(Ok(n)) => {
+                    clock::reading(|| handler.on_read(&s[..n])).map(|()| true).map_err(|why| Some(Closed::Local(why)))
+                }
+                Poll::Ready(Err(e)) => Err(Some(Closed::Io(e))),
             }
         });
         match step {
-            Ok(()) => {}
+            Ok(false) => break,
+            Ok(true) => {}
             Err(Some(closed)) => return Poll::Ready(closed),
             Err(None) => {
                 *eof = true;
@@ -235,7 +233,7 @@ fn poll_conn<H: Handler>(
     if shared.closed.get() {
         return Poll::Ready(Closed::Local("closed"));
     }
-    if shared.out.borrow().is_empty() {
+    if shared.out.borrow().is_empty() && !stream.holds_output() {
         if let Some(why) = handler.idle_close() {
             return Poll::Ready(if *eof { Closed::Eof } else { Closed::Local(why) });
         }
@@ -245,22 +243,27 @@ fn poll_conn<H: Handler>(
 }
 
 /// Writes as much of the output buffer as the socket takes.
-fn flush<H: Handler>(cx: &mut Context<'_>, stream: &TcpStream, shared: &ConnShared, handler: &mut H) -> io::Result<()> {
+fn flush<H: Handler>(
+    cx: &mut Context<'_>,
+    stream: &mut Transport,
+    shared: &ConnShared,
+    handler: &mut H,
+) -> io::Result<()> {
     let mut out = shared.out.borrow_mut();
     while !out.is_empty() {
-        match stream.poll_write_ready(cx) {
+        match stream.poll_write_some(cx, &out) {
             Poll::Pending => return Ok(()),
             Poll::Ready(Err(e)) => return Err(e),
-            Poll::Ready(Ok(())) => {}
-        }
-        match stream.try_write(&out) {
-            Ok(n) => {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => {
                 out.advance(n);
                 handler.on_written(n);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
         }
+    }
+    // TLS seals what it took into records it may not have written yet.
+    if let Poll::Ready(Err(e)) = stream.poll_flush_held(cx) {
+        return Err(e);
     }
     if out.capacity() > KEEP_OUT_CAPACITY {
         *out = BytesMut::new();

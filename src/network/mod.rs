@@ -14,3 +14,4 @@ pub mod counted;
 pub mod dial;
 pub mod listener;
 pub mod prefixed;
+pub mod transport;

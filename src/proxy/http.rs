@@ -22,6 +22,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::network::transport::Transport;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -29,7 +30,6 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -82,6 +82,8 @@ pub(super) struct ConnCtx {
     upstream: Version,
     active: Cell<u32>,
     last_active: Cell<Instant>,
+    /// What the connection's TLS handshake proved (the client's identity).
+    pub(super) tls: Option<std::sync::Arc<crate::network::transport::TlsInfo>>,
 }
 
 impl ConnCtx {
@@ -92,8 +94,10 @@ impl ConnCtx {
 }
 
 /// Serves an HTTP/1.x or HTTP/2 (prior knowledge) client connection.
+/// `initial` holds bytes already read from it (detection over TLS).
 pub async fn serve(
-    stream: TcpStream,
+    stream: Transport,
+    initial: bytes::BytesMut,
     peer: SocketAddr,
     proto: Protocol,
     listener: Rc<ListenerCtx>,
@@ -115,16 +119,21 @@ pub async fn serve(
         upstream,
         active: Cell::new(0),
         last_active: Cell::new(Instant::now()),
+        tls: stream.tls().cloned(),
     });
     // The common HTTP/1.1 request takes the pass-through; the first one it
     // leaves alone hands the connection to hyper from there on.
-    let (stream, read) = if downstream == Version::Http1 && upstream == Version::Http1 && gen.spec.http1_passthrough {
-        match super::http1::serve(stream, &ctx).await {
-            super::http1::Outcome::Closed => return,
-            super::http1::Outcome::Hyper(stream, read) => (stream, read),
+    // (Over TLS, hyper serves every request.)
+    let (stream, read) = match stream {
+        Transport::Tcp(tcp)
+            if downstream == Version::Http1 && upstream == Version::Http1 && gen.spec.http1_passthrough =>
+        {
+            match super::http1::serve(tcp, &ctx).await {
+                super::http1::Outcome::Closed => return,
+                super::http1::Outcome::Hyper(tcp, read) => (Transport::Tcp(tcp), read),
+            }
         }
-    } else {
-        (stream, bytes::BytesMut::new())
+        other => (other, initial),
     };
     // Boxed: hyper's connection state would otherwise size every
     // pass-through connection too.
@@ -136,7 +145,7 @@ pub async fn serve(
 /// Serves the rest of a connection with hyper; `read` holds the bytes
 /// already read from it.
 async fn serve_hyper(
-    stream: TcpStream,
+    stream: Transport,
     read: bytes::BytesMut,
     downstream: Version,
     ctx: Rc<ConnCtx>,
@@ -182,7 +191,10 @@ async fn serve_hyper(
                 // 16 KiB); `validate_request` then holds the header section
                 // to MAX_HEADER_BYTES, as for HTTP/1.1.
                 .max_header_list_size(MAX_HEAD_BYTES as u32)
-                .serve_connection(TokioIo::new(Counted::new(stream, ctx.listener.hyper_bytes.clone())), service);
+                .serve_connection(
+                    TokioIo::new(Prefixed::new(read, Counted::new(stream, ctx.listener.hyper_bytes.clone()))),
+                    service,
+                );
             tokio::pin!(conn);
             drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await
         }
@@ -316,6 +328,7 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
             bytes_sent: sent.unwrap_or(0),
             downstream_remote: ctx.peer_text(),
             downstream_local: None,
+            tls: ctx.tls.as_deref(),
         }
     });
     drop(busy);

@@ -454,6 +454,7 @@ async fn exchange(ctx: &ConnCtx, client: &mut TcpStream, request: Prepared, bufs
             bytes_sent: 0,
             downstream_remote: ctx.peer_text(),
             downstream_local: None,
+            tls: None,
         }
     });
     open

@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -30,9 +31,11 @@ use crate::accesslog::{AccessLog, Entry};
 use crate::config::{DownstreamProtocol, ListenerSpec};
 use crate::error::ProxyError;
 use crate::network::clock;
+use crate::network::transport::Transport;
 use crate::protocol::{Detect, Protocol};
 use crate::stats::{ListenerStats, Stats};
 use crate::stream::server::{ResponseHook, StreamEnd, StreamObserver};
+use crate::tls::server::ServerTls;
 use crate::upstream::Cluster;
 use filter::FilterChain;
 
@@ -190,6 +193,8 @@ struct ConnObserver {
     /// The addresses as text, made on the first line logged.
     texts: std::cell::OnceCell<(Box<str>, Option<Box<str>>)>,
     protocol: &'static str,
+    /// What the connection's TLS handshake proved (the client's identity).
+    tls: Option<std::sync::Arc<crate::network::transport::TlsInfo>>,
 }
 
 impl StreamObserver for ConnObserver {
@@ -212,6 +217,7 @@ impl StreamObserver for ConnObserver {
                 bytes_sent: end.bytes_sent as u64,
                 downstream_remote: peer,
                 downstream_local: local.as_deref(),
+                tls: self.tls.as_deref(),
             }
         });
     }
@@ -223,8 +229,9 @@ fn observer(
     peer: SocketAddr,
     local: Option<SocketAddr>,
     protocol: &'static str,
+    tls: Option<std::sync::Arc<crate::network::transport::TlsInfo>>,
 ) -> Option<Rc<dyn StreamObserver>> {
-    Some(Rc::new(ConnObserver { listener: listener.clone(), peer, local, texts: Default::default(), protocol }))
+    Some(Rc::new(ConnObserver { listener: listener.clone(), peer, local, texts: Default::default(), protocol, tls }))
 }
 
 /// Serves one accepted client connection until it closes.
@@ -240,28 +247,135 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Rc<ListenerCtx
         worker.conn_closed();
     });
     let gen = listener.now();
+    let mut stream = match gen.spec.tls.clone() {
+        None => Transport::Tcp(stream),
+        Some(tls) => match handshake(stream, &tls, peer, &listener, gen.spec.idle_timeout).await {
+            Some(t) => t,
+            None => return,
+        },
+    };
+    let mut initial = BytesMut::new();
     let protocol = match &gen.spec.downstream {
         DownstreamProtocol::Fixed(p) => *p,
-        DownstreamProtocol::Detect(candidates) => match sniff(&stream, candidates, gen.spec.idle_timeout).await {
-            Ok(p) => p,
-            Err(Sniff::Silent(why)) => {
-                debug!(%peer, listener = %listener.name, reason = why, "connection closed before detection");
-                return;
+        DownstreamProtocol::Detect(candidates) => {
+            match detect(&mut stream, &mut initial, candidates, gen.spec.idle_timeout).await {
+                Ok(p) => p,
+                Err(Sniff::Silent(why)) => {
+                    debug!(%peer, listener = %listener.name, reason = why, "connection closed before detection");
+                    return;
+                }
+                Err(Sniff::Unknown(first)) => {
+                    stats.unknown_protocol.inc();
+                    let hex: String = first.iter().map(|b| format!("{b:02x}")).collect();
+                    warn!(%peer, listener = %listener.name, first_bytes = %hex, "protocol not recognised, closing");
+                    return;
+                }
             }
-            Err(Sniff::Unknown(first)) => {
-                stats.unknown_protocol.inc();
-                let hex: String = first.iter().map(|b| format!("{b:02x}")).collect();
-                warn!(%peer, listener = %listener.name, first_bytes = %hex, "protocol not recognised, closing");
-                return;
-            }
-        },
+        }
     };
     drop(gen);
     match protocol {
-        Protocol::Rpc(codec) => rpc::serve(stream, peer, codec, &listener, &worker).await,
+        Protocol::Rpc(codec) => rpc::serve(stream, initial, peer, codec, &listener, &worker).await,
         // Boxed: an HTTP connection's state is large, and inline it would size
         // every connection's task, bolt ones included (1.5 KiB idle vs 3 KiB).
-        http_version => Box::pin(http::serve(stream, peer, http_version, listener.clone(), worker.clone())).await,
+        http_version => {
+            Box::pin(http::serve(stream, initial, peer, http_version, listener.clone(), worker.clone())).await
+        }
+    }
+}
+
+/// TLS on an accepted connection: the inspector's look at the first byte
+/// when it is on, then the handshake. `None`: the connection is done (a
+/// failed handshake is logged and counted with its reason).
+async fn handshake(
+    stream: TcpStream,
+    tls: &ServerTls,
+    peer: SocketAddr,
+    listener: &ListenerCtx,
+    idle: Duration,
+) -> Option<Transport> {
+    // The first byte tells a TLS record (0x16, a handshake) from plaintext:
+    // the inspector serves both; without it, plaintext is refused by name,
+    // and a connection closed before any byte (a port probe) is no failure.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(idle, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == 0x16 => {}
+        Ok(Ok(1)) if tls.inspector => {
+            listener.stats.tls.plaintext.inc();
+            return Some(Transport::Tcp(stream));
+        }
+        Ok(Ok(1)) => {
+            listener.stats.tls.failed("not_tls");
+            warn!(%peer, listener = %listener.name, reason = %"not_tls", first_byte = first[0],
+                "plaintext on a TLS listener (no inspector): closing");
+            return None;
+        }
+        _ => {
+            debug!(%peer, listener = %listener.name, "connection closed before its first byte");
+            return None;
+        }
+    }
+    match tls.accept(stream, crate::tls::server::HANDSHAKE_TIMEOUT).await {
+        Ok(conn) => {
+            listener.stats.tls.handshakes.inc();
+            if conn.info.resumed {
+                listener.stats.tls.resumed.inc();
+            }
+            debug!(%peer, listener = %listener.name, sni = ?conn.info.sni, version = conn.info.version,
+                peer_id = ?conn.info.peer.as_ref().and_then(|p| p.spiffe_id()), resumed = conn.info.resumed, "TLS handshake done");
+            Some(Transport::Tls(Box::new(conn)))
+        }
+        Err(e) => {
+            let (reason, text) = crate::tls::failure::describe(&e);
+            listener.stats.tls.failed(reason);
+            warn!(%peer, listener = %listener.name, reason = %reason, error = %text, "TLS handshake with a client failed");
+            None
+        }
+    }
+}
+
+/// The protocol of a connection among `candidates`. Plain TCP is peeked at,
+/// so nothing is consumed; over TLS, ALPN decides when it names a protocol,
+/// else the decrypted bytes are read into `initial` and handed on.
+async fn detect(
+    stream: &mut Transport,
+    initial: &mut BytesMut,
+    candidates: &[Protocol],
+    within: Duration,
+) -> Result<Protocol, Sniff> {
+    let alpn = match &*stream {
+        Transport::Tcp(s) => return sniff(s, candidates, within).await,
+        Transport::Tls(t) => t.info.alpn.clone(),
+    };
+    let by_alpn = match alpn.as_deref() {
+        Some(b"h2") => Some(Protocol::Http2),
+        Some(b"http/1.1") => Some(Protocol::Http1),
+        _ => None,
+    };
+    if let Some(p) = by_alpn.filter(|p| candidates.iter().any(|c| c.name() == p.name())) {
+        return Ok(p);
+    }
+    let deadline = Instant::now() + within;
+    loop {
+        use tokio::io::AsyncReadExt;
+        match tokio::time::timeout_at(deadline, stream.read_buf(initial)).await {
+            Err(_) => return Err(Sniff::Silent("no bytes before the idle timeout")),
+            Ok(Err(_)) => return Err(Sniff::Silent("read error")),
+            Ok(Ok(0)) => return Err(Sniff::Silent("closed before sending anything")),
+            Ok(Ok(_)) => {}
+        }
+        let head = &initial[..initial.len().min(32)];
+        let mut need_more = false;
+        for &c in candidates {
+            match c.detect(head) {
+                Detect::Match => return Ok(c),
+                Detect::NeedMore => need_more = true,
+                Detect::NoMatch => {}
+            }
+        }
+        if !need_more || head.len() == 32 {
+            return Err(Sniff::Unknown(head[..head.len().min(16)].to_vec()));
+        }
     }
 }
 

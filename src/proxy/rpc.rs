@@ -21,8 +21,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::net::TcpStream;
+use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
@@ -30,7 +29,8 @@ use super::{ListenerCtx, WorkerCtx};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
 use crate::network::clock;
-use crate::network::conn::{drive, FrameReader, Handler};
+use crate::network::conn::{drive, Closed, FrameReader, Handler};
+use crate::network::transport::Transport;
 use crate::protocol::{Codec, FrameHeaders, FrameInfo, FrameKind, Protocol};
 use crate::router::Target;
 use crate::stats::Stats;
@@ -40,15 +40,17 @@ use crate::stream::server::{ServerConn, ServerStream};
 use crate::upstream::Cluster;
 
 /// Serves a client connection that speaks `codec` until it closes.
+/// `initial` holds bytes already read from it (detection over TLS).
 pub(super) async fn serve(
-    stream: TcpStream,
+    mut stream: Transport,
+    initial: BytesMut,
     peer: SocketAddr,
     codec: &'static dyn Codec,
     listener: &Rc<ListenerCtx>,
     worker: &WorkerCtx,
 ) {
-    let local = stream.local_addr().ok();
-    let observer = super::observer(listener, peer, local, codec.name());
+    let local = stream.tcp().local_addr().ok();
+    let observer = super::observer(listener, peer, local, codec.name(), stream.tls().cloned());
     let conn = Rc::new(ServerConn::new(codec, worker.stats.clone(), observer));
     let idle = listener.now().spec.idle_timeout;
     let mut handler = DownstreamHandler {
@@ -60,7 +62,11 @@ pub(super) async fn serve(
         last_active: Instant::now(),
         idle,
     };
-    let why = drive(&stream, &conn.io, &mut handler).await;
+    let why = if !initial.is_empty() && clock::reading(|| handler.on_read(&initial)).is_err() {
+        Closed::Local("bad frame from client")
+    } else {
+        drive(&mut stream, &conn.io, &mut handler).await
+    };
     let waiting = conn.inflight();
     if waiting > 0 {
         // Its requests still waiting upstream are nobody's now.

@@ -115,13 +115,14 @@ mod tests {
         let spec = ClusterSpec {
             name: "c".into(),
             lb: LbKind::RoundRobin,
-            hosts: vec![HostSpec { addr: "127.0.0.1:1".parse().unwrap(), weight: 1 }],
+            hosts: vec![HostSpec { addr: "127.0.0.1:1".parse().unwrap(), weight: 1, tls_disable: false }],
             connect_timeout: Duration::from_secs(1),
             max_request_per_conn: 0,
             connections_per_host: 1,
             keepalive: KeepaliveSpec::default(),
             idle_timeout: None,
             max_frame: DEFAULT_MAX_FRAME,
+            tls: None,
         };
         Cluster::new(&spec)
     }

@@ -53,6 +53,8 @@ pub enum Trigger {
     Admin,
     FileChange,
     Resource,
+    /// A certificate or key file of the running configuration changed.
+    CertificateChange,
 }
 
 /// A change that was not applied, and why.
@@ -105,6 +107,14 @@ impl Control {
     pub async fn reload(&self, trigger: Trigger) -> Result<u64, Refused> {
         let _one = self.busy.lock().await;
         let loaded = config::load_file(&self.options.path);
+        self.settle(loaded, trigger).await
+    }
+
+    /// Builds the running configuration again from its document, reading
+    /// the files it names anew (certificates and keys).
+    pub async fn rebuild(&self, trigger: Trigger) -> Result<u64, Refused> {
+        let _one = self.busy.lock().await;
+        let loaded = config::load_value(self.settings().document());
         self.settle(loaded, trigger).await
     }
 
@@ -277,6 +287,7 @@ pub fn run(settings: Settings, options: Options) -> io::Result<i32> {
         if control.options.watch {
             tokio::task::spawn_local(watch_file(control.clone()));
         }
+        tokio::task::spawn_local(watch_certificates(control.clone()));
         signals(&control, signal_set).await;
         Ok(())
     });
@@ -376,6 +387,35 @@ async fn wait_stop() {
     tokio::select! {
         _ = s.term.recv() => info!("SIGTERM received"),
         _ = s.int.recv() => info!("SIGINT received"),
+    }
+}
+
+/// Certificate rotation: the certificate, key and CA files the running
+/// generation read are polled each second; when one changes, the
+/// configuration is built again, so new handshakes use the new files while
+/// open connections live on. Files that do not load (a key that does not
+/// match, half a PEM) are refused with the reason logged, the old generation
+/// keeps serving, and the same files are not tried again until they change.
+async fn watch_certificates(control: Rc<Control>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_tried = Vec::new();
+    loop {
+        tick.tick().await;
+        let settings = control.settings();
+        let mut changed: Vec<(PathBuf, Option<crate::tls::load::Stamp>)> = settings
+            .tls_files()
+            .flat_map(|f| f.changed())
+            .map(|p| (p.to_path_buf(), crate::tls::load::stamp(p)))
+            .collect();
+        changed.sort_by(|a, b| a.0.cmp(&b.0));
+        changed.dedup();
+        if changed.is_empty() || changed == last_tried {
+            continue;
+        }
+        info!(files = ?changed.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
+            "certificate files changed: building a new generation");
+        last_tried = changed;
+        let _ = control.rebuild(Trigger::CertificateChange).await;
     }
 }
 

@@ -133,6 +133,30 @@ fn class_slot(status: u16) -> usize {
     usize::from(status / 100).clamp(1, 5) - 1
 }
 
+/// TLS handshakes of a listener or an upstream.
+#[derive(Default, Debug)]
+pub struct TlsStats {
+    pub handshakes: Counter,
+    /// Handshakes that resumed a session.
+    pub resumed: Counter,
+    /// Connections the inspector let through as plaintext.
+    pub plaintext: Counter,
+    pub failures: [Counter; crate::tls::failure::REASONS.len()],
+}
+
+impl TlsStats {
+    pub fn failed(&self, reason: &str) {
+        self.failures[crate::tls::failure::slot(reason)].inc();
+    }
+
+    pub fn add_to(&self, acc: &TlsStats) {
+        acc.handshakes.add(self.handshakes.get());
+        acc.resumed.add(self.resumed.get());
+        acc.plaintext.add(self.plaintext.get());
+        add_all(&acc.failures, &self.failures);
+    }
+}
+
 /// What a worker counts for one cluster, and again for each of its hosts.
 #[derive(Default, Debug)]
 pub struct UpstreamStats {
@@ -147,6 +171,7 @@ pub struct UpstreamStats {
     pub bytes_sent: Counter,
     pub bytes_received: Counter,
     pub latency: Histogram,
+    pub tls: TlsStats,
 }
 
 impl UpstreamStats {
@@ -172,6 +197,7 @@ impl UpstreamStats {
         acc.bytes_sent.add(self.bytes_sent.get());
         acc.bytes_received.add(self.bytes_received.get());
         self.latency.add_to(&acc.latency);
+        self.tls.add_to(&acc.tls);
     }
 }
 
@@ -184,6 +210,7 @@ pub struct ListenerStats {
     pub bytes_sent: Counter,
     pub requests: Counter,
     pub requests_active: Gauge,
+    pub tls: TlsStats,
 }
 
 impl ListenerStats {
@@ -195,6 +222,7 @@ impl ListenerStats {
         acc.bytes_sent.add(self.bytes_sent.get());
         acc.requests.add(self.requests.get());
         acc.requests_active.add(self.requests_active.get());
+        self.tls.add_to(&acc.tls);
     }
 }
 

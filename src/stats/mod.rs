@@ -10,7 +10,7 @@ pub mod counters;
 pub mod prometheus;
 pub mod snapshot;
 
-pub use counters::{Counter, Gauge, Histogram, ListenerStats, UpstreamStats, ERROR_LABELS};
+pub use counters::{Counter, Gauge, Histogram, ListenerStats, TlsStats, UpstreamStats, ERROR_LABELS};
 
 use crate::error::ProxyError;
 

@@ -10,7 +10,7 @@ use std::fmt::{Display, Write};
 
 use super::counters::{CLASSES, LATENCY_BOUNDS};
 use super::snapshot::Totals;
-use super::{UpstreamStats, ERROR_LABELS};
+use super::{TlsStats, UpstreamStats, ERROR_LABELS};
 
 /// The content type of the format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -124,6 +124,9 @@ pub fn render(t: &Totals) -> String {
         l.requests_active.get()
     });
 
+    let listener_tls: Vec<_> = t.listeners.iter().map(|(n, l)| (vec![("listener", n.as_str())], &l.tls)).collect();
+    tls(&mut e, "downstream_tls", "clients", &listener_tls);
+
     let clusters: Vec<_> = t.clusters.iter().map(|(n, s)| (vec![("cluster", n.as_str())], s)).collect();
     upstream(&mut e, "upstream", "cluster", &clusters);
     let addrs: Vec<String> = t.hosts.keys().map(|(_, a)| a.to_string()).collect();
@@ -143,6 +146,49 @@ pub fn render(t: &Totals) -> String {
         e.sample("upstream_host_weight", labels, h.weight);
     }
     e.out
+}
+
+/// The TLS families of listeners (`what`: clients) or upstreams.
+fn tls(e: &mut Encoder, family: &str, what: &str, items: &[(Vec<(&str, &str)>, &TlsStats)]) {
+    let f = |suffix: &str| format!("{family}_{suffix}");
+    if items
+        .iter()
+        .all(|(_, s)| s.handshakes.get() == 0 && s.failures.iter().all(|c| c.get() == 0) && s.plaintext.get() == 0)
+    {
+        return;
+    }
+    e.each(
+        &f("handshakes_total"),
+        "counter",
+        &format!("TLS handshakes completed with {what}."),
+        items.iter().map(|(l, s)| (l.clone(), *s)),
+        |s| s.handshakes.get(),
+    );
+    e.each(
+        &f("resumed_total"),
+        "counter",
+        &format!("TLS handshakes with {what} that resumed a session."),
+        items.iter().map(|(l, s)| (l.clone(), *s)),
+        |s| s.resumed.get(),
+    );
+    e.each(
+        &f("plaintext_total"),
+        "counter",
+        &format!("Connections with {what} the TLS inspector let through as plaintext."),
+        items.iter().map(|(l, s)| (l.clone(), *s)),
+        |s| s.plaintext.get(),
+    );
+    let name = f("handshake_failures_total");
+    e.family(&name, "counter", &format!("TLS handshakes with {what} that failed, by reason."));
+    for (labels, s) in items {
+        for (reason, n) in crate::tls::failure::REASONS.iter().zip(&s.failures) {
+            if n.get() > 0 {
+                let mut l = labels.clone();
+                l.push(("reason", reason));
+                e.sample(&name, &l, n.get());
+            }
+        }
+    }
 }
 
 /// The upstream families, per cluster or per host (`what`).
@@ -167,6 +213,8 @@ fn upstream(e: &mut Encoder, family: &str, what: &str, items: &[(Vec<(&str, &str
     each(e, "sent_bytes_total", "counter", format!("Bytes written to the {what}."), &|s| s.bytes_sent.get());
     each(e, "received_bytes_total", "counter", format!("Bytes read from the {what}."), &|s| s.bytes_received.get());
 
+    let with_tls: Vec<_> = items.iter().map(|(l, s)| (l.clone(), &s.tls)).collect();
+    tls(e, &f("tls"), &format!("the {what}"), &with_tls);
     let name = f("responses_total");
     e.family(&name, "counter", &format!("Responses from the {what}, by class."));
     for (labels, s) in items {

@@ -232,7 +232,7 @@ impl ClientConn {
     /// every request in flight is failed with the upstream-reset error.
     pub async fn run(self: Rc<Self>, connect_timeout: Duration, keepalive: KeepaliveSpec, on_close: impl FnOnce()) {
         let addr = self.host.addr;
-        let stream = match self.host.connect(connect_timeout).await {
+        let mut stream = match self.host.connect(connect_timeout, false).await {
             Ok(s) => s,
             Err(why) => return self.connect_failed(why, on_close),
         };
@@ -245,7 +245,7 @@ impl ClientConn {
             keepalive,
             tick: Box::pin(tokio::time::sleep(keepalive.interval)),
         };
-        let why = drive(&stream, &self.io, &mut handler).await;
+        let why = drive(&mut stream, &self.io, &mut handler).await;
         self.host.connection_closed();
         let failed = self.inner.borrow_mut().streams.drain();
         let n = failed.len();

@@ -2,44 +2,35 @@
 //! `connections_active` until it drops, whichever path holds it.
 
 use std::io;
-use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::Host;
+use crate::network::transport::Transport;
 
 pub struct HostConn {
-    stream: TcpStream,
+    stream: Transport,
     host: Rc<Host>,
 }
 
 impl HostConn {
     /// `stream`, just connected to `host` ([`Host::connect`] counted it open).
-    pub fn new(stream: TcpStream, host: Rc<Host>) -> HostConn {
+    pub fn new(stream: Transport, host: Rc<Host>) -> HostConn {
         HostConn { stream, host }
+    }
+
+    /// Whether the idle connection is still quiet ([`Transport::is_quiet`]).
+    pub fn is_quiet(&mut self) -> bool {
+        self.stream.is_quiet()
     }
 }
 
 impl Drop for HostConn {
     fn drop(&mut self) {
         self.host.connection_closed();
-    }
-}
-
-impl Deref for HostConn {
-    type Target = TcpStream;
-    fn deref(&self) -> &TcpStream {
-        &self.stream
-    }
-}
-
-impl DerefMut for HostConn {
-    fn deref_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
     }
 }
 

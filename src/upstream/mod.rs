@@ -23,13 +23,17 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::warn;
 
 use crate::config::ClusterSpec;
+use crate::network::transport::Transport;
 use crate::stats::UpstreamStats;
 use crate::stream::http::HttpPool;
 use crate::stream::pool::{HostPool, RpcPools};
+use crate::tls::client::ClientTls;
 pub use health::HealthSet;
 use lb::{LbContext, LoadBalancer};
+use std::sync::Arc;
 
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -53,6 +57,11 @@ pub struct Host {
     /// This host's counters, and its cluster's (each event counts in both).
     pub stats: UpstreamStats,
     cluster_stats: Rc<UpstreamStats>,
+    /// The TLS its connections are dialled with (`None`: plaintext, or the
+    /// host's `tls_disable`).
+    tls: RefCell<Option<Arc<ClientTls>>>,
+    /// The cluster's name, for the logs of a failed handshake.
+    cluster: RefCell<Rc<str>>,
 }
 
 /// One request in flight to a host ([`Host::in_flight`]).
@@ -95,6 +104,8 @@ impl Host {
             index: Cell::new(index as u32),
             stats: UpstreamStats::default(),
             cluster_stats,
+            tls: RefCell::new(None),
+            cluster: RefCell::new(Rc::from("")),
         }
     }
 
@@ -189,14 +200,57 @@ impl Host {
         self.count(|s| s.connect_failures.inc());
     }
 
-    /// Dials the host, recording the outcome in its passive health.
-    pub async fn connect(&self, timeout: Duration) -> Result<tokio::net::TcpStream, String> {
-        let dialled = crate::network::dial::dial(self.addr, timeout).await;
-        match &dialled {
-            Ok(_) => self.mark_connected(),
-            Err(_) => self.mark_connect_failure(),
+    /// Dials the host, and with TLS shakes hands, within `timeout`;
+    /// records the outcome in its passive health. `http2`: the connection
+    /// will carry HTTP/2 (TLS offers ALPN `h2` unless the cluster names its own).
+    pub async fn connect(&self, timeout: Duration, http2: bool) -> Result<Transport, String> {
+        let started = Instant::now();
+        let tcp = match crate::network::dial::dial(self.addr, timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.mark_connect_failure();
+                return Err(e);
+            }
+        };
+        let tls = self.tls.borrow().clone();
+        let Some(tls) = tls else {
+            self.mark_connected();
+            return Ok(Transport::Tcp(tcp));
+        };
+        let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        match tls.connect(tcp, self.addr, http2, left).await {
+            Ok(conn) => {
+                self.count(|s| {
+                    s.tls.handshakes.inc();
+                    if conn.info.resumed {
+                        s.tls.resumed.inc();
+                    }
+                });
+                self.mark_connected();
+                Ok(Transport::Tls(Box::new(conn)))
+            }
+            Err(e) => {
+                let (reason, text) = crate::tls::failure::describe(&e);
+                self.count(|s| s.tls.failed(reason));
+                let cluster = self.cluster.borrow().clone();
+                if tls.fallback {
+                    warn!(cluster = %cluster, host = %self.addr, reason = %reason, error = %text, "upstream TLS handshake failed: falling back to plaintext (fall_back)");
+                    return match crate::network::dial::dial(self.addr, timeout).await {
+                        Ok(s) => {
+                            self.mark_connected();
+                            Ok(Transport::Tcp(s))
+                        }
+                        Err(e) => {
+                            self.mark_connect_failure();
+                            Err(e)
+                        }
+                    };
+                }
+                warn!(cluster = %cluster, host = %self.addr, reason = %reason, error = %text, "upstream TLS handshake failed");
+                self.mark_connect_failure();
+                Err(format!("{}: TLS handshake failed: {text}", self.addr))
+            }
         }
-        dialled
     }
 
     /// A connect succeeded: the host is healthy again.
@@ -241,6 +295,7 @@ impl Cluster {
 
     fn build(spec: &ClusterSpec, old: Option<&Cluster>) -> Cluster {
         let health = Rc::new(HealthSet::new(spec.hosts.len()));
+        let cluster_name: Rc<str> = Rc::from(spec.name.as_str());
         let stats = old.map_or_else(Rc::default, |o| o.stats.clone());
         let keep_pools = old.is_some_and(|o| o.spec.same_pools(spec));
         let by_addr: std::collections::HashMap<SocketAddr, usize> =
@@ -258,8 +313,12 @@ impl Cluster {
                 }
                 None => Rc::new(Host::counted(h.addr, h.weight, health.clone(), i, stats.clone())),
             };
+            let tls = if h.tls_disable { None } else { spec.tls.clone() };
+            let same_tls = *host.tls.borrow() == tls;
+            *host.tls.borrow_mut() = tls;
+            *host.cluster.borrow_mut() = cluster_name.clone();
             match kept {
-                Some((o, j)) if keep_pools => {
+                Some((o, j)) if keep_pools && same_tls => {
                     pools.push(o.pools[j].clone());
                     http_pools.push(o.http_pools[j].clone());
                 }
@@ -297,13 +356,17 @@ mod tests {
         ClusterSpec {
             name: "c".into(),
             lb: LbKind::RoundRobin,
-            hosts: hosts.iter().map(|(a, w)| HostSpec { addr: a.parse().unwrap(), weight: *w }).collect(),
+            hosts: hosts
+                .iter()
+                .map(|(a, w)| HostSpec { addr: a.parse().unwrap(), weight: *w, tls_disable: false })
+                .collect(),
             connect_timeout: Duration::from_secs(1),
             max_request_per_conn: 0,
             connections_per_host: 1,
             keepalive: KeepaliveSpec::default(),
             idle_timeout: None,
             max_frame: 1 << 20,
+            tls: None,
         }
     }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Real Python Dubbo 2 consumers for ferrymesh interop tests: PyPI dubbo-py
-(`--lib dubbo-py`, the default) or PyPI dubbo-ssl-python (`--lib dubbo-ssl`, plain TCP).
+(`--lib dubbo-py`, the default) or PyPI dubbo-ssl-python (`--lib dubbo-ssl`, plain TCP, or
+TLS with `--tls-ca CA_FILE`).
 Connects directly (no registry) to HOST:PORT, makes COUNT calls of one method on one
 connection and checks each outcome. Same flags and output as tests/interop/dubbo_client.js.
 
@@ -162,8 +163,9 @@ class DubboSsl:
         self.util, self.constants, self.pool = util, constants, connections.connection_pool
         self.host = f"{host}:{port}"
         self.c = sclient.DubboClient(interface=o.service, group=o.group, version=o.version,
-                                     dubbo_version="2.7.23", host=self.host, verify=None)
+                                     dubbo_version="2.7.23", host=self.host, verify=o.tls_ca)
         self.exc = __import__("dubbo_ssl.common.exceptions", fromlist=["x"])
+        self.o_tls_ca = o.tls_ca
 
     def call(self, method, args, timeout_s):
         # The library takes the id inside call(); the next one is the counter's value now.
@@ -177,7 +179,7 @@ class DubboSsl:
             return Answer(rid, error=str(e).strip())
 
     def heartbeat(self):
-        conn = self.pool._get_connection(self.host, None)
+        conn = self.pool._get_connection(self.host, self.o_tls_ca)
         rid = self.util.get_invoke_id()
         req = self.constants.CLI_HEARTBEAT_REQ_HEAD + list(struct.pack("!q", rid)) + self.constants.CLI_HEARTBEAT_TAIL
         conn.write(bytearray(req))
@@ -204,6 +206,8 @@ def parse_args():
     ap.add_argument("--expect-server", default=None)
     ap.add_argument("--then-echo", action="store_true")
     ap.add_argument("--deadline-ms", type=int, default=0)
+    ap.add_argument("--tls-ca", default=None,
+                    help="dubbo-ssl only: connect over TLS, verifying the server against this CA file")
     o = ap.parse_args()
     if o.expect_message is not None or (o.expect_status is not None and o.expect_status != 20):
         o.expect_error = True

@@ -402,6 +402,10 @@ def main():
                          "grpcio's own connect failure")
     ap.add_argument("--budget", type=float, default=13.0, help="scenario mode: total time budget, s")
     ap.add_argument("--connect-timeout", type=float, default=3.0)
+    ap.add_argument("--ca", help="TLS: the CA bundle (PEM file) that signs the server's certificate")
+    ap.add_argument("--cert", help="TLS: a client certificate (PEM file), with --key")
+    ap.add_argument("--key", help="TLS: the client certificate's key (PEM file)")
+    ap.add_argument("--server-name", help="TLS: the name to verify (default: the target's host)")
     args = ap.parse_args()
 
     hard = (args.timeout if args.expect_status is not None else args.budget) + 1.5
@@ -415,7 +419,20 @@ def main():
     wd.daemon = True
     wd.start()
 
-    channel = grpc.insecure_channel(args.target, options=CHANNEL_OPTIONS)
+    if args.ca:
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read()
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=read(args.ca),
+            private_key=read(args.key) if args.key else None,
+            certificate_chain=read(args.cert) if args.cert else None)
+        options = list(CHANNEL_OPTIONS)
+        if args.server_name:
+            options.append(("grpc.ssl_target_name_override", args.server_name))
+        channel = grpc.secure_channel(args.target, creds, options=options)
+    else:
+        channel = grpc.insecure_channel(args.target, options=CHANNEL_OPTIONS)
     try:
         if args.expect_status is not None:
             rc = run_expect_status(args, channel)

@@ -490,3 +490,4 @@ impl Client {
 pub mod http;
 pub mod peers;
 pub mod rpc;
+pub mod tls;

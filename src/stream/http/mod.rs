@@ -18,6 +18,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::network::transport::Transport;
 use crate::upstream::conn::HostConn;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -275,8 +276,8 @@ impl HttpPool {
             return None;
         }
         let now = Instant::now();
-        while let Some((s, since)) = idle.pop() {
-            if !self.expired(since, now) && is_quiet(&s) {
+        while let Some((mut s, since)) = idle.pop() {
+            if !self.expired(since, now) && s.is_quiet() {
                 return Some(s);
             }
         }
@@ -296,7 +297,7 @@ impl HttpPool {
 
     /// Dials a connection for the pass-through path.
     pub async fn dial_raw(&self) -> Result<HostConn, SendError> {
-        let stream = self.host.connect(self.connect_timeout).await.map_err(SendError::Connect)?;
+        let stream = self.host.connect(self.connect_timeout, false).await.map_err(SendError::Connect)?;
         Ok(HostConn::new(stream, self.host.clone()))
     }
 
@@ -319,7 +320,7 @@ impl HttpPool {
     fn sweep_once(&self, now: Instant) -> bool {
         let expired = |since: Instant| self.expired(since, now);
         let mut raw = self.raw_idle.borrow_mut();
-        raw.retain(|(s, since)| !expired(*since) && is_quiet(s));
+        raw.retain_mut(|(s, since)| !expired(*since) && s.is_quiet());
         let mut h1 = self.h1_idle.borrow_mut();
         h1.retain_mut(|(s, since)| {
             if s.is_closed() {
@@ -336,12 +337,12 @@ impl HttpPool {
 
     /// Dials a connection for hyper. Not a [`HostConn`]: hyper's upgrades
     /// need an IO that is `Send`; the connection's task counts the close.
-    async fn dial(&self) -> Result<TokioIo<tokio::net::TcpStream>, SendError> {
-        self.host.connect(self.connect_timeout).await.map(TokioIo::new).map_err(SendError::Connect)
+    async fn dial(&self, http2: bool) -> Result<TokioIo<Transport>, SendError> {
+        self.host.connect(self.connect_timeout, http2).await.map(TokioIo::new).map_err(SendError::Connect)
     }
 
     async fn dial_h1(&self) -> Result<http1::SendRequest<Body>, SendError> {
-        let io = self.dial().await?;
+        let io = self.dial(false).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -410,7 +411,7 @@ impl HttpPool {
     }
 
     async fn dial_h2(&self) -> Result<http2::SendRequest<Body>, SendError> {
-        let io = self.dial().await?;
+        let io = self.dial(true).await?;
         let (sender, conn) = http2::Builder::new(LocalExec)
             .timer(TokioTimer::new())
             // Response heads as large as an HTTP/1.1 upstream's may be.
@@ -467,20 +468,6 @@ async fn sweep(pool: std::rc::Weak<HttpPool>) {
         if !pool.sweep_once(Instant::now()) {
             pool.sweeping.set(false);
             return;
-        }
-    }
-}
-
-/// Whether an idle socket is still quiet. Costs no syscall unless the reactor
-/// saw it become readable, which for an idle connection means a close or junk.
-fn is_quiet(s: &HostConn) -> bool {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match s.poll_read_ready(&mut cx) {
-        std::task::Poll::Pending => true,
-        std::task::Poll::Ready(Err(_)) => false,
-        std::task::Poll::Ready(Ok(())) => {
-            let mut byte = [0u8; 1];
-            matches!(s.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
         }
     }
 }

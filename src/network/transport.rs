@@ -1,0 +1,183 @@
+//! What a connection's bytes travel over: plain TCP, or TLS on TCP.
+//!
+//! The connection loop, protocol detection and the HTTP paths take a
+//! [`Transport`] and run the same over both. An enum rather than a type
+//! parameter: hyper's server and client are built once, not once per
+//! transport, and the TCP arm keeps the readiness-based read and write
+//! (`try_read` into the worker's scratch buffer) that the plaintext paths
+//! were measured with. A TLS connection carries what its handshake proved
+//! ([`TlsInfo`]): the SNI, the ALPN protocol and the peer's verified identity.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::tls::identity::PeerIdentity;
+
+pub enum Transport {
+    Tcp(TcpStream),
+    Tls(Box<TlsConn>),
+}
+
+/// A TLS connection and what its handshake settled.
+pub struct TlsConn {
+    pub stream: tokio_rustls::TlsStream<TcpStream>,
+    pub info: Arc<TlsInfo>,
+}
+
+/// What a TLS handshake settled, for routing, filters and access logs.
+#[derive(Debug, Default)]
+pub struct TlsInfo {
+    /// The name the client asked for (server side), or the one we sent.
+    pub sni: Option<String>,
+    pub alpn: Option<Vec<u8>>,
+    pub version: &'static str,
+    /// The peer's certificate identity, when it presented one that was verified.
+    pub peer: Option<PeerIdentity>,
+    /// Whether the session was resumed (no full handshake).
+    pub resumed: bool,
+}
+
+impl Transport {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Tcp(s) => s,
+            Transport::Tls(t) => t.stream.get_ref().0,
+        }
+    }
+
+    /// What the TLS handshake settled; `None` on plain TCP.
+    pub fn tls(&self) -> Option<&Arc<TlsInfo>> {
+        match self {
+            Transport::Tcp(_) => None,
+            Transport::Tls(t) => Some(&t.info),
+        }
+    }
+
+    /// Reads into `buf` what has arrived. `Ready(Ok(0))` is the end of input.
+    pub fn poll_read_some(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Transport::Tcp(s) => loop {
+                std::task::ready!(s.poll_read_ready(cx))?;
+                match s.try_read(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return Poll::Ready(other),
+                }
+            },
+            Transport::Tls(t) => {
+                let mut rb = ReadBuf::new(buf);
+                std::task::ready!(Pin::new(&mut t.stream).poll_read(cx, &mut rb))?;
+                Poll::Ready(Ok(rb.filled().len()))
+            }
+        }
+    }
+
+    /// Writes what the connection takes of `buf` now.
+    pub fn poll_write_some(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Transport::Tcp(s) => loop {
+                std::task::ready!(s.poll_write_ready(cx))?;
+                match s.try_write(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return Poll::Ready(other),
+                }
+            },
+            Transport::Tls(t) => Pin::new(&mut t.stream).poll_write(cx, buf),
+        }
+    }
+
+    /// Pushes out what TLS still holds (records sealed but not yet written).
+    /// Plain TCP holds nothing.
+    pub fn poll_flush_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Tcp(_) => Poll::Ready(Ok(())),
+            Transport::Tls(t) => Pin::new(&mut t.stream).poll_flush(cx),
+        }
+    }
+
+    /// Whether TLS holds records not yet written to the socket.
+    pub fn holds_output(&self) -> bool {
+        match self {
+            Transport::Tcp(_) => false,
+            Transport::Tls(t) => t.stream.get_ref().1.wants_write(),
+        }
+    }
+
+    /// Whether an idle connection is still quiet: nothing arrived, no close.
+    /// Costs no syscall on TCP unless the reactor saw the socket become
+    /// readable, which for an idle connection means a close or junk. On TLS
+    /// a session ticket that arrives after the handshake is consumed and the
+    /// connection stays quiet; anything else means it is not.
+    pub fn is_quiet(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self {
+            Transport::Tcp(s) => match s.poll_read_ready(&mut cx) {
+                Poll::Pending => true,
+                Poll::Ready(Err(_)) => false,
+                Poll::Ready(Ok(())) => {
+                    let mut byte = [0u8; 1];
+                    matches!(s.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                }
+            },
+            Transport::Tls(_) => {
+                let mut byte = [0u8; 1];
+                self.poll_read_some(&mut cx, &mut byte).is_pending()
+            }
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(t) => Pin::new(&mut t.stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(t) => Pin::new(&mut t.stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Tls(t) => Pin::new(&mut t.stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Tcp(s) => s.is_write_vectored(),
+            Transport::Tls(t) => t.stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(t) => Pin::new(&mut t.stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(t) => Pin::new(&mut t.stream).poll_shutdown(cx),
+        }
+    }
+}
