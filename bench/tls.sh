@@ -127,11 +127,19 @@ HAP
 handshakes() {
     local mode=$1 dir=$2 pid=$3 c0 c1 out
     c0=$(cpu_ticks "$pid")
-    out=$(taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$LP" "$mode" -time "$DURATION" -CAfile "$C/ca.pem" 2>&1 || true)
+    # Resumption is measured over TLS 1.2: s_time reads nothing after the
+    # handshake, so it never sees a TLS 1.3 ticket ('r' marks a resumed one).
+    local v=()
+    [ "$mode" = -reuse ] && v=(-tls1_2)
+    out=$(taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$LP" "$mode" "${v[@]}" -time "$DURATION" -CAfile "$C/ca.pem" 2>&1 || true)
     c1=$(cpu_ticks "$pid")
     echo "$out" >"$dir/s_time$mode.out"
     local n secs
     read -r n secs < <(echo "$out" | awk '/connections in [0-9.]+ real seconds/ {print $1, $4; exit}')
+    if [ "$mode" = -reuse ]; then
+        # Only the resumed ones count.
+        n=$(echo "$out" | grep -v connections | tr -cd 'r' | wc -c)
+    fi
     echo "${n:-0} ${secs:-1} $((c1 - c0))"
 }
 
@@ -170,11 +178,13 @@ for r in $(seq 1 "$ROUNDS"); do
         dir="$OUT/runs/r$r-$t"
         start_target "$t" "$dir" || { warn "$t did not start"; unspawn "${PROXY_PID:-}"; continue; }
         pid=$PROXY_PID
+        # Idle memory first, on the fresh process (memory a load freed would
+        # otherwise be reused by the allocator and hide the connections' cost).
+        idle=$(idle_mem "$dir" "$pid")
         read -r fn fs ft < <(handshakes -new "$dir" "$pid")
         read -r rn rs rt < <(handshakes -reuse "$dir" "$pid")
         read -r h1n h1s h1t < <(h2run h1 "$dir" "$pid")
         read -r h2n h2s h2t < <(h2run h2 "$dir" "$pid")
-        idle=$(idle_mem "$dir" "$pid")
         unspawn "$pid"
         python3 - "$t" "$r" "$CLK_TCK" "$fn" "$fs" "$ft" "$rn" "$rs" "$rt" "$h1n" "$h1s" "$h1t" "$h2n" "$h2s" "$h2t" "$idle" >>"$RUNS" <<'PY'
 import json, sys

@@ -70,6 +70,16 @@ async fn curl_over_tls_with_http1_and_http2() {
         &format!("https://web.example:{port}/x"),
     ]);
     assert!(ok && out.contains("plain-up"), "{out}");
+    // Pipelined over TLS (the pass-through): 20 requests in one write, 20 answers.
+    let script = format!(
+        "import socket,ssl\nc=ssl.create_default_context(cafile='{ca}');c.check_hostname=False\n\
+         s=c.wrap_socket(socket.create_connection(('127.0.0.1',{port})))\ns.settimeout(10)\n\
+         s.sendall(b'GET /p HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'*20)\nd=b''\n\
+         while d.count(b'HTTP/1.1 200')<20:\n  b=s.recv(65536)\n  assert b\n  d+=b\nprint('ok', d.count(b'HTTP/1.1 200'))\n"
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.trim() == "ok 20", "{text}{}", String::from_utf8_lossy(&out.stderr));
     // Without the CA, curl refuses ferrymesh's certificate.
     let (ok, _) = curl(&[&url]);
     assert!(!ok);

@@ -108,6 +108,21 @@ impl Transport {
         }
     }
 
+    /// Waits until there is something to read (or the end of input),
+    /// consuming nothing and holding no buffer of ours: on TCP the socket's
+    /// readiness; on TLS, decrypted bytes rustls holds or a record arriving.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Tcp(s) => s.readable().await,
+            Transport::Tls(t) => {
+                std::future::poll_fn(|cx| {
+                    tokio::io::AsyncBufRead::poll_fill_buf(Pin::new(&mut t.stream), cx).map_ok(|_| ())
+                })
+                .await
+            }
+        }
+    }
+
     /// Whether an idle connection is still quiet: nothing arrived, no close.
     /// Costs no syscall on TCP unless the reactor saw the socket become
     /// readable, which for an idle connection means a close or junk. On TLS

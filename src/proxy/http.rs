@@ -123,17 +123,13 @@ pub async fn serve(
     });
     // The common HTTP/1.1 request takes the pass-through; the first one it
     // leaves alone hands the connection to hyper from there on.
-    // (Over TLS, hyper serves every request.)
-    let (stream, read) = match stream {
-        Transport::Tcp(tcp)
-            if downstream == Version::Http1 && upstream == Version::Http1 && gen.spec.http1_passthrough =>
-        {
-            match super::http1::serve(tcp, &ctx).await {
-                super::http1::Outcome::Closed => return,
-                super::http1::Outcome::Hyper(tcp, read) => (Transport::Tcp(tcp), read),
-            }
+    let (stream, read) = if downstream == Version::Http1 && upstream == Version::Http1 && gen.spec.http1_passthrough {
+        match super::http1::serve(stream, initial, &ctx).await {
+            super::http1::Outcome::Closed => return,
+            super::http1::Outcome::Hyper(stream, read) => (stream, read),
         }
-        other => (other, initial),
+    } else {
+        (stream, initial)
     };
     // Boxed: hyper's connection state would otherwise size every
     // pass-through connection too.

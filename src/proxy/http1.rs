@@ -25,7 +25,7 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use httparse::Status;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use crate::network::transport::Transport;
 
 use crate::accesslog::Entry;
 use crate::upstream::conn::HostConn;
@@ -50,7 +50,7 @@ pub(super) enum Outcome {
     Closed,
     /// A request this path does not handle: the connection and the bytes read
     /// from it so far go to hyper.
-    Hyper(TcpStream, BytesMut),
+    Hyper(Transport, BytesMut),
 }
 
 /// A request ready to go upstream, its head already rewritten into the
@@ -111,12 +111,12 @@ mod spare {
     }
 }
 
-pub(super) async fn serve(mut client: TcpStream, ctx: &Rc<ConnCtx>) -> Outcome {
+/// `buf` holds bytes already read from it (detection over TLS).
+pub(super) async fn serve(mut client: Transport, mut buf: BytesMut, ctx: &Rc<ConnCtx>) -> Outcome {
     let listener = &ctx.listener;
     let gen = listener.now();
     let spec = &gen.spec;
     // The client's bytes: no buffer while the connection is idle.
-    let mut buf = BytesMut::new();
     let mut drain = std::pin::pin!(listener.drained());
     let mut draining = listener.draining();
     // One timer for the connection, re-armed only when it fires, and never
@@ -417,7 +417,7 @@ struct Answer {
 
 /// Sends the prepared request upstream with the route's tries and relays the
 /// answer. Returns whether the client connection stays open.
-async fn exchange(ctx: &ConnCtx, client: &mut TcpStream, request: Prepared, bufs: &mut Bufs) -> bool {
+async fn exchange(ctx: &ConnCtx, client: &mut Transport, request: Prepared, bufs: &mut Bufs) -> bool {
     let stats = &ctx.worker.stats;
     stats.count_request(crate::stats::http_slots()[0]);
     ctx.listener.stats.requests.inc();
@@ -575,7 +575,7 @@ fn response_head(
 /// whether the client connection is still good.
 async fn relay_body(
     ctx: &ConnCtx,
-    client: &mut TcpStream,
+    client: &mut Transport,
     mut conn: HostConn,
     pool: &Rc<HttpPool>,
     answer: &Answer,
@@ -595,7 +595,7 @@ async fn relay_body(
     };
     reusable &= take == first.len();
     resp.extend_from_slice(&first[..take]);
-    if client.write_all(resp).await.is_err() {
+    if client.write_all(resp).await.is_err() || client.flush().await.is_err() {
         return false;
     }
     let sent = &ctx.listener.stats.bytes_sent;
@@ -616,7 +616,7 @@ async fn relay_body(
             return false;
         };
         reusable &= take == up.len();
-        if client.write_all(&up[..take]).await.is_err() {
+        if client.write_all(&up[..take]).await.is_err() || client.flush().await.is_err() {
             return false;
         }
         sent.add(take as u64);
@@ -630,7 +630,7 @@ async fn relay_body(
 /// Answers a failed request (HTTP's form of a proxy error, as hyper's path
 /// writes it). Returns whether the client connection stays usable.
 async fn write_error(
-    client: &mut TcpStream,
+    client: &mut Transport,
     err: &ProxyError,
     close: bool,
     out: &mut Vec<u8>,
@@ -650,7 +650,7 @@ async fn write_error(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
-    let ok = client.write_all(out).await.is_ok();
+    let ok = client.write_all(out).await.is_ok() && client.flush().await.is_ok();
     if ok {
         sent.add(out.len() as u64);
     }

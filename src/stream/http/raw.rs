@@ -118,6 +118,8 @@ async fn round_trip<T>(
     parse: &mut impl FnMut(&[u8]) -> Result<Option<Head<T>>, Broken>,
 ) -> Result<T, Broken> {
     conn.write_all(req).await.map_err(|e| Broken::NoAnswer(e.to_string()))?;
+    // TLS may hold sealed records until flushed (plain TCP holds nothing).
+    conn.flush().await.map_err(|e| Broken::NoAnswer(e.to_string()))?;
     up.clear();
     let mut got_any = false;
     loop {
