@@ -22,10 +22,10 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::network::transport::Transport;
 use bytes::{Buf, BytesMut};
 use httparse::Status;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use crate::network::transport::Transport;
 
 use crate::accesslog::Entry;
 use crate::upstream::conn::HostConn;

@@ -249,7 +249,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Rc<ListenerCtx
     let gen = listener.now();
     let mut stream = match gen.spec.tls.clone() {
         None => Transport::Tcp(stream),
-        Some(tls) => match handshake(stream, &tls, peer, &listener, gen.spec.idle_timeout).await {
+        // Boxed: a handshake's state (a whole rustls connection while it is
+        // made) would otherwise size the connection's task for its lifetime.
+        Some(tls) => match Box::pin(handshake(stream, &tls, peer, &listener, gen.spec.idle_timeout)).await {
             Some(t) => t,
             None => return,
         },
