@@ -302,3 +302,55 @@ async fn a_rotated_certificate_reaches_new_handshakes_without_a_failed_request()
     let m = scrape(admin_port);
     assert!(counter(&m, "ferrymesh_config_generations_total{result=\"refused\"}") >= 1.0, "{m:?}");
 }
+
+/// Origination reuses sessions: a cluster's second connection to a host
+/// resumes the first one's session (one client config per cluster, shared by
+/// its pools); a host with `tls_disable` is dialled in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_sessions_resume_and_tls_disable_dials_plaintext() {
+    let pki = Pki::new("resume");
+    let leaf = pki.leaf("server", &LeafSpec::default());
+    let up = Upstream::start("plain-up", Mode::Echo).await;
+    let (b_port, b_admin) = (free_port(), free_port());
+    let mut b_cfg = bolt_config(b_port, cluster("c", &[up.addr]), b_admin, &pki.path("b.log"));
+    b_cfg["servers"][0]["listeners"][0]["filter_chains"][0]["tls_context"] = server_context(&leaf, None);
+    let _b = Proxy::start(&b_cfg, 1);
+
+    let (a_port, a_admin) = (free_port(), free_port());
+    let mut to_b = cluster("c", &[format!("127.0.0.1:{b_port}").parse().unwrap()]);
+    to_b["tls_context"] = client_context(&pki.ca_path, None, "127.0.0.1");
+    to_b["connections_per_host"] = json!(2);
+    let a = Proxy::start(&bolt_config(a_port, to_b, a_admin, &pki.path("a.log")), 1);
+    let mut cl = Client::connect(a.addr).await;
+    for i in 1..=6u32 {
+        cl.send(&request(i, "r")).await;
+        assert_eq!(cl.recv().await.status, status::SUCCESS);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = scrape(a_admin);
+    assert_eq!(counter(&m, "ferrymesh_upstream_tls_handshakes_total{cluster=\"c\"}"), 2.0, "{m:?}");
+    assert_eq!(counter(&m, "ferrymesh_upstream_tls_resumed_total{cluster=\"c\"}"), 1.0, "{m:?}");
+    assert_eq!(counter(&scrape(b_admin), "ferrymesh_downstream_tls_resumed_total{listener=\"bolt_in\"}"), 1.0);
+    drop(a);
+
+    // Two hosts: B over TLS, the plain upstream with tls_disable.
+    let mut mixed = cluster("c", &[format!("127.0.0.1:{b_port}").parse().unwrap(), up.addr]);
+    mixed["tls_context"] = client_context(&pki.ca_path, None, "127.0.0.1");
+    mixed["hosts"][1]["tls_disable"] = json!(true);
+    let c_admin = free_port();
+    let c = Proxy::start(&bolt_config(free_port(), mixed, c_admin, &pki.path("c.log")), 1);
+    let mut cl = Client::connect(c.addr).await;
+    for i in 1..=10u32 {
+        cl.send(&request(i, "m")).await;
+        assert_eq!(cl.recv().await.status, status::SUCCESS, "request {i}");
+    }
+    let m = scrape(c_admin);
+    let plain = format!("ferrymesh_upstream_host_connections_total{{cluster=\"c\",host=\"{}\"}}", up.addr);
+    assert_eq!(counter(&m, &plain), 1.0, "{m:?}");
+    assert_eq!(
+        counter(&m, "ferrymesh_upstream_tls_handshakes_total{cluster=\"c\"}"),
+        1.0,
+        "only B's connection is TLS: {m:?}"
+    );
+    assert!(up.requests_seen() >= 5, "the plain host served its share");
+}
