@@ -171,13 +171,15 @@ fn tls(e: &mut Encoder, family: &str, what: &str, items: &[(Vec<(&str, &str)>, &
         items.iter().map(|(l, s)| (l.clone(), *s)),
         |s| s.resumed.get(),
     );
-    e.each(
-        &f("plaintext_total"),
-        "counter",
-        &format!("Connections with {what} the TLS inspector let through as plaintext."),
-        items.iter().map(|(l, s)| (l.clone(), *s)),
-        |s| s.plaintext.get(),
-    );
+    if family == "downstream_tls" {
+        e.each(
+            &f("plaintext_total"),
+            "counter",
+            &format!("Connections with {what} the TLS inspector let through as plaintext."),
+            items.iter().map(|(l, s)| (l.clone(), *s)),
+            |s| s.plaintext.get(),
+        );
+    }
     let name = f("handshake_failures_total");
     e.family(&name, "counter", &format!("TLS handshakes with {what} that failed, by reason."));
     for (labels, s) in items {
