@@ -20,6 +20,10 @@
 #                     --protocol dubbo; bolt-echo answers Dubbo too; the L4
 #                     baselines forward bytes whatever they are)
 #   CONNS=64 INFLIGHT=8 PAYLOAD=128 DURATION=10 WARMUP=2 ROUNDS=3
+#   RATE=             fixed-rate mode: requests per second in total, paced
+#                     (boltload --rate; latency from each request's due time);
+#                     the summary adds each proxy's p50/p99/p99.9 over direct's
+#                     and the ratio of its added p99 to the best peer's
 #   TARGETS="direct ferrymesh nginx haproxy envoy"
 #   SKIP_BUILD=0      1: use the binaries already in target/release
 #   REQUIRE_ALL=0     1: fail if a baseline is not installed (else skip it)
@@ -42,6 +46,7 @@ ROUNDS="${ROUNDS:-3}"
 TARGETS="${TARGETS:-direct ferrymesh nginx haproxy envoy}"
 BASE_PORT="${BASE_PORT:-23400}"
 PROTO="${PROTO:-bolt}"
+RATE="${RATE:-}"
 OUT="${OUT:-$BENCH_DIR/results/$PROTO-$(date +%Y%m%d-%H%M%S)}"
 
 bench_init
@@ -83,7 +88,7 @@ fi
     echo "  \"cpu\": \"$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)\","
     echo "  \"nproc\": $(nproc),"
     echo "  \"git\": \"$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo -dirty)\","
-    echo "  \"conns\": $CONNS, \"inflight\": $INFLIGHT, \"payload\": $PAYLOAD,"
+    echo "  \"conns\": $CONNS, \"inflight\": $INFLIGHT, \"payload\": $PAYLOAD, \"rate\": ${RATE:-null},"
     echo "  \"duration\": $DURATION, \"warmup\": $WARMUP, \"rounds\": $ROUNDS,"
     echo "  \"proxy_cpu\": $PROXY_CPU, \"load_cpu\": $LOAD_CPU,"
     echo "  \"versions\": {"
@@ -135,7 +140,7 @@ run_one() {
     t_start=$(now)
     spawn "$LOAD_CPU" "$dir/boltload.out" "$BOLTLOAD_BIN" --target "127.0.0.1:$port" \
         --connections "$CONNS" --inflight "$INFLIGHT" --duration "$DURATION" \
-        --warmup "$WARMUP" --payload "$PAYLOAD" --protocol "${PROTO:-bolt}" --json
+        --warmup "$WARMUP" --payload "$PAYLOAD" --protocol "${PROTO:-bolt}" ${RATE:+--rate "$RATE"} --json
     lpid=$SPAWN_PID
     # CPU of the proxy over boltload's measured window [warmup, warmup+duration].
     sleep_until "$(awk -v a="$t_start" -v b="$WARMUP" 'BEGIN { printf "%.6f", a + b }')"
@@ -241,7 +246,7 @@ def med(t, key):
     vals = [r[key] for r in runs if r["target"] == t and not r.get("failed") and r.get(key) is not None]
     return statistics.median(vals) if vals else None
 
-stats = {t: {k: med(t, k) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req", "peak_rss_kb", "proxy_cpu_util")}
+stats = {t: {k: med(t, k) for k in ("rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req", "peak_rss_kb", "proxy_cpu_util")}
          for t in order}
 best = max((t for t in order if t in L4 and stats[t]["rps"]), key=lambda t: stats[t]["rps"], default=None)
 bad = [r for r in runs if r.get("failed") or r.get("errors") or r.get("mismatches") or r.get("exit")]
@@ -287,6 +292,23 @@ print("Ratios are this target's value divided by direct's and by the best L4 bas
       "processes over the measured window divided by the requests completed in it; peak RSS is VmHWM "
       "summed over the proxy's processes (nginx: master + worker); proxy core busy is that CPU time "
       "as a share of the measured window (below 100%: the proxy was not the bottleneck).")
+if meta.get("rate") and "direct" in stats:
+    d = stats["direct"]
+    added = {t: {k: (stats[t][k] - d[k]) if stats[t][k] is not None and d[k] is not None else None
+                 for k in ("p50_us", "p99_us", "p999_us")} for t in order if t != "direct"}
+    peers = [t for t in added if t in L4 and added[t]["p99_us"] is not None]
+    bestp = min(peers, key=lambda t: added[t]["p99_us"], default=None)
+    print(f"\n### Latency added at a fixed {meta['rate']:,} req/s (over direct: p50 {d['p50_us']:.0f}, "
+          f"p99 {d['p99_us']:.0f}, p99.9 {d['p999_us'] or 0:.0f} µs)\n")
+    print("| target | added p50 µs | added p99 µs | added p99.9 µs | added p99 vs best peer |")
+    print("|---|---:|---:|---:|---:|")
+    for t, a in added.items():
+        r = (f"{a['p99_us'] / added[bestp]['p99_us']:.2f}×" if bestp and t != bestp and added[bestp]["p99_us"]
+             else ("best peer" if t == bestp else "—"))
+        f = lambda x: "—" if x is None else f"{x:+.0f}"
+        print(f"| {NAMES.get(t, t)} | {f(a['p50_us'])} | {f(a['p99_us'])} | {f(a['p999_us'])} | {r} |")
+    print("\nLatencies count from each request's due time (boltload --rate: paced sends, no "
+          "coordinated omission); medians over rounds of each target's percentile.")
 if bad:
     print("\n⚠ = some runs of this target failed or saw errors/mismatches (see below).")
 print("\n<details><summary>per-round results</summary>\n")

@@ -8,7 +8,13 @@
 //! delivered to the wrong client, or with the wrong id, is a mismatch.
 //!
 //! `boltload --target 127.0.0.1:2045 --connections 64 --inflight 8 --duration 10
-//!  --warmup 2 --payload 128 [--service S] [--protocol bolt|dubbo] [--json]`
+//!  --warmup 2 --payload 128 [--service S] [--protocol bolt|dubbo] [--rate R] [--json]`
+//!
+//! With `--rate R`, requests go at a fixed R per second instead (`paced.rs`),
+//! and latency counts from when each was due.
+
+#[path = "paced.rs"]
+mod paced;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -33,6 +39,8 @@ struct Args {
     service: String,
     dubbo: bool,
     json: bool,
+    /// Requests per second in total (the fixed-rate mode), if given.
+    rate: Option<f64>,
     /// A Dubbo request cut around its argument: the header's first 4 bytes,
     /// the body before the argument and the body after it.
     dubbo_parts: (Vec<u8>, Vec<u8>, Vec<u8>),
@@ -65,6 +73,19 @@ impl Args {
         }
     }
 
+    /// The content a successful answer carries (the echoed payload).
+    fn content(&self, frame: &[u8]) -> Option<Vec<u8>> {
+        if self.dubbo {
+            let value = dubbo::frame::response_encoded_value(frame)?;
+            match hessian::Reader::new(value).string() {
+                Ok(Some(Some(text))) => Some(text.to_vec()),
+                _ => None,
+            }
+        } else {
+            (BOLT_V1.response_status(frame) == 0).then(|| BOLT_V1.split(frame).2.to_vec())
+        }
+    }
+
     /// Whether `frame` is a successful answer, and whether it carries `payload`.
     fn check(&self, frame: &[u8], payload: &[u8]) -> (bool, bool) {
         if self.dubbo {
@@ -89,6 +110,7 @@ fn parse() -> Result<Args, String> {
         service: "com.example.EchoService:1.0".into(),
         dubbo: false,
         json: false,
+        rate: None,
         dubbo_parts: Default::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -107,6 +129,7 @@ fn parse() -> Result<Args, String> {
             "--warmup" => a.warmup = num(&v)?,
             "--payload" => a.payload = num(&v)? as usize,
             "--service" => a.service = v,
+            "--rate" => a.rate = Some(num(&v)?).filter(|r| *r > 0.0),
             "--protocol" => match v.as_str() {
                 "bolt" => a.dubbo = false,
                 "dubbo" => a.dubbo = true,
@@ -244,6 +267,38 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(rate) = a.rate {
+        let r = paced::run(&a, rate);
+        let q = |p: f64| r.hist.value_at_quantile(p);
+        let rps = r.answered as f64 / r.measured.as_secs_f64().max(1e-9);
+        if a.json {
+            println!(
+                "{{\"rate\":{rate},\"requests\":{},\"rps\":{rps:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"errors\":{},\"mismatches\":{}}}",
+                r.answered,
+                q(0.5),
+                q(0.9),
+                q(0.99),
+                q(0.999),
+                r.hist.max(),
+                r.errors,
+                r.mismatches
+            );
+        } else {
+            println!(
+                "{} requests at {rate}/s: p50 {} us, p99 {} us, p99.9 {} us, {} errors, {} mismatches",
+                r.answered,
+                q(0.5),
+                q(0.99),
+                q(0.999),
+                r.errors,
+                r.mismatches
+            );
+        }
+        if r.errors > 0 || r.mismatches > 0 {
+            std::process::exit(1);
+        }
+        return;
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     let totals = Rc::new(RefCell::new(Totals::default()));

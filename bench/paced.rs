@@ -1,0 +1,189 @@
+//! boltload's fixed-rate mode (`--rate R`): requests sent at R per second in
+//! total, on a schedule that does not wait for answers, and every latency
+//! counted from the time the request was due, not the time it left, so a
+//! stall delays the requests behind it in the figures as it would in life
+//! (no coordinated omission).
+//!
+//! One thread sends: request k is due at start + k/R and goes on connection
+//! k mod C. Each connection has a thread that reads its answers. The payload
+//! carries the connection, the sequence number (also the request id) and the
+//! due time, so a reader checks each answer (its connection, its id) and
+//! times it without any state shared with the sender.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ferrymesh::protocol::FrameKind;
+use hdrhistogram::Histogram;
+
+use super::Args;
+
+/// What one run measured.
+pub struct Paced {
+    pub sent: u64,
+    pub answered: u64,
+    pub errors: u64,
+    pub mismatches: u64,
+    pub hist: Histogram<u64>,
+    pub measured: Duration,
+}
+
+/// `c<conn>s<seq>t<due ns>|` then padding to `size`.
+fn payload(conn: usize, seq: u64, due_ns: u64, size: usize) -> Vec<u8> {
+    let mut p = format!("c{conn}s{seq}t{due_ns}|").into_bytes();
+    p.resize(size.max(p.len()), b'x');
+    p
+}
+
+/// (conn, seq, due ns) of an echoed payload.
+fn parse(p: &[u8]) -> Option<(usize, u64, u64)> {
+    let text = std::str::from_utf8(p.split(|&b| b == b'|').next()?).ok()?;
+    let rest = text.strip_prefix('c')?;
+    let (conn, rest) = rest.split_once('s')?;
+    let (seq, due) = rest.split_once('t')?;
+    Some((conn.parse().ok()?, seq.parse().ok()?, due.parse().ok()?))
+}
+
+pub fn run(a: &Args, rate: f64) -> Paced {
+    let conns: Vec<TcpStream> = (0..a.connections)
+        .map(|_| {
+            let s = TcpStream::connect(&a.target).unwrap_or_else(|e| {
+                eprintln!("boltload: connect {}: {e}", a.target);
+                std::process::exit(1)
+            });
+            let _ = s.set_nodelay(true);
+            s
+        })
+        .collect();
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_from = start + Duration::from_secs_f64(a.warmup);
+    let end = measure_from + Duration::from_secs_f64(a.duration);
+    let from_ns = (measure_from - start).as_nanos() as u64;
+    // Readers: one per connection, until every answer it is owed is in (or
+    // 2 s of silence after the end).
+    let readers: Vec<_> = conns
+        .iter()
+        .enumerate()
+        .map(|(n, s)| {
+            let mut s = s.try_clone().expect("clone socket");
+            let a = a.clone();
+            std::thread::spawn(move || {
+                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+                let (mut answered, mut errors, mut mismatches) = (0u64, 0u64, 0u64);
+                let mut buf = BytesMut::with_capacity(64 * 1024);
+                let mut chunk = vec![0u8; 64 * 1024];
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                let mut quiet_since = None;
+                loop {
+                    match s.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(k) => {
+                            quiet_since = None;
+                            buf.extend_from_slice(&chunk[..k]);
+                        }
+                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                            if Instant::now() < end {
+                                continue;
+                            }
+                            let q = *quiet_since.get_or_insert_with(Instant::now);
+                            if q.elapsed() > Duration::from_secs(2) {
+                                break;
+                            }
+                            continue;
+                        }
+                        Err(_) => break,
+                    }
+                    let now_ns = start.elapsed().as_nanos() as u64;
+                    loop {
+                        let info = match a.codec().decode(&buf, 64 << 20) {
+                            Ok(Some(i)) => i,
+                            Ok(None) => break,
+                            Err(e) => {
+                                eprintln!("boltload: bad frame: {e}");
+                                return (answered, errors + 1, mismatches, hist);
+                            }
+                        };
+                        let frame = buf.split_to(info.len);
+                        if info.kind != FrameKind::Response {
+                            continue;
+                        }
+                        let Some(content) = a.content(&frame) else {
+                            errors += 1;
+                            continue;
+                        };
+                        match parse(&content) {
+                            Some((c, seq, due)) if c == n && seq == info.id => {
+                                if due >= from_ns {
+                                    answered += 1;
+                                    let _ = hist.record(now_ns.saturating_sub(due) / 1000);
+                                }
+                            }
+                            _ => mismatches += 1,
+                        }
+                    }
+                }
+                (answered, errors, mismatches, hist)
+            })
+        })
+        .collect();
+    // The sender.
+    let mut writers: Vec<TcpStream> = conns;
+    let step = 1.0 / rate;
+    let mut sent = 0u64;
+    let mut seqs = vec![0u64; writers.len()];
+    let mut out = BytesMut::new();
+    for k in 0u64.. {
+        let due = start + Duration::from_secs_f64(k as f64 * step);
+        if due >= end {
+            break;
+        }
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let c = (k % writers.len() as u64) as usize;
+        seqs[c] += 1;
+        let due_ns = (due - start).as_nanos() as u64;
+        out.clear();
+        a.request(seqs[c] as u32, &payload(c, seqs[c], due_ns, a.payload), &mut out);
+        if writers[c].write_all(&out).is_err() {
+            eprintln!("boltload: write failed on connection {c}");
+            break;
+        }
+        if due_ns >= from_ns {
+            sent += 1;
+        }
+    }
+    drop(writers.drain(..));
+    let mut total = Paced {
+        sent,
+        answered: 0,
+        errors: 0,
+        mismatches: 0,
+        hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+        measured: end - measure_from,
+    };
+    for r in readers {
+        if let Ok((answered, errors, mismatches, hist)) = r.join() {
+            total.answered += answered;
+            total.errors += errors;
+            total.mismatches += mismatches;
+            let _ = total.hist.add(&hist);
+        }
+    }
+    // A request due in the window and never answered is an error.
+    total.errors += total.sent.saturating_sub(total.answered);
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn payloads_read_back() {
+        let p = super::payload(3, 17, 123_456_789, 128);
+        assert_eq!(p.len(), 128);
+        assert_eq!(super::parse(&p), Some((3, 17, 123_456_789)));
+    }
+}
