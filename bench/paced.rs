@@ -5,12 +5,13 @@
 //! (no coordinated omission).
 //!
 //! One thread sends: request k is due at start + k/R and goes on connection
-//! k mod C. Each connection has a thread that reads its answers. The payload
+//! k mod C. One more thread reads every connection's answers (a tokio
+//! runtime): the load core runs two threads, not one per connection. The payload
 //! carries the connection, the sequence number (also the request id) and the
 //! due time, so a reader checks each answer (its connection, its id) and
 //! times it without any state shared with the sender.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -61,73 +62,32 @@ pub fn run(a: &Args, rate: f64) -> Paced {
     let measure_from = start + Duration::from_secs_f64(a.warmup);
     let end = measure_from + Duration::from_secs_f64(a.duration);
     let from_ns = (measure_from - start).as_nanos() as u64;
-    // Readers: one per connection, until every answer it is owed is in (or
-    // 2 s of silence after the end).
-    let readers: Vec<_> = conns
-        .iter()
-        .enumerate()
-        .map(|(n, s)| {
-            let mut s = s.try_clone().expect("clone socket");
-            let a = a.clone();
-            std::thread::spawn(move || {
-                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-                let (mut answered, mut errors, mut mismatches) = (0u64, 0u64, 0u64);
-                let mut buf = BytesMut::with_capacity(64 * 1024);
-                let mut chunk = vec![0u8; 64 * 1024];
-                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-                let mut quiet_since = None;
-                loop {
-                    match s.read(&mut chunk) {
-                        Ok(0) => break,
-                        Ok(k) => {
-                            quiet_since = None;
-                            buf.extend_from_slice(&chunk[..k]);
-                        }
-                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                            if Instant::now() < end {
-                                continue;
-                            }
-                            let q = *quiet_since.get_or_insert_with(Instant::now);
-                            if q.elapsed() > Duration::from_secs(2) {
-                                break;
-                            }
-                            continue;
-                        }
-                        Err(_) => break,
-                    }
-                    let now_ns = start.elapsed().as_nanos() as u64;
-                    loop {
-                        let info = match a.codec().decode(&buf, 64 << 20) {
-                            Ok(Some(i)) => i,
-                            Ok(None) => break,
-                            Err(e) => {
-                                eprintln!("boltload: bad frame: {e}");
-                                return (answered, errors + 1, mismatches, hist);
-                            }
-                        };
-                        let frame = buf.split_to(info.len);
-                        if info.kind != FrameKind::Response {
-                            continue;
-                        }
-                        let Some(content) = a.content(&frame) else {
-                            errors += 1;
-                            continue;
-                        };
-                        match parse(&content) {
-                            Some((c, seq, due)) if c == n && seq == info.id => {
-                                if due >= from_ns {
-                                    answered += 1;
-                                    let _ = hist.record(now_ns.saturating_sub(due) / 1000);
-                                }
-                            }
-                            _ => mismatches += 1,
-                        }
-                    }
+    // The readers: one thread with a tokio runtime reads every connection
+    // (64 reader threads on the load core would compete with the sender and
+    // delay it, which the due-time latencies would then blame on the target).
+    let clones: Vec<std::net::TcpStream> = conns.iter().map(|s| s.try_clone().expect("clone socket")).collect();
+    let reader_args = a.clone();
+    let readers = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let tasks: Vec<_> = clones
+                .into_iter()
+                .enumerate()
+                .map(|(n, s)| {
+                    let a = reader_args.clone();
+                    tokio::task::spawn_local(async move { read_answers(n, s, a, start, end, from_ns).await })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in tasks {
+                if let Ok(r) = t.await {
+                    all.push(r);
                 }
-                (answered, errors, mismatches, hist)
-            })
+            }
+            all
         })
-        .collect();
+    });
     // The sender.
     let mut writers: Vec<TcpStream> = conns;
     let step = 1.0 / rate;
@@ -148,7 +108,7 @@ pub fn run(a: &Args, rate: f64) -> Paced {
         let due_ns = (due - start).as_nanos() as u64;
         out.clear();
         a.request(seqs[c] as u32, &payload(c, seqs[c], due_ns, a.payload), &mut out);
-        if writers[c].write_all(&out).is_err() {
+        if write_all(&mut writers[c], &out).is_err() {
             eprintln!("boltload: write failed on connection {c}");
             break;
         }
@@ -165,17 +125,88 @@ pub fn run(a: &Args, rate: f64) -> Paced {
         hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
         measured: end - measure_from,
     };
-    for r in readers {
-        if let Ok((answered, errors, mismatches, hist)) = r.join() {
-            total.answered += answered;
-            total.errors += errors;
-            total.mismatches += mismatches;
-            let _ = total.hist.add(&hist);
-        }
+    for (answered, errors, mismatches, hist) in readers.join().unwrap_or_default() {
+        total.answered += answered;
+        total.errors += errors;
+        total.mismatches += mismatches;
+        let _ = total.hist.add(&hist);
     }
     // A request due in the window and never answered is an error.
     total.errors += total.sent.saturating_sub(total.answered);
     total
+}
+
+/// The socket is non-blocking (the readers' runtime set it so): a full send
+/// buffer is waited out.
+fn write_all(s: &mut TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match s.write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_micros(50)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+type Outcome = (u64, u64, u64, Histogram<u64>);
+
+/// Reads connection `n`'s answers until every one is in (or 2 s of silence
+/// after the end), checking and timing each.
+async fn read_answers(
+    n: usize,
+    s: std::net::TcpStream,
+    a: Args,
+    start: Instant,
+    end: Instant,
+    from_ns: u64,
+) -> Outcome {
+    use tokio::io::AsyncReadExt;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let (mut answered, mut errors, mut mismatches) = (0u64, 0u64, 0u64);
+    let _ = s.set_nonblocking(true);
+    let Ok(mut s) = tokio::net::TcpStream::from_std(s) else {
+        return (0, 1, 0, hist);
+    };
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let wait =
+            if Instant::now() < end { end - Instant::now() + Duration::from_secs(2) } else { Duration::from_secs(2) };
+        match tokio::time::timeout(wait, s.read_buf(&mut buf)).await {
+            Ok(Ok(k)) if k > 0 => {}
+            _ => break,
+        }
+        let now_ns = start.elapsed().as_nanos() as u64;
+        loop {
+            let info = match a.codec().decode(&buf, 64 << 20) {
+                Ok(Some(i)) => i,
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("boltload: bad frame: {e}");
+                    return (answered, errors + 1, mismatches, hist);
+                }
+            };
+            let frame = buf.split_to(info.len);
+            if info.kind != FrameKind::Response {
+                continue;
+            }
+            let Some(content) = a.content(&frame) else {
+                errors += 1;
+                continue;
+            };
+            match parse(&content) {
+                Some((c, seq, due)) if c == n && seq == info.id => {
+                    if due >= from_ns {
+                        answered += 1;
+                        let _ = hist.record(now_ns.saturating_sub(due) / 1000);
+                    }
+                }
+                _ => mismatches += 1,
+            }
+        }
+    }
+    (answered, errors, mismatches, hist)
 }
 
 #[cfg(test)]
