@@ -50,7 +50,7 @@ impl HttpUpstream {
     ///
     /// Paths: `/status/N` answers N; `/slow/MS` answers after MS ms;
     /// `/big-header/N` answers with an `x-big` header N bytes long; `/reset`
-    /// drops the connection without an answer; `/stream/N` streams N chunks;
+    /// drops the connection without an answer; `/bytes/N` answers N bytes; `/stream/N` streams N chunks;
     /// `/trailers` answers with trailers; `/ws` upgrades and echoes bytes;
     /// anything else answers 200 `name`, echoing the body length.
     pub async fn start(name: &'static str, h2: bool) -> HttpUpstream {
@@ -135,6 +135,7 @@ async fn handle(
             r.headers_mut().insert("x-big", "a".repeat(n.parse().unwrap_or(20_000)).parse().unwrap());
             r
         }
+        ("bytes", Some(n)) => Response::new(boxed(vec![b'b'; n.parse().unwrap_or(1024)])),
         ("stream", Some(n)) => {
             let n: usize = n.parse().unwrap_or(10);
             let stream = futures_stream(n);
