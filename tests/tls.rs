@@ -121,6 +121,9 @@ async fn sni_picks_the_context_and_alpn_is_negotiated() {
     assert_eq!(serial.as_deref(), Some("a1"), "{out}");
     let (serial, out) = served_serial(addr, &["-noservername"]);
     assert_eq!(serial.as_deref(), Some("a1"), "no SNI: the first context; {out}");
+    // No name matches: the first context whose ALPN the client offers.
+    let (serial, out) = served_serial(addr, &["-servername", "other.example", "-alpn", "h2"]);
+    assert_eq!(serial.as_deref(), Some("b2"), "{out}");
     let out = openssl_client(addr, &["-servername", "y.b.example", "-alpn", "h2"]);
     assert!(out.contains("ALPN protocol: h2"), "{out}");
     // A client offering only protocols the context lacks is still served, as MOSN serves it.

@@ -63,6 +63,9 @@ impl ServerTls {
         inspector: bool,
         warnings: &mut Vec<String>,
     ) -> Result<ServerTls, String> {
+        if specs.is_empty() {
+            return Err("tls_context: no context has status true".into());
+        }
         let mut files = TlsFiles::default();
         let contexts = specs
             .iter()
