@@ -43,7 +43,7 @@ pub struct Entry<'a> {
     pub downstream_remote: &'a str,
     pub downstream_local: Option<&'a str>,
     /// What the client connection's TLS handshake settled, if it was TLS.
-    pub tls: Option<&'a crate::network::transport::TlsInfo>,
+    pub tls: Option<&'a crate::tls::TlsInfo>,
 }
 
 /// A listener's access log on one worker.

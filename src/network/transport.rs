@@ -6,7 +6,8 @@
 //! transport, and the TCP arm keeps the readiness-based read and write
 //! (`try_read` into the worker's scratch buffer) that the plaintext paths
 //! were measured with. A TLS connection carries what its handshake proved
-//! ([`TlsInfo`]): the SNI, the ALPN protocol and the peer's verified identity.
+//! ([`TlsInfo`], defined with the rest of TLS in `crate::tls`): the SNI, the
+//! ALPN protocol and the peer's verified identity.
 
 use std::io;
 use std::pin::Pin;
@@ -16,30 +17,11 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::tls::identity::PeerIdentity;
+use crate::tls::{TlsConn, TlsInfo};
 
 pub enum Transport {
     Tcp(TcpStream),
     Tls(Box<TlsConn>),
-}
-
-/// A TLS connection and what its handshake settled.
-pub struct TlsConn {
-    pub stream: tokio_rustls::TlsStream<TcpStream>,
-    pub info: Arc<TlsInfo>,
-}
-
-/// What a TLS handshake settled, for routing, filters and access logs.
-#[derive(Debug, Default)]
-pub struct TlsInfo {
-    /// The name the client asked for (server side), or the one we sent.
-    pub sni: Option<String>,
-    pub alpn: Option<Vec<u8>>,
-    pub version: &'static str,
-    /// The peer's certificate identity, when it presented one that was verified.
-    pub peer: Option<PeerIdentity>,
-    /// Whether the session was resumed (no full handshake).
-    pub resumed: bool,
 }
 
 impl Transport {

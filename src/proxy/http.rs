@@ -83,7 +83,7 @@ pub(super) struct ConnCtx {
     active: Cell<u32>,
     last_active: Cell<Instant>,
     /// What the connection's TLS handshake proved (the client's identity).
-    pub(super) tls: Option<std::sync::Arc<crate::network::transport::TlsInfo>>,
+    pub(super) tls: Option<std::sync::Arc<crate::tls::TlsInfo>>,
 }
 
 impl ConnCtx {

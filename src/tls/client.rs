@@ -10,15 +10,13 @@ use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
 
-use super::identity::{PeerIdentity, SanMatcher};
-use super::{load, TlsContextSpec, TlsFiles};
-use crate::network::transport::{TlsConn, TlsInfo};
+use super::identity::SanMatcher;
+use super::{load, Signatures, TlsConn, TlsContextSpec, TlsFiles};
 
 /// A cluster's TLS.
 pub struct ClientTls {
@@ -74,7 +72,7 @@ impl ClientTls {
             check_name = false;
         }
         let verifier: Arc<dyn ServerCertVerifier> = if spec.insecure_skip {
-            Arc::new(NoVerify { prov: prov.clone() })
+            Arc::new(NoVerify(Signatures(prov.clone())))
         } else {
             if spec.ca_cert.is_empty() {
                 return Err(format!("{path}.ca_cert: needed to verify the upstream (or set insecure_skip)"));
@@ -139,15 +137,7 @@ impl ClientTls {
         let stream = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
-        let conn = stream.get_ref().1;
-        let info = TlsInfo {
-            sni,
-            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
-            version: super::server::version_text(conn.protocol_version()),
-            peer: conn.peer_certificates().and_then(|c| c.first()).and_then(PeerIdentity::from_der),
-            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
-        };
-        Ok(TlsConn { stream: stream.into(), info: Arc::new(info) })
+        Ok(TlsConn::new(stream.into(), sni))
     }
 }
 
@@ -190,11 +180,8 @@ impl ServerCertVerifier for Verified {
             )) if !self.check_name => ServerCertVerified::assertion(),
             other => other?,
         };
-        if self.sans.is_empty() || PeerIdentity::from_der(end_entity).is_some_and(|id| self.sans.accepts(&id)) {
-            Ok(ok)
-        } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
-        }
+        self.sans.check(end_entity)?;
+        Ok(ok)
     }
 
     fn verify_tls12_signature(
@@ -223,9 +210,7 @@ impl ServerCertVerifier for Verified {
 /// `insecure_skip`: no verification of the server at all (the handshake's
 /// signatures still are checked).
 #[derive(Debug)]
-struct NoVerify {
-    prov: Arc<CryptoProvider>,
-}
+struct NoVerify(Signatures);
 
 impl ServerCertVerifier for NoVerify {
     fn verify_server_cert(
@@ -245,7 +230,7 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.prov.signature_verification_algorithms)
+        self.0.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -254,10 +239,10 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.prov.signature_verification_algorithms)
+        self.0.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.prov.signature_verification_algorithms.supported_schemes()
+        self.0.schemes()
     }
 }

@@ -68,6 +68,16 @@ impl SanMatcher {
         }
     }
 
+    /// Holds a verified leaf certificate to the names: the error a verifier
+    /// returns when it carries none of them.
+    pub fn check(&self, leaf: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        if self.is_empty() || PeerIdentity::from_der(leaf).is_some_and(|id| self.accepts(&id)) {
+            Ok(())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
     /// Whether `id` carries one of the names.
     pub fn accepts(&self, id: &PeerIdentity) -> bool {
         self.is_empty()

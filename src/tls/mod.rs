@@ -27,7 +27,83 @@ pub mod identity;
 pub mod load;
 pub mod server;
 
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
+use tokio::net::TcpStream;
+
+use identity::PeerIdentity;
+
+/// A TLS connection and what its handshake settled.
+pub struct TlsConn {
+    pub stream: tokio_rustls::TlsStream<TcpStream>,
+    pub info: Arc<TlsInfo>,
+}
+
+/// What a TLS handshake settled, for routing, filters and access logs.
+#[derive(Debug, Default)]
+pub struct TlsInfo {
+    /// The name the client asked for (server side), or the one we sent.
+    pub sni: Option<String>,
+    pub alpn: Option<Vec<u8>>,
+    pub version: &'static str,
+    /// The peer's certificate identity, when it presented one that was verified.
+    pub peer: Option<PeerIdentity>,
+    /// Whether the session was resumed (no full handshake).
+    pub resumed: bool,
+}
+
+impl TlsConn {
+    /// A connection whose handshake just completed, on either side.
+    fn new(stream: tokio_rustls::TlsStream<TcpStream>, sni: Option<String>) -> TlsConn {
+        let state = stream.get_ref().1;
+        let info = TlsInfo {
+            sni,
+            alpn: state.alpn_protocol().map(<[u8]>::to_vec),
+            version: match state.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "",
+            },
+            peer: state.peer_certificates().and_then(|c| c.first()).and_then(PeerIdentity::from_der),
+            resumed: state.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        };
+        TlsConn { stream, info: Arc::new(info) }
+    }
+}
+
+/// Handshake signatures checked with a provider's algorithms: what every
+/// verifier does after (or instead of) judging the certificate itself.
+#[derive(Debug)]
+struct Signatures(Arc<CryptoProvider>);
+
+impl Signatures {
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
 
 /// MOSN's `tls_context` (pkg/config/v2 `TLSConfig`), as configuration reads
 /// it. Certificates and keys are file paths or inline PEM.

@@ -14,17 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tokio::net::TcpStream;
 
-use super::identity::{PeerIdentity, SanMatcher};
-use super::{load, TlsContextSpec, TlsFiles};
-use crate::network::transport::{TlsConn, TlsInfo};
+use super::identity::SanMatcher;
+use super::{load, Signatures, TlsConn, TlsContextSpec, TlsFiles};
 
 /// How long a client has to finish its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,24 +104,7 @@ impl ServerTls {
         let offered: Vec<Vec<u8>> = hello.alpn().map(|it| it.map(<[u8]>::to_vec).collect()).unwrap_or_default();
         let config = self.choose(sni.as_deref(), &offered);
         let stream = tokio::time::timeout_at(deadline, start.into_stream(config)).await.map_err(|_| timed_out())??;
-        let conn = stream.get_ref().1;
-        let info = TlsInfo {
-            sni,
-            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
-            version: version_text(conn.protocol_version()),
-            peer: conn.peer_certificates().and_then(|c| c.first()).and_then(PeerIdentity::from_der),
-            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
-        };
-        Ok(TlsConn { stream: stream.into(), info: Arc::new(info) })
-    }
-}
-
-/// `TLSv1_3` and the like, for logs.
-pub fn version_text(v: Option<rustls::ProtocolVersion>) -> &'static str {
-    match v {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "",
+        Ok(TlsConn::new(stream.into(), sni))
     }
 }
 
@@ -159,7 +140,7 @@ impl ServerContext {
                 Arc::new(Verified { inner, sans })
             }
             // MOSN's RequestClientCert: asked for, never checked.
-            (false, true) => Arc::new(RequestOnly { prov: prov.clone() }),
+            (false, true) => Arc::new(RequestOnly(Signatures(prov.clone()))),
             (false, false) => {
                 if !sans.is_empty() {
                     return Err(format!("{path}.match_subject_alt_names: needs verify_client"));
@@ -243,11 +224,8 @@ impl ClientCertVerifier for Verified {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        if self.sans.is_empty() || PeerIdentity::from_der(end_entity).is_some_and(|id| self.sans.accepts(&id)) {
-            Ok(ok)
-        } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
-        }
+        self.sans.check(end_entity)?;
+        Ok(ok)
     }
 
     fn verify_tls12_signature(
@@ -276,9 +254,7 @@ impl ClientCertVerifier for Verified {
 /// MOSN's `require_client_cert` without `verify_client`: a certificate is
 /// asked for and not checked (the handshake signature still is).
 #[derive(Debug)]
-struct RequestOnly {
-    prov: Arc<CryptoProvider>,
-}
+struct RequestOnly(Signatures);
 
 impl ClientCertVerifier for RequestOnly {
     fn client_auth_mandatory(&self) -> bool {
@@ -304,7 +280,7 @@ impl ClientCertVerifier for RequestOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.prov.signature_verification_algorithms)
+        self.0.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -313,10 +289,10 @@ impl ClientCertVerifier for RequestOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.prov.signature_verification_algorithms)
+        self.0.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.prov.signature_verification_algorithms.supported_schemes()
+        self.0.schemes()
     }
 }
