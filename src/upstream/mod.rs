@@ -205,17 +205,16 @@ impl Host {
     /// will carry HTTP/2 (TLS offers ALPN `h2` unless the cluster names its own).
     pub async fn connect(&self, timeout: Duration, http2: bool) -> Result<Transport, String> {
         let started = Instant::now();
+        let tls = self.tls.borrow().clone();
+        let Some(tls) = tls else {
+            return self.dial(timeout).await;
+        };
         let tcp = match crate::network::dial::dial(self.addr, timeout).await {
             Ok(s) => s,
             Err(e) => {
                 self.mark_connect_failure();
                 return Err(e);
             }
-        };
-        let tls = self.tls.borrow().clone();
-        let Some(tls) = tls else {
-            self.mark_connected();
-            return Ok(Transport::Tcp(tcp));
         };
         let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
         match tls.connect(tcp, self.addr, http2, left).await {
@@ -235,22 +234,23 @@ impl Host {
                 let cluster = self.cluster.borrow().clone();
                 if tls.fallback {
                     warn!(cluster = %cluster, host = %self.addr, reason = %reason, error = %text, "upstream TLS handshake failed: falling back to plaintext (fall_back)");
-                    return match crate::network::dial::dial(self.addr, timeout).await {
-                        Ok(s) => {
-                            self.mark_connected();
-                            Ok(Transport::Tcp(s))
-                        }
-                        Err(e) => {
-                            self.mark_connect_failure();
-                            Err(e)
-                        }
-                    };
+                    return self.dial(timeout).await;
                 }
                 warn!(cluster = %cluster, host = %self.addr, reason = %reason, error = %text, "upstream TLS handshake failed");
                 self.mark_connect_failure();
                 Err(format!("{}: TLS handshake failed: {text}", self.addr))
             }
         }
+    }
+
+    /// A plaintext dial, recorded in the host's passive health.
+    async fn dial(&self, timeout: Duration) -> Result<Transport, String> {
+        let dialled = crate::network::dial::dial(self.addr, timeout).await;
+        match &dialled {
+            Ok(_) => self.mark_connected(),
+            Err(_) => self.mark_connect_failure(),
+        }
+        dialled.map(Transport::Tcp)
     }
 
     /// A connect succeeded: the host is healthy again.
