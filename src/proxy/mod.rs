@@ -194,7 +194,7 @@ struct ConnObserver {
     texts: std::cell::OnceCell<(Box<str>, Option<Box<str>>)>,
     protocol: &'static str,
     /// What the connection's TLS handshake proved (the client's identity).
-    tls: Option<std::sync::Arc<crate::network::transport::TlsInfo>>,
+    tls: Option<std::sync::Arc<crate::tls::TlsInfo>>,
 }
 
 impl StreamObserver for ConnObserver {
@@ -229,7 +229,7 @@ fn observer(
     peer: SocketAddr,
     local: Option<SocketAddr>,
     protocol: &'static str,
-    tls: Option<std::sync::Arc<crate::network::transport::TlsInfo>>,
+    tls: Option<std::sync::Arc<crate::tls::TlsInfo>>,
 ) -> Option<Rc<dyn StreamObserver>> {
     Some(Rc::new(ConnObserver { listener: listener.clone(), peer, local, texts: Default::default(), protocol, tls }))
 }
@@ -360,24 +360,37 @@ async fn detect(
     let deadline = Instant::now() + within;
     loop {
         use tokio::io::AsyncReadExt;
-        match tokio::time::timeout_at(deadline, stream.read_buf(initial)).await {
-            Err(_) => return Err(Sniff::Silent("no bytes before the idle timeout")),
-            Ok(Err(_)) => return Err(Sniff::Silent("read error")),
-            Ok(Ok(0)) => return Err(Sniff::Silent("closed before sending anything")),
-            Ok(Ok(_)) => {}
+        got(tokio::time::timeout_at(deadline, stream.read_buf(initial)).await)?;
+        if let Some(decided) = decide(candidates, &initial[..initial.len().min(SNIFF_BYTES)]) {
+            return decided;
         }
-        let head = &initial[..initial.len().min(32)];
-        let mut need_more = false;
-        for &c in candidates {
-            match c.detect(head) {
-                Detect::Match => return Ok(c),
-                Detect::NeedMore => need_more = true,
-                Detect::NoMatch => {}
-            }
+    }
+}
+
+/// How many first bytes detection looks at, at most.
+const SNIFF_BYTES: usize = 32;
+
+/// What a connection's first bytes say among `candidates`: a protocol, that
+/// none knows them, or (`None`) that more bytes are needed.
+fn decide(candidates: &[Protocol], head: &[u8]) -> Option<Result<Protocol, Sniff>> {
+    let mut need_more = false;
+    for &c in candidates {
+        match c.detect(head) {
+            Detect::Match => return Some(Ok(c)),
+            Detect::NeedMore => need_more = true,
+            Detect::NoMatch => {}
         }
-        if !need_more || head.len() == 32 {
-            return Err(Sniff::Unknown(head[..head.len().min(16)].to_vec()));
-        }
+    }
+    (!need_more || head.len() >= SNIFF_BYTES).then(|| Err(Sniff::Unknown(head[..head.len().min(16)].to_vec())))
+}
+
+/// The outcome of one read detection waits on: bytes, or why it gave up.
+fn got(read: Result<std::io::Result<usize>, tokio::time::error::Elapsed>) -> Result<usize, Sniff> {
+    match read {
+        Err(_) => Err(Sniff::Silent("no bytes before the idle timeout")),
+        Ok(Err(_)) => Err(Sniff::Silent("read error")),
+        Ok(Ok(0)) => Err(Sniff::Silent("closed before sending anything")),
+        Ok(Ok(n)) => Ok(n),
     }
 }
 
@@ -399,25 +412,12 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 /// codec that recognises them. One `peek` decides for bolt (one byte); a codec
 /// that needs more bytes is asked again as they arrive.
 async fn sniff(stream: &TcpStream, candidates: &[Protocol], within: Duration) -> Result<Protocol, Sniff> {
-    let mut buf = [0u8; 32];
+    let mut buf = [0u8; SNIFF_BYTES];
     let deadline = Instant::now() + within;
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Err(_) => return Err(Sniff::Silent("no bytes before the idle timeout")),
-            Ok(Err(_)) => return Err(Sniff::Silent("read error")),
-            Ok(Ok(0)) => return Err(Sniff::Silent("closed before sending anything")),
-            Ok(Ok(n)) => n,
-        };
-        let mut need_more = false;
-        for &c in candidates {
-            match c.detect(&buf[..n]) {
-                Detect::Match => return Ok(c),
-                Detect::NeedMore => need_more = true,
-                Detect::NoMatch => {}
-            }
-        }
-        if !need_more || n == buf.len() {
-            return Err(Sniff::Unknown(buf[..n.min(16)].to_vec()));
+        let n = got(tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await)?;
+        if let Some(decided) = decide(candidates, &buf[..n]) {
+            return decided;
         }
         // peek returns at once while bytes are buffered: give more a moment to arrive.
         tokio::time::sleep(Duration::from_millis(2)).await;
