@@ -51,6 +51,9 @@ pub mod status {
 
 pub struct Dubbo;
 
+/// The routing keys at the head of a request's body, in wire order.
+const HEAD_KEYS: [&[u8]; 4] = [b"dubbo", b"service", b"version", b"method"];
+
 /// The codec.
 pub static DUBBO: Dubbo = Dubbo;
 
@@ -96,7 +99,7 @@ impl Dubbo {
             return out;
         }
         let mut r = hessian::Reader::new(body);
-        for name in [&b"dubbo"[..], b"service", b"version", b"method"] {
+        for name in HEAD_KEYS {
             match r.string() {
                 Ok(v) => {
                     if let Some(v) = v.flatten() {
@@ -207,8 +210,10 @@ impl Codec for Dubbo {
     }
 
     fn header<'a>(&self, frame: &'a [u8], name: &str) -> Option<&'a [u8]> {
+        // The head keys come first and attachments never override them: a
+        // head key is found in the head alone, any other name past it.
         let name = name.as_bytes();
-        find_in(&Dubbo::keys(frame, false), name).or_else(|| find_in(&Dubbo::keys(frame, true), name))
+        find_in(&Dubbo::keys(frame, !HEAD_KEYS.contains(&name)), name)
     }
 
     fn header_list<'a>(&self, frame: &'a [u8]) -> HeaderList<'a> {
