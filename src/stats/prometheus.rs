@@ -125,7 +125,7 @@ pub fn render(t: &Totals) -> String {
     });
 
     let listener_tls: Vec<_> = t.listeners.iter().map(|(n, l)| (vec![("listener", n.as_str())], &l.tls)).collect();
-    tls(&mut e, "downstream_tls", "clients", &listener_tls);
+    tls(&mut e, "downstream_tls", "clients", &listener_tls, true);
 
     let clusters: Vec<_> = t.clusters.iter().map(|(n, s)| (vec![("cluster", n.as_str())], s)).collect();
     upstream(&mut e, "upstream", "cluster", &clusters);
@@ -148,8 +148,9 @@ pub fn render(t: &Totals) -> String {
     e.out
 }
 
-/// The TLS families of listeners (`what`: clients) or upstreams.
-fn tls(e: &mut Encoder, family: &str, what: &str, items: &[(Vec<(&str, &str)>, &TlsStats)]) {
+/// The TLS families of listeners (`what`: clients; `inspector`: they have
+/// one) or upstreams.
+fn tls(e: &mut Encoder, family: &str, what: &str, items: &[(Vec<(&str, &str)>, &TlsStats)], inspector: bool) {
     let f = |suffix: &str| format!("{family}_{suffix}");
     if items
         .iter()
@@ -157,27 +158,17 @@ fn tls(e: &mut Encoder, family: &str, what: &str, items: &[(Vec<(&str, &str)>, &
     {
         return;
     }
-    e.each(
-        &f("handshakes_total"),
-        "counter",
-        &format!("TLS handshakes completed with {what}."),
-        items.iter().map(|(l, s)| (l.clone(), *s)),
-        |s| s.handshakes.get(),
-    );
-    e.each(
-        &f("resumed_total"),
-        "counter",
-        &format!("TLS handshakes with {what} that resumed a session."),
-        items.iter().map(|(l, s)| (l.clone(), *s)),
-        |s| s.resumed.get(),
-    );
-    if family == "downstream_tls" {
-        e.each(
-            &f("plaintext_total"),
-            "counter",
-            &format!("Connections with {what} the TLS inspector let through as plaintext."),
-            items.iter().map(|(l, s)| (l.clone(), *s)),
-            |s| s.plaintext.get(),
+    let each = |e: &mut Encoder, suffix: &str, help: String, value: &dyn Fn(&TlsStats) -> u64| {
+        e.each(&f(suffix), "counter", &help, items.iter().map(|(l, s)| (l.clone(), *s)), value);
+    };
+    each(e, "handshakes_total", format!("TLS handshakes completed with {what}."), &|s| s.handshakes.get());
+    each(e, "resumed_total", format!("TLS handshakes with {what} that resumed a session."), &|s| s.resumed.get());
+    if inspector {
+        each(
+            e,
+            "plaintext_total",
+            format!("Connections with {what} the TLS inspector let through as plaintext."),
+            &|s| s.plaintext.get(),
         );
     }
     let name = f("handshake_failures_total");
@@ -216,7 +207,7 @@ fn upstream(e: &mut Encoder, family: &str, what: &str, items: &[(Vec<(&str, &str
     each(e, "received_bytes_total", "counter", format!("Bytes read from the {what}."), &|s| s.bytes_received.get());
 
     let with_tls: Vec<_> = items.iter().map(|(l, s)| (l.clone(), &s.tls)).collect();
-    tls(e, &f("tls"), &format!("the {what}"), &with_tls);
+    tls(e, &f("tls"), &format!("the {what}"), &with_tls, false);
     let name = f("responses_total");
     e.family(&name, "counter", &format!("Responses from the {what}, by class."));
     for (labels, s) in items {
