@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use ferrymesh::protocol::bolt::{RequestBuilder, BOLT_V1};
 use ferrymesh::protocol::dubbo::{self, hessian, DUBBO};
-use ferrymesh::protocol::{Codec, FrameKind};
+use ferrymesh::protocol::{Codec, CodecError, FrameInfo, FrameKind};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -71,6 +71,18 @@ impl Args {
         } else {
             RequestBuilder::new(id, &self.service, payload).encode_into(out);
         }
+    }
+
+    /// The next whole response in `buf`, taken out of it (other frames, such
+    /// as heartbeat acks, are dropped); `None` until one is whole.
+    fn next_response(&self, buf: &mut BytesMut) -> Result<Option<(FrameInfo, BytesMut)>, CodecError> {
+        while let Some(info) = self.codec().decode(buf, 64 << 20)? {
+            let frame = buf.split_to(info.len);
+            if info.kind == FrameKind::Response {
+                return Ok(Some((info, frame)));
+            }
+        }
+        Ok(None)
     }
 
     /// The content a successful answer carries (the echoed payload).
@@ -201,8 +213,8 @@ async fn run_conn(n: usize, a: Args, measure_from: Instant, end: Instant, totals
         }
         let now = Instant::now();
         loop {
-            let info = match a.codec().decode(&buf, 64 << 20) {
-                Ok(Some(i)) => i,
+            let (info, frame) = match a.next_response(&mut buf) {
+                Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
                     eprintln!("boltload: bad frame: {e}");
@@ -211,10 +223,6 @@ async fn run_conn(n: usize, a: Args, measure_from: Instant, end: Instant, totals
                     break;
                 }
             };
-            let frame = buf.split_to(info.len);
-            if info.kind != FrameKind::Response {
-                continue;
-            }
             let id = info.id as usize;
             outstanding -= 1;
             if id == 0 || id >= slots.len() || slots[id].0 == 0 {

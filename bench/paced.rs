@@ -16,7 +16,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use ferrymesh::protocol::FrameKind;
 use hdrhistogram::Histogram;
 
 use super::Args;
@@ -179,18 +178,14 @@ async fn read_answers(
         }
         let now_ns = start.elapsed().as_nanos() as u64;
         loop {
-            let info = match a.codec().decode(&buf, 64 << 20) {
-                Ok(Some(i)) => i,
+            let (info, frame) = match a.next_response(&mut buf) {
+                Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
                     eprintln!("boltload: bad frame: {e}");
                     return (answered, errors + 1, mismatches, hist);
                 }
             };
-            let frame = buf.split_to(info.len);
-            if info.kind != FrameKind::Response {
-                continue;
-            }
             let Some(content) = a.content(&frame) else {
                 errors += 1;
                 continue;
