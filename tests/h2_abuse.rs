@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::http::HttpUpstream;
+use support::http::{proxy_config, HttpUpstream};
 use support::{free_port, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,17 +41,7 @@ const GET: &[u8] = &[0x82, 0x86, 0x84, 0x41, 0x01, b'x'];
 async fn setup() -> (HttpUpstream, Proxy, SocketAddr, u32) {
     let up = HttpUpstream::start("up", false).await;
     let port = free_port();
-    let cfg = json!({
-        "servers": [{"default_log_level": "ERROR",
-            "routers": [{"router_config_name": "web", "virtual_hosts": [{"name": "all", "domains": ["*"],
-                "routers": [{"match": {"prefix": "/"}, "route": {"cluster_name": "c"}}]}]}],
-            "listeners": [{"name": "h2", "address": format!("127.0.0.1:{port}"), "bind_port": true,
-                "filter_chains": [{"filters": [{"type": "proxy", "config": {
-                    "downstream_protocol": "Http2", "upstream_protocol": "Http1", "router_config_name": "web"}}]}]}]}],
-        "cluster_manager": {"clusters": [{"name": "c", "type": "SIMPLE", "connect_timeout": "1s",
-            "hosts": [{"address": up.addr.to_string()}]}]}
-    });
-    let p = Proxy::start(&cfg, 1);
+    let p = Proxy::start(&proxy_config(port, "Http2", "Http1", &[up.addr]), 1);
     let pid = p.pid();
     (up, p, format!("127.0.0.1:{port}").parse().unwrap(), pid)
 }
@@ -283,18 +273,8 @@ async fn a_zero_window_reader_holds_no_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_slow_readers_and_slow_heads_are_bounded() {
     let up = HttpUpstream::start("up", false).await;
-    let port = free_port();
-    let cfg = json!({
-        "servers": [{"default_log_level": "ERROR",
-            "routers": [{"router_config_name": "web", "virtual_hosts": [{"name": "all", "domains": ["*"],
-                "routers": [{"match": {"prefix": "/"}, "route": {"cluster_name": "c"}}]}]}],
-            "listeners": [{"name": "h1", "address": format!("127.0.0.1:{port}"), "bind_port": true,
-                "filter_chains": [{"filters": [{"type": "proxy", "config": {
-                    "downstream_protocol": "Http1", "upstream_protocol": "Http1", "router_config_name": "web",
-                    "header_read_timeout": "2s"}}]}]}]}],
-        "cluster_manager": {"clusters": [{"name": "c", "type": "SIMPLE", "connect_timeout": "1s",
-            "hosts": [{"address": up.addr.to_string()}]}]}
-    });
+    let mut cfg = proxy_config(free_port(), "Http1", "Http1", &[up.addr]);
+    cfg["servers"][0]["listeners"][0]["filter_chains"][0]["filters"][0]["config"]["header_read_timeout"] = json!("2s");
     let p = Proxy::start(&cfg, 1);
     let addr = p.addr;
     let before = rss_kb(p.pid());

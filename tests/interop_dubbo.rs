@@ -14,19 +14,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
+use support::peers::{root, Server};
 use support::{free_port, Proxy};
 
 const SERVICE: &str = "com.example.EchoService";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn js_dir() -> PathBuf {
     let dir = root().join("tests/interop");
@@ -52,51 +48,14 @@ fn py_dir() -> PathBuf {
     root().join("tests/dubbo_py")
 }
 
-/// A peer process, stopped by its PID (SIGTERM) when dropped.
-struct Peer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Peer {
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-}
-
-/// Starts a server that prints `READY <port>` once listening.
-fn start_peer(mut cmd: Command, what: &str) -> Peer {
-    let mut child = cmd.stdout(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().strip_prefix("READY ").and_then(|p| p.parse().ok());
-    let Some(port) = port else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{what} said {line:?} instead of READY <port>");
-    };
-    Peer { child, port }
-}
-
 /// sofa-rpc-node + dubbo-remoting provider.
-fn js_server(name: &str) -> Peer {
-    let mut cmd = Command::new("node");
-    cmd.arg(js_dir().join("dubbo_server.js")).args(["--port", "0", "--name", name]);
-    start_peer(cmd, "dubbo_server.js")
+fn js_server(name: &str) -> Server {
+    Server::start(Command::new("node").arg(js_dir().join("dubbo_server.js")).args(["--port", "0", "--name", name]))
 }
 
 /// dubbo-py provider.
-fn py_server(name: &str) -> Peer {
-    let mut cmd = Command::new("python3");
-    cmd.arg(py_dir().join("server.py")).args(["--port", "0", "--name", name]);
-    start_peer(cmd, "dubbo_py/server.py")
+fn py_server(name: &str) -> Server {
+    Server::start(Command::new("python3").arg(py_dir().join("server.py")).args(["--port", "0", "--name", name]))
 }
 
 #[derive(Clone, Copy, Debug)]

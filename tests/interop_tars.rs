@@ -17,12 +17,12 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
+use support::peers::Server;
 use support::{free_port, DeadHost, Proxy};
 
 const SERVANT: &str = "Test.HelloServer.HelloObj";
@@ -36,43 +36,9 @@ fn tars_dir() -> PathBuf {
     dir
 }
 
-/// A peer process, stopped by its PID (SIGTERM) when dropped.
-struct Peer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Peer {
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-}
-
 /// The @tars/rpc server on a free port; it prints `READY <port>` once listening.
-fn start_server(name: &str) -> Peer {
-    let mut child = Command::new("node")
-        .arg(tars_dir().join("server.js"))
-        .args(["--port", "0", "--name", name])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("node is installed");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().strip_prefix("READY ").and_then(|p| p.parse().ok());
-    let Some(port) = port else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("tars server.js said {line:?} instead of READY <port>");
-    };
-    Peer { child, port }
+fn start_server(name: &str) -> Server {
+    Server::start(Command::new("node").arg(tars_dir().join("server.js")).args(["--port", "0", "--name", name]))
 }
 
 /// What a client run printed: its JSON lines.

@@ -9,33 +9,11 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use support::http::HttpUpstream;
+use serde_json::json;
+use support::http::{proxy_config, HttpUpstream};
 use support::peers::{grpc_client, grpc_server, Peer};
 use support::tls::*;
 use support::{free_port, Proxy};
-
-fn http_config(port: u16, downstream: &str, upstream: &str, cluster: Value) -> Value {
-    json!({
-        "servers": [{
-            "default_log_level": "WARN",
-            "routers": [{"router_config_name": "web", "virtual_hosts": [{"name": "all", "domains": ["*"],
-                "routers": [{"match": {"prefix": "/"}, "route": {"cluster_name": "c"}}]}]}],
-            "listeners": [{
-                "name": "https", "address": format!("127.0.0.1:{port}"), "bind_port": true,
-                "filter_chains": [{"filters": [{"type": "proxy", "config": {
-                    "downstream_protocol": downstream, "upstream_protocol": upstream, "router_config_name": "web"
-                }}]}]
-            }]
-        }],
-        "cluster_manager": {"clusters": [cluster]}
-    })
-}
-
-fn cluster(hosts: &[SocketAddr]) -> Value {
-    json!({"name": "c", "type": "SIMPLE", "lb_type": "LB_ROUNDROBIN", "connect_timeout": "2s",
-           "hosts": hosts.iter().map(|h| json!({"address": h.to_string()})).collect::<Vec<_>>()})
-}
 
 fn curl(args: &[&str]) -> (bool, String) {
     let out =
@@ -50,7 +28,7 @@ async fn curl_over_tls_with_http1_and_http2() {
     let leaf = pki.leaf("server", &LeafSpec { dns: &["web.example"], ..Default::default() });
     let up = HttpUpstream::start("plain-up", false).await;
     let port = free_port();
-    let mut cfg = http_config(port, "Auto", "Http1", cluster(&[up.addr]));
+    let mut cfg = proxy_config(port, "Auto", "Http1", &[up.addr]);
     let mut ctx = server_context(&leaf, None);
     ctx["alpn"] = json!("h2,http/1.1");
     cfg["servers"][0]["listeners"][0]["filter_chains"][0]["tls_context"] = ctx;
@@ -91,7 +69,7 @@ fn grpcio_with_ssl_credentials_through_an_auto_listener() {
     let leaf = pki.leaf("server", &LeafSpec::default());
     let (_server, addr) = grpc_server("tls-alpha");
     let port = free_port();
-    let mut cfg = http_config(port, "Auto", "Auto", cluster(&[addr]));
+    let mut cfg = proxy_config(port, "Auto", "Auto", &[addr]);
     let mut ctx = server_context(&leaf, None);
     ctx["alpn"] = json!("h2,http/1.1");
     cfg["servers"][0]["listeners"][0]["filter_chains"][0]["tls_context"] = ctx;
@@ -154,9 +132,10 @@ async fn nginx_as_a_tls_upstream_that_requires_a_client_certificate() {
 
     // With the client certificate: through.
     let port = free_port();
-    let mut c = cluster(&[up]);
-    c["tls_context"] = client_context(&pki.ca_path, Some(&client), "upstream.example");
-    let p = Proxy::start(&http_config(port, "Http1", "Http1", c), 1);
+    let mut cfg = proxy_config(port, "Http1", "Http1", &[up]);
+    cfg["cluster_manager"]["clusters"][0]["tls_context"] =
+        client_context(&pki.ca_path, Some(&client), "upstream.example");
+    let p = Proxy::start(&cfg, 1);
     for _ in 0..3 {
         let (ok, out) = curl(&[&format!("http://127.0.0.1:{port}/")]);
         assert!(ok && out.contains("nginx-mtls") && out.contains("CN=ferrymesh-client"), "{out}");
@@ -165,9 +144,9 @@ async fn nginx_as_a_tls_upstream_that_requires_a_client_certificate() {
 
     // Without it, nginx refuses the request (400: no required SSL certificate).
     let port = free_port();
-    let mut c = cluster(&[up]);
-    c["tls_context"] = client_context(&pki.ca_path, None, "upstream.example");
-    let _p = Proxy::start(&http_config(port, "Http1", "Http1", c), 1);
+    let mut cfg = proxy_config(port, "Http1", "Http1", &[up]);
+    cfg["cluster_manager"]["clusters"][0]["tls_context"] = client_context(&pki.ca_path, None, "upstream.example");
+    let _p = Proxy::start(&cfg, 1);
     let (_, out) = curl(&["-w", "%{http_code}", &format!("http://127.0.0.1:{port}/")]);
     assert!(out.ends_with("400") && !out.contains("nginx-mtls"), "{out}");
 }

@@ -223,3 +223,23 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], quiet: Duration) -> (S
 pub fn first_status(raw: &str) -> Option<u16> {
     raw.strip_prefix("HTTP/1.1 ").or_else(|| raw.strip_prefix("HTTP/1.0 "))?.get(..3)?.parse().ok()
 }
+
+/// A config with one HTTP listener on `port` (`downstream`, `upstream`
+/// protocols) sending every path to cluster `c` of `hosts`.
+pub fn proxy_config(port: u16, downstream: &str, upstream: &str, hosts: &[SocketAddr]) -> serde_json::Value {
+    serde_json::json!({
+        "servers": [{
+            "default_log_level": "WARN",
+            "routers": [{"router_config_name": "web", "virtual_hosts": [{"name": "all", "domains": ["*"],
+                "routers": [{"match": {"prefix": "/"}, "route": {"cluster_name": "c"}}]}]}],
+            "listeners": [{
+                "name": "http", "address": format!("127.0.0.1:{port}"), "bind_port": true,
+                "filter_chains": [{"filters": [{"type": "proxy", "config": {
+                    "downstream_protocol": downstream, "upstream_protocol": upstream, "router_config_name": "web"
+                }}]}]
+            }]
+        }],
+        "cluster_manager": {"clusters": [{"name": "c", "type": "SIMPLE", "lb_type": "LB_ROUNDROBIN",
+            "connect_timeout": "2s", "hosts": hosts.iter().map(|h| serde_json::json!({"address": h.to_string()})).collect::<Vec<_>>()}]}
+    })
+}

@@ -20,14 +20,35 @@ impl Drop for Peer {
     }
 }
 
-/// Starts `cmd` and waits for its `READY <port> ...` line.
+/// Starts `cmd` and waits for its `READY <port> ...` line. A peer that
+/// says anything else is stopped before the panic.
 pub fn start_ready(cmd: &mut Command) -> (Peer, u16) {
     let mut child = cmd.stdout(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let peer = Peer(child);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
     let port =
         line.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{cmd:?} said {line:?}"));
-    (Peer(child), port)
+    (peer, port)
+}
+
+/// A peer server on 127.0.0.1, stopped by PID when dropped.
+pub struct Server {
+    _peer: Peer,
+    port: u16,
+}
+
+impl Server {
+    /// Starts `cmd` and waits until it says `READY <port>`.
+    pub fn start(cmd: &mut Command) -> Server {
+        let (peer, port) = start_ready(cmd);
+        Server { _peer: peer, port }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
 }
 
 /// The grpcio echo server of tests/grpc, named `name`.
