@@ -357,3 +357,68 @@ async fn upstream_sessions_resume_and_tls_disable_dials_plaintext() {
     );
     assert!(up.requests_seen() >= 5, "the plain host served its share");
 }
+
+/// The origination options and the listener's limits, each through sockets:
+/// `insecure_skip` trusts a server nobody vouches for; MOSN's `sni_verify`
+/// lets a URI SAN decide instead of the name; `fall_back` retries a failed
+/// handshake in plaintext; `require_client_cert` alone asks for a
+/// certificate and takes a stranger's; `max_version` and `cipher_suites`
+/// hold what a client gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origination_options_and_listener_limits() {
+    let pki = Pki::new("options");
+    let other = Pki::new("options-stranger");
+    let leaf = pki.leaf("server", &LeafSpec { uris: &["spiffe://mesh.test/sa/server"], ..Default::default() });
+    let up = Upstream::start("up", Mode::Echo).await;
+    let mut b_cfg = config(free_port(), vec![route_all("c")], vec![cluster("c", &[up.addr])]);
+    let mut ctx = server_context(&leaf, None);
+    ctx["require_client_cert"] = json!(true);
+    ctx["max_version"] = json!("TLSv1_2");
+    ctx["cipher_suites"] = json!("ECDHE-ECDSA-AES128-GCM-SHA256");
+    b_cfg["servers"][0]["listeners"][0]["filter_chains"][0]["tls_context"] = ctx;
+    let b = Proxy::start(&b_cfg, 1);
+
+    // Each origination option against B, through a ferrymesh in front.
+    let through = |tls: Value, to: std::net::SocketAddr| {
+        let mut c = cluster("c", &[to]);
+        c["tls_context"] = tls;
+        Proxy::start(&config(free_port(), vec![route_all("c")], vec![c]), 1)
+    };
+    let ask = |addr: std::net::SocketAddr| async move {
+        let mut cl = Client::connect(addr).await;
+        cl.send(&request(1, "opt")).await;
+        cl.recv().await.status
+    };
+    let strangers_ca = other.ca_path.to_str().unwrap();
+    let a = through(json!({"status": true, "insecure_skip": true}), b.addr);
+    assert_eq!(ask(a.addr).await, status::SUCCESS, "insecure_skip trusts B's certificate without its CA");
+    let a = through(json!({"status": true, "ca_cert": strangers_ca, "server_name": "127.0.0.1"}), b.addr);
+    assert_ne!(ask(a.addr).await, status::SUCCESS, "without insecure_skip, an unknown CA is refused");
+    let ca = pki.ca_path.to_str().unwrap();
+    let sni_verify = |uri: &str| {
+        json!({"status": true, "ca_cert": ca, "server_name": "not-its-name.example", "type": "sni_verify",
+               "extend_verify": {"match_subject_alt_names": uri}})
+    };
+    let a = through(sni_verify("spiffe://mesh.test/sa/server"), b.addr);
+    assert_eq!(ask(a.addr).await, status::SUCCESS, "sni_verify: the URI SAN decides, not the name");
+    let a = through(sni_verify("spiffe://mesh.test/sa/other"), b.addr);
+    assert_ne!(ask(a.addr).await, status::SUCCESS, "sni_verify: another URI is refused");
+    let a = through(json!({"status": true, "ca_cert": ca, "server_name": "127.0.0.1", "fall_back": true}), up.addr);
+    assert_eq!(
+        ask(a.addr).await,
+        status::SUCCESS,
+        "fall_back: a plaintext upstream is reached after the failed handshake"
+    );
+
+    // B asks for a certificate and takes a stranger's; TLS 1.3 is not offered; one suite.
+    let stranger = other.leaf("stranger", &LeafSpec::default());
+    let out = openssl_client(
+        b.addr,
+        &["-cert", stranger.cert.to_str().unwrap(), "-key", stranger.key.to_str().unwrap(), "-CAfile", ca],
+    );
+    assert!(out.contains("Protocol  : TLSv1.2") || out.contains("Protocol: TLSv1.2"), "{out}");
+    assert!(out.contains("ECDHE-ECDSA-AES128-GCM-SHA256"), "{out}");
+    assert!(out.contains("Verify return code: 0"), "{out}");
+    let out = openssl_client(b.addr, &["-tls1_3", "-CAfile", ca]);
+    assert!(out.contains("no peer certificate available"), "TLS 1.3 was served though max_version is TLSv1_2: {out}");
+}
