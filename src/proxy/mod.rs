@@ -260,7 +260,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Rc<ListenerCtx
     let protocol = match &gen.spec.downstream {
         DownstreamProtocol::Fixed(p) => *p,
         DownstreamProtocol::Detect(candidates) => {
-            match detect(&mut stream, &mut initial, candidates, gen.spec.idle_timeout).await {
+            // Boxed: detection's state would otherwise size every connection's
+            // task for its lifetime (an idle bolt connection: 1,950 -> 1,776 B).
+            match Box::pin(detect(&mut stream, &mut initial, candidates, gen.spec.idle_timeout)).await {
                 Ok(p) => p,
                 Err(Sniff::Silent(why)) => {
                     debug!(%peer, listener = %listener.name, reason = why, "connection closed before detection");
