@@ -88,6 +88,12 @@ async fn two_hops_with_mutual_tls_carry_bolt_and_prove_the_client() {
         assert_eq!(r.status, status::SUCCESS);
         assert_eq!(r.content, format!("hello {}", r.info.id).into_bytes(), "every answer to its own request");
     }
+    // Both hops' connections owe nothing now and park (over TLS on B's
+    // side); the next request resumes them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cl.send(&request(21, "after a pause")).await;
+    let r = cl.recv().await;
+    assert_eq!((r.status, r.content), (status::SUCCESS, b"after a pause".to_vec()));
     let a_stats = scrape(a_admin);
     assert_eq!(counter(&a_stats, "ferrymesh_upstream_tls_handshakes_total{cluster=\"c\"}"), 1.0, "{a_stats:?}");
     let b_stats = scrape(b_admin);

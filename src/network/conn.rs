@@ -153,6 +153,10 @@ pub enum Closed {
     Io(io::Error),
     /// The handler asked to close (bad frame, drained, idle, ...).
     Local(&'static str),
+    /// The handler found the connection quiet (nothing in flight, nothing
+    /// half read, nothing left to write) and lets it go: the socket stays
+    /// open, and its owner may park it.
+    Quiet,
 }
 
 /// What a connection handler does with the bytes and events of its socket.
@@ -170,10 +174,16 @@ pub trait Handler {
     fn idle_close(&self) -> Option<&'static str>;
     /// `n` bytes were written to the socket (for the byte counters).
     fn on_written(&mut self, _n: usize) {}
+    /// Called once nothing is left to write, after [`Handler::idle_close`]:
+    /// true ends the drive with [`Closed::Quiet`].
+    fn quiet(&self) -> bool {
+        false
+    }
 }
 
-/// Drives `stream` until it closes: reads go to `handler`, output from `shared`
-/// is written. Returns why it ended; `shared` is marked closed.
+/// Drives `stream` until it closes or the handler lets it go quiet: reads go
+/// to `handler`, output from `shared` is written. Returns why it ended;
+/// `shared` is marked closed either way.
 pub async fn drive<H: Handler>(stream: &mut Transport, shared: &ConnShared, handler: &mut H) -> Closed {
     let mut eof = false;
     let why = poll_fn(|cx| poll_conn(cx, stream, shared, handler, &mut eof)).await;
@@ -236,6 +246,9 @@ fn poll_conn<H: Handler>(
     if shared.out.borrow().is_empty() && !stream.holds_output() {
         if let Some(why) = handler.idle_close() {
             return Poll::Ready(if *eof { Closed::Eof } else { Closed::Local(why) });
+        }
+        if !*eof && handler.quiet() {
+            return Poll::Ready(Closed::Quiet);
         }
     }
     shared.register(cx);

@@ -6,12 +6,15 @@
 //! by the connection, so an idle connection holds no read buffer at all. Writes
 //! are appended by anyone on the worker thread to the connection's output buffer
 //! ([`conn::ConnShared`]) and flushed by the task in one `write` per wake-up,
-//! which coalesces the frames of many requests into one syscall.
+//! which coalesces the frames of many requests into one syscall. A client
+//! connection quiet for a while parks ([`park`]): it keeps its socket and
+//! nothing else until bytes arrive.
 
 pub mod clock;
 pub mod conn;
 pub mod counted;
 pub mod dial;
 pub mod listener;
+pub mod park;
 pub mod prefixed;
 pub mod transport;

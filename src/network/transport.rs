@@ -94,14 +94,14 @@ impl Transport {
     /// consuming nothing and holding no buffer of ours: on TCP the socket's
     /// readiness; on TLS, decrypted bytes rustls holds or a record arriving.
     pub async fn readable(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_readable(cx)).await
+    }
+
+    /// [`Transport::readable`] as a poll.
+    pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Transport::Tcp(s) => s.readable().await,
-            Transport::Tls(t) => {
-                std::future::poll_fn(|cx| {
-                    tokio::io::AsyncBufRead::poll_fill_buf(Pin::new(&mut t.stream), cx).map_ok(|_| ())
-                })
-                .await
-            }
+            Transport::Tcp(s) => s.poll_read_ready(cx),
+            Transport::Tls(t) => tokio::io::AsyncBufRead::poll_fill_buf(Pin::new(&mut t.stream), cx).map_ok(|_| ()),
         }
     }
 

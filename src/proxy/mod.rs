@@ -18,6 +18,7 @@ pub mod tries;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use crate::accesslog::{AccessLog, Entry};
 use crate::config::{DownstreamProtocol, ListenerSpec};
 use crate::error::ProxyError;
 use crate::network::clock;
+use crate::network::park::{Parking, Wake};
 use crate::network::transport::Transport;
 use crate::protocol::{Detect, Protocol};
 use crate::stats::{ListenerStats, Stats};
@@ -98,6 +100,8 @@ pub struct ListenerCtx {
     pub hyper_bytes: std::sync::Arc<crate::network::counted::IoBytes>,
     draining: Cell<bool>,
     drain: Notify,
+    /// Its quiet RPC connections, holding only their sockets.
+    pub parking: Rc<Parking>,
 }
 
 impl ListenerCtx {
@@ -109,6 +113,7 @@ impl ListenerCtx {
             hyper_bytes: Default::default(),
             draining: Cell::new(false),
             drain: Notify::new(),
+            parking: Rc::default(),
         }
     }
 
@@ -140,6 +145,7 @@ impl ListenerCtx {
     pub fn start_drain(&self) {
         self.draining.set(true);
         self.drain.notify_waiters();
+        self.parking.drain();
     }
 }
 
@@ -235,57 +241,128 @@ fn observer(
 }
 
 /// Serves one accepted client connection until it closes.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Rc<ListenerCtx>, worker: Rc<WorkerCtx>) {
+///
+/// This future is the connection's task for its whole life, so what it holds
+/// across an await is what every connection costs, idle or not: the opening
+/// (TLS handshake, protocol detection) and each active phase are boxed, and
+/// between phases a quiet RPC connection holds its socket, its listener and
+/// little else (`network::park`; an idle bolt connection's task is 256 B).
+pub fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Rc<ListenerCtx>,
+    worker: Rc<WorkerCtx>,
+) -> impl std::future::Future<Output = ()> {
+    // Not an `async fn`: its arguments would stay in the task for its life.
+    lifetime(Box::pin(open(stream, peer, Open::new(listener, worker))))
+}
+
+async fn lifetime(opening: Pin<Box<impl std::future::Future<Output = Option<Opened>>>>) {
+    let Some(Opened { mut stream, initial, peer, protocol, conn }) = opening.await else {
+        return;
+    };
+    // `conn.listener` rather than a binding: a reference held across the
+    // awaits below is eight bytes more in every connection's task.
+    match protocol {
+        Protocol::Rpc(codec) => {
+            // Until its first bytes arrive, a connection is parked too,
+            // unless TLS holds records of the handshake still to write.
+            let mut quiet = if initial.is_none() && !stream.holds_output() {
+                Some(Instant::now())
+            } else {
+                let initial = initial.map(|b| *b).unwrap_or_default();
+                Box::pin(rpc::serve(&mut stream, initial, peer, codec, &conn.listener, &conn.worker)).await
+            };
+            while let Some(last_active) = quiet {
+                let idle_due = last_active + conn.listener.now().spec.idle_timeout;
+                conn.listener.stats.connections_parked.inc();
+                let why = conn.listener.parking.park(&mut stream, idle_due).await;
+                conn.listener.stats.connections_parked.dec();
+                if why != Wake::Readable {
+                    debug!(%peer, listener = %conn.listener.name, reason = ?why, "parked client connection closed");
+                    return;
+                }
+                let phase = rpc::serve(&mut stream, BytesMut::new(), peer, codec, &conn.listener, &conn.worker);
+                quiet = Box::pin(phase).await;
+            }
+        }
+        // Boxed: an HTTP connection's state is large, and inline it would size
+        // every connection's task, bolt ones included (1.5 KiB idle vs 3 KiB).
+        http_version => {
+            let initial = initial.map(|b| *b).unwrap_or_default();
+            let (listener, worker) = (conn.listener.clone(), conn.worker.clone());
+            Box::pin(http::serve(stream, initial, peer, http_version, listener, worker)).await
+        }
+    }
+}
+
+/// A connection ready to serve: its transport, bytes detection read, and
+/// protocol.
+struct Opened {
+    stream: Transport,
+    /// Boxed, and only when there are some (detection over TLS reads them):
+    /// the task holds this field's space for its whole life.
+    initial: Option<Box<BytesMut>>,
+    peer: SocketAddr,
+    protocol: Protocol,
+    conn: Open,
+}
+
+/// An accepted connection, counted open until dropped (however its task
+/// ends: returned, or dropped by the runtime at exit).
+struct Open {
+    listener: Rc<ListenerCtx>,
+    worker: Rc<WorkerCtx>,
+}
+
+impl Open {
+    fn new(listener: Rc<ListenerCtx>, worker: Rc<WorkerCtx>) -> Open {
+        worker.stats.downstream_connections.inc();
+        listener.stats.connections.inc();
+        listener.stats.connections_active.inc();
+        worker.live_conns.set(worker.live_conns.get() + 1);
+        Open { listener, worker }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.listener.stats.connections_active.dec();
+        self.worker.conn_closed();
+    }
+}
+
+/// Opens an accepted connection: the TLS handshake if the listener has TLS,
+/// then the protocol (fixed, or detected). `None`: the connection is done.
+async fn open(stream: TcpStream, peer: SocketAddr, conn: Open) -> Option<Opened> {
     let _ = stream.set_nodelay(true);
-    let stats = &worker.stats;
-    stats.downstream_connections.inc();
-    listener.stats.connections.inc();
-    listener.stats.connections_active.inc();
-    worker.live_conns.set(worker.live_conns.get() + 1);
-    let _open = scopeguard(|| {
-        listener.stats.connections_active.dec();
-        worker.conn_closed();
-    });
+    let Open { listener, worker } = &conn;
     let gen = listener.now();
     let mut stream = match gen.spec.tls.clone() {
         None => Transport::Tcp(stream),
-        // Boxed: a handshake's state (a whole rustls connection while it is
-        // made) would otherwise size the connection's task for its lifetime.
-        Some(tls) => match Box::pin(handshake(stream, &tls, peer, &listener, gen.spec.idle_timeout)).await {
-            Some(t) => t,
-            None => return,
-        },
+        Some(tls) => handshake(stream, &tls, peer, listener, gen.spec.idle_timeout).await?,
     };
     let mut initial = BytesMut::new();
     let protocol = match &gen.spec.downstream {
         DownstreamProtocol::Fixed(p) => *p,
         DownstreamProtocol::Detect(candidates) => {
-            // Boxed: detection's state would otherwise size every connection's
-            // task for its lifetime (an idle bolt connection: 1,950 -> 1,776 B).
-            match Box::pin(detect(&mut stream, &mut initial, candidates, gen.spec.idle_timeout)).await {
+            match detect(&mut stream, &mut initial, candidates, gen.spec.idle_timeout).await {
                 Ok(p) => p,
                 Err(Sniff::Silent(why)) => {
                     debug!(%peer, listener = %listener.name, reason = why, "connection closed before detection");
-                    return;
+                    return None;
                 }
                 Err(Sniff::Unknown(first)) => {
-                    stats.unknown_protocol.inc();
+                    worker.stats.unknown_protocol.inc();
                     let hex: String = first.iter().map(|b| format!("{b:02x}")).collect();
                     warn!(%peer, listener = %listener.name, first_bytes = %hex, "protocol not recognised, closing");
-                    return;
+                    return None;
                 }
             }
         }
     };
-    drop(gen);
-    match protocol {
-        Protocol::Rpc(codec) => rpc::serve(stream, initial, peer, codec, &listener, &worker).await,
-        // Boxed: an HTTP connection's state is large, and inline it would size
-        // every connection's task, bolt ones included (1.5 KiB idle vs 3 KiB).
-        http_version => {
-            Box::pin(http::serve(stream, initial, peer, http_version, listener.clone(), worker.clone())).await
-        }
-    }
+    let initial = (!initial.is_empty()).then(|| Box::new(initial));
+    Some(Opened { stream, initial, peer, protocol, conn })
 }
 
 /// TLS on an accepted connection: the inspector's look at the first byte
@@ -394,20 +471,6 @@ fn got(read: Result<std::io::Result<usize>, tokio::time::error::Elapsed>) -> Res
         Ok(Ok(0)) => Err(Sniff::Silent("closed before sending anything")),
         Ok(Ok(n)) => Ok(n),
     }
-}
-
-/// Runs `f` when dropped: a connection's counters close with it however its
-/// task ends (returned, or dropped by the runtime at exit).
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }
 
 /// Reads the first bytes of a connection without consuming them and picks the

@@ -39,17 +39,22 @@ use crate::stream::pool::Pick;
 use crate::stream::server::{ServerConn, ServerStream};
 use crate::upstream::Cluster;
 
-/// Serves a client connection that speaks `codec` until it closes.
-/// `initial` holds bytes already read from it (detection over TLS).
+/// Serves a client connection that speaks `codec` until it closes, or until
+/// it owes nothing (no request in flight, no frame half read, every answer
+/// written): then returns when it last read, and everything this phase built
+/// (the output buffer, the reader, a timer) is dropped while the caller parks
+/// the socket (`network::park`). `initial` holds bytes already read from it
+/// (detection over TLS).
 pub(super) async fn serve(
-    mut stream: Transport,
+    stream: &mut Transport,
     initial: BytesMut,
     peer: SocketAddr,
     codec: &'static dyn Codec,
     listener: &Rc<ListenerCtx>,
     worker: &WorkerCtx,
-) {
-    let local = stream.tcp().local_addr().ok();
+) -> Option<Instant> {
+    // The local address is a syscall, asked only when a log line may name it.
+    let local = if listener.now().access_logs.is_empty() { None } else { stream.tcp().local_addr().ok() };
     let observer = super::observer(listener, peer, local, codec.name(), stream.tls().cloned());
     let conn = Rc::new(ServerConn::new(codec, worker.stats.clone(), observer));
     let idle = listener.now().spec.idle_timeout;
@@ -58,15 +63,18 @@ pub(super) async fn serve(
         reader: FrameReader::default(),
         draining: listener.draining(),
         drain_signal: Box::pin(listener.drained()),
-        idle_timer: Box::pin(tokio::time::sleep(idle)),
+        idle_timer: None,
         last_active: Instant::now(),
         idle,
     };
     let why = if !initial.is_empty() && clock::reading(|| handler.on_read(&initial)).is_err() {
         Closed::Local("bad frame from client")
     } else {
-        drive(&mut stream, &conn.io, &mut handler).await
+        drive(stream, &conn.io, &mut handler).await
     };
+    if let Closed::Quiet = why {
+        return Some(handler.last_active);
+    }
     let waiting = conn.inflight();
     if waiting > 0 {
         // Its requests still waiting upstream are nobody's now.
@@ -75,6 +83,7 @@ pub(super) async fn serve(
         debug!(%peer, waiting, dropped, "client connection closed with requests in flight");
     }
     debug!(%peer, listener = %listener.name, reason = ?why, "client connection closed");
+    None
 }
 
 struct DownstreamHandler<'a> {
@@ -82,7 +91,9 @@ struct DownstreamHandler<'a> {
     reader: FrameReader,
     draining: bool,
     drain_signal: Pin<Box<dyn Future<Output = ()> + 'a>>,
-    idle_timer: Pin<Box<Sleep>>,
+    /// Armed only while a frame is half read: a connection that owes
+    /// nothing parks, and parked ones share their listener's idle timer.
+    idle_timer: Option<Pin<Box<Sleep>>>,
     last_active: Instant,
     idle: Duration,
 }
@@ -116,14 +127,20 @@ impl Handler for DownstreamHandler<'_> {
         if !self.draining && self.drain_signal.as_mut().poll(cx).is_ready() {
             self.draining = true;
         }
-        while self.idle_timer.as_mut().poll(cx).is_ready() {
-            let due = self.last_active + self.idle;
+        if !self.reader.has_partial() {
+            return Poll::Pending;
+        }
+        // A frame half read: the idle time runs from its last bytes.
+        let (last_active, idle) = (self.last_active, self.idle);
+        let timer = self.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_active + idle)));
+        while timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
+            let due = self.last_active + self.idle;
             if now >= due && self.req.conn.inflight() == 0 {
-                debug!(peer = %self.req.peer, "closing idle client connection");
+                debug!(peer = %self.req.peer, partial = true, "closing idle client connection");
                 return Poll::Ready("idle timeout");
             }
-            self.idle_timer.as_mut().reset(if now >= due { now + self.idle } else { due });
+            timer.as_mut().reset(if now >= due { now + self.idle.min(Duration::from_secs(1)) } else { due });
         }
         Poll::Pending
     }
@@ -134,6 +151,10 @@ impl Handler for DownstreamHandler<'_> {
 
     fn idle_close(&self) -> Option<&'static str> {
         (self.draining && self.req.conn.inflight() == 0).then_some("drained")
+    }
+
+    fn quiet(&self) -> bool {
+        self.req.conn.inflight() == 0 && !self.reader.has_partial()
     }
 }
 

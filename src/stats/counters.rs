@@ -206,6 +206,8 @@ impl UpstreamStats {
 pub struct ListenerStats {
     pub connections: Counter,
     pub connections_active: Gauge,
+    /// Open connections that owe nothing and hold only their socket.
+    pub connections_parked: Gauge,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
     pub requests: Counter,
@@ -218,6 +220,7 @@ impl ListenerStats {
     pub fn add_to(&self, acc: &ListenerStats) {
         acc.connections.add(self.connections.get());
         acc.connections_active.add(self.connections_active.get());
+        acc.connections_parked.add(self.connections_parked.get());
         acc.bytes_received.add(self.bytes_received.get());
         acc.bytes_sent.add(self.bytes_sent.get());
         acc.requests.add(self.requests.get());

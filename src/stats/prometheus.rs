@@ -115,6 +115,13 @@ pub fn render(t: &Totals) -> String {
     e.each("downstream_connections_active", "gauge", "Client connections open.", listeners(), |l| {
         l.connections_active.get()
     });
+    e.each(
+        "downstream_connections_parked",
+        "gauge",
+        "Client connections open and owing nothing: they hold only their socket.",
+        listeners(),
+        |l| l.connections_parked.get(),
+    );
     e.each("downstream_received_bytes_total", "counter", "Bytes read from clients.", listeners(), |l| {
         l.bytes_received.get()
     });
