@@ -122,3 +122,47 @@ async fn a_drain_closes_parked_connections_at_once() {
     let code = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(5))).await.unwrap();
     assert_eq!(code, Some(0));
 }
+
+/// Reads one HTTP/1.1 answer whose body is `body_len` bytes long.
+async fn read_answer(s: &mut tokio::net::TcpStream, body_len: usize) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            if got.len() >= end + 4 + body_len {
+                return String::from_utf8_lossy(&got).into_owned();
+            }
+        }
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.expect("answer in time").unwrap();
+        assert!(n > 0, "closed before the answer: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn http1_keep_alive_connections_park_between_requests() {
+    use tokio::io::AsyncWriteExt;
+    let up = support::http::HttpUpstream::start("up", false).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let mut cfg = support::http::proxy_config(port, "Http1", "Http1", &[up.addr]);
+    cfg["servers"][0]["listeners"][0]["connection_idle_timeout"] = json!("60s");
+    cfg["admin"] = admin(admin_port);
+    let _proxy = Proxy::start(&cfg, 1);
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        assert!(read_answer(&mut s, 10).await.starts_with("HTTP/1.1 200"));
+        clients.push(s);
+    }
+    assert!(until_parked(admin_port, 5.0).await, "answered keep-alive connections park: {}", parked(admin_port));
+    // Each resumes on its next request, on the same connection.
+    for s in &mut clients {
+        s.write_all(b"GET /bytes/20 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let answer = read_answer(s, 20).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    assert!(until_parked(admin_port, 5.0).await, "{}", parked(admin_port));
+}

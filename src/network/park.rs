@@ -6,7 +6,8 @@
 //! the connection owes nothing (no request in flight, no frame half read,
 //! every answer written); the connection's task then waits in
 //! [`Parking::park`] on the socket's readiness alone, and builds a fresh
-//! phase when bytes arrive.
+//! phase when bytes arrive. The HTTP/1.1 pass-through does the same once a
+//! keep-alive connection has waited a moment for its next request.
 //! Parked connections share one idle timer per listener and worker: a slab
 //! of 24-byte entries swept by one task ([`sweep`]), instead of a timer each. A
 //! sidecar holds thousands of connections that carry a heartbeat now and

@@ -94,7 +94,9 @@ impl ConnCtx {
 }
 
 /// Serves an HTTP/1.x or HTTP/2 (prior knowledge) client connection.
-/// `initial` holds bytes already read from it (detection over TLS).
+/// `initial` holds bytes already read from it (detection over TLS). Returns
+/// the connection when the pass-through leaves it quiet between requests,
+/// with when it started waiting, for the caller to park.
 pub async fn serve(
     stream: Transport,
     initial: bytes::BytesMut,
@@ -102,7 +104,7 @@ pub async fn serve(
     proto: Protocol,
     listener: Rc<ListenerCtx>,
     worker: Rc<WorkerCtx>,
-) {
+) -> Option<(Transport, Instant)> {
     let downstream = if matches!(proto, Protocol::Http2) { Version::Http2 } else { Version::Http1 };
     let gen = listener.now();
     let upstream = match gen.spec.upstream {
@@ -125,7 +127,8 @@ pub async fn serve(
     // leaves alone hands the connection to hyper from there on.
     let (stream, read) = if downstream == Version::Http1 && upstream == Version::Http1 && gen.spec.http1_passthrough {
         match super::http1::serve(stream, initial, &ctx).await {
-            super::http1::Outcome::Closed => return,
+            super::http1::Outcome::Closed => return None,
+            super::http1::Outcome::Quiet(stream, since) => return Some((stream, since)),
             super::http1::Outcome::Hyper(stream, read) => (stream, read),
         }
     } else {
@@ -136,6 +139,7 @@ pub async fn serve(
     if let Err(e) = Box::pin(serve_hyper(stream, read, downstream, ctx)).await {
         debug!(%peer, error = %e, "client HTTP connection ended with an error");
     }
+    None
 }
 
 /// Serves the rest of a connection with hyper; `read` holds the bytes

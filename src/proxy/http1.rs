@@ -44,6 +44,12 @@ use crate::stream::http::raw::{self, Broken, Head, READ_SPACE};
 use crate::stream::http::{HttpPool, SendError};
 use crate::upstream::Cluster;
 
+/// How long a connection waits for its next request before it parks. A
+/// client sending one request after another (each within microseconds of
+/// its answer) never pays for parking; at this time apart a park and a
+/// resume cost a request nothing measurable.
+const PARK_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// How the pass-through left a connection.
 pub(super) enum Outcome {
     /// Closed (by either side, a timeout, a drain, or a broken exchange).
@@ -51,6 +57,10 @@ pub(super) enum Outcome {
     /// A request this path does not handle: the connection and the bytes read
     /// from it so far go to hyper.
     Hyper(Transport, BytesMut),
+    /// Answered, and waiting for its next request for [`PARK_GRACE`] with
+    /// nothing owed: the caller may park it (`network::park`) until bytes
+    /// arrive. With when it started waiting, from which its idle time runs.
+    Quiet(Transport, Instant),
 }
 
 /// A request ready to go upstream, its head already rewritten into the
@@ -182,6 +192,11 @@ pub(super) async fn serve(mut client: Transport, mut buf: BytesMut, ctx: &Rc<Con
             return Outcome::Closed;
         }
         let was_empty = buf.is_empty();
+        // After its grace, a connection waiting for its next request parks.
+        let parks = served > 0 && !draining;
+        if buf.capacity() == 0 && parks && since.waiting + PARK_GRACE < tick.deadline() {
+            tick.as_mut().reset(since.waiting + PARK_GRACE);
+        }
         if buf.capacity() == 0 {
             // Idle: wait for bytes holding no buffer, then borrow one to read them.
             tokio::select! {
@@ -194,6 +209,9 @@ pub(super) async fn serve(mut client: Transport, mut buf: BytesMut, ctx: &Rc<Con
                 }
                 _ = drain.as_mut(), if !draining => draining = true,
                 _ = tick.as_mut() => {
+                    if parks && Instant::now() >= since.waiting + PARK_GRACE {
+                        return Outcome::Quiet(client, since.waiting);
+                    }
                     if rearm(tick.as_mut(), since.due(0, 0, spec), spec.header_read_timeout) {
                         debug!(peer = %ctx.peer, "closing idle HTTP/1.1 connection");
                         return Outcome::Closed;

@@ -31,6 +31,7 @@ use tracing::{debug, warn};
 use crate::accesslog::{AccessLog, Entry};
 use crate::config::{DownstreamProtocol, ListenerSpec};
 use crate::error::ProxyError;
+use crate::network;
 use crate::network::clock;
 use crate::network::park::{Parking, Wake};
 use crate::network::transport::Transport;
@@ -274,12 +275,8 @@ async fn lifetime(opening: Pin<Box<impl std::future::Future<Output = Option<Open
                 Box::pin(rpc::serve(&mut stream, initial, peer, codec, &conn.listener, &conn.worker)).await
             };
             while let Some(last_active) = quiet {
-                let idle_due = last_active + conn.listener.now().spec.idle_timeout;
-                conn.listener.stats.connections_parked.inc();
-                let why = conn.listener.parking.park(&mut stream, idle_due).await;
-                conn.listener.stats.connections_parked.dec();
-                if why != Wake::Readable {
-                    debug!(%peer, listener = %conn.listener.name, reason = ?why, "parked client connection closed");
+                let why = conn.park(&mut stream, last_active).await;
+                if !conn.resumes(why, &peer) {
                     return;
                 }
                 let phase = rpc::serve(&mut stream, BytesMut::new(), peer, codec, &conn.listener, &conn.worker);
@@ -288,11 +285,28 @@ async fn lifetime(opening: Pin<Box<impl std::future::Future<Output = Option<Open
         }
         // Boxed: an HTTP connection's state is large, and inline it would size
         // every connection's task, bolt ones included (1.5 KiB idle vs 3 KiB).
+        // The HTTP/1.1 pass-through parks a connection between requests.
+        // Boxed: inline, an HTTP connection's loop would size every
+        // connection's task, bolt ones included.
         http_version => {
             let initial = initial.map(|b| *b).unwrap_or_default();
-            let (listener, worker) = (conn.listener.clone(), conn.worker.clone());
-            Box::pin(http::serve(stream, initial, peer, http_version, listener, worker)).await
+            Box::pin(http_lifetime(stream, initial, peer, http_version, &conn)).await
         }
+    }
+}
+
+/// An HTTP connection's life: hyper's, or the HTTP/1.1 pass-through's, which
+/// parks the connection between requests.
+async fn http_lifetime(stream: Transport, initial: BytesMut, peer: SocketAddr, proto: Protocol, conn: &Open) {
+    let (listener, worker) = (conn.listener.clone(), conn.worker.clone());
+    let mut quiet = Box::pin(http::serve(stream, initial, peer, proto, listener, worker)).await;
+    while let Some((mut stream, since)) = quiet {
+        let why = conn.park(&mut stream, since).await;
+        if !conn.resumes(why, &peer) {
+            return;
+        }
+        let (listener, worker) = (conn.listener.clone(), conn.worker.clone());
+        quiet = Box::pin(http::serve(stream, BytesMut::new(), peer, proto, listener, worker)).await;
     }
 }
 
@@ -322,6 +336,27 @@ impl Open {
         listener.stats.connections_active.inc();
         worker.live_conns.set(worker.live_conns.get() + 1);
         Open { listener, worker }
+    }
+}
+
+impl Open {
+    /// Parks a quiet connection, idle since `since`, until bytes arrive, its
+    /// idle time runs out or its listener drains; [`Open::resumes`] reads
+    /// the outcome. Not an `async fn`: the task holds this future, and its
+    /// own would be larger.
+    fn park<'a>(&'a self, stream: &'a mut Transport, since: Instant) -> network::park::Parked<'a> {
+        let listener = &self.listener;
+        listener.stats.connections_parked.inc();
+        listener.parking.park(stream, since + listener.now().spec.idle_timeout)
+    }
+
+    /// Whether a parked connection resumes (bytes arrived), or must close.
+    fn resumes(&self, why: Wake, peer: &SocketAddr) -> bool {
+        self.listener.stats.connections_parked.dec();
+        if why != Wake::Readable {
+            debug!(%peer, listener = %self.listener.name, reason = ?why, "parked client connection closed");
+        }
+        why == Wake::Readable
     }
 }
 
