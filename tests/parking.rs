@@ -89,14 +89,14 @@ async fn quiet_connections_park_and_resume_with_their_answers_intact() {
 async fn a_parked_connection_closes_at_its_idle_timeout() {
     let up = Upstream::start("u", Mode::Echo).await;
     let (port, admin_port) = (free_port(), free_port());
-    let proxy = Proxy::start(&parking_config(port, admin_port, up.addr, "600ms"), 1);
+    let proxy = Proxy::start(&parking_config(port, admin_port, up.addr, "1s"), 1);
     let mut answered = Client::connect(proxy.addr).await;
     answered.send(&request(1, "once")).await;
     assert_eq!(answered.recv().await.status, 0);
     // One that never sends a byte is parked from its accept on.
     let mut silent = Client::connect(proxy.addr).await;
     assert!(until_parked(admin_port, 2.0).await, "both park: {}", parked(admin_port));
-    assert!(!answered.closed_within(Duration::from_millis(200)).await, "closed before its idle timeout");
+    assert!(!answered.closed_within(Duration::from_millis(300)).await, "closed before its idle timeout");
     assert!(answered.closed_within(Duration::from_secs(3)).await, "a parked connection outlived its idle timeout");
     assert!(silent.closed_within(Duration::from_secs(3)).await, "a silent connection outlived its idle timeout");
     assert!(until_parked(admin_port, 0.0).await);
