@@ -41,6 +41,8 @@ struct Args {
     json: bool,
     /// Requests per second in total (the fixed-rate mode), if given.
     rate: Option<f64>,
+    /// `--protocol http1`: keep-alive GETs of this path (fixed-rate mode only).
+    http1_path: Option<String>,
     /// A Dubbo request cut around its argument: the header's first 4 bytes,
     /// the body before the argument and the body after it.
     dubbo_parts: (Vec<u8>, Vec<u8>, Vec<u8>),
@@ -123,6 +125,7 @@ fn parse() -> Result<Args, String> {
         dubbo: false,
         json: false,
         rate: None,
+        http1_path: None,
         dubbo_parts: Default::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -145,8 +148,10 @@ fn parse() -> Result<Args, String> {
             "--protocol" => match v.as_str() {
                 "bolt" => a.dubbo = false,
                 "dubbo" => a.dubbo = true,
-                other => return Err(format!("--protocol: {other:?} is not bolt or dubbo")),
+                "http1" => a.http1_path = Some(a.http1_path.take().unwrap_or_else(|| "/small".into())),
+                other => return Err(format!("--protocol: {other:?} is not bolt, dubbo or http1")),
             },
+            "--path" => a.http1_path = Some(v),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -157,6 +162,9 @@ fn parse() -> Result<Args, String> {
     a.dubbo_parts = (template[..4].to_vec(), template[16..start].to_vec(), template[end..].to_vec());
     if a.connections == 0 || a.inflight == 0 {
         return Err("--connections and --inflight must be positive".into());
+    }
+    if a.http1_path.is_some() && a.rate.is_none() {
+        return Err("--protocol http1 runs at a fixed rate only (--rate); wrk is the full-load tool".into());
     }
     Ok(a)
 }

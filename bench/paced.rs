@@ -10,6 +10,11 @@
 //! carries the connection, the sequence number (also the request id) and the
 //! due time, so a reader checks each answer (its connection, its id) and
 //! times it without any state shared with the sender.
+//!
+//! `--protocol http1` sends keep-alive GETs instead (`--path`, `/small` by
+//! default). HTTP/1.1 answers come back in order on their connection, so the
+//! j-th answer on connection c is request k = (j - 1) * C + c, and its due
+//! time follows from k; each must be a 200 with its whole body.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -75,7 +80,13 @@ pub fn run(a: &Args, rate: f64) -> Paced {
                 .enumerate()
                 .map(|(n, s)| {
                     let a = reader_args.clone();
-                    tokio::task::spawn_local(async move { read_answers(n, s, a, start, end, from_ns).await })
+                    tokio::task::spawn_local(async move {
+                        if a.http1_path.is_some() {
+                            read_http_answers(n, s, &a, rate, start, end, from_ns).await
+                        } else {
+                            read_answers(n, s, a, start, end, from_ns).await
+                        }
+                    })
                 })
                 .collect();
             let mut all = Vec::new();
@@ -106,7 +117,10 @@ pub fn run(a: &Args, rate: f64) -> Paced {
         seqs[c] += 1;
         let due_ns = (due - start).as_nanos() as u64;
         out.clear();
-        a.request(seqs[c] as u32, &payload(c, seqs[c], due_ns, a.payload), &mut out);
+        match &a.http1_path {
+            Some(path) => out.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").as_bytes()),
+            None => a.request(seqs[c] as u32, &payload(c, seqs[c], due_ns, a.payload), &mut out),
+        }
         if write_all(&mut writers[c], &out).is_err() {
             eprintln!("boltload: write failed on connection {c}");
             break;
@@ -202,6 +216,76 @@ async fn read_answers(
         }
     }
     (answered, errors, mismatches, hist)
+}
+
+/// [`read_answers`] for HTTP/1.1: answers in order, each a 200 with its
+/// whole body (`Content-Length`), timed from its request's due time.
+async fn read_http_answers(
+    n: usize,
+    s: std::net::TcpStream,
+    a: &Args,
+    rate: f64,
+    start: Instant,
+    end: Instant,
+    from_ns: u64,
+) -> Outcome {
+    use tokio::io::AsyncReadExt;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let (mut answered, mut errors) = (0u64, 0u64);
+    let _ = s.set_nonblocking(true);
+    let Ok(mut s) = tokio::net::TcpStream::from_std(s) else {
+        return (0, 1, 0, hist);
+    };
+    let step = 1.0 / rate;
+    let mut j = 0u64;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let wait =
+            if Instant::now() < end { end - Instant::now() + Duration::from_secs(2) } else { Duration::from_secs(2) };
+        match tokio::time::timeout(wait, s.read_buf(&mut buf)).await {
+            Ok(Ok(k)) if k > 0 => {}
+            _ => break,
+        }
+        let now_ns = start.elapsed().as_nanos() as u64;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            let head = match resp.parse(&buf) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => break,
+                Err(e) => {
+                    eprintln!("boltload: bad HTTP answer on connection {n}: {e}");
+                    return (answered, errors + 1, 0, hist);
+                }
+            };
+            let body = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
+            let Some(body) = body else {
+                eprintln!("boltload: an HTTP answer without Content-Length on connection {n}");
+                return (answered, errors + 1, 0, hist);
+            };
+            if buf.len() < head + body {
+                break;
+            }
+            let ok = resp.code == Some(200);
+            let _ = buf.split_to(head + body);
+            j += 1;
+            let k = (j - 1) * a.connections as u64 + n as u64;
+            let due = Duration::from_secs_f64(k as f64 * step).as_nanos() as u64;
+            if due >= from_ns {
+                if ok {
+                    answered += 1;
+                    let _ = hist.record(now_ns.saturating_sub(due) / 1000);
+                } else {
+                    errors += 1;
+                }
+            }
+        }
+    }
+    (answered, errors, 0, hist)
 }
 
 #[cfg(test)]
