@@ -165,22 +165,40 @@ fn write_all(s: &mut TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
 
 type Outcome = (u64, u64, u64, Histogram<u64>);
 
-/// Reads connection `n`'s answers until every one is in (or 2 s of silence
-/// after the end), checking and timing each.
-async fn read_answers(
-    n: usize,
+/// What a connection's reader counted.
+struct Tally {
+    answered: u64,
+    errors: u64,
+    mismatches: u64,
+    hist: Histogram<u64>,
+}
+
+impl Tally {
+    /// An answer due at `due` ns arrived at `now` ns: timed if it was due
+    /// inside the measured window.
+    fn answered(&mut self, due: u64, now: u64, from_ns: u64) {
+        if due >= from_ns {
+            self.answered += 1;
+            let _ = self.hist.record(now.saturating_sub(due) / 1000);
+        }
+    }
+}
+
+/// Reads `s` until every answer is in (2 s of silence after `end`), handing
+/// the bytes and the time they arrived (ns since `start`) to `take`, which
+/// consumes whole answers and says false to stop at a broken one.
+async fn read_until_quiet(
     s: std::net::TcpStream,
-    a: Args,
     start: Instant,
     end: Instant,
-    from_ns: u64,
+    mut take: impl FnMut(&mut BytesMut, u64, &mut Tally) -> bool,
 ) -> Outcome {
     use tokio::io::AsyncReadExt;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-    let (mut answered, mut errors, mut mismatches) = (0u64, 0u64, 0u64);
+    let hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    let mut t = Tally { answered: 0, errors: 0, mismatches: 0, hist };
     let _ = s.set_nonblocking(true);
     let Ok(mut s) = tokio::net::TcpStream::from_std(s) else {
-        return (0, 1, 0, hist);
+        return (0, 1, 0, t.hist);
     };
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
@@ -190,32 +208,43 @@ async fn read_answers(
             Ok(Ok(k)) if k > 0 => {}
             _ => break,
         }
-        let now_ns = start.elapsed().as_nanos() as u64;
-        loop {
-            let (info, frame) = match a.next_response(&mut buf) {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("boltload: bad frame: {e}");
-                    return (answered, errors + 1, mismatches, hist);
-                }
-            };
-            let Some(content) = a.content(&frame) else {
-                errors += 1;
-                continue;
-            };
-            match parse(&content) {
-                Some((c, seq, due)) if c == n && seq == info.id => {
-                    if due >= from_ns {
-                        answered += 1;
-                        let _ = hist.record(now_ns.saturating_sub(due) / 1000);
-                    }
-                }
-                _ => mismatches += 1,
-            }
+        if !take(&mut buf, start.elapsed().as_nanos() as u64, &mut t) {
+            t.errors += 1;
+            break;
         }
     }
-    (answered, errors, mismatches, hist)
+    (t.answered, t.errors, t.mismatches, t.hist)
+}
+
+/// Reads connection `n`'s bolt (or Dubbo) answers, checking each one's
+/// connection and id against its payload and timing it.
+async fn read_answers(
+    n: usize,
+    s: std::net::TcpStream,
+    a: Args,
+    start: Instant,
+    end: Instant,
+    from_ns: u64,
+) -> Outcome {
+    read_until_quiet(s, start, end, |buf, now_ns, t| loop {
+        let (info, frame) = match a.next_response(buf) {
+            Ok(Some(r)) => r,
+            Ok(None) => return true,
+            Err(e) => {
+                eprintln!("boltload: bad frame: {e}");
+                return false;
+            }
+        };
+        let Some(content) = a.content(&frame) else {
+            t.errors += 1;
+            continue;
+        };
+        match parse(&content) {
+            Some((c, seq, due)) if c == n && seq == info.id => t.answered(due, now_ns, from_ns),
+            _ => t.mismatches += 1,
+        }
+    })
+    .await
 }
 
 /// [`read_answers`] for HTTP/1.1: answers in order, each a 200 with its
@@ -229,63 +258,44 @@ async fn read_http_answers(
     end: Instant,
     from_ns: u64,
 ) -> Outcome {
-    use tokio::io::AsyncReadExt;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-    let (mut answered, mut errors) = (0u64, 0u64);
-    let _ = s.set_nonblocking(true);
-    let Ok(mut s) = tokio::net::TcpStream::from_std(s) else {
-        return (0, 1, 0, hist);
-    };
     let step = 1.0 / rate;
     let mut j = 0u64;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    loop {
-        let wait =
-            if Instant::now() < end { end - Instant::now() + Duration::from_secs(2) } else { Duration::from_secs(2) };
-        match tokio::time::timeout(wait, s.read_buf(&mut buf)).await {
-            Ok(Ok(k)) if k > 0 => {}
-            _ => break,
-        }
-        let now_ns = start.elapsed().as_nanos() as u64;
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            let head = match resp.parse(&buf) {
-                Ok(httparse::Status::Complete(len)) => len,
-                Ok(httparse::Status::Partial) => break,
-                Err(e) => {
-                    eprintln!("boltload: bad HTTP answer on connection {n}: {e}");
-                    return (answered, errors + 1, 0, hist);
-                }
-            };
-            let body = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
-            let Some(body) = body else {
-                eprintln!("boltload: an HTTP answer without Content-Length on connection {n}");
-                return (answered, errors + 1, 0, hist);
-            };
-            if buf.len() < head + body {
-                break;
+    read_until_quiet(s, start, end, |buf, now_ns, t| loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        let head = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return true,
+            Err(e) => {
+                eprintln!("boltload: bad HTTP answer on connection {n}: {e}");
+                return false;
             }
-            let ok = resp.code == Some(200);
-            let _ = buf.split_to(head + body);
-            j += 1;
-            let k = (j - 1) * a.connections as u64 + n as u64;
-            let due = Duration::from_secs_f64(k as f64 * step).as_nanos() as u64;
-            if due >= from_ns {
-                if ok {
-                    answered += 1;
-                    let _ = hist.record(now_ns.saturating_sub(due) / 1000);
-                } else {
-                    errors += 1;
-                }
-            }
+        };
+        let body = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
+        let Some(body) = body else {
+            eprintln!("boltload: an HTTP answer without Content-Length on connection {n}");
+            return false;
+        };
+        if buf.len() < head + body {
+            return true;
         }
-    }
-    (answered, errors, 0, hist)
+        let ok = resp.code == Some(200);
+        let _ = buf.split_to(head + body);
+        // The j-th answer on connection n answers request k = (j - 1) * C + n.
+        j += 1;
+        let k = (j - 1) * a.connections as u64 + n as u64;
+        let due = Duration::from_secs_f64(k as f64 * step).as_nanos() as u64;
+        if !ok && due >= from_ns {
+            t.errors += 1;
+        } else if ok {
+            t.answered(due, now_ns, from_ns);
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
