@@ -255,8 +255,7 @@ mod tests {
             let why = parking.park(&mut server, started + Duration::from_millis(50)).await;
             assert_eq!(why, Wake::IdleTimeout);
             assert!(started.elapsed() >= Duration::from_millis(50));
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            tokio::time::sleep(SWEEP_GAP).await;
+            tokio::time::sleep(SWEEP_GAP + Duration::from_millis(10)).await;
             assert!(parking.sweep_at.get().is_none(), "the sweeper ends with the last park");
             assert_eq!(parking.parked(), 0);
         });

@@ -193,9 +193,9 @@ pub(super) async fn serve(mut client: Transport, mut buf: BytesMut, ctx: &Rc<Con
         }
         let was_empty = buf.is_empty();
         // After its grace, a connection waiting for its next request parks.
-        let parks = served > 0 && !draining;
-        if buf.capacity() == 0 && parks && since.waiting + PARK_GRACE < tick.deadline() {
-            tick.as_mut().reset(since.waiting + PARK_GRACE);
+        let park_at = (served > 0 && !draining).then_some(since.waiting + PARK_GRACE);
+        if let Some(at) = park_at.filter(|at| buf.capacity() == 0 && *at < tick.deadline()) {
+            tick.as_mut().reset(at);
         }
         if buf.capacity() == 0 {
             // Idle: wait for bytes holding no buffer, then borrow one to read them.
@@ -209,7 +209,7 @@ pub(super) async fn serve(mut client: Transport, mut buf: BytesMut, ctx: &Rc<Con
                 }
                 _ = drain.as_mut(), if !draining => draining = true,
                 _ = tick.as_mut() => {
-                    if parks && Instant::now() >= since.waiting + PARK_GRACE {
+                    if park_at.is_some_and(|at| Instant::now() >= at) {
                         return Outcome::Quiet(client, since.waiting);
                     }
                     if rearm(tick.as_mut(), since.due(0, 0, spec), spec.header_read_timeout) {

@@ -101,7 +101,8 @@ pub struct ListenerCtx {
     pub hyper_bytes: std::sync::Arc<crate::network::counted::IoBytes>,
     draining: Cell<bool>,
     drain: Notify,
-    /// Its quiet RPC connections, holding only their sockets.
+    /// Its quiet client connections (RPC, and HTTP/1.1 between requests),
+    /// holding only their sockets.
     pub parking: Rc<Parking>,
 }
 
@@ -283,11 +284,8 @@ async fn lifetime(opening: Pin<Box<impl std::future::Future<Output = Option<Open
                 quiet = Box::pin(phase).await;
             }
         }
-        // Boxed: an HTTP connection's state is large, and inline it would size
-        // every connection's task, bolt ones included (1.5 KiB idle vs 3 KiB).
-        // The HTTP/1.1 pass-through parks a connection between requests.
-        // Boxed: inline, an HTTP connection's loop would size every
-        // connection's task, bolt ones included.
+        // Boxed: an HTTP connection's state and loop are large, and inline
+        // they would size every connection's task, bolt ones included.
         http_version => {
             let initial = initial.map(|b| *b).unwrap_or_default();
             Box::pin(http_lifetime(stream, initial, peer, http_version, &conn)).await
@@ -337,22 +335,18 @@ impl Open {
         worker.live_conns.set(worker.live_conns.get() + 1);
         Open { listener, worker }
     }
-}
 
-impl Open {
     /// Parks a quiet connection, idle since `since`, until bytes arrive, its
     /// idle time runs out or its listener drains; [`Open::resumes`] reads
     /// the outcome. Not an `async fn`: the task holds this future, and its
     /// own would be larger.
     fn park<'a>(&'a self, stream: &'a mut Transport, since: Instant) -> network::park::Parked<'a> {
         let listener = &self.listener;
-        listener.stats.connections_parked.inc();
         listener.parking.park(stream, since + listener.now().spec.idle_timeout)
     }
 
     /// Whether a parked connection resumes (bytes arrived), or must close.
     fn resumes(&self, why: Wake, peer: &SocketAddr) -> bool {
-        self.listener.stats.connections_parked.dec();
         if why != Wake::Readable {
             debug!(%peer, listener = %self.listener.name, reason = ?why, "parked client connection closed");
         }

@@ -53,11 +53,14 @@ pub(super) async fn serve(
     listener: &Rc<ListenerCtx>,
     worker: &WorkerCtx,
 ) -> Option<Instant> {
+    let gen = listener.now();
     // The local address is a syscall, asked only when a log line may name it.
-    let local = if listener.now().access_logs.is_empty() { None } else { stream.tcp().local_addr().ok() };
+    let local = if gen.access_logs.is_empty() { None } else { stream.tcp().local_addr().ok() };
     let observer = super::observer(listener, peer, local, codec.name(), stream.tls().cloned());
     let conn = Rc::new(ServerConn::new(codec, worker.stats.clone(), observer));
-    let idle = listener.now().spec.idle_timeout;
+    let idle = gen.spec.idle_timeout;
+    // Not held by the phase: a connection must not keep an old generation alive.
+    drop(gen);
     let mut handler = DownstreamHandler {
         req: RequestPath { conn: &conn, listener, worker, peer, protocol: crate::stats::protocol_slot(codec.name()) },
         reader: FrameReader::default(),

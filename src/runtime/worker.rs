@@ -203,6 +203,7 @@ fn snapshot(worker: &WorkerCtx) -> Snapshot {
         l.stats.add_to(&copy);
         copy.bytes_received.add(l.hyper_bytes.read());
         copy.bytes_sent.add(l.hyper_bytes.written());
+        copy.connections_parked.add(l.parking.parked() as u64);
         s.listeners.push((l.name.clone(), copy));
     }
     let now = tokio::time::Instant::now();

@@ -206,7 +206,8 @@ impl UpstreamStats {
 pub struct ListenerStats {
     pub connections: Counter,
     pub connections_active: Gauge,
-    /// Open connections that owe nothing and hold only their socket.
+    /// Open connections that owe nothing and hold only their socket: read
+    /// from the listener's `Parking` when a snapshot is taken.
     pub connections_parked: Gauge,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
