@@ -126,6 +126,47 @@ async fn a_silent_upstream_times_out(wire: &'static dyn Wire) {
     assert!(wire.ok_text(&frame).is_none());
 }
 
+/// Text of `len` bytes that differs at every position and between
+/// requests, so a byte out of place, dropped or doubled shows.
+fn pattern(seed: usize, len: usize) -> String {
+    (0..len).map(|i| char::from(b'a' + ((i * 7 + seed * 13 + i / 26) % 26) as u8)).collect()
+}
+
+/// Large frames (gathered across reads and handed on whole, not copied)
+/// pipelined between small ones, on several connections at once: every
+/// answer comes back whole, byte for byte, to the request that asked.
+async fn large_frames_cross_whole_and_in_order(wire: &'static dyn Wire) {
+    let up = RpcUpstream::start(wire, "u", Answer::Echo).await;
+    let port = free_port();
+    let _proxy = Proxy::start(&rpc_config(wire, port, SERVICE, "10s", vec![cluster("c", &[up.addr])]), 1);
+    const SIZES: [usize; 5] = [10, 300 << 10, 20 << 10, 1 << 20, 10];
+    let mut tasks = Vec::new();
+    for c in 0..6 {
+        tasks.push(tokio::spawn(async move {
+            let mut cl = RpcClient::connect(wire, addr(port)).await;
+            let mut all = Vec::new();
+            for (k, size) in SIZES.iter().enumerate() {
+                all.extend(wire.request(k as u64 + 1, SERVICE, &pattern(c * 10 + k, *size)));
+            }
+            cl.send(&all).await;
+            let mut got = HashMap::new();
+            for _ in SIZES {
+                let (info, frame) = cl.recv_within(Duration::from_secs(10)).await.expect("an answer");
+                let text = wire.ok_text(&frame).unwrap_or_else(|| panic!("{}: error answer", wire.name()));
+                got.insert(info.id, text);
+            }
+            for (k, size) in SIZES.iter().enumerate() {
+                let text = &got[&(k as u64 + 1)];
+                let want = format!("{}|u", pattern(c * 10 + k, *size));
+                assert!(*text == want, "{}: connection {c} request {k} ({size} B) came back changed", wire.name());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 /// Garbage closes only the connection that sent it.
 async fn garbage_closes_only_its_connection(wire: &'static dyn Wire) {
     let up = RpcUpstream::start(wire, "u", Answer::Echo).await;
@@ -161,6 +202,11 @@ macro_rules! suite {
             #[tokio::test]
             async fn a_silent_upstream_times_out() {
                 super::a_silent_upstream_times_out($wire).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn large_frames_cross_whole_and_in_order() {
+                super::large_frames_cross_whole_and_in_order($wire).await
             }
 
             #[tokio::test]

@@ -78,7 +78,13 @@ fn send_n(
     for id in 1..=n {
         let frame = RequestBuilder::new(id, "s", b"x").encode();
         let info: FrameInfo = BOLT_V1.decode(&frame, 1 << 20).unwrap().unwrap();
-        conn.send(&frame, Some(server.stream(info, frame.len(), None)), timeout).map_err(|r| r.1).unwrap();
+        conn.send(
+            ferrymesh::network::frames::Frame::Read(&frame),
+            Some(server.stream(info, frame.len(), None)),
+            timeout,
+        )
+        .map_err(|r| r.1)
+        .unwrap();
     }
     conn
 }

@@ -94,6 +94,17 @@ async fn two_hops_with_mutual_tls_carry_bolt_and_prove_the_client() {
     cl.send(&request(21, "after a pause")).await;
     let r = cl.recv().await;
     assert_eq!((r.status, r.content), (status::SUCCESS, b"after a pause".to_vec()));
+    // Large frames cross both TLS hops whole: gathered from rustls into
+    // buffers of their own, handed on, sealed from them.
+    let big: Vec<String> = (0..3).map(|k| format!("{k}").repeat(300_000 + k * 70_001)).collect();
+    for (k, text) in big.iter().enumerate() {
+        cl.send(&request(30 + k as u32, text)).await;
+    }
+    for _ in &big {
+        let r = cl.recv().await;
+        assert_eq!(r.status, status::SUCCESS);
+        assert!(r.content == big[r.info.id as usize - 30].as_bytes(), "request {} came back changed", r.info.id);
+    }
     let a_stats = scrape(a_admin);
     assert_eq!(counter(&a_stats, "ferrymesh_upstream_tls_handshakes_total{cluster=\"c\"}"), 1.0, "{a_stats:?}");
     let b_stats = scrape(b_admin);

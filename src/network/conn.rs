@@ -1,15 +1,18 @@
 //! One connection's I/O: the shared output buffer and the driver loop.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, BytesMut};
+use bytes::buf::Limit;
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::clock;
+use super::frames::{Frame, GATHER_MIN};
 use super::transport::Transport;
-use crate::protocol::{Codec, CodecError, FrameInfo};
+use crate::protocol::Codec;
 
 /// Size of the per-thread read buffer.
 const SCRATCH: usize = 64 * 1024;
@@ -23,12 +26,47 @@ thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
 }
 
+/// Buffers handed over whole (`writev` takes at most this many at once, with
+/// the output buffer after them).
+const MAX_IOV: usize = 16;
+
 /// The writable side of a connection, shared by whoever answers on it.
 #[derive(Default)]
 pub struct ConnShared {
-    out: RefCell<BytesMut>,
+    out: RefCell<Output>,
     waker: Cell<Option<Waker>>,
     closed: Cell<bool>,
+}
+
+/// What waits to be written, in order: buffers handed over whole (large
+/// frames, [`ConnShared::push_buf`]), then the bytes copied in.
+#[derive(Default)]
+struct Output {
+    bufs: VecDeque<Bytes>,
+    copied: BytesMut,
+}
+
+impl Output {
+    fn is_empty(&self) -> bool {
+        self.bufs.is_empty() && self.copied.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.bufs.iter().map(Bytes::len).sum::<usize>() + self.copied.len()
+    }
+
+    /// `n` bytes were written.
+    fn consume(&mut self, mut n: usize) {
+        while let Some(front) = self.bufs.front_mut() {
+            if n < front.len() {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.bufs.pop_front();
+        }
+        self.copied.advance(n);
+    }
 }
 
 impl ConnShared {
@@ -46,7 +84,51 @@ impl ConnShared {
         let was_empty = {
             let mut out = self.out.borrow_mut();
             let was_empty = out.is_empty();
-            f(&mut out);
+            f(&mut out.copied);
+            was_empty
+        };
+        if was_empty {
+            self.wake();
+        }
+        true
+    }
+
+    /// Queues a whole frame with its request id set to `id`. A large frame
+    /// in a buffer of its own is handed over as it is; any other is copied
+    /// in. Returns the bytes queued, or `None` when the connection is closed.
+    pub fn push_frame(&self, codec: &dyn Codec, frame: Frame<'_>, id: u64) -> Option<usize> {
+        match frame {
+            Frame::Owned(buf) if buf.len() >= GATHER_MIN => {
+                let buf = codec.with_id(buf, id);
+                let n = buf.len();
+                self.push_buf(buf).then_some(n)
+            }
+            frame => {
+                let mut n = 0;
+                let queued = self.push(|out| {
+                    let at = out.len();
+                    codec.write_with_id(&frame, id, out);
+                    n = out.len() - at;
+                });
+                queued.then_some(n)
+            }
+        }
+    }
+
+    /// Queues `buf` to be written as it is, after everything queued before
+    /// it. Returns false when the connection is closed.
+    fn push_buf(&self, buf: BytesMut) -> bool {
+        if self.closed.get() {
+            return false;
+        }
+        let was_empty = {
+            let mut out = self.out.borrow_mut();
+            let was_empty = out.is_empty();
+            if !out.copied.is_empty() {
+                let before = out.copied.split().freeze();
+                out.bufs.push_back(before);
+            }
+            out.bufs.push_back(buf.freeze());
             was_empty
         };
         if was_empty {
@@ -63,7 +145,11 @@ impl ConnShared {
     /// Takes everything queued for writing (for tests that run no driver).
     #[doc(hidden)]
     pub fn take_output(&self) -> BytesMut {
-        std::mem::take(&mut *self.out.borrow_mut())
+        let out = std::mem::take(&mut *self.out.borrow_mut());
+        let mut all = BytesMut::with_capacity(out.len());
+        out.bufs.iter().for_each(|b| all.extend_from_slice(b));
+        all.extend_from_slice(&out.copied);
+        all
     }
 
     /// Asks the connection's task to close the connection.
@@ -87,63 +173,6 @@ impl ConnShared {
     }
 }
 
-/// Splits a byte stream into whole frames. Holds only the unfinished tail.
-#[derive(Default)]
-pub struct FrameReader {
-    tail: BytesMut,
-}
-
-impl FrameReader {
-    /// Feeds newly read bytes; calls `on_frame` for every whole frame.
-    pub fn feed(
-        &mut self,
-        data: &[u8],
-        codec: &dyn Codec,
-        max_frame: usize,
-        mut on_frame: impl FnMut(&[u8], FrameInfo),
-    ) -> Result<(), CodecError> {
-        if self.tail.is_empty() {
-            let used = split_frames(data, codec, max_frame, &mut on_frame)?;
-            if used < data.len() {
-                self.tail.extend_from_slice(&data[used..]);
-            }
-        } else {
-            self.tail.extend_from_slice(data);
-            let used = split_frames(&self.tail, codec, max_frame, &mut on_frame)?;
-            self.tail.advance(used);
-            if self.tail.is_empty() {
-                // Give the memory back: idle connections hold no read buffer.
-                self.tail = BytesMut::new();
-            }
-        }
-        Ok(())
-    }
-
-    /// True when part of a frame has been read.
-    pub fn has_partial(&self) -> bool {
-        !self.tail.is_empty()
-    }
-}
-
-fn split_frames(
-    buf: &[u8],
-    codec: &dyn Codec,
-    max_frame: usize,
-    on_frame: &mut impl FnMut(&[u8], FrameInfo),
-) -> Result<usize, CodecError> {
-    let mut at = 0;
-    while at < buf.len() {
-        match codec.decode(&buf[at..], max_frame)? {
-            Some(info) => {
-                on_frame(&buf[at..at + info.len], info);
-                at += info.len;
-            }
-            None => break,
-        }
-    }
-    Ok(at)
-}
-
 /// Why a connection ended.
 #[derive(Debug)]
 pub enum Closed {
@@ -163,6 +192,16 @@ pub enum Closed {
 pub trait Handler {
     /// New bytes arrived. An error closes the connection.
     fn on_read(&mut self, data: &[u8]) -> Result<(), &'static str>;
+    /// Where the next read goes instead of the worker's scratch buffer: the
+    /// rest of a large frame's own buffer (`FrameReader::space`).
+    fn read_space(&mut self) -> Option<Limit<&mut BytesMut>> {
+        None
+    }
+    /// `n` bytes were read into [`Handler::read_space`]. An error closes the
+    /// connection.
+    fn on_read_space(&mut self, _n: usize) -> Result<(), &'static str> {
+        Ok(())
+    }
     /// The peer closed its writing side. Return `None` to keep the connection
     /// open (to flush answers still owed), or why it must close now.
     fn on_eof(&mut self) -> Option<&'static str>;
@@ -189,7 +228,7 @@ pub async fn drive<H: Handler>(stream: &mut Transport, shared: &ConnShared, hand
     let why = poll_fn(|cx| poll_conn(cx, stream, shared, handler, &mut eof)).await;
     shared.closed.set(true);
     // Drop what can no longer be sent, and the waker.
-    *shared.out.borrow_mut() = BytesMut::new();
+    *shared.out.borrow_mut() = Output::default();
     shared.waker.take();
     why
 }
@@ -203,17 +242,28 @@ fn poll_conn<H: Handler>(
 ) -> Poll<Closed> {
     let mut reads = 0;
     while !*eof && !handler.read_paused() {
-        let step = SCRATCH_BUF.with(|s| {
-            let mut s = s.borrow_mut();
-            match stream.poll_read_some(cx, &mut s[..]) {
+        let step = if let Some(mut space) = handler.read_space() {
+            match stream.poll_read_buf(cx, &mut space) {
                 Poll::Pending => Ok(false),
                 Poll::Ready(Ok(0)) => Err(None),
                 Poll::Ready(Ok(n)) => {
-                    clock::reading(|| handler.on_read(&s[..n])).map(|()| true).map_err(|why| Some(Closed::Local(why)))
+                    clock::reading(|| handler.on_read_space(n)).map(|()| true).map_err(|why| Some(Closed::Local(why)))
                 }
                 Poll::Ready(Err(e)) => Err(Some(Closed::Io(e))),
             }
-        });
+        } else {
+            SCRATCH_BUF.with(|s| {
+                let mut s = s.borrow_mut();
+                match stream.poll_read_some(cx, &mut s[..]) {
+                    Poll::Pending => Ok(false),
+                    Poll::Ready(Ok(0)) => Err(None),
+                    Poll::Ready(Ok(n)) => clock::reading(|| handler.on_read(&s[..n]))
+                        .map(|()| true)
+                        .map_err(|why| Some(Closed::Local(why))),
+                    Poll::Ready(Err(e)) => Err(Some(Closed::Io(e))),
+                }
+            })
+        };
         match step {
             Ok(false) => break,
             Ok(true) => {}
@@ -255,7 +305,7 @@ fn poll_conn<H: Handler>(
     Poll::Pending
 }
 
-/// Writes as much of the output buffer as the socket takes.
+/// Writes as much of the output as the socket takes.
 fn flush<H: Handler>(
     cx: &mut Context<'_>,
     stream: &mut Transport,
@@ -264,12 +314,24 @@ fn flush<H: Handler>(
 ) -> io::Result<()> {
     let mut out = shared.out.borrow_mut();
     while !out.is_empty() {
-        match stream.poll_write_some(cx, &out) {
+        let wrote = if out.bufs.is_empty() {
+            stream.poll_write_some(cx, &out.copied)
+        } else {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
+            let mut n = 0;
+            for b in out.bufs.iter().take(MAX_IOV) {
+                iov[n] = IoSlice::new(b);
+                n += 1;
+            }
+            iov[n] = IoSlice::new(&out.copied);
+            stream.poll_write_vectored(cx, &iov[..=n])
+        };
+        match wrote {
             Poll::Pending => return Ok(()),
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => {
-                out.advance(n);
+                out.consume(n);
                 handler.on_written(n);
             }
         }
@@ -278,8 +340,61 @@ fn flush<H: Handler>(
     if let Poll::Ready(Err(e)) = stream.poll_flush_held(cx) {
         return Err(e);
     }
-    if out.capacity() > KEEP_OUT_CAPACITY {
-        *out = BytesMut::new();
+    if out.copied.capacity() > KEEP_OUT_CAPACITY {
+        out.copied = BytesMut::new();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::bolt::{RequestBuilder, BOLT_V1};
+
+    fn frame(id: u32, len: usize) -> Vec<u8> {
+        RequestBuilder::new(id, "svc", "x".repeat(len).as_bytes()).encode()
+    }
+
+    #[test]
+    fn handed_over_frames_keep_their_place_among_copied_ones() {
+        let shared = ConnShared::default();
+        let (small, big) = (frame(1, 10), frame(2, GATHER_MIN));
+        let mut want = Vec::new();
+        for (i, f) in [&small, &big, &small, &big, &big, &small].into_iter().enumerate() {
+            let owned = Frame::Owned(BytesMut::from(&f[..]));
+            let queued = shared.push_frame(&BOLT_V1, owned, 100 + i as u64).unwrap();
+            assert_eq!(queued, f.len());
+            let mut f = f.clone();
+            BOLT_V1.patch_id(&mut f, 100 + i as u64);
+            want.extend(f);
+        }
+        assert_eq!(shared.out.borrow().bufs.len(), 5, "the large frames go whole, between the copied ones");
+        assert_eq!(shared.pending(), want.len());
+
+        // Written in pieces that end inside buffers and across them.
+        let mut written = Vec::new();
+        let mut out = shared.out.borrow_mut();
+        for step in [5, big.len(), 3, 2 * big.len() + 40].into_iter().chain(std::iter::repeat(7)) {
+            if out.is_empty() {
+                break;
+            }
+            let mut all = Vec::new();
+            out.bufs.iter().for_each(|b| all.extend_from_slice(b));
+            all.extend_from_slice(&out.copied);
+            let n = step.min(all.len());
+            written.extend_from_slice(&all[..n]);
+            out.consume(n);
+        }
+        assert_eq!(written, want);
+    }
+
+    #[test]
+    fn nothing_is_queued_on_a_closed_connection() {
+        let shared = ConnShared::default();
+        shared.close();
+        let big = Frame::Owned(BytesMut::from(&frame(1, GATHER_MIN)[..]));
+        assert_eq!(shared.push_frame(&BOLT_V1, big, 1), None);
+        assert_eq!(shared.push_frame(&BOLT_V1, Frame::Read(&frame(2, 1)), 2), None);
+        assert_eq!(shared.pending(), 0);
+    }
 }

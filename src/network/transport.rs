@@ -9,11 +9,12 @@
 //! ([`TlsInfo`], defined with the rest of TLS in `crate::tls`): the SNI, the
 //! ALPN protocol and the peer's verified identity.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -22,6 +23,23 @@ use crate::tls::{TlsConn, TlsInfo};
 pub enum Transport {
     Tcp(TcpStream),
     Tls(Box<TlsConn>),
+}
+
+/// Runs the non-blocking `op` on `s` until it does not answer `WouldBlock`,
+/// waiting on `ready` (the socket's readiness for it) between tries.
+fn retry<T>(
+    cx: &mut Context<'_>,
+    s: &TcpStream,
+    ready: fn(&TcpStream, &mut Context<'_>) -> Poll<io::Result<()>>,
+    mut op: impl FnMut(&TcpStream) -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    loop {
+        std::task::ready!(ready(s, cx))?;
+        match op(s) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return Poll::Ready(other),
+        }
+    }
 }
 
 impl Transport {
@@ -44,13 +62,7 @@ impl Transport {
     /// Reads into `buf` what has arrived. `Ready(Ok(0))` is the end of input.
     pub fn poll_read_some(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self {
-            Transport::Tcp(s) => loop {
-                std::task::ready!(s.poll_read_ready(cx))?;
-                match s.try_read(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => return Poll::Ready(other),
-                }
-            },
+            Transport::Tcp(s) => retry(cx, s, TcpStream::poll_read_ready, |s| s.try_read(buf)),
             Transport::Tls(t) => {
                 let mut rb = ReadBuf::new(buf);
                 std::task::ready!(Pin::new(&mut t.stream).poll_read(cx, &mut rb))?;
@@ -59,16 +71,27 @@ impl Transport {
         }
     }
 
+    /// Reads what has arrived into the spare room of `buf` (no more than it
+    /// offers), without zeroing it first. `Ready(Ok(0))` is the end of input.
+    pub fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut impl BufMut) -> Poll<io::Result<usize>> {
+        match self {
+            Transport::Tcp(s) => retry(cx, s, TcpStream::poll_read_ready, |s| s.try_read_buf(buf)),
+            Transport::Tls(t) => tokio_util::io::poll_read_buf(Pin::new(&mut t.stream), cx, buf),
+        }
+    }
+
+    /// Writes what the connection takes of `bufs`, in order, now.
+    pub fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        match self {
+            Transport::Tcp(s) => retry(cx, s, TcpStream::poll_write_ready, |s| s.try_write_vectored(bufs)),
+            Transport::Tls(t) => Pin::new(&mut t.stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
     /// Writes what the connection takes of `buf` now.
     pub fn poll_write_some(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self {
-            Transport::Tcp(s) => loop {
-                std::task::ready!(s.poll_write_ready(cx))?;
-                match s.try_write(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => return Poll::Ready(other),
-                }
-            },
+            Transport::Tcp(s) => retry(cx, s, TcpStream::poll_write_ready, |s| s.try_write(buf)),
             Transport::Tls(t) => Pin::new(&mut t.stream).poll_write(cx, buf),
         }
     }

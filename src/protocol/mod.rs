@@ -9,7 +9,9 @@
 //! The decision a reader may question: [`Codec::decode`] does not build a frame
 //! object. It reads only the fixed header and returns a [`FrameInfo`] (kind, id,
 //! length, timeout); the frame stays as the bytes it arrived in and is copied
-//! once, id patched on the way, into the buffer of the connection it goes to.
+//! once, id patched on the way, into the buffer of the connection it goes to
+//! (a large frame gathered across reads is not copied at all, see
+//! `network::frames`).
 //! Header maps are parsed lazily, only when a route or a filter asks for a header.
 
 pub mod bolt;
@@ -60,6 +62,17 @@ pub struct FrameInfo {
     /// Codec-private facts needed to answer this frame later (bolt: version and
     /// serialization byte), so an error reply can be built without the frame.
     pub reply_tag: u32,
+}
+
+/// What [`Codec::parse`] finds at the start of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole frame.
+    Frame(FrameInfo),
+    /// Part of a frame: more bytes are needed. Its total length once the
+    /// fixed header is in, so that a reader can gather a large frame into a
+    /// buffer of its own size.
+    Partial(Option<usize>),
 }
 
 /// Outcome of [`Codec::detect`] on the first bytes of a connection.
@@ -143,10 +156,19 @@ pub trait Codec: Send + Sync + 'static {
     /// Whether `buf`, the first bytes of a connection, look like this protocol.
     fn detect(&self, buf: &[u8]) -> Detect;
 
-    /// Reads the frame header at the start of `buf`. `Ok(None)`: more bytes are
-    /// needed. An error means the stream is not this protocol or breaks a limit,
-    /// and the connection must be closed.
-    fn decode(&self, buf: &[u8], max_frame: usize) -> Result<Option<FrameInfo>, CodecError>;
+    /// Reads the frame header at the start of `buf`. An error means the
+    /// stream is not this protocol or breaks a limit, and the connection must
+    /// be closed.
+    fn parse(&self, buf: &[u8], max_frame: usize) -> Result<Parsed, CodecError>;
+
+    /// [`Codec::parse`] for a caller that needs only whole frames: `Ok(None)`
+    /// means more bytes are needed.
+    fn decode(&self, buf: &[u8], max_frame: usize) -> Result<Option<FrameInfo>, CodecError> {
+        Ok(match self.parse(buf, max_frame)? {
+            Parsed::Frame(info) => Some(info),
+            Parsed::Partial(_) => None,
+        })
+    }
 
     /// Writes `id` into the id field of a whole frame, in place.
     fn patch_id(&self, frame: &mut [u8], id: u64);
@@ -159,6 +181,14 @@ pub trait Codec: Send + Sync + 'static {
         let start = out.len();
         out.extend_from_slice(frame);
         self.patch_id(&mut out[start..], id);
+    }
+
+    /// Sets the request id of a whole frame the caller owns and returns it
+    /// ready to write, without copying it where the id has a fixed place (a
+    /// large frame is handed over whole rather than copied again).
+    fn with_id(&self, mut frame: BytesMut, id: u64) -> BytesMut {
+        self.patch_id(&mut frame, id);
+        frame
     }
 
     /// The largest id the wire can carry (ids are allocated below it).

@@ -10,7 +10,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{Codec, CodecError, Detect, FrameInfo, FrameKind, Header, HeaderList};
+use super::{Codec, CodecError, Detect, FrameInfo, FrameKind, Header, HeaderList, Parsed};
 use crate::error::ProxyError;
 
 const MAGIC: &[u8; 2] = b"TY";
@@ -51,19 +51,19 @@ impl Codec for Toy {
         }
     }
 
-    fn decode(&self, buf: &[u8], max_frame: usize) -> Result<Option<FrameInfo>, CodecError> {
+    fn parse(&self, buf: &[u8], max_frame: usize) -> Result<Parsed, CodecError> {
         if buf.len() >= 2 && &buf[..2] != MAGIC {
             return Err(CodecError::BadMagic(buf[0]));
         }
         if buf.len() < HEADER {
-            return Ok(None);
+            return Ok(Parsed::Partial(None));
         }
         let len = HEADER as u64 + u64::from(u32::from_be_bytes([buf[7], buf[8], buf[9], buf[10]]));
         if len > max_frame as u64 {
             return Err(CodecError::TooLarge { len, max: max_frame });
         }
         if (buf.len() as u64) < len {
-            return Ok(None);
+            return Ok(Parsed::Partial(Some(len as usize)));
         }
         let kind = match buf[2] {
             0 => FrameKind::Request,
@@ -73,7 +73,7 @@ impl Codec for Toy {
             other => return Err(CodecError::BadType(other)),
         };
         let id = u64::from(u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]));
-        Ok(Some(FrameInfo { len: len as usize, kind, id, timeout_ms: None, reply_tag: 0 }))
+        Ok(Parsed::Frame(FrameInfo { len: len as usize, kind, id, timeout_ms: None, reply_tag: 0 }))
     }
 
     fn patch_id(&self, frame: &mut [u8], id: u64) {

@@ -21,6 +21,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::buf::Limit;
 use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
@@ -29,9 +30,10 @@ use super::{ListenerCtx, WorkerCtx};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
 use crate::network::clock;
-use crate::network::conn::{drive, Closed, FrameReader, Handler};
+use crate::network::conn::{drive, Closed, Handler};
+use crate::network::frames::{Frame, FrameReader};
 use crate::network::transport::Transport;
-use crate::protocol::{Codec, FrameHeaders, FrameInfo, FrameKind, Protocol};
+use crate::protocol::{Codec, CodecError, FrameHeaders, FrameInfo, FrameKind, Protocol};
 use crate::router::Target;
 use crate::stats::Stats;
 use crate::stream::client::ClientConn;
@@ -101,17 +103,38 @@ struct DownstreamHandler<'a> {
     idle: Duration,
 }
 
-impl Handler for DownstreamHandler<'_> {
-    fn on_read(&mut self, data: &[u8]) -> Result<(), &'static str> {
+impl DownstreamHandler<'_> {
+    /// `n` bytes arrived; `read` hands their whole frames to the request path.
+    fn on_bytes(
+        &mut self,
+        n: usize,
+        read: impl FnOnce(&mut FrameReader, usize, &RequestPath<'_>) -> Result<(), CodecError>,
+    ) -> Result<(), &'static str> {
         self.last_active = clock::now();
         let req = &self.req;
-        req.listener.stats.bytes_received.add(data.len() as u64);
+        req.listener.stats.bytes_received.add(n as u64);
         let max_frame = req.listener.now().spec.max_frame;
-        self.reader.feed(data, req.conn.codec, max_frame, |frame, info| req.on_frame(frame, info)).map_err(|e| {
+        read(&mut self.reader, max_frame, req).map_err(|e| {
             req.worker.stats.codec_errors.inc();
             warn!(peer = %req.peer, listener = %req.listener.name, error = %e, "bad frame from client, closing its connection");
             "bad frame from client"
         })
+    }
+}
+
+impl Handler for DownstreamHandler<'_> {
+    fn on_read(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        self.on_bytes(data.len(), |reader, max, req| {
+            reader.feed(data, req.conn.codec, max, |frame, info| req.on_frame(frame, info))
+        })
+    }
+
+    fn read_space(&mut self) -> Option<Limit<&mut BytesMut>> {
+        self.reader.space()
+    }
+
+    fn on_read_space(&mut self, n: usize) -> Result<(), &'static str> {
+        self.on_bytes(n, |reader, max, req| reader.filled(req.conn.codec, max, |frame, info| req.on_frame(frame, info)))
     }
 
     fn on_written(&mut self, n: usize) {
@@ -172,13 +195,13 @@ struct RequestPath<'a> {
 }
 
 impl RequestPath<'_> {
-    fn on_frame(&self, frame: &[u8], info: FrameInfo) {
+    fn on_frame(&self, frame: Frame<'_>, info: FrameInfo) {
         let codec = self.conn.codec;
         match info.kind {
             FrameKind::Request | FrameKind::Oneway => self.on_request(frame, info),
             FrameKind::Heartbeat => {
                 self.worker.stats.heartbeats_answered.inc();
-                self.conn.io.push(|out| codec.heartbeat_reply(frame, &info, out));
+                self.conn.io.push(|out| codec.heartbeat_reply(&frame, &info, out));
             }
             FrameKind::Response | FrameKind::HeartbeatAck | FrameKind::Control => {
                 debug!(peer = %self.peer, kind = ?info.kind, "frame from client ignored");
@@ -186,7 +209,7 @@ impl RequestPath<'_> {
         }
     }
 
-    fn on_request(&self, frame: &[u8], info: FrameInfo) {
+    fn on_request(&self, frame: Frame<'_>, info: FrameInfo) {
         let stats = &self.worker.stats;
         stats.count_request(self.protocol);
         let lstats = &self.listener.stats;
@@ -211,22 +234,18 @@ impl RequestPath<'_> {
         let spec = &gen.spec;
         let codec = self.conn.codec;
 
-        let edited;
         let frame = if gen.filters.is_empty() {
             frame
         } else {
-            match gen.filters.on_request(codec, frame, self.peer) {
+            match gen.filters.on_request(codec, &frame, self.peer) {
                 Err(err) => return refuse(err),
                 Ok(None) => frame,
-                Ok(Some(f)) => {
-                    edited = f;
-                    &edited[..]
-                }
+                Ok(Some(edited)) => Frame::Owned(edited),
             }
         };
 
         // The header map is read once, whatever the route table holds.
-        let headers = FrameHeaders::new(codec, frame);
+        let headers = FrameHeaders::new(codec, &frame);
         let header = |name: &str| headers.get(name);
         let Some(route) = spec.router.route(None, &header) else {
             debug!(peer = %self.peer, service = ?header("service").map(String::from_utf8_lossy), "no route");
@@ -246,6 +265,8 @@ impl RequestPath<'_> {
             .or(route.timeout)
             .unwrap_or(DEFAULT_ROUTE_TIMEOUT);
         let hash_key = route.hash_header.as_deref().and_then(header);
+        // What routing read of the frame is done with; the frame may go.
+        drop(headers);
         let stream = (!oneway).then(|| self.conn.stream(info, frame.len(), gen.hook.clone()));
         // The upstream speaks the listener's upstream protocol, else the client's.
         let upstream = match spec.upstream {
@@ -263,12 +284,13 @@ impl RequestPath<'_> {
                 }
             }
             Ok((host, Pick::Wait(conn))) => {
+                let hash_key = hash_key.map(<[u8]>::to_vec);
                 let waiting = Waiting {
                     cluster: cluster.clone(),
                     codec: upstream,
-                    frame: Bytes::copy_from_slice(frame),
+                    frame: frame.into_bytes(),
                     stream,
-                    hash_key: hash_key.map(<[u8]>::to_vec),
+                    hash_key,
                     retries: route.connect_retries,
                     deadline: Instant::now() + timeout,
                     stats: stats.clone(),
@@ -330,7 +352,7 @@ async fn wait_and_send(mut w: Waiting, first_host: usize, mut conn: Rc<ClientCon
             }
             Ok(Ok(())) => {
                 let left = w.deadline.saturating_duration_since(Instant::now());
-                match conn.send(&w.frame, w.stream.take(), left) {
+                match conn.send(Frame::Read(&w.frame), w.stream.take(), left) {
                     Ok(()) => return,
                     // Not written: the connection closed between ready and send.
                     Err(refused) => {

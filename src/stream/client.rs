@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::buf::Limit;
 use bytes::BytesMut;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
@@ -25,8 +26,9 @@ use super::server::ServerStream;
 use crate::config::KeepaliveSpec;
 use crate::error::ProxyError;
 use crate::network::clock;
-use crate::network::conn::{drive, ConnShared, FrameReader, Handler};
-use crate::protocol::{Codec, FrameInfo, FrameKind};
+use crate::network::conn::{drive, ConnShared, Handler};
+use crate::network::frames::{Frame, FrameReader};
+use crate::protocol::{Codec, CodecError, FrameInfo, FrameKind};
 use crate::upstream::Host;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +197,7 @@ impl ClientConn {
     /// handed back unanswered, so the caller can try elsewhere or fail it.
     pub fn send(
         &self,
-        frame: &[u8],
+        frame: Frame<'_>,
         stream: Option<ServerStream>,
         timeout: Duration,
     ) -> Result<(), Box<(Option<ServerStream>, ProxyError)>> {
@@ -223,8 +225,7 @@ impl ClientConn {
             self.host.inc_active();
         }
         drop(inner);
-        let codec = self.codec;
-        self.io.push(|out| codec.write_with_id(frame, id, out));
+        self.io.push_frame(self.codec, frame, id);
         Ok(())
     }
 
@@ -273,7 +274,7 @@ impl ClientConn {
         on_close();
     }
 
-    fn on_frame(&self, frame: &[u8], info: FrameInfo) {
+    fn on_frame(&self, frame: Frame<'_>, info: FrameInfo) {
         match info.kind {
             FrameKind::Response | FrameKind::HeartbeatAck => {
                 let mut inner = self.inner.borrow_mut();
@@ -291,7 +292,7 @@ impl ClientConn {
                         drop(inner);
                         self.host.dec_active();
                         self.host.record_response(
-                            self.codec.response_class(frame),
+                            self.codec.response_class(&frame),
                             clock::now().into_std().saturating_duration_since(stream.started()),
                         );
                         stream.respond(frame);
@@ -300,7 +301,7 @@ impl ClientConn {
             }
             FrameKind::Heartbeat => {
                 // The upstream probes us: answer it.
-                self.io.push(|out| self.codec.heartbeat_reply(frame, &info, out));
+                self.io.push(|out| self.codec.heartbeat_reply(&frame, &info, out));
             }
             FrameKind::Control => {
                 // Bolt's only control frame is GOAWAY.
@@ -375,6 +376,23 @@ struct ClientHandler<'a> {
     tick: std::pin::Pin<Box<Sleep>>,
 }
 
+impl ClientHandler<'_> {
+    /// `n` bytes arrived; `read` hands their whole frames to the connection.
+    fn on_bytes(
+        &mut self,
+        n: usize,
+        read: impl FnOnce(&mut FrameReader) -> Result<(), CodecError>,
+    ) -> Result<(), &'static str> {
+        let conn = self.conn;
+        conn.host.count(|s| s.bytes_received.add(n as u64));
+        conn.last_active.set(clock::now());
+        read(&mut self.reader).map_err(|e| {
+            warn!(addr = %conn.host.addr, error = %e, "bad frame from upstream, closing");
+            "bad frame from upstream"
+        })
+    }
+}
+
 impl Handler for ClientHandler<'_> {
     fn on_written(&mut self, n: usize) {
         self.conn.host.count(|s| s.bytes_sent.add(n as u64));
@@ -382,12 +400,18 @@ impl Handler for ClientHandler<'_> {
 
     fn on_read(&mut self, data: &[u8]) -> Result<(), &'static str> {
         let conn = self.conn;
-        conn.host.count(|s| s.bytes_received.add(data.len() as u64));
-        conn.last_active.set(clock::now());
-        self.reader.feed(data, conn.codec, conn.max_frame, |frame, info| conn.on_frame(frame, info)).map_err(|e| {
-            warn!(addr = %conn.host.addr, error = %e, "bad frame from upstream, closing");
-            "bad frame from upstream"
+        self.on_bytes(data.len(), |reader| {
+            reader.feed(data, conn.codec, conn.max_frame, |frame, info| conn.on_frame(frame, info))
         })
+    }
+
+    fn read_space(&mut self) -> Option<Limit<&mut BytesMut>> {
+        self.reader.space()
+    }
+
+    fn on_read_space(&mut self, n: usize) -> Result<(), &'static str> {
+        let conn = self.conn;
+        self.on_bytes(n, |reader| reader.filled(conn.codec, conn.max_frame, |frame, info| conn.on_frame(frame, info)))
     }
 
     fn on_eof(&mut self) -> Option<&'static str> {

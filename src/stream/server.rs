@@ -11,6 +11,7 @@ use tracing::{debug, error};
 use crate::error::ProxyError;
 use crate::network::clock;
 use crate::network::conn::ConnShared;
+use crate::network::frames::Frame;
 use crate::protocol::{Codec, FrameInfo};
 use crate::stats::Stats;
 use crate::upstream::Host;
@@ -159,30 +160,22 @@ impl ServerStream {
     }
 
     /// Writes the upstream's response `frame` with the client's id restored.
-    pub fn respond(mut self, frame: &[u8]) {
+    pub fn respond(mut self, frame: Frame<'_>) {
         let conn = &self.conn;
         let codec = conn.codec;
-        let replaced;
-        let frame = match self.hook.as_ref().map(|h| h.on_response(codec, frame)) {
+        let frame = match self.hook.as_ref().map(|h| h.on_response(codec, &frame)) {
             None | Some(HookResult::Forward) => frame,
-            Some(HookResult::Replace(f)) => {
-                replaced = f;
-                &replaced[..]
-            }
+            Some(HookResult::Replace(f)) => Frame::Owned(f),
             Some(HookResult::Fail(err)) => return self.fail(err),
         };
-        let status = codec.response_class(frame);
+        let status = codec.response_class(&frame);
         conn.stats.count_response(status);
         let id = self.info.id;
-        let mut written = 0;
-        let sent = conn.io.push(|out| {
-            let start = out.len();
-            codec.write_with_id(frame, id, out);
-            written = out.len() - start;
-        });
-        if !sent {
+        let written = conn.io.push_frame(codec, frame, id);
+        if written.is_none() {
             debug!(id, "client connection closed before its response");
         }
+        let written = written.unwrap_or(0);
         if let Some(o) = &conn.observer {
             o.on_end(&StreamEnd {
                 info: &self.info,

@@ -35,7 +35,7 @@ pub mod frame;
 
 use bytes::{BufMut, BytesMut};
 
-use super::{find_in, Codec, CodecError, Detect, FrameInfo, FrameKind, Header, HeaderList};
+use super::{find_in, Codec, CodecError, Detect, FrameInfo, FrameKind, Header, HeaderList, Parsed};
 use crate::error::ProxyError;
 
 pub use frame::{RequestBuilder, ResponseBuilder};
@@ -374,13 +374,13 @@ impl Codec for Bolt {
         }
     }
 
-    fn decode(&self, buf: &[u8], max_frame: usize) -> Result<Option<FrameInfo>, CodecError> {
+    fn parse(&self, buf: &[u8], max_frame: usize) -> Result<Parsed, CodecError> {
         let Some(&proto) = buf.first() else {
-            return Ok(None);
+            return Ok(Parsed::Partial(None));
         };
         let l = layout_of(proto).ok_or(CodecError::BadMagic(proto))?;
         if buf.len() <= l.typ {
-            return Ok(None);
+            return Ok(Parsed::Partial(None));
         }
         let typ = buf[l.typ];
         let resp = match typ {
@@ -390,7 +390,7 @@ impl Codec for Bolt {
         };
         let hsize = l.header_size(resp);
         if buf.len() < hsize {
-            return Ok(None);
+            return Ok(Parsed::Partial(None));
         }
         let cmd = be16(buf, l.cmd);
         let kind = match (resp, cmd, typ) {
@@ -412,7 +412,7 @@ impl Codec for Bolt {
         }
         let len = len as usize;
         if buf.len() < len {
-            return Ok(None);
+            return Ok(Parsed::Partial(Some(len)));
         }
         let timeout_ms = if resp {
             None
@@ -422,7 +422,7 @@ impl Codec for Bolt {
         };
         let ver1 = l.ver1.map_or(0, |at| buf[at]);
         let switch = l.switch.map_or(0, |at| buf[at]);
-        Ok(Some(FrameInfo {
+        Ok(Parsed::Frame(FrameInfo {
             len,
             kind,
             id: u64::from(be32(buf, l.id)),

@@ -243,7 +243,7 @@ proptest! {
         let reqs: Vec<RequestBuilder> = reqs.into_iter().map(|mut r| { r.version = 1; r }).collect();
         let stream: Vec<u8> = reqs.iter().flat_map(|r| r.encode()).collect();
         let cut = cut.index(stream.len() + 1);
-        let mut reader = crate::network::conn::FrameReader::default();
+        let mut reader = crate::network::frames::FrameReader::default();
         let mut ids = Vec::new();
         reader.feed(&stream[..cut], &BOLT_V1, 1 << 20, |_, i| ids.push(i.id)).unwrap();
         reader.feed(&stream[cut..], &BOLT_V1, 1 << 20, |_, i| ids.push(i.id)).unwrap();

@@ -65,8 +65,8 @@ pub fn response_text(frame: &[u8]) -> Option<String> {
         0x91 | 0x94 if status(frame) == super::status::OK => &body[1..],
         _ => body,
     };
-    let s = hessian::Reader::new(body).string().ok()???;
-    Some(String::from_utf8_lossy(s).into_owned())
+    let s = hessian::Reader::new(body).string_joined().ok()??;
+    Some(String::from_utf8_lossy(&s).into_owned())
 }
 
 /// A request's first argument, when it is a string.
@@ -75,8 +75,8 @@ pub fn request_arg(frame: &[u8]) -> Option<String> {
     for _ in 0..5 {
         r.string().ok()?;
     }
-    let s = r.string().ok()???;
-    Some(String::from_utf8_lossy(s).into_owned())
+    let s = r.string_joined().ok()??;
+    Some(String::from_utf8_lossy(&s).into_owned())
 }
 
 /// A request's first argument as hessian2 bytes, as it is on the wire.

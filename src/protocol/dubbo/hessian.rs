@@ -82,44 +82,40 @@ impl<'a> Reader<'a> {
     /// A string or null. `Ok(Some(None))`: a chunked string, valid but not
     /// one piece of the frame. `Err` when the next value is neither.
     pub fn string(&mut self) -> R<Option<Option<&'a [u8]>>> {
-        let b = self.byte()?;
-        match b {
-            b'N' => Ok(None),
-            0x00..=0x1f => Ok(Some(Some(self.utf8_units(usize::from(b))?))),
-            0x30..=0x33 => {
-                let n = usize::from(b - 0x30) << 8 | usize::from(self.byte()?);
-                Ok(Some(Some(self.utf8_units(n)?)))
+        let mut first = None;
+        let pieces = self.string_pieces(|p| {
+            first.get_or_insert(p);
+        })?;
+        Ok(pieces.map(|n| if n == 1 { first } else { None }))
+    }
+
+    /// A string or null, its chunks joined (for tools and tests; the proxy
+    /// reads routing keys in place with [`Reader::string`]).
+    pub fn string_joined(&mut self) -> R<Option<Vec<u8>>> {
+        let mut all = Vec::new();
+        let pieces = self.string_pieces(|p| all.extend_from_slice(p))?;
+        Ok(pieces.map(|_| all))
+    }
+
+    /// A string or null, chunk by chunk to `each`. Returns how many chunks,
+    /// or `None` for null.
+    fn string_pieces(&mut self, mut each: impl FnMut(&'a [u8])) -> R<Option<usize>> {
+        let mut chunks = 0;
+        loop {
+            chunks += 1;
+            let b = self.byte()?;
+            let n = match b {
+                b'N' if chunks == 1 => return Ok(None),
+                0x00..=0x1f => usize::from(b),
+                0x30..=0x33 => usize::from(b - 0x30) << 8 | usize::from(self.byte()?),
+                // A final chunk, or (`R`) one with more after it.
+                b'S' | b'R' => self.be(2)? as usize,
+                _ => return Err(Malformed),
+            };
+            each(self.utf8_units(n)?);
+            if b != b'R' {
+                return Ok(Some(chunks));
             }
-            b'S' => {
-                let n = self.be(2)? as usize;
-                Ok(Some(Some(self.utf8_units(n)?)))
-            }
-            b'R' => {
-                // Non-final chunks, then a final one.
-                loop {
-                    let n = self.be(2)? as usize;
-                    self.utf8_units(n)?;
-                    match self.byte()? {
-                        b'R' => continue,
-                        b'S' => {
-                            let n = self.be(2)? as usize;
-                            self.utf8_units(n)?;
-                            return Ok(Some(None));
-                        }
-                        b @ 0x00..=0x1f => {
-                            self.utf8_units(usize::from(b))?;
-                            return Ok(Some(None));
-                        }
-                        b @ 0x30..=0x33 => {
-                            let n = usize::from(b - 0x30) << 8 | usize::from(self.byte()?);
-                            self.utf8_units(n)?;
-                            return Ok(Some(None));
-                        }
-                        _ => return Err(Malformed),
-                    }
-                }
-            }
-            _ => Err(Malformed),
         }
     }
 
@@ -333,12 +329,25 @@ pub fn write_string(out: &mut impl Extend<u8>, s: &str) {
     } else if units <= 0x3ff {
         out.extend([0x30 + (units >> 8) as u8, units as u8]);
     } else {
-        // Longer messages are cut: an error text never needs 64 Ki units.
-        let cut: String = s.chars().take(0xffff / 2).collect();
-        let units = cut.encode_utf16().count();
-        out.extend([b'S', (units >> 8) as u8, units as u8]);
-        out.extend(cut.bytes());
-        return;
+        // `S` and a 16-bit length, after as many `R` chunks as the rest needs.
+        let mut rest = s;
+        loop {
+            let (mut cut, mut units) = (0, 0);
+            for c in rest.chars() {
+                if units + c.len_utf16() > 0xffff {
+                    break;
+                }
+                units += c.len_utf16();
+                cut += c.len_utf8();
+            }
+            let last = cut == rest.len();
+            out.extend([if last { b'S' } else { b'R' }, (units >> 8) as u8, units as u8]);
+            out.extend(rest[..cut].bytes());
+            if last {
+                return;
+            }
+            rest = &rest[cut..];
+        }
     }
     out.extend(s.bytes());
 }
@@ -380,6 +389,22 @@ mod tests {
         assert_eq!(r.string().unwrap(), Some(Some("héllo ☃ 𝄞".as_bytes())));
         assert_eq!(r.string().unwrap(), None);
         assert!(r.at_end());
+    }
+
+    #[test]
+    fn long_strings_are_written_in_chunks_and_read_joined() {
+        for s in ["y".repeat(0xffff), "y".repeat(0x10000), format!("{}𝄞{}", "a".repeat(0xfffe), "b".repeat(200_000))]
+        {
+            let mut v = Vec::new();
+            write_string(&mut v, &s);
+            write_string(&mut v, "end");
+            let mut r = Reader::new(&v);
+            assert_eq!(r.string_joined().unwrap().as_deref(), Some(s.as_bytes()));
+            assert_eq!(r.string().unwrap(), Some(Some(&b"end"[..])));
+            let mut r = Reader::new(&v);
+            let chunked = s.encode_utf16().count() > 0xffff;
+            assert_eq!(r.string().unwrap().map(|one| one.is_none()), Some(chunked));
+        }
     }
 
     #[test]

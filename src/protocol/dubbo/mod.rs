@@ -23,7 +23,7 @@ pub mod hessian;
 
 use bytes::{BufMut, BytesMut};
 
-use super::{find_in, Codec, CodecError, Detect, FrameInfo, FrameKind, Header, HeaderList};
+use super::{find_in, Codec, CodecError, Detect, FrameInfo, FrameKind, Header, HeaderList, Parsed};
 use crate::error::ProxyError;
 
 pub const MAGIC: [u8; 2] = [0xda, 0xbb];
@@ -143,12 +143,12 @@ impl Codec for Dubbo {
         }
     }
 
-    fn decode(&self, buf: &[u8], max_frame: usize) -> Result<Option<FrameInfo>, CodecError> {
+    fn parse(&self, buf: &[u8], max_frame: usize) -> Result<Parsed, CodecError> {
         if buf.len() >= 2 && buf[..2] != MAGIC {
             return Err(CodecError::BadMagic(buf[0]));
         }
         if buf.len() < HEADER_LEN {
-            return Ok(None);
+            return Ok(Parsed::Partial(None));
         }
         let body = u32::from_be_bytes([buf[12], buf[13], buf[14], buf[15]]) as u64;
         let len = HEADER_LEN as u64 + body;
@@ -156,7 +156,7 @@ impl Codec for Dubbo {
             return Err(CodecError::TooLarge { len, max: max_frame });
         }
         if (buf.len() as u64) < len {
-            return Ok(None);
+            return Ok(Parsed::Partial(Some(len as usize)));
         }
         let flag = buf[2];
         let kind = match (flag & FLAG_REQUEST != 0, flag & FLAG_EVENT != 0, flag & FLAG_TWO_WAY != 0) {
@@ -167,7 +167,7 @@ impl Codec for Dubbo {
             (false, false, _) => FrameKind::Response,
         };
         let id = u64::from_be_bytes(buf[4..12].try_into().map_err(|_| CodecError::BadHeaders)?);
-        Ok(Some(FrameInfo {
+        Ok(Parsed::Frame(FrameInfo {
             len: len as usize,
             kind,
             id,

@@ -18,7 +18,7 @@ pub mod jce;
 
 use bytes::{BufMut, BytesMut};
 
-use super::{find_in, Codec, CodecError, Detect, FrameInfo, FrameKind, Header, HeaderList};
+use super::{find_in, Codec, CodecError, Detect, FrameInfo, FrameKind, Header, HeaderList, Parsed};
 use crate::error::ProxyError;
 use jce::{Field, Kind};
 
@@ -167,9 +167,9 @@ impl Codec for Tars {
         }
     }
 
-    fn decode(&self, buf: &[u8], max_frame: usize) -> Result<Option<FrameInfo>, CodecError> {
+    fn parse(&self, buf: &[u8], max_frame: usize) -> Result<Parsed, CodecError> {
         if buf.len() < 4 {
-            return Ok(None);
+            return Ok(Parsed::Partial(None));
         }
         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len < 6 {
@@ -179,7 +179,7 @@ impl Codec for Tars {
             return Err(CodecError::TooLarge { len: len as u64, max: max_frame.min(MAX_PACKET) });
         }
         if buf.len() < len {
-            return Ok(None);
+            return Ok(Parsed::Partial(Some(len)));
         }
         let head = Tars::head(&buf[..len])?;
         let kind = match (head.request, head.oneway) {
@@ -187,7 +187,7 @@ impl Codec for Tars {
             (true, false) => FrameKind::Request,
             (false, _) => FrameKind::Response,
         };
-        Ok(Some(FrameInfo {
+        Ok(Parsed::Frame(FrameInfo {
             len,
             kind,
             id: head.id_value as u32 as u64,
@@ -204,6 +204,12 @@ impl Codec for Tars {
         if out.len() == frame.len() {
             frame.copy_from_slice(&out);
         }
+    }
+
+    fn with_id(&self, frame: BytesMut, id: u64) -> BytesMut {
+        let mut out = BytesMut::with_capacity(frame.len() + 4);
+        self.write_with_id(&frame, id, &mut out);
+        out
     }
 
     fn write_with_id(&self, frame: &[u8], id: u64, out: &mut BytesMut) {

@@ -1,0 +1,265 @@
+//! Splitting a byte stream into whole frames, and gathering large ones.
+//!
+//! Most frames arrive whole within one read. They are handed on as slices of
+//! the worker's read buffer ([`Frame::Read`]) and copied once, id patched on
+//! the way, into the output buffer of the connection they go to.
+//!
+//! A frame that arrives in pieces leaves its unfinished tail here. A large
+//! one, whose header says it is at least [`GATHER_MIN`] bytes long, is
+//! gathered into a buffer of exactly its own length instead. Later reads fill
+//! that buffer straight from the socket ([`FrameReader::space`]), without
+//! passing through the read buffer. The whole frame is then handed on as it is
+//! ([`Frame::Owned`]), and the connection it goes to writes that buffer
+//! rather than a copy of it. A 256 KiB frame thus costs one copy of its first
+//! read and no other, and its memory is held once, from its first bytes until
+//! its last is written.
+
+use std::ops::Deref;
+
+use bytes::buf::Limit;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::protocol::{Codec, CodecError, FrameInfo, Parsed};
+
+/// Frames at least this long are gathered into a buffer of their own when
+/// they do not arrive whole. Smaller ones grow the reader's tail, and are
+/// copied into the output buffer they go to. Equal to the size beyond which
+/// a connection's output buffer is freed once written (`conn.rs`), so a
+/// frame that would need a fresh output buffer anyway brings its own.
+pub const GATHER_MIN: usize = 16 * 1024;
+
+/// A whole frame, as a reader hands it on.
+#[derive(Debug)]
+pub enum Frame<'a> {
+    /// A slice of the buffer it was read into: copy it to keep it.
+    Read(&'a [u8]),
+    /// A frame in a buffer of its own (a large frame gathered across reads,
+    /// or one a filter rewrote): a large one is handed on whole.
+    Owned(BytesMut),
+}
+
+impl Frame<'_> {
+    /// The frame as a buffer to keep: an owned one without a copy.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Frame::Read(b) => Bytes::copy_from_slice(b),
+            Frame::Owned(b) => b.freeze(),
+        }
+    }
+}
+
+impl Deref for Frame<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Frame::Read(b) => b,
+            Frame::Owned(b) => b,
+        }
+    }
+}
+
+/// Splits a byte stream into whole frames. Holds only the unfinished tail, or
+/// the large frame being gathered.
+#[derive(Default)]
+pub struct FrameReader {
+    tail: BytesMut,
+    /// The length of the frame being gathered in `tail` (0: none); `tail`
+    /// was allocated for exactly that.
+    gather: usize,
+}
+
+impl FrameReader {
+    /// Feeds newly read bytes; calls `on_frame` for every whole frame.
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        codec: &dyn Codec,
+        max_frame: usize,
+        mut on_frame: impl FnMut(Frame<'_>, FrameInfo),
+    ) -> Result<(), CodecError> {
+        if self.gather > 0 {
+            let take = (self.gather - self.tail.len()).min(data.len());
+            self.tail.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            self.finish_gather(codec, max_frame, &mut on_frame)?;
+            if data.is_empty() {
+                return Ok(());
+            }
+        }
+        if self.tail.is_empty() {
+            let (used, partial) = split_frames(data, codec, max_frame, &mut on_frame)?;
+            let rest = &data[used..];
+            match partial {
+                Some(len) if len >= GATHER_MIN => self.start_gather(rest, len),
+                _ if !rest.is_empty() => self.tail.extend_from_slice(rest),
+                _ => {}
+            }
+        } else {
+            self.tail.extend_from_slice(data);
+            let (used, partial) = split_frames(&self.tail, codec, max_frame, &mut on_frame)?;
+            self.tail.advance(used);
+            match partial {
+                Some(len) if len >= GATHER_MIN => {
+                    let rest = std::mem::take(&mut self.tail);
+                    self.start_gather(&rest, len);
+                }
+                // Give the memory back: idle connections hold no read buffer.
+                _ if self.tail.is_empty() => self.tail = BytesMut::new(),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the next read should go when a large frame is being gathered:
+    /// the rest of its buffer, exactly what the frame still lacks. After
+    /// reading into it, call [`FrameReader::filled`].
+    pub fn space(&mut self) -> Option<Limit<&mut BytesMut>> {
+        let lacks = self.gather.checked_sub(self.tail.len()).filter(|&n| n > 0)?;
+        Some((&mut self.tail).limit(lacks))
+    }
+
+    /// Bytes were read into [`FrameReader::space`]: hands the frame on if
+    /// it is whole.
+    pub fn filled(
+        &mut self,
+        codec: &dyn Codec,
+        max_frame: usize,
+        mut on_frame: impl FnMut(Frame<'_>, FrameInfo),
+    ) -> Result<(), CodecError> {
+        self.finish_gather(codec, max_frame, &mut on_frame)
+    }
+
+    /// True when part of a frame has been read.
+    pub fn has_partial(&self) -> bool {
+        !self.tail.is_empty()
+    }
+
+    fn start_gather(&mut self, first: &[u8], len: usize) {
+        let mut buf = BytesMut::with_capacity(len);
+        buf.extend_from_slice(first);
+        self.tail = buf;
+        self.gather = len;
+    }
+
+    fn finish_gather(
+        &mut self,
+        codec: &dyn Codec,
+        max_frame: usize,
+        on_frame: &mut impl FnMut(Frame<'_>, FrameInfo),
+    ) -> Result<(), CodecError> {
+        if self.tail.len() < self.gather {
+            return Ok(());
+        }
+        let frame = std::mem::take(&mut self.tail);
+        let len = std::mem::replace(&mut self.gather, 0);
+        match codec.parse(&frame, max_frame)? {
+            Parsed::Frame(info) if info.len == len => {
+                on_frame(Frame::Owned(frame), info);
+                Ok(())
+            }
+            // The header said `len` when it was first read; a codec that now
+            // reads it otherwise cannot be trusted with the stream.
+            _ => Err(CodecError::BadHeaders),
+        }
+    }
+}
+
+/// Hands on the whole frames at the start of `buf`. Returns how many bytes
+/// they took, and the length of the partial frame after them if its header
+/// is in.
+fn split_frames(
+    buf: &[u8],
+    codec: &dyn Codec,
+    max_frame: usize,
+    on_frame: &mut impl FnMut(Frame<'_>, FrameInfo),
+) -> Result<(usize, Option<usize>), CodecError> {
+    let mut at = 0;
+    while at < buf.len() {
+        match codec.parse(&buf[at..], max_frame)? {
+            Parsed::Frame(info) => {
+                on_frame(Frame::Read(&buf[at..at + info.len]), info);
+                at += info.len;
+            }
+            Parsed::Partial(len) => return Ok((at, len)),
+        }
+    }
+    Ok((at, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::bolt::{RequestBuilder, BOLT_V1};
+
+    fn request(id: u32, service: &str, body: &str) -> Vec<u8> {
+        RequestBuilder::new(id, service, body.as_bytes()).encode()
+    }
+
+    /// Feeds `stream` cut at `cuts`, reading into the gather space whenever
+    /// the reader offers it (as the connection loop does). Returns the ids
+    /// and lengths of the frames, and whether each came gathered.
+    fn read(stream: &[u8], cuts: &[usize]) -> Vec<(u64, usize, bool)> {
+        let mut reader = FrameReader::default();
+        let mut got = Vec::new();
+        let mut on_frame = |f: Frame<'_>, i: FrameInfo| {
+            assert_eq!(f.len(), i.len);
+            got.push((i.id, i.len, matches!(f, Frame::Owned(_))));
+        };
+        let mut at = 0;
+        let mut bounds = cuts.to_vec();
+        bounds.push(stream.len());
+        for end in bounds {
+            while at < end {
+                if let Some(mut space) = reader.space() {
+                    let n = space.remaining_mut().min(end - at);
+                    space.put_slice(&stream[at..at + n]);
+                    at += n;
+                    reader.filled(&BOLT_V1, 1 << 24, &mut on_frame).unwrap();
+                } else {
+                    reader.feed(&stream[at..end], &BOLT_V1, 1 << 24, &mut on_frame).unwrap();
+                    at = end;
+                }
+            }
+        }
+        assert!(!reader.has_partial());
+        got
+    }
+
+    #[test]
+    fn a_large_frame_is_gathered_into_one_buffer_of_its_size() {
+        let big = request(7, "svc", &"x".repeat(256 * 1024));
+        let small = request(8, "svc", "y");
+        let mut stream = small.clone();
+        stream.extend_from_slice(&big);
+        stream.extend_from_slice(&small);
+        let n = stream.len();
+        // The header arrives with the first read, then the body in pieces,
+        // the last one carrying the next frame too.
+        for cuts in [vec![100, 70_000, 200_000], vec![small.len() + 5, 65_536], vec![n - small.len() - 3]] {
+            let got = read(&stream, &cuts);
+            assert_eq!(got, vec![(8, small.len(), false), (7, big.len(), true), (8, small.len(), false)], "{cuts:?}");
+        }
+    }
+
+    #[test]
+    fn a_small_frame_in_pieces_grows_the_tail() {
+        let f = request(3, "svc", &"z".repeat(1000));
+        assert_eq!(read(&f, &[10, 500]), vec![(3, f.len(), false)]);
+    }
+
+    #[test]
+    fn a_frame_cut_inside_its_header_is_still_gathered() {
+        let big = request(9, "svc", &"x".repeat(GATHER_MIN));
+        assert_eq!(read(&big, &[3, 40, 1000]), vec![(9, big.len(), true)]);
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_before_its_body() {
+        let big = request(9, "svc", &"x".repeat(100_000));
+        let mut reader = FrameReader::default();
+        let err = reader.feed(&big[..100], &BOLT_V1, 65_536, |_, _| {}).unwrap_err();
+        assert!(matches!(err, CodecError::TooLarge { .. }));
+    }
+}
