@@ -10,7 +10,7 @@ use bytes::buf::Limit;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::clock;
-use super::frames::{Frame, GATHER_MIN};
+use super::frames::{self, Frame, GATHER_MIN};
 use super::transport::Transport;
 use crate::protocol::Codec;
 
@@ -63,7 +63,9 @@ impl Output {
                 return;
             }
             n -= front.len();
-            self.bufs.pop_front();
+            if let Some(done) = self.bufs.pop_front() {
+                frames::recycle(done);
+            }
         }
         self.copied.advance(n);
     }
