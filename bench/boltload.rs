@@ -8,7 +8,7 @@
 //! delivered to the wrong client, or with the wrong id, is a mismatch.
 //!
 //! `boltload --target 127.0.0.1:2045 --connections 64 --inflight 8 --duration 10
-//!  --warmup 2 --payload 128 [--service S] [--protocol bolt|dubbo] [--rate R] [--json]`
+//!  --warmup 2 --payload 128 [--service S] [--protocol bolt|dubbo|http1|h2c] [--path P] [--rate R] [--json]`
 //!
 //! With `--rate R`, requests go at a fixed R per second instead (`paced.rs`),
 //! and latency counts from when each was due.
@@ -41,8 +41,10 @@ struct Args {
     json: bool,
     /// Requests per second in total (the fixed-rate mode), if given.
     rate: Option<f64>,
-    /// `--protocol http1`: keep-alive GETs of this path (fixed-rate mode only).
-    http1_path: Option<String>,
+    /// `--protocol http1` or `h2c`: GETs of this path (fixed-rate mode only).
+    http_path: Option<String>,
+    /// `--protocol h2c`: the GETs go as HTTP/2 streams (prior knowledge).
+    h2c: bool,
     /// A Dubbo request cut around its argument: the header's first 4 bytes,
     /// the body before the argument and the body after it.
     dubbo_parts: (Vec<u8>, Vec<u8>, Vec<u8>),
@@ -125,7 +127,8 @@ fn parse() -> Result<Args, String> {
         dubbo: false,
         json: false,
         rate: None,
-        http1_path: None,
+        http_path: None,
+        h2c: false,
         dubbo_parts: Default::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -148,10 +151,13 @@ fn parse() -> Result<Args, String> {
             "--protocol" => match v.as_str() {
                 "bolt" => a.dubbo = false,
                 "dubbo" => a.dubbo = true,
-                "http1" => a.http1_path = Some(a.http1_path.take().unwrap_or_else(|| "/small".into())),
-                other => return Err(format!("--protocol: {other:?} is not bolt, dubbo or http1")),
+                "http1" | "h2c" => {
+                    a.h2c = v == "h2c";
+                    a.http_path = Some(a.http_path.take().unwrap_or_else(|| "/small".into()));
+                }
+                other => return Err(format!("--protocol: {other:?} is not bolt, dubbo, http1 or h2c")),
             },
-            "--path" => a.http1_path = Some(v),
+            "--path" => a.http_path = Some(v),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -163,8 +169,10 @@ fn parse() -> Result<Args, String> {
     if a.connections == 0 || a.inflight == 0 {
         return Err("--connections and --inflight must be positive".into());
     }
-    if a.http1_path.is_some() && a.rate.is_none() {
-        return Err("--protocol http1 runs at a fixed rate only (--rate); wrk is the full-load tool".into());
+    if a.http_path.is_some() && a.rate.is_none() {
+        return Err(
+            "--protocol http1 and h2c run at a fixed rate only (--rate); wrk and h2load are the full-load tools".into(),
+        );
     }
     Ok(a)
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# http_rate.sh: latency added by each proxy to HTTP/1.1 at a fixed request
-# rate (a benchmark, not a test). The fixed-rate companion of bench/http.sh's
-# full-load h1 mode: `boltload --protocol http1 --rate R` sends keep-alive
-# GETs of /small at R per second in total over CONNS connections on a fixed
-# schedule, and every latency counts from the request's due time (no
-# coordinated omission). Same topology as http.sh: the nginx upstream and the
+# http_rate.sh: latency added by each proxy to HTTP/1.1 (or h2c, MODE=h2c)
+# at a fixed request rate (a benchmark, not a test). The fixed-rate companion
+# of bench/http.sh's full-load modes: `boltload --protocol http1 --rate R`
+# sends keep-alive GETs of /small at R per second in total over CONNS
+# connections on a fixed schedule (`--protocol h2c`: each GET a stream of an
+# HTTP/2 connection, prior knowledge), and every latency counts from the
+# request's due time (no coordinated omission). Same topology as http.sh: the nginx upstream and the
 # load tool on LOAD_CPU, each proxy one worker on PROXY_CPU, targets
 # alternating within each round. Prints each target's added p50/p99/p99.9
 # over direct (medians over rounds), the ratio of its added p99 to the best
@@ -14,6 +15,7 @@
 #   bash bench/http_rate.sh          # builds with cargo first unless SKIP_BUILD=1
 #
 # Environment (defaults):
+#   MODE=h1           or h2c (direct is then the upstream nginx's h2c port)
 #   RATE=5000 CONNS=64 DURATION=8 WARMUP=1 ROUNDS=3
 #   TARGETS="direct ferrymesh nginx haproxy"   (envoy too, if installed)
 #   URL_PATH=/small BASE_PORT=23500 PROXY_CPU=0 LOAD_CPU=1
@@ -22,6 +24,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+MODE="${MODE:-h1}"
+case $MODE in h1) PROTO=http1 ;; h2c) PROTO=h2c ;; *) echo "MODE: h1 or h2c" >&2; exit 2 ;; esac
 RATE="${RATE:-5000}"
 CONNS="${CONNS:-64}"
 DURATION="${DURATION:-8}"
@@ -30,7 +34,7 @@ ROUNDS="${ROUNDS:-3}"
 TARGETS="${TARGETS:-direct ferrymesh nginx haproxy}"
 URL_PATH="${URL_PATH:-/small}"
 BASE_PORT="${BASE_PORT:-23500}"
-OUT="${OUT:-$BENCH_DIR/results/http-rate-$(date +%Y%m%d-%H%M%S)}"
+OUT="${OUT:-$BENCH_DIR/results/$MODE-rate-$(date +%Y%m%d-%H%M%S)}"
 
 bench_init
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
@@ -48,18 +52,21 @@ FAILED=0
 run_one() {
     local round=$1 t=$2 idx=$3 dir="$OUT/runs/r$round-$t" up=$BASE_PORT port pid="" cpu0="" cpu1="" rc=0
     mkdir -p "$dir"
-    start_http_upstream "$dir" "$up" || { FAILED=1; unspawn "${UPSTREAM_PID:-}"; return; }
+    start_http_upstream "$dir" "$up" "$([ "$MODE" = h2c ] && echo $((up + 1)))" ||
+        { FAILED=1; unspawn "${UPSTREAM_PID:-}"; return; }
     if [ "$t" = direct ]; then
         port=$up
+        [ "$MODE" = h2c ] && port=$((up + 1))
     else
         if ! start_http_proxy "$t" "$dir" "$((BASE_PORT + 10 + 2 * idx))" "$((BASE_PORT + 11 + 2 * idx))" "$up"; then
             FAILED=1; unspawn "${PROXY_PID:-}"; unspawn "$UPSTREAM_PID"; return
         fi
         pid=$PROXY_PID
         port=$PROXY_H1_PORT
+        [ "$MODE" = h2c ] && port=$PROXY_H2C_PORT
     fi
     [ -n "$pid" ] && cpu0=$(cpu_ticks "$pid")
-    spawn "$LOAD_CPU" "$dir/load.out" "$BOLTLOAD_BIN" --target "127.0.0.1:$port" --protocol http1 --path "$URL_PATH" \
+    spawn "$LOAD_CPU" "$dir/load.out" "$BOLTLOAD_BIN" --target "127.0.0.1:$port" --protocol "$PROTO" --path "$URL_PATH" \
         --rate "$RATE" --connections "$CONNS" --duration "$DURATION" --warmup "$WARMUP" --json
     wait "$SPAWN_PID" || rc=$?
     unspawn "$SPAWN_PID"
@@ -86,7 +93,7 @@ EOF
         { warn "$t round $round failed or saw errors; see $dir"; FAILED=1; }
 }
 
-log "HTTP/1.1 at a fixed $RATE req/s over $CONNS connections: ${RUN_TARGETS[*]}; $ROUNDS rounds; results in $OUT"
+log "$MODE at a fixed $RATE req/s over $CONNS connections: ${RUN_TARGETS[*]}; $ROUNDS rounds; results in $OUT"
 for round in $(seq "$ROUNDS"); do
     i=0
     for t in "${RUN_TARGETS[@]}"; do
@@ -95,7 +102,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-python3 - "$RUNS" <<'EOF' | tee "$OUT/summary.md"
+python3 - "$RUNS" "$MODE" <<'EOF' | tee "$OUT/summary.md"
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 ok = [r for r in rows if not r.get("failed")]
@@ -106,7 +113,7 @@ med = lambda t, k: statistics.median(r[k] for r in by[t]) if t in by and all(r.g
 if "direct" not in by:
     print("no direct run: nothing to subtract"); sys.exit(0)
 d = {k: med("direct", k) for k in ("p50_us", "p99_us", "p999_us")}
-print(f"## HTTP/1.1 latency added at a fixed {ok[0]['rate']:,.0f} req/s (direct: p50 {d['p50_us']:.0f}, "
+print(f"## {'HTTP/1.1' if sys.argv[2] == 'h1' else 'h2c'} latency added at a fixed {ok[0]['rate']:,.0f} req/s (direct: p50 {d['p50_us']:.0f}, "
       f"p99 {d['p99_us']:.0f}, p99.9 {d['p999_us']:.0f} µs; medians of {len(by['direct'])} rounds)\n")
 added = {t: {k: med(t, k) - d[k] for k in d} for t in by if t != "direct"}
 peers = [t for t in added if t != "ferrymesh"]

@@ -15,7 +15,13 @@
 //! default). HTTP/1.1 answers come back in order on their connection, so the
 //! j-th answer on connection c is request k = (j - 1) * C + c, and its due
 //! time follows from k; each must be a 200 with its whole body.
+//!
+//! `--protocol h2c` sends each GET as a stream of an HTTP/2 connection (prior
+//! knowledge, [`h2`]): the j-th request on connection c is stream 2j - 1, so
+//! an answer's stream tells its request and due time; each must be a 200
+//! whose stream ends.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -62,6 +68,14 @@ pub fn run(a: &Args, rate: f64) -> Paced {
             s
         })
         .collect();
+    let mut hellos = Vec::new();
+    for (c, s) in conns.iter().enumerate() {
+        let left = if a.h2c { h2::handshake(s) } else { Ok(BytesMut::new()) };
+        hellos.push(left.unwrap_or_else(|e| {
+            eprintln!("boltload: HTTP/2 handshake on connection {c}: {e}");
+            std::process::exit(1)
+        }));
+    }
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + Duration::from_secs_f64(a.warmup);
     let end = measure_from + Duration::from_secs_f64(a.duration);
@@ -77,14 +91,18 @@ pub fn run(a: &Args, rate: f64) -> Paced {
         local.block_on(&rt, async move {
             let tasks: Vec<_> = clones
                 .into_iter()
+                .zip(hellos)
                 .enumerate()
-                .map(|(n, s)| {
+                .map(|(n, (s, left))| {
                     let a = reader_args.clone();
+                    let w = Window { start, end, from_ns, rate, conns: a.connections };
                     tokio::task::spawn_local(async move {
-                        if a.http1_path.is_some() {
-                            read_http_answers(n, s, &a, rate, start, end, from_ns).await
+                        if a.h2c {
+                            read_h2_answers(n, s, left, w).await
+                        } else if a.http_path.is_some() {
+                            read_http_answers(n, s, w).await
                         } else {
-                            read_answers(n, s, a, start, end, from_ns).await
+                            read_answers(n, s, a, w).await
                         }
                     })
                 })
@@ -117,7 +135,8 @@ pub fn run(a: &Args, rate: f64) -> Paced {
         seqs[c] += 1;
         let due_ns = (due - start).as_nanos() as u64;
         out.clear();
-        match &a.http1_path {
+        match &a.http_path {
+            Some(path) if a.h2c => h2::get(&mut out, (2 * seqs[c] - 1) as u32, path),
             Some(path) => out.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").as_bytes()),
             None => a.request(seqs[c] as u32, &payload(c, seqs[c], due_ns, a.payload), &mut out),
         }
@@ -165,6 +184,17 @@ fn write_all(s: &mut TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
 
 type Outcome = (u64, u64, u64, Histogram<u64>);
 
+/// The schedule: when the run starts and ends, when measuring starts (ns
+/// from the start), and how requests are spread.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    end: Instant,
+    from_ns: u64,
+    rate: f64,
+    conns: usize,
+}
+
 /// What a connection's reader counted.
 struct Tally {
     answered: u64,
@@ -182,6 +212,18 @@ impl Tally {
             let _ = self.hist.record(now.saturating_sub(due) / 1000);
         }
     }
+
+    /// The `j`-th answer (from 1) on connection `n` came at `now` ns, a good
+    /// one if `ok`: it answers request k = (j - 1) * conns + n, due at k / rate.
+    fn nth(&mut self, j: u64, n: usize, w: &Window, ok: bool, now: u64) {
+        let k = (j - 1) * w.conns as u64 + n as u64;
+        let due = Duration::from_secs_f64(k as f64 / w.rate).as_nanos() as u64;
+        if ok {
+            self.answered(due, now, w.from_ns);
+        } else if due >= w.from_ns {
+            self.errors += 1;
+        }
+    }
 }
 
 /// Reads `s` until every answer is in (2 s of silence after `end`), handing
@@ -189,10 +231,11 @@ impl Tally {
 /// consumes whole answers and says false to stop at a broken one.
 async fn read_until_quiet(
     s: std::net::TcpStream,
-    start: Instant,
-    end: Instant,
+    mut buf: BytesMut,
+    w: Window,
     mut take: impl FnMut(&mut BytesMut, u64, &mut Tally) -> bool,
 ) -> Outcome {
+    let Window { start, end, .. } = w;
     use tokio::io::AsyncReadExt;
     let hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
     let mut t = Tally { answered: 0, errors: 0, mismatches: 0, hist };
@@ -200,7 +243,7 @@ async fn read_until_quiet(
     let Ok(mut s) = tokio::net::TcpStream::from_std(s) else {
         return (0, 1, 0, t.hist);
     };
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    buf.reserve(64 * 1024);
     loop {
         let wait =
             if Instant::now() < end { end - Instant::now() + Duration::from_secs(2) } else { Duration::from_secs(2) };
@@ -218,15 +261,9 @@ async fn read_until_quiet(
 
 /// Reads connection `n`'s bolt (or Dubbo) answers, checking each one's
 /// connection and id against its payload and timing it.
-async fn read_answers(
-    n: usize,
-    s: std::net::TcpStream,
-    a: Args,
-    start: Instant,
-    end: Instant,
-    from_ns: u64,
-) -> Outcome {
-    read_until_quiet(s, start, end, |buf, now_ns, t| loop {
+async fn read_answers(n: usize, s: std::net::TcpStream, a: Args, w: Window) -> Outcome {
+    let from_ns = w.from_ns;
+    read_until_quiet(s, BytesMut::new(), w, |buf, now_ns, t| loop {
         let (info, frame) = match a.next_response(buf) {
             Ok(Some(r)) => r,
             Ok(None) => return true,
@@ -249,18 +286,9 @@ async fn read_answers(
 
 /// [`read_answers`] for HTTP/1.1: answers in order, each a 200 with its
 /// whole body (`Content-Length`), timed from its request's due time.
-async fn read_http_answers(
-    n: usize,
-    s: std::net::TcpStream,
-    a: &Args,
-    rate: f64,
-    start: Instant,
-    end: Instant,
-    from_ns: u64,
-) -> Outcome {
-    let step = 1.0 / rate;
+async fn read_http_answers(n: usize, s: std::net::TcpStream, w: Window) -> Outcome {
     let mut j = 0u64;
-    read_until_quiet(s, start, end, |buf, now_ns, t| loop {
+    read_until_quiet(s, BytesMut::new(), w, |buf, now_ns, t| loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
         let head = match resp.parse(buf) {
@@ -285,17 +313,208 @@ async fn read_http_answers(
         }
         let ok = resp.code == Some(200);
         let _ = buf.split_to(head + body);
-        // The j-th answer on connection n answers request k = (j - 1) * C + n.
         j += 1;
-        let k = (j - 1) * a.connections as u64 + n as u64;
-        let due = Duration::from_secs_f64(k as f64 * step).as_nanos() as u64;
-        if !ok && due >= from_ns {
-            t.errors += 1;
-        } else if ok {
-            t.answered(due, now_ns, from_ns);
-        }
+        t.nth(j, n, &w, ok, now_ns);
     })
     .await
+}
+
+/// [`read_answers`] for h2c: an answer is timed when its stream ends, and
+/// must have begun with status 200. `left` holds what the handshake read
+/// past the settings.
+async fn read_h2_answers(n: usize, s: std::net::TcpStream, left: BytesMut, w: Window) -> Outcome {
+    // Streams whose head arrived, and whether it said 200.
+    let mut open: HashMap<u32, bool> = HashMap::new();
+    read_until_quiet(s, left, w, |buf, now_ns, t| loop {
+        let Some((kind, flags, stream, len)) = h2::next(buf) else {
+            return true;
+        };
+        let frame = buf.split_to(h2::HEAD + len);
+        let payload = &frame[h2::HEAD..];
+        let ended = flags & h2::END_STREAM != 0;
+        let ok = match kind {
+            h2::HEADERS if ended => h2::status(flags, payload) == Some(200),
+            h2::HEADERS => {
+                open.insert(stream, h2::status(flags, payload) == Some(200));
+                continue;
+            }
+            h2::DATA if ended => open.remove(&stream).unwrap_or(false),
+            h2::RST_STREAM => {
+                open.remove(&stream);
+                false
+            }
+            h2::GOAWAY => {
+                eprintln!("boltload: GOAWAY on connection {n}");
+                return false;
+            }
+            _ => continue,
+        };
+        // The j-th request on a connection is stream 2j - 1.
+        t.nth(u64::from(stream).div_ceil(2), n, &w, ok, now_ns);
+    })
+    .await
+}
+
+/// HTTP/2 as the fixed-rate mode speaks it (prior knowledge, RFC 9113), by
+/// hand and without HPACK state: a request's fields are static-table
+/// references and literals never indexed, and an answer's status is its
+/// first field, which encoders send as a static-table index for the common
+/// codes (`:status 200` is index 8).
+mod h2 {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use bytes::{BufMut, BytesMut};
+
+    pub const HEAD: usize = 9;
+    pub const DATA: u8 = 0;
+    pub const HEADERS: u8 = 1;
+    pub const RST_STREAM: u8 = 3;
+    const SETTINGS: u8 = 4;
+    pub const GOAWAY: u8 = 7;
+    const WINDOW_UPDATE: u8 = 8;
+    pub const END_STREAM: u8 = 0x1;
+    const ACK: u8 = 0x1;
+    const END_HEADERS: u8 = 0x4;
+    const PADDED: u8 = 0x8;
+    const PRIORITY: u8 = 0x20;
+    const MAX_WINDOW: u32 = (1 << 31) - 1;
+
+    fn frame(out: &mut BytesMut, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        out.put_uint(payload.len() as u64, 3);
+        out.put_u8(kind);
+        out.put_u8(flags);
+        out.put_u32(stream);
+        out.extend_from_slice(payload);
+    }
+
+    /// An HPACK integer with a `bits`-bit prefix whose high bits are `first`.
+    fn int(out: &mut BytesMut, first: u8, bits: u32, mut v: usize) {
+        let max = (1usize << bits) - 1;
+        if v < max {
+            out.put_u8(first | v as u8);
+            return;
+        }
+        out.put_u8(first | max as u8);
+        v -= max;
+        while v >= 128 {
+            out.put_u8((v % 128) as u8 | 0x80);
+            v /= 128;
+        }
+        out.put_u8(v as u8);
+    }
+
+    /// A GET of `path` on `stream`, in one HEADERS frame that ends the stream.
+    pub fn get(out: &mut BytesMut, stream: u32, path: &str) {
+        let mut block = BytesMut::new();
+        // :method GET, :scheme http (static 2 and 6).
+        block.extend_from_slice(&[0x82, 0x86]);
+        // :path and :authority: literals without indexing, names static 4 and 1.
+        for (name, value) in [(4, path), (1, "bench")] {
+            block.put_u8(name);
+            int(&mut block, 0, 7, value.len());
+            block.extend_from_slice(value.as_bytes());
+        }
+        frame(out, HEADERS, END_STREAM | END_HEADERS, stream, &block);
+    }
+
+    /// The frame at the start of `buf` once it is whole: type, flags,
+    /// stream and payload length.
+    pub fn next(buf: &[u8]) -> Option<(u8, u8, u32, usize)> {
+        let head = buf.get(..HEAD)?;
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & MAX_WINDOW;
+        (buf.len() >= HEAD + len).then_some((head[3], head[4], stream, len))
+    }
+
+    /// The status a HEADERS payload begins with, when it is a static-table
+    /// index (8 to 14: 200, 204, 206, 304, 400, 404, 500).
+    pub fn status(flags: u8, payload: &[u8]) -> Option<u16> {
+        let mut at = 0;
+        let mut end = payload.len();
+        if flags & PADDED != 0 {
+            end = end.checked_sub(usize::from(*payload.first()?))?;
+            at += 1;
+        }
+        if flags & PRIORITY != 0 {
+            at += 5;
+        }
+        let first = *payload.get(at..end)?.first()?;
+        [200, 204, 206, 304, 400, 404, 500].get(usize::from(first.checked_sub(0x88)?)).copied()
+    }
+
+    /// Opens the connection: preface, our settings (no push, stream windows
+    /// as large as they go) and a connection window as large, so no answer
+    /// waits on a WINDOW_UPDATE of ours; then reads until the server's
+    /// settings (acknowledged) and its acknowledgement of ours. Returns the
+    /// bytes read past them.
+    pub fn handshake(s: &TcpStream) -> std::io::Result<BytesMut> {
+        let mut out = BytesMut::new();
+        out.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let mut settings = BytesMut::new();
+        for (id, v) in [(2u16, 0u32), (4, MAX_WINDOW)] {
+            settings.put_u16(id);
+            settings.put_u32(v);
+        }
+        frame(&mut out, SETTINGS, 0, 0, &settings);
+        frame(&mut out, WINDOW_UPDATE, 0, 0, &(MAX_WINDOW - 65_535).to_be_bytes());
+        let mut w = s;
+        w.write_all(&out)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let (mut theirs, mut acked) = (false, false);
+        let mut buf = BytesMut::new();
+        let mut chunk = [0u8; 4096];
+        let mut r = s;
+        while !(theirs && acked) {
+            while let Some((kind, flags, _, len)) = next(&buf) {
+                if theirs && acked {
+                    break;
+                }
+                let _ = buf.split_to(HEAD + len);
+                match (kind, flags & ACK != 0) {
+                    (SETTINGS, true) => acked = true,
+                    (SETTINGS, false) => {
+                        theirs = true;
+                        let mut ack = BytesMut::new();
+                        frame(&mut ack, SETTINGS, ACK, 0, &[]);
+                        w.write_all(&ack)?;
+                    }
+                    (GOAWAY, _) => return Err(std::io::Error::other("GOAWAY during the handshake")),
+                    _ => {}
+                }
+            }
+            if theirs && acked {
+                break;
+            }
+            let k = r.read(&mut chunk)?;
+            if k == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..k]);
+        }
+        s.set_read_timeout(None)?;
+        Ok(buf)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_get_is_one_headers_frame_and_statuses_read_back() {
+            let mut out = BytesMut::new();
+            get(&mut out, 3, &format!("/{}", "p".repeat(200)));
+            let (kind, flags, stream, len) = next(&out).unwrap();
+            assert_eq!((kind, flags, stream, len + HEAD), (HEADERS, END_STREAM | END_HEADERS, 3, out.len()));
+            // :path's length needs a second byte past the 7-bit prefix.
+            assert_eq!(&out[HEAD + 2..HEAD + 5], &[0x04, 0x7f, 201 - 127]);
+            assert_eq!(status(END_HEADERS, &[0x88, 0x40]), Some(200));
+            assert_eq!(status(PADDED, &[2, 0x8d, 0, 0]), Some(404));
+            assert_eq!(status(PRIORITY, &[0, 0, 0, 0, 0, 0x88]), Some(200));
+            assert_eq!(status(0, &[0x48, 0x03]), None, "a literal status is not read");
+        }
+    }
 }
 
 #[cfg(test)]
