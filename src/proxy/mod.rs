@@ -103,7 +103,7 @@ pub struct ListenerCtx {
     drain: Notify,
     /// Its quiet client connections (RPC, and HTTP/1.1 between requests),
     /// holding only their sockets.
-    pub parking: Rc<Parking>,
+    pub parking: Rc<Parking<Quiet>>,
 }
 
 impl ListenerCtx {
@@ -244,11 +244,11 @@ fn observer(
 
 /// Serves one accepted client connection until it closes.
 ///
-/// This future is the connection's task for its whole life, so what it holds
-/// across an await is what every connection costs, idle or not: the opening
-/// (TLS handshake, protocol detection) and each active phase are boxed, and
-/// between phases a quiet RPC connection holds its socket, its listener and
-/// little else (`network::park`; an idle bolt connection's task is 256 B).
+/// The task this future is lives while the connection is active: the
+/// opening (TLS handshake, protocol detection), then each phase, boxed. A
+/// connection that falls quiet leaves its task and parks with its listener
+/// (`network::park`), holding its socket and what it needs to resume; bytes
+/// start a task for it again ([`resumed`]).
 pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -260,68 +260,84 @@ pub fn serve(
 }
 
 async fn lifetime(opening: Pin<Box<impl std::future::Future<Output = Option<Opened>>>>) {
-    let Some(Opened { mut stream, initial, peer, protocol, conn }) = opening.await else {
+    let Some(Opened { conn, initial }) = opening.await else {
         return;
     };
-    // `conn.listener` rather than a binding: a reference held across the
-    // awaits below is eight bytes more in every connection's task.
-    match protocol {
-        Protocol::Rpc(codec) => {
-            // Until its first bytes arrive, a connection is parked too,
-            // unless TLS holds records of the handshake still to write.
-            let mut quiet = if initial.is_none() && !stream.holds_output() {
-                Some(Instant::now())
-            } else {
-                let initial = initial.map(|b| *b).unwrap_or_default();
-                Box::pin(rpc::serve(&mut stream, initial, peer, codec, &conn.listener, &conn.worker)).await
-            };
-            while let Some(last_active) = quiet {
-                let why = conn.park(&mut stream, last_active).await;
-                if !conn.resumes(why, &peer) {
-                    return;
-                }
-                let phase = rpc::serve(&mut stream, BytesMut::new(), peer, codec, &conn.listener, &conn.worker);
-                quiet = Box::pin(phase).await;
-            }
-        }
-        // Boxed: an HTTP connection's state and loop are large, and inline
-        // they would size every connection's task, bolt ones included.
-        http_version => {
-            let initial = initial.map(|b| *b).unwrap_or_default();
-            Box::pin(http_lifetime(stream, initial, peer, http_version, &conn)).await
-        }
+    // Until its first bytes arrive, an RPC connection is parked too, unless
+    // TLS holds records of the handshake still to write.
+    if matches!(conn.protocol, Protocol::Rpc(_)) && initial.is_none() && !conn.stream.holds_output() {
+        return conn.park(Instant::now());
     }
+    let initial = initial.map(|b| *b).unwrap_or_default();
+    conn.serve(initial).await;
 }
 
-/// An HTTP connection's life: hyper's, or the HTTP/1.1 pass-through's, which
-/// parks the connection between requests.
-async fn http_lifetime(stream: Transport, initial: BytesMut, peer: SocketAddr, proto: Protocol, conn: &Open) {
-    let (listener, worker) = (conn.listener.clone(), conn.worker.clone());
-    let mut quiet = Box::pin(http::serve(stream, initial, peer, proto, listener, worker)).await;
-    while let Some((mut stream, since)) = quiet {
-        let why = conn.park(&mut stream, since).await;
-        if !conn.resumes(why, &peer) {
-            return;
-        }
-        let (listener, worker) = (conn.listener.clone(), conn.worker.clone());
-        quiet = Box::pin(http::serve(stream, BytesMut::new(), peer, proto, listener, worker)).await;
-    }
+/// A parked connection's task, started when its socket turned readable.
+async fn resumed(conn: Quiet) {
+    conn.serve(BytesMut::new()).await;
 }
 
-/// A connection ready to serve: its transport, bytes detection read, and
-/// protocol.
+/// A connection ready to serve, and the bytes detection read.
 struct Opened {
-    stream: Transport,
-    /// Boxed, and only when there are some (detection over TLS reads them):
-    /// the task holds this field's space for its whole life.
+    conn: Quiet,
+    /// Boxed, and only when there are some (detection over TLS reads them).
     initial: Option<Box<BytesMut>>,
+}
+
+/// A client connection between its phases: what it needs to serve its
+/// next bytes, and all a parked one holds.
+pub struct Quiet {
+    stream: Transport,
     peer: SocketAddr,
     protocol: Protocol,
-    conn: Open,
+    open: Open,
 }
 
-/// An accepted connection, counted open until dropped (however its task
-/// ends: returned, or dropped by the runtime at exit).
+impl Quiet {
+    /// Serves the connection until it closes or falls quiet, then parks it.
+    async fn serve(self, initial: BytesMut) {
+        let Quiet { mut stream, peer, protocol, open } = self;
+        let (listener, worker) = (&open.listener, &open.worker);
+        let quiet = match protocol {
+            Protocol::Rpc(codec) => {
+                Box::pin(rpc::serve(&mut stream, initial, peer, codec, listener, worker)).await.map(|at| (stream, at))
+            }
+            http_version => {
+                let (l, w) = (listener.clone(), worker.clone());
+                Box::pin(http::serve(stream, initial, peer, http_version, l, w)).await
+            }
+        };
+        if let Some((stream, since)) = quiet {
+            Quiet { stream, peer, protocol, open }.park(since);
+        }
+    }
+
+    /// Parks the connection, idle since `since`, until bytes arrive, its
+    /// idle time runs out or its listener drains.
+    fn park(self, since: Instant) {
+        let listener = &self.open.listener;
+        let parking = listener.parking.clone();
+        let due = since + listener.now().spec.idle_timeout;
+        parking.park(self, due);
+    }
+}
+
+impl network::park::Resume for Quiet {
+    fn transport(&mut self) -> &mut Transport {
+        &mut self.stream
+    }
+
+    fn resume(self) {
+        tokio::task::spawn_local(resumed(self));
+    }
+
+    fn close(self, why: Wake) {
+        debug!(peer = %self.peer, listener = %self.open.listener.name, reason = ?why, "parked client connection closed");
+    }
+}
+
+/// An accepted connection, counted open until dropped (however it ends:
+/// its task returned, its park closed, or the runtime dropped at exit).
 struct Open {
     listener: Rc<ListenerCtx>,
     worker: Rc<WorkerCtx>,
@@ -334,23 +350,6 @@ impl Open {
         listener.stats.connections_active.inc();
         worker.live_conns.set(worker.live_conns.get() + 1);
         Open { listener, worker }
-    }
-
-    /// Parks a quiet connection, idle since `since`, until bytes arrive, its
-    /// idle time runs out or its listener drains; [`Open::resumes`] reads
-    /// the outcome. Not an `async fn`: the task holds this future, and its
-    /// own would be larger.
-    fn park<'a>(&'a self, stream: &'a mut Transport, since: Instant) -> network::park::Parked<'a> {
-        let listener = &self.listener;
-        listener.parking.park(stream, since + listener.now().spec.idle_timeout)
-    }
-
-    /// Whether a parked connection resumes (bytes arrived), or must close.
-    fn resumes(&self, why: Wake, peer: &SocketAddr) -> bool {
-        if why != Wake::Readable {
-            debug!(%peer, listener = %self.listener.name, reason = ?why, "parked client connection closed");
-        }
-        why == Wake::Readable
     }
 }
 
@@ -391,7 +390,7 @@ async fn open(stream: TcpStream, peer: SocketAddr, conn: Open) -> Option<Opened>
         }
     };
     let initial = (!initial.is_empty()).then(|| Box::new(initial));
-    Some(Opened { stream, initial, peer, protocol, conn })
+    Some(Opened { conn: Quiet { stream, peer, protocol, open: conn }, initial })
 }
 
 /// TLS on an accepted connection: the inspector's look at the first byte
