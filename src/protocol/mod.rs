@@ -282,6 +282,39 @@ impl Protocol {
     }
 }
 
+/// A [`Protocol`] in one byte (what a parked connection keeps of it): an
+/// RPC codec's place in the registry, or one of the HTTP versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProtocolId(u8);
+
+const HTTP1_ID: u8 = u8::MAX;
+const HTTP2_ID: u8 = u8::MAX - 1;
+
+impl Protocol {
+    pub fn id(&self) -> ProtocolId {
+        ProtocolId(match self {
+            Protocol::Http1 => HTTP1_ID,
+            Protocol::Http2 => HTTP2_ID,
+            // Every codec comes from the registry (`registry::by_name`).
+            Protocol::Rpc(c) => {
+                let at = registry::CODECS.iter().position(|r| r.name() == c.name());
+                debug_assert!(at.is_some(), "codec {} is not in the registry", c.name());
+                at.map_or(0, |i| i as u8)
+            }
+        })
+    }
+}
+
+impl ProtocolId {
+    pub fn protocol(self) -> Protocol {
+        match self.0 {
+            HTTP1_ID => Protocol::Http1,
+            HTTP2_ID => Protocol::Http2,
+            i => Protocol::Rpc(registry::CODECS.get(usize::from(i)).copied().unwrap_or(registry::CODECS[0])),
+        }
+    }
+}
+
 impl std::fmt::Debug for dyn Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -291,5 +324,19 @@ impl std::fmt::Debug for dyn Codec {
 impl std::fmt::Debug for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn every_protocol_fits_in_its_id_and_comes_back() {
+        let mut all: Vec<Protocol> = registry::CODECS.iter().map(|c| Protocol::Rpc(*c)).collect();
+        all.extend([Protocol::Http1, Protocol::Http2]);
+        for p in all {
+            assert_eq!(p.id().protocol().name(), p.name());
+        }
     }
 }

@@ -19,7 +19,7 @@ pub mod tries;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -35,7 +35,7 @@ use crate::network;
 use crate::network::clock;
 use crate::network::park::{Parking, Wake};
 use crate::network::transport::Transport;
-use crate::protocol::{Detect, Protocol};
+use crate::protocol::{Detect, Protocol, ProtocolId};
 use crate::stats::{ListenerStats, Stats};
 use crate::stream::server::{ResponseHook, StreamEnd, StreamObserver};
 use crate::tls::server::ServerTls;
@@ -104,10 +104,12 @@ pub struct ListenerCtx {
     /// Its quiet client connections (RPC, and HTTP/1.1 between requests),
     /// holding only their sockets.
     pub parking: Rc<Parking<Quiet>>,
+    /// The worker it runs on (which holds it: hence weak).
+    worker: Weak<WorkerCtx>,
 }
 
 impl ListenerCtx {
-    pub fn new(gen: ListenerGen) -> ListenerCtx {
+    pub fn new(gen: ListenerGen, worker: &Rc<WorkerCtx>) -> ListenerCtx {
         ListenerCtx {
             name: gen.spec.name.clone(),
             current: RefCell::new(Rc::new(gen)),
@@ -116,6 +118,7 @@ impl ListenerCtx {
             draining: Cell::new(false),
             drain: Notify::new(),
             parking: Rc::default(),
+            worker: Rc::downgrade(worker),
         }
     }
 
@@ -256,7 +259,7 @@ pub fn serve(
     worker: Rc<WorkerCtx>,
 ) -> impl std::future::Future<Output = ()> {
     // Not an `async fn`: its arguments would stay in the task for its life.
-    lifetime(Box::pin(open(stream, peer, Open::new(listener, worker))))
+    lifetime(Box::pin(open(stream, peer, Open::new(listener, &worker), worker)))
 }
 
 async fn lifetime(opening: Pin<Box<impl std::future::Future<Output = Option<Opened>>>>) {
@@ -265,7 +268,7 @@ async fn lifetime(opening: Pin<Box<impl std::future::Future<Output = Option<Open
     };
     // Until its first bytes arrive, an RPC connection is parked too, unless
     // TLS holds records of the handshake still to write.
-    if matches!(conn.protocol, Protocol::Rpc(_)) && initial.is_none() && !conn.stream.holds_output() {
+    if matches!(conn.protocol.protocol(), Protocol::Rpc(_)) && initial.is_none() && !conn.stream.holds_output() {
         return conn.park(Instant::now());
     }
     let initial = initial.map(|b| *b).unwrap_or_default();
@@ -286,19 +289,27 @@ struct Opened {
 
 /// A client connection between its phases: what it needs to serve its
 /// next bytes, and all a parked one holds.
+///
+/// Kept to 88 bytes (a 96-byte block from the allocator, for each parked
+/// connection): the protocol as one byte, the worker reached through the
+/// listener.
 pub struct Quiet {
     stream: Transport,
     peer: SocketAddr,
-    protocol: Protocol,
     open: Open,
+    protocol: ProtocolId,
 }
 
 impl Quiet {
     /// Serves the connection until it closes or falls quiet, then parks it.
     async fn serve(self, initial: BytesMut) {
         let Quiet { mut stream, peer, protocol, open } = self;
-        let (listener, worker) = (&open.listener, &open.worker);
-        let quiet = match protocol {
+        let listener = &open.listener;
+        let Some(worker) = listener.worker.upgrade() else {
+            return;
+        };
+        let worker = &worker;
+        let quiet = match protocol.protocol() {
             Protocol::Rpc(codec) => {
                 Box::pin(rpc::serve(&mut stream, initial, peer, codec, listener, worker)).await.map(|at| (stream, at))
             }
@@ -308,7 +319,7 @@ impl Quiet {
             }
         };
         if let Some((stream, since)) = quiet {
-            Quiet { stream, peer, protocol, open }.park(since);
+            Quiet { stream, peer, open, protocol }.park(since);
         }
     }
 
@@ -340,31 +351,32 @@ impl network::park::Resume for Quiet {
 /// its task returned, its park closed, or the runtime dropped at exit).
 struct Open {
     listener: Rc<ListenerCtx>,
-    worker: Rc<WorkerCtx>,
 }
 
 impl Open {
-    fn new(listener: Rc<ListenerCtx>, worker: Rc<WorkerCtx>) -> Open {
+    fn new(listener: Rc<ListenerCtx>, worker: &WorkerCtx) -> Open {
         worker.stats.downstream_connections.inc();
         listener.stats.connections.inc();
         listener.stats.connections_active.inc();
         worker.live_conns.set(worker.live_conns.get() + 1);
-        Open { listener, worker }
+        Open { listener }
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
         self.listener.stats.connections_active.dec();
-        self.worker.conn_closed();
+        if let Some(worker) = self.listener.worker.upgrade() {
+            worker.conn_closed();
+        }
     }
 }
 
 /// Opens an accepted connection: the TLS handshake if the listener has TLS,
 /// then the protocol (fixed, or detected). `None`: the connection is done.
-async fn open(stream: TcpStream, peer: SocketAddr, conn: Open) -> Option<Opened> {
+async fn open(stream: TcpStream, peer: SocketAddr, conn: Open, worker: Rc<WorkerCtx>) -> Option<Opened> {
     let _ = stream.set_nodelay(true);
-    let Open { listener, worker } = &conn;
+    let listener = &conn.listener;
     let gen = listener.now();
     let mut stream = match gen.spec.tls.clone() {
         None => Transport::Tcp(stream),
@@ -390,7 +402,7 @@ async fn open(stream: TcpStream, peer: SocketAddr, conn: Open) -> Option<Opened>
         }
     };
     let initial = (!initial.is_empty()).then(|| Box::new(initial));
-    Some(Opened { conn: Quiet { stream, peer, protocol, open: conn }, initial })
+    Some(Opened { conn: Quiet { stream, peer, open: conn, protocol: protocol.id() }, initial })
 }
 
 /// TLS on an accepted connection: the inspector's look at the first byte

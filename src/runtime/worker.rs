@@ -129,7 +129,7 @@ fn apply(
                 if let Some(old) = existing {
                     stopped.extend(stop(old, accepts));
                 }
-                let ctx = Rc::new(ListenerCtx::new(gen));
+                let ctx = Rc::new(ListenerCtx::new(gen, worker));
                 match TcpListener::from_std(sock) {
                     Ok(l) => {
                         let task = tokio::task::spawn_local(accept_loop(l, ctx.clone(), worker.clone()));
