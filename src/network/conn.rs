@@ -42,7 +42,10 @@ pub struct ConnShared {
 /// frames, [`ConnShared::push_buf`]), then the bytes copied in.
 #[derive(Default)]
 struct Output {
-    bufs: VecDeque<Bytes>,
+    /// Each with whether it is a gathered frame's own buffer, to be kept for
+    /// the next large frame once written (`frames::recycle`), or a piece of
+    /// `copied` split off to keep its place.
+    bufs: VecDeque<(Bytes, bool)>,
     copied: BytesMut,
 }
 
@@ -52,19 +55,36 @@ impl Output {
     }
 
     fn len(&self) -> usize {
-        self.bufs.iter().map(Bytes::len).sum::<usize>() + self.copied.len()
+        self.bufs.iter().map(|(b, _)| b.len()).sum::<usize>() + self.copied.len()
+    }
+
+    /// What to write next, in order, in `iov`; returns how many slices. The
+    /// copied bytes come last, and only when every buffer before them fits.
+    fn slices<'a>(&'a self, iov: &mut [IoSlice<'a>; MAX_IOV + 1]) -> usize {
+        let mut n = 0;
+        for (b, _) in self.bufs.iter().take(MAX_IOV) {
+            iov[n] = IoSlice::new(b);
+            n += 1;
+        }
+        if self.bufs.len() <= MAX_IOV && !self.copied.is_empty() {
+            iov[n] = IoSlice::new(&self.copied);
+            n += 1;
+        }
+        n
     }
 
     /// `n` bytes were written.
     fn consume(&mut self, mut n: usize) {
-        while let Some(front) = self.bufs.front_mut() {
+        while let Some((front, _)) = self.bufs.front_mut() {
             if n < front.len() {
                 front.advance(n);
                 return;
             }
             n -= front.len();
-            if let Some(done) = self.bufs.pop_front() {
-                frames::recycle(done);
+            if let Some((done, gathered)) = self.bufs.pop_front() {
+                if gathered {
+                    frames::recycle(done);
+                }
             }
         }
         self.copied.advance(n);
@@ -128,9 +148,9 @@ impl ConnShared {
             let was_empty = out.is_empty();
             if !out.copied.is_empty() {
                 let before = out.copied.split().freeze();
-                out.bufs.push_back(before);
+                out.bufs.push_back((before, false));
             }
-            out.bufs.push_back(buf.freeze());
+            out.bufs.push_back((buf.freeze(), true));
             was_empty
         };
         if was_empty {
@@ -149,7 +169,7 @@ impl ConnShared {
     pub fn take_output(&self) -> BytesMut {
         let out = std::mem::take(&mut *self.out.borrow_mut());
         let mut all = BytesMut::with_capacity(out.len());
-        out.bufs.iter().for_each(|b| all.extend_from_slice(b));
+        out.bufs.iter().for_each(|(b, _)| all.extend_from_slice(b));
         all.extend_from_slice(&out.copied);
         all
     }
@@ -320,13 +340,8 @@ fn flush<H: Handler>(
             stream.poll_write_some(cx, &out.copied)
         } else {
             let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
-            let mut n = 0;
-            for b in out.bufs.iter().take(MAX_IOV) {
-                iov[n] = IoSlice::new(b);
-                n += 1;
-            }
-            iov[n] = IoSlice::new(&out.copied);
-            stream.poll_write_vectored(cx, &iov[..=n])
+            let n = out.slices(&mut iov);
+            stream.poll_write_vectored(cx, &iov[..n])
         };
         match wrote {
             Poll::Pending => return Ok(()),
@@ -373,21 +388,52 @@ mod tests {
         assert_eq!(shared.out.borrow().bufs.len(), 5, "the large frames go whole, between the copied ones");
         assert_eq!(shared.pending(), want.len());
 
-        // Written in pieces that end inside buffers and across them.
+        // Written as `flush` writes: the slices in order, taken in pieces that
+        // end inside buffers and across them.
+        assert_eq!(write_out(&shared, &[5, big.len(), 3, 2 * big.len() + 40]), want);
+    }
+
+    /// Writes everything queued as `flush` would, the socket taking `steps`
+    /// bytes at a time (then 7 at a time); returns the bytes in write order.
+    fn write_out(shared: &ConnShared, steps: &[usize]) -> Vec<u8> {
         let mut written = Vec::new();
         let mut out = shared.out.borrow_mut();
-        for step in [5, big.len(), 3, 2 * big.len() + 40].into_iter().chain(std::iter::repeat(7)) {
+        for step in steps.iter().copied().chain(std::iter::repeat(7)) {
             if out.is_empty() {
                 break;
             }
-            let mut all = Vec::new();
-            out.bufs.iter().for_each(|b| all.extend_from_slice(b));
-            all.extend_from_slice(&out.copied);
-            let n = step.min(all.len());
-            written.extend_from_slice(&all[..n]);
-            out.consume(n);
+            let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
+            let k = out.slices(&mut iov);
+            let mut took = 0;
+            for s in &iov[..k] {
+                let n = s.len().min(step - took);
+                written.extend_from_slice(&s[..n]);
+                took += n;
+            }
+            out.consume(took);
         }
-        assert_eq!(written, want);
+        written
+    }
+
+    #[test]
+    fn more_buffers_than_one_writev_takes_keep_their_order() {
+        let shared = ConnShared::default();
+        let (small, big) = (frame(1, 10), frame(2, GATHER_MIN));
+        let mut want = Vec::new();
+        for i in 0..3 * MAX_IOV {
+            let f = if i % 2 == 0 { &small } else { &big };
+            let queued = Frame::Owned(BytesMut::from(&f[..]));
+            shared.push_frame(&BOLT_V1, queued, i as u64).unwrap();
+            let mut f = f.clone();
+            BOLT_V1.patch_id(&mut f, i as u64);
+            want.extend(f);
+        }
+        shared.push_frame(&BOLT_V1, Frame::Read(&small), 999).unwrap();
+        let mut tail = small.clone();
+        BOLT_V1.patch_id(&mut tail, 999);
+        want.extend(tail);
+        assert!(shared.out.borrow().bufs.len() > MAX_IOV);
+        assert_eq!(write_out(&shared, &[usize::MAX, 3 * big.len() + 1]), want);
     }
 
     #[test]

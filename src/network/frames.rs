@@ -5,8 +5,9 @@
 //! the way, into the output buffer of the connection they go to.
 //!
 //! A frame that arrives in pieces leaves its unfinished tail here. A large
-//! one, whose header says it is at least [`GATHER_MIN`] bytes long, is
-//! gathered into a buffer of exactly its own length instead. Later reads fill
+//! one, whose header says it is at least [`GATHER_MIN`] bytes long (and at
+//! most [`GATHER_MAX`]), is gathered into a buffer of exactly its own length
+//! instead. Later reads fill
 //! that buffer straight from the socket ([`FrameReader::space`]), without
 //! passing through the read buffer. The whole frame is then handed on as it is
 //! ([`Frame::Owned`]), and the connection it goes to writes that buffer
@@ -29,16 +30,20 @@ use crate::protocol::{Codec, CodecError, FrameInfo, Parsed};
 /// frame that would need a fresh output buffer anyway brings its own.
 pub const GATHER_MIN: usize = 16 * 1024;
 
+/// Frames longer than this grow the reader's tail as their bytes arrive
+/// instead, copied as small ones are: a buffer of the frame's length is taken
+/// on the word of its header, before the bytes are in, so a peer that sends
+/// headers alone must not make the proxy take more than this per connection.
+pub const GATHER_MAX: usize = 1 << 20;
+
 /// Buffers of gathered frames that were written out, kept by the worker for
 /// the next large frames: glibc gives such blocks back to the kernel when they
 /// are freed (its arenas `madvise` the freed top away, about 200 times a
 /// second at 4,000 256 KiB requests a second), and each reuse then faults
 /// every page in again; that cost a third more CPU per request in some runs.
-/// At most this many are kept per worker...
+/// At most this many are kept per worker, none larger than [`GATHER_MAX`]:
+/// a worker keeps at most 8 MiB after a burst of large frames.
 const SPARE_MAX: usize = 8;
-/// ...and none larger than this, so a worker keeps at most 8 MiB after a
-/// burst of large frames.
-const SPARE_LARGEST: usize = 1 << 20;
 
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
@@ -56,16 +61,19 @@ fn buffer_for(len: usize) -> BytesMut {
     }
 }
 
-/// Takes back the buffer of a frame that has been written, to gather a later
-/// one into, if nothing else holds it and it is of a size worth keeping.
+/// Takes back the buffer of a gathered frame that has been written (what is
+/// left of it: it may have gone out in pieces), to gather a later one into,
+/// if nothing else holds it and it is of a size worth keeping.
 pub fn recycle(buf: Bytes) {
-    if buf.len() < GATHER_MIN || buf.len() > SPARE_LARGEST {
-        return;
-    }
     let Ok(mut buf) = buf.try_into_mut() else {
         return;
     };
     buf.clear();
+    // Room at its front, where written bytes were, comes back with the
+    // `reserve` in `buffer_for`; the capacity seen here may be less.
+    if buf.capacity() > GATHER_MAX {
+        return;
+    }
     SPARE.with(|s| {
         let mut s = s.borrow_mut();
         if s.len() < SPARE_MAX {
@@ -137,7 +145,7 @@ impl FrameReader {
             let (used, partial) = split_frames(data, codec, max_frame, &mut on_frame)?;
             let rest = &data[used..];
             match partial {
-                Some(len) if len >= GATHER_MIN => self.start_gather(rest, len),
+                Some(len) if (GATHER_MIN..=GATHER_MAX).contains(&len) => self.start_gather(rest, len),
                 _ if !rest.is_empty() => self.tail.extend_from_slice(rest),
                 _ => {}
             }
@@ -146,7 +154,7 @@ impl FrameReader {
             let (used, partial) = split_frames(&self.tail, codec, max_frame, &mut on_frame)?;
             self.tail.advance(used);
             match partial {
-                Some(len) if len >= GATHER_MIN => {
+                Some(len) if (GATHER_MIN..=GATHER_MAX).contains(&len) => {
                     let rest = std::mem::take(&mut self.tail);
                     self.start_gather(&rest, len);
                 }
@@ -297,13 +305,28 @@ mod tests {
         recycle(buf.freeze());
         let again = buffer_for(GATHER_MIN + 1);
         assert_eq!((again.as_ptr(), again.len()), (at, 0), "the same block, emptied");
-        // One still held elsewhere, or too small to be worth it, is not kept.
+        // One still held elsewhere, or larger than any gathered frame, is not kept.
         let shared = Bytes::from(vec![0; GATHER_MIN]);
         let held = shared.clone();
         recycle(shared);
-        recycle(Bytes::from(vec![0; 100]));
+        recycle(Bytes::from(vec![0; GATHER_MAX + 1]));
         assert!(SPARE.with(|s| s.borrow().is_empty()));
         drop(held);
+        // One written in pieces is kept whole: the room its written bytes
+        // took comes back.
+        let mut buf = BytesMut::with_capacity(GATHER_MIN);
+        buf.extend_from_slice(&[7; GATHER_MIN]);
+        let mut written = buf.freeze();
+        written.advance(GATHER_MIN - 10);
+        recycle(written);
+        let again = buffer_for(GATHER_MIN);
+        assert!(again.capacity() >= GATHER_MIN);
+    }
+
+    #[test]
+    fn a_frame_above_the_gather_limit_grows_the_tail_and_is_read_whole() {
+        let huge = request(5, "svc", &"h".repeat(GATHER_MAX));
+        assert_eq!(read(&huge, &[100, 70_000, 600_000]), vec![(5, huge.len(), false)]);
     }
 
     #[test]

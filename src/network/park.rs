@@ -55,13 +55,21 @@ pub trait Resume: Sized + 'static {
 /// The least time between two sweeps: an idle timeout fires up to this late.
 const SWEEP_GAP: Duration = Duration::from_millis(100);
 
+/// A deadline that never comes.
+const NEVER: u32 = u32::MAX;
+
+/// Deadlines are kept in 32 bits of milliseconds that wrap every 49.7 days
+/// and are compared as distances from now, so none may be further away than
+/// this; an idle timeout longer than 24 days is taken as none.
+const FURTHEST: u32 = i32::MAX as u32;
+
 /// One parked connection.
 struct Entry<C> {
     /// Boxed: the slab's spare room then costs a pointer per slot, not a
     /// connection.
     conn: Box<C>,
-    /// Its idle deadline, in milliseconds from [`Parking::epoch`]
-    /// (`u32::MAX`: never, for the "a year" that stands for no timeout).
+    /// Its idle deadline ([`Parking::millis`]; [`NEVER`] for the "a year"
+    /// that stands for no timeout).
     due: u32,
     /// Tells this park from a later one in the same slot, for a wake that
     /// comes late.
@@ -146,7 +154,7 @@ impl<C: Resume> Parking<C> {
         if self.readable(&mut conn, key, park) {
             return conn.resume();
         }
-        let due = u32::try_from(idle_due.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u32::MAX);
+        let due = self.deadline(idle_due);
         self.entries.borrow_mut().insert(Entry { conn: Box::new(conn), due, park });
         if !self.resuming.replace(true) {
             tokio::task::spawn_local(resume_woken(self.clone()));
@@ -158,6 +166,25 @@ impl<C: Resume> Parking<C> {
             }
             Some(at) if idle_due < at => self.sooner.notify_one(),
             Some(_) => {}
+        }
+    }
+
+    /// `at` in wrapping milliseconds since [`Parking::epoch`].
+    fn millis(&self, at: Instant) -> u32 {
+        at.saturating_duration_since(self.epoch).as_millis() as u32
+    }
+
+    /// The entry's deadline for `at`: [`NEVER`] if it is further away than
+    /// [`FURTHEST`].
+    fn deadline(&self, at: Instant) -> u32 {
+        let now = Instant::now();
+        let ahead = at.saturating_duration_since(now).as_millis();
+        if ahead >= u128::from(FURTHEST) {
+            return NEVER;
+        }
+        match self.millis(now).wrapping_add(ahead as u32) {
+            NEVER => NEVER - 1,
+            due => due,
         }
     }
 
@@ -199,20 +226,31 @@ impl<C: Resume> Parking<C> {
             e.conn.close(Wake::Drained);
         }
         self.woken.notify.notify_one();
+        // The sweeper ends at its next look, rather than at the drained
+        // parks' deadlines.
+        self.sooner.notify_one();
     }
 
     /// Closes the parks whose deadline passed by `now`; returns the earliest
     /// deadline left, if any connection is still parked.
     fn expire(&self, now: Instant) -> Option<Instant> {
-        let now_ms = u32::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u32::MAX);
+        let now_ms = self.millis(now);
+        // Milliseconds until the nearest deadline left; `None`: none left, or
+        // only parks without one.
         let mut next = None::<u32>;
+        let mut undated = false;
         let mut expired = Vec::new();
         let mut entries = self.entries.borrow_mut();
         for (key, e) in entries.iter() {
-            if e.due <= now_ms && e.due != u32::MAX {
+            if e.due == NEVER {
+                undated = true;
+                continue;
+            }
+            let ahead = e.due.wrapping_sub(now_ms);
+            if ahead == 0 || ahead > FURTHEST {
                 expired.push(key);
             } else {
-                next = Some(next.map_or(e.due, |n| n.min(e.due)));
+                next = Some(next.map_or(ahead, |n| n.min(ahead)));
             }
         }
         let expired: Vec<Entry<C>> = expired.into_iter().map(|k| entries.remove(k)).collect();
@@ -220,7 +258,12 @@ impl<C: Resume> Parking<C> {
         for e in expired {
             e.conn.close(Wake::IdleTimeout);
         }
-        next.map(|ms| self.epoch + Duration::from_millis(u64::from(ms)))
+        match next {
+            Some(ms) => Some(now + Duration::from_millis(u64::from(ms))),
+            // Parks without a deadline: look again at the furthest one's distance.
+            None if undated => Some(now + Duration::from_millis(u64::from(FURTHEST))),
+            None => None,
+        }
     }
 }
 
@@ -405,6 +448,35 @@ mod tests {
             parking.resume_woken();
             assert_eq!(*log.borrow(), vec![(0, None)]);
             assert_eq!(parking.parked(), 1);
+        });
+    }
+
+    #[test]
+    fn deadlines_hold_across_the_wrap_of_their_milliseconds() {
+        local(async {
+            // A parking whose clock started 49.7 days ago: its milliseconds
+            // wrap around now.
+            let wrap = Duration::from_millis(u64::from(u32::MAX));
+            let Some(epoch) = Instant::now().checked_sub(wrap - Duration::from_millis(30)) else {
+                return; // a clock too young to go back that far
+            };
+            let parking = Rc::new(Parking { epoch, ..Parking::default() });
+            let log = Log::default();
+            let (soon, _a) = conn(0, &log).await;
+            let (later, _b) = conn(1, &log).await;
+            let (never, _c) = conn(2, &log).await;
+            let now = Instant::now();
+            parking.park(soon, now + Duration::from_millis(60));
+            parking.park(later, now + Duration::from_secs(3600));
+            parking.park(never, now + Duration::from_secs(365 * 24 * 3600));
+            let first = parking.expire(now).unwrap().duration_since(now);
+            assert!(first.abs_diff(Duration::from_millis(60)) <= Duration::from_millis(2), "{first:?}");
+            assert!(log.borrow().is_empty());
+            let next = parking.expire(now + Duration::from_millis(62));
+            assert_eq!(*log.borrow(), vec![(0, Some(Wake::IdleTimeout))]);
+            let left = next.unwrap().duration_since(now);
+            assert!(left > Duration::from_secs(3500) && left <= Duration::from_secs(3601), "{left:?}");
+            parking.drain();
         });
     }
 }
