@@ -340,6 +340,17 @@ mod tests {
         (Conn { name, stream, log: log.clone() }, client)
     }
 
+    /// Parks connections 0, 1 and 2; returns their clients' ends.
+    async fn park_three(parking: &Rc<Parking<Conn>>, log: &Log) -> Vec<tokio::net::TcpStream> {
+        let mut clients = Vec::new();
+        for name in 0..3 {
+            let (c, client) = conn(name, log).await;
+            parking.park(c, far());
+            clients.push(client);
+        }
+        clients
+    }
+
     /// Lets the spawned tasks run.
     async fn settle() {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -359,12 +370,7 @@ mod tests {
         local(async {
             let parking = Rc::new(Parking::default());
             let log = Log::default();
-            let mut clients = Vec::new();
-            for name in 0..3 {
-                let (c, client) = conn(name, &log).await;
-                parking.park(c, far());
-                clients.push(client);
-            }
+            let mut clients = park_three(&parking, &log).await;
             settle().await;
             assert_eq!(parking.parked(), 3);
             tokio::io::AsyncWriteExt::write_all(&mut clients[1], b"x").await.unwrap();
@@ -413,12 +419,7 @@ mod tests {
         local(async {
             let parking = Rc::new(Parking::default());
             let log = Log::default();
-            let mut clients = Vec::new();
-            for name in 0..3 {
-                let (c, client) = conn(name, &log).await;
-                parking.park(c, far());
-                clients.push(client);
-            }
+            let _clients = park_three(&parking, &log).await;
             parking.drain();
             let (c, _client) = conn(3, &log).await;
             parking.park(c, far());
