@@ -243,14 +243,17 @@ pub trait Handler {
 }
 
 /// Drives `stream` until it closes or the handler lets it go quiet: reads go
-/// to `handler`, output from `shared` is written. Returns why it ended;
-/// `shared` is marked closed either way.
+/// to `handler`, output from `shared` is written. Returns why it ended.
+/// `shared` is marked closed, unless the connection went quiet: then
+/// nothing is left to write, and the caller may drive it again.
 pub async fn drive<H: Handler>(stream: &mut Transport, shared: &ConnShared, handler: &mut H) -> Closed {
     let mut eof = false;
     let why = poll_fn(|cx| poll_conn(cx, stream, shared, handler, &mut eof)).await;
-    shared.closed.set(true);
-    // Drop what can no longer be sent, and the waker.
-    *shared.out.borrow_mut() = Output::default();
+    if !matches!(why, Closed::Quiet) {
+        shared.closed.set(true);
+        // Drop what can no longer be sent, and the waker.
+        *shared.out.borrow_mut() = Output::default();
+    }
     shared.waker.take();
     why
 }
