@@ -218,14 +218,7 @@ EOF
 log "ferrymesh bolt benchmark: ${RUN_TARGETS[*]}; $ROUNDS rounds of ${WARMUP}s warmup + ${DURATION}s;" \
     "$CONNS conns x $INFLIGHT in flight, ${PAYLOAD} B payload; proxies on cpu $PROXY_CPU, load+upstream on cpu $LOAD_CPU"
 log "results: $OUT"
-for round in $(seq 1 "$ROUNDS"); do
-    log "round $round/$ROUNDS"
-    i=0
-    for t in "${RUN_TARGETS[@]}"; do
-        i=$((i + 1))
-        run_one "$round" "$t" "$i"
-    done
-done
+run_rounds
 
 python3 - "$OUT" "$PROTO" <<'EOF' | tee "$OUT/summary.md"
 import json, statistics, sys

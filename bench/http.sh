@@ -333,14 +333,7 @@ log "ferrymesh HTTP benchmark: ${RUN_TARGETS[*]}; modes $MODES; $ROUNDS rounds o
     "h1: wrk $CONNS conns; h2c: h2load $H2_CONNS conns x $H2_STREAMS streams; GET $URL_PATH;" \
     "proxies on cpu $PROXY_CPU, load+upstream on cpu $LOAD_CPU"
 log "results: $OUT"
-for round in $(seq 1 "$ROUNDS"); do
-    log "round $round/$ROUNDS"
-    i=0
-    for t in "${RUN_TARGETS[@]}"; do
-        i=$((i + 1))
-        run_one "$round" "$t" "$i"
-    done
-done
+run_rounds
 
 set +e
 python3 - "$OUT" "$NOISE" <<'EOF' | tee "$OUT/summary.md"

@@ -94,13 +94,7 @@ EOF
 }
 
 log "$MODE at a fixed $RATE req/s over $CONNS connections: ${RUN_TARGETS[*]}; $ROUNDS rounds; results in $OUT"
-for round in $(seq "$ROUNDS"); do
-    i=0
-    for t in "${RUN_TARGETS[@]}"; do
-        i=$((i + 1))
-        run_one "$round" "$t" "$i"
-    done
-done
+run_rounds
 
 python3 - "$RUNS" "$MODE" <<'EOF' | tee "$OUT/summary.md"
 import json, statistics, sys

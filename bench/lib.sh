@@ -360,6 +360,21 @@ apt_ensure() {
 # select_targets PREDICATE: sets RUN_TARGETS to the targets of $TARGETS that
 # PREDICATE (have_target, have_http_target) can run; with REQUIRE_ALL=1 a
 # missing one is fatal, else it is skipped with a warning.
+# run_rounds: ROUNDS rounds over RUN_TARGETS, alternating within each
+# round; calls the script's run_one ROUND TARGET INDEX (INDEX from 1, which
+# gives each target its own ports).
+run_rounds() {
+    local round i t
+    for round in $(seq 1 "$ROUNDS"); do
+        log "round $round/$ROUNDS"
+        i=0
+        for t in "${RUN_TARGETS[@]}"; do
+            i=$((i + 1))
+            run_one "$round" "$t" "$i"
+        done
+    done
+}
+
 select_targets() {
     local predicate=$1 t why
     RUN_TARGETS=()
