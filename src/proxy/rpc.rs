@@ -106,11 +106,13 @@ pub(super) async fn serve(
 }
 
 /// A phase that served at least this many requests was busy: when it falls
-/// quiet, it looks once more for bytes before it parks ([`next_is_near`]).
+/// quiet, it looks again for bytes before it parks ([`next_is_near`])...
 const LINGER_AFTER: u32 = 2;
+/// ...after each of this many rounds of the worker's other tasks.
+const LINGER_ROUNDS: usize = 4;
 
-/// Whether a busy connection that just fell quiet has bytes again after
-/// the worker's other tasks ran once. Under load the next request is often
+/// Whether a busy connection that just fell quiet has bytes again within a
+/// few rounds of the worker's other tasks. Under load the next request is often
 /// that close, and going on spares a park and a resume (a task, the phase's
 /// state, its allocations). `yield_now` wakes the task only after the
 /// runtime has polled its I/O driver, so the readiness looked at is fresh;
@@ -125,8 +127,6 @@ async fn next_is_near(stream: &mut Transport) -> bool {
     }
     false
 }
-
-const LINGER_ROUNDS: usize = 4;
 
 struct DownstreamHandler<'a> {
     req: RequestPath<'a>,
