@@ -28,6 +28,16 @@ impl IoBytes {
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
     }
+
+    /// For loops that count their own IO (the HTTP/2 server's).
+    pub fn add(&self, read: usize, written: usize) {
+        if read > 0 {
+            self.read.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        if written > 0 {
+            self.written.fetch_add(written as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 pub struct Counted<S> {

@@ -292,6 +292,7 @@ pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
 }
 
 pub mod h1;
+pub mod h2;
 
 #[cfg(test)]
 mod tests;

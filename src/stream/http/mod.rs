@@ -32,6 +32,7 @@ use tracing::debug;
 use crate::protocol::http::MAX_HEAD_BYTES;
 use crate::upstream::Host;
 
+pub mod h2;
 pub mod raw;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -442,10 +443,10 @@ fn refusal(e: &hyper::Error, idempotent: bool) -> (bool, bool) {
     if e.is_canceled() {
         return (true, true);
     }
-    let Some(h2) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>()) else {
+    let Some(h2) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<::h2::Error>()) else {
         return (false, false);
     };
-    let refused_stream = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+    let refused_stream = h2.is_reset() && h2.reason() == Some(::h2::Reason::REFUSED_STREAM);
     let going_away = h2.is_go_away();
     (h2.is_remote() && (refused_stream || (idempotent && going_away)), going_away)
 }

@@ -1,0 +1,1247 @@
+//! HTTP/2 server connections on our own frame layer (RFC 9113).
+//!
+//! One task per connection reads and parses frames, keeps every stream's
+//! state and windows, and writes what the streams queue; one local task per
+//! request runs the service and streams the response back through the
+//! connection's output. Both sides of a stream live in one map behind an
+//! `Rc<RefCell<_>>`: everything runs on the worker's thread, so nothing here
+//! locks or touches a shared atomic. (`h2`, under hyper, keeps its stream
+//! store behind a mutex that every frame and every body poll takes.)
+//!
+//! What the connection refuses, and how (RFC 9113 §5.4): a frame that breaks
+//! the connection's framing or state gets GOAWAY and a close; one that breaks
+//! only a stream's gets RST_STREAM. Abuse is held to bounded work:
+//! - a header block (HEADERS and its CONTINUATIONs) past `MAX_BLOCK` bytes
+//!   closes the connection (CONTINUATION floods);
+//! - decoded fields past the header list limit get 431, however small the
+//!   block was (HPACK bombs);
+//! - streams beyond `max_concurrent` are refused with REFUSED_STREAM;
+//! - streams the client resets before their answer spend a budget that
+//!   answered streams refill; when it runs out the connection is closed with
+//!   ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487);
+//! - runs of empty DATA and CONTINUATION frames are counted the same way;
+//! - nothing more is read while the output waits for a client that does not
+//!   read (SETTINGS and PING floods);
+//! - a response is polled from upstream only when the client's windows have
+//!   room (zero-window readers).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, TE};
+use http::{Method, Request, Response, Uri};
+use hyper::body::{Body as _, Frame};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::{Body, BoxError};
+use crate::network::counted::IoBytes;
+use crate::network::transport::Transport;
+use crate::protocol::http::h2::hpack::{self, Decoder, Name, Pseudo};
+use crate::protocol::http::h2::{self as wire, flag, kind, setting, Head, Reason, HEAD_LEN, PREFACE};
+
+/// What a server connection announces and enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_concurrent: u32,
+    /// The receive window of each stream (SETTINGS_INITIAL_WINDOW_SIZE);
+    /// at least 65,535, so that it holds before the client acknowledges it.
+    pub stream_window: u32,
+    /// The connection's receive window, raised from 65,535 at the start.
+    pub conn_window: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: decoded fields past it get 431.
+    pub max_header_list: usize,
+    /// SETTINGS_HEADER_TABLE_SIZE for the client's encoder.
+    pub header_table: usize,
+}
+
+/// How a server connection runs.
+pub struct ServerConf {
+    pub limits: Limits,
+    /// With no stream open this long, the connection is closed (GOAWAY).
+    pub idle: Duration,
+    /// Where the connection's bytes in and out are counted.
+    pub bytes: Arc<IoBytes>,
+}
+
+/// Header blocks (HEADERS plus CONTINUATION, still compressed) past this
+/// close the connection: twice what any accepted header list could compress to.
+const fn max_block(limits: &Limits) -> usize {
+    limits.max_header_list * 2
+}
+
+/// Output queued past this stops reading and stalls responses until the
+/// client takes some.
+const HIGH_WATER: usize = 256 * 1024;
+
+/// A header list this many times past the limit closes the connection
+/// rather than getting 431: no client sends one, and decoding it is work an
+/// attacker gets for a few bytes (HPACK bombs).
+const BOMB_FACTOR: usize = 4;
+
+/// Reads a connection takes before it lets the worker's other tasks run.
+const READS_PER_POLL: u32 = 4;
+
+/// Streams reset by the client before their answer, in excess of those
+/// answered; past it the connection is closed.
+const RESET_BUDGET: u32 = 1024;
+
+/// Empty DATA / CONTINUATION frames in a row before the connection is closed.
+const EMPTY_FRAMES: u32 = 1024;
+
+type Service = Rc<dyn Fn(Request<Body>) -> Pin<Box<dyn Future<Output = Response<Body>>>>>;
+
+/// A stream the connection knows.
+struct Stream {
+    /// Request body not yet taken by the service.
+    recv: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    /// END_STREAM came from the client.
+    recv_end: bool,
+    /// The body reader gave up (or there is none): data is dropped and its
+    /// window given back at once.
+    recv_dropped: bool,
+    /// Bytes the client may still send on this stream.
+    recv_window: i64,
+    /// Taken by the reader and not yet given back by WINDOW_UPDATE.
+    recv_release: u32,
+    /// content-length and what arrived against it.
+    expected: Option<u64>,
+    received: u64,
+    body_waker: Option<Waker>,
+    /// Bytes we may send on this stream.
+    send_window: i64,
+    send_waker: Option<Waker>,
+    /// The response's END_STREAM is out.
+    send_end: bool,
+    /// Set once the stream is reset (by either side): the body reader sees
+    /// an error, the responder stops.
+    reset: bool,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Stream {
+    fn new(send_window: i64, recv_window: i64) -> Stream {
+        Stream {
+            recv: VecDeque::new(),
+            trailers: None,
+            recv_end: false,
+            recv_dropped: false,
+            recv_window,
+            recv_release: 0,
+            expected: None,
+            received: 0,
+            body_waker: None,
+            send_window,
+            send_waker: None,
+            send_end: false,
+            reset: false,
+            task: None,
+        }
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.body_waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.send_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// A connection error: GOAWAY with this reason, then close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnError(Reason, &'static str);
+
+/// What the connection task and the stream tasks share.
+struct Shared {
+    limits: Limits,
+    /// Frames waiting to be written.
+    out: BytesMut,
+    conn_waker: Option<Waker>,
+    streams: HashMap<u32, Stream, foldhash::fast::FixedState>,
+    /// Stream tasks waiting for the connection window or for `out` to drain.
+    waiting: Vec<Waker>,
+    send_window: i64,
+    /// The client's SETTINGS.
+    peer_initial_window: i64,
+    peer_max_frame: usize,
+    recv_window: i64,
+    recv_release: u32,
+    /// The connection is gone: readers and responders stop.
+    closed: bool,
+    reset_budget: u32,
+    /// When the last stream ended (for the idle timeout).
+    last_active: Instant,
+}
+
+impl Shared {
+    fn wake_conn(&mut self) {
+        if let Some(w) = self.conn_waker.take() {
+            w.wake();
+        }
+    }
+
+    fn wake_waiting(&mut self) {
+        for w in self.waiting.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Gives `n` received bytes of `id` back to the client's windows, in
+    /// WINDOW_UPDATEs once half a window is owed.
+    fn release(&mut self, id: u32, n: u32) {
+        if n == 0 {
+            return;
+        }
+        self.recv_release += n;
+        if self.recv_release >= self.limits.conn_window / 2 {
+            wire::write_window_update(&mut self.out, 0, self.recv_release);
+            self.recv_window += i64::from(self.recv_release);
+            self.recv_release = 0;
+            self.wake_conn();
+        }
+        let half = self.limits.stream_window / 2;
+        if let Some(s) = self.streams.get_mut(&id) {
+            if s.recv_end {
+                return;
+            }
+            s.recv_release += n;
+            if s.recv_release >= half {
+                let inc = s.recv_release;
+                s.recv_window += i64::from(inc);
+                s.recv_release = 0;
+                wire::write_window_update(&mut self.out, id, inc);
+                self.wake_conn();
+            }
+        }
+    }
+
+    /// Resets `id` from our side with `reason`, if it is still open.
+    fn reset(&mut self, id: u32, reason: Reason) {
+        if let Some(mut s) = self.streams.remove(&id) {
+            s.reset = true;
+            s.wake();
+            let owed: usize = s.recv.iter().map(Bytes::len).sum();
+            self.release(0, owed as u32);
+            if let Some(t) = s.task.take() {
+                t.abort();
+            }
+        }
+        wire::write_rst(&mut self.out, id, reason);
+        self.wake_conn();
+    }
+
+    /// Drops `id` once both directions are done.
+    fn finish_if_done(&mut self, id: u32) {
+        let done = self.streams.get(&id).is_some_and(|s| s.send_end && (s.recv_end || s.recv_dropped));
+        if done {
+            self.streams.remove(&id);
+            self.reset_budget = (self.reset_budget + 1).min(RESET_BUDGET);
+            self.last_active = Instant::now();
+            self.wake_conn();
+        }
+    }
+}
+
+/// A request body read from the connection's frames.
+struct RecvBody {
+    id: u32,
+    shared: Rc<RefCell<Shared>>,
+    size: Option<u64>,
+    done: bool,
+}
+
+impl hyper::body::Body for RecvBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let id = self.id;
+        let mut sh = self.shared.borrow_mut();
+        let closed = sh.closed;
+        let Some(s) = sh.streams.get_mut(&id) else {
+            drop(sh);
+            self.done = true;
+            return Poll::Ready(Some(Err("HTTP/2 stream reset by the client".into())));
+        };
+        if let Some(data) = s.recv.pop_front() {
+            let n = data.len() as u32;
+            sh.release(id, n);
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if s.reset || closed {
+            drop(sh);
+            self.done = true;
+            return Poll::Ready(Some(Err("HTTP/2 stream reset".into())));
+        }
+        if s.recv_end {
+            let trailers = s.trailers.take();
+            drop(sh);
+            self.done = true;
+            return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+        }
+        if !s.body_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.body_waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+            || self
+                .shared
+                .borrow()
+                .streams
+                .get(&self.id)
+                .is_some_and(|s| s.recv_end && s.recv.is_empty() && s.trailers.is_none())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.size {
+            Some(n) => hyper::body::SizeHint::with_exact(n),
+            None => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for RecvBody {
+    fn drop(&mut self) {
+        let Ok(mut sh) = self.shared.try_borrow_mut() else { return };
+        let id = self.id;
+        let Some(s) = sh.streams.get_mut(&id) else { return };
+        s.recv_dropped = true;
+        s.body_waker = None;
+        let owed: usize = s.recv.drain(..).map(|b| b.len()).sum();
+        // Given back to the connection only: the stream takes no more.
+        sh.release(0, owed as u32);
+        sh.finish_if_done(id);
+    }
+}
+
+/// The connection task's own state.
+struct Conn {
+    io: Transport,
+    read: BytesMut,
+    bytes: Arc<IoBytes>,
+    shared: Rc<RefCell<Shared>>,
+    decoder: Decoder,
+    service: Service,
+    /// 0: waiting for the preface; 1: for the client's first SETTINGS; 2: greeted.
+    greeting: u8,
+    last_stream: u32,
+    /// A header block in pieces: stream, END_STREAM, the block so far.
+    partial: Option<(u32, bool, Vec<u8>)>,
+    empty_frames: u32,
+    /// GOAWAY sent (with the last stream we take) or received.
+    going_away: Option<u32>,
+    /// A connection error: nothing more is read, and the connection closes
+    /// once the GOAWAY is out.
+    failed: bool,
+    read_closed: bool,
+}
+
+/// Serves one client connection. `read` holds bytes already read from it
+/// (the preface, usually). Returns when the connection is closed; `drain`
+/// resolving starts a graceful close (GOAWAY, in-flight streams finish), as
+/// does `idle` passing with no stream open.
+pub async fn serve<S, F>(
+    io: Transport,
+    read: BytesMut,
+    conf: ServerConf,
+    service: S,
+    drain: impl Future<Output = ()>,
+    draining: bool,
+) where
+    S: Fn(Request<Body>) -> F + 'static,
+    F: Future<Output = Response<Body>> + 'static,
+{
+    let ServerConf { limits, idle, bytes } = conf;
+    let mut out = BytesMut::with_capacity(64);
+    wire::write_settings(
+        &mut out,
+        &[
+            (setting::MAX_CONCURRENT_STREAMS, limits.max_concurrent),
+            (setting::INITIAL_WINDOW_SIZE, limits.stream_window),
+            (setting::MAX_HEADER_LIST_SIZE, limits.max_header_list as u32),
+            (setting::HEADER_TABLE_SIZE, limits.header_table as u32),
+        ],
+    );
+    if limits.conn_window > wire::DEFAULT_WINDOW {
+        wire::write_window_update(&mut out, 0, limits.conn_window - wire::DEFAULT_WINDOW);
+    }
+    let shared = Rc::new(RefCell::new(Shared {
+        limits,
+        out,
+        conn_waker: None,
+        streams: HashMap::default(),
+        waiting: Vec::new(),
+        send_window: i64::from(wire::DEFAULT_WINDOW),
+        peer_initial_window: i64::from(wire::DEFAULT_WINDOW),
+        peer_max_frame: wire::DEFAULT_MAX_FRAME as usize,
+        recv_window: i64::from(limits.conn_window),
+        recv_release: 0,
+        closed: false,
+        reset_budget: RESET_BUDGET,
+        last_active: Instant::now(),
+    }));
+    let service: Service = Rc::new(move |req| Box::pin(service(req)));
+    let mut conn = Conn {
+        io,
+        bytes,
+        read,
+        shared,
+        decoder: Decoder::new(limits.header_table),
+        service,
+        greeting: 0,
+        last_stream: 0,
+        partial: None,
+        empty_frames: 0,
+        going_away: None,
+        failed: false,
+        read_closed: false,
+    };
+    if draining {
+        conn.go_away(Reason::NO_ERROR, u32::MAX >> 1);
+    }
+    tokio::pin!(drain);
+    let tick = tokio::time::sleep(idle);
+    tokio::pin!(tick);
+    loop {
+        tokio::select! {
+            biased;
+            r = poll_fn(|cx| conn.poll(cx)) => {
+                if let Err(e) = r {
+                    debug!(error = %e, "client HTTP/2 connection ended with an error");
+                }
+                return;
+            }
+            _ = drain.as_mut(), if conn.going_away.is_none() => {
+                conn.go_away(Reason::NO_ERROR, conn.last_stream);
+            }
+            _ = tick.as_mut(), if conn.going_away.is_none() => {
+                let now = Instant::now();
+                let (busy, last_active) = {
+                    let sh = conn.shared.borrow();
+                    (!sh.streams.is_empty(), sh.last_active)
+                };
+                if busy {
+                    tick.as_mut().reset(now + idle);
+                } else if now >= last_active + idle {
+                    debug!("closing idle client HTTP/2 connection");
+                    conn.go_away(Reason::NO_ERROR, conn.last_stream);
+                } else {
+                    tick.as_mut().reset((last_active + idle).max(now + Duration::from_millis(10)));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let mut sh = self.shared.borrow_mut();
+        sh.closed = true;
+        for (_, mut s) in sh.streams.drain() {
+            s.wake();
+            if let Some(t) = s.task.take() {
+                t.abort();
+            }
+        }
+        sh.wake_waiting();
+    }
+}
+
+impl Conn {
+    fn go_away(&mut self, reason: Reason, last: u32) {
+        let mut sh = self.shared.borrow_mut();
+        wire::write_goaway(&mut sh.out, last, reason, reason.name().as_bytes());
+        self.going_away = Some(last);
+        if reason != Reason::NO_ERROR {
+            self.failed = true;
+        }
+        sh.wake_conn();
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut reads = 0;
+        loop {
+            // Handle the frames read so far.
+            if !self.failed && !self.read_closed {
+                if let Err(ConnError(reason, why)) = self.parse() {
+                    debug!(reason = %reason, why, "HTTP/2 connection error");
+                    self.go_away(reason, self.last_stream);
+                }
+            }
+            // Write what is queued.
+            let mut sh = self.shared.borrow_mut();
+            while !sh.out.is_empty() {
+                match self.io.poll_write_some(cx, &sh.out) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        sh.out.advance(n);
+                        self.bytes.add(0, n);
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+            }
+            if sh.out.is_empty() {
+                if let Poll::Ready(Err(e)) = self.io.poll_flush_held(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                if sh.streams.is_empty() && sh.out.capacity() > 4096 {
+                    // Idle connections hold no output buffer.
+                    sh.out = BytesMut::new();
+                }
+            }
+            if sh.out.len() < HIGH_WATER && !sh.waiting.is_empty() {
+                sh.wake_waiting();
+            }
+            let written = sh.out.is_empty() && !self.io.holds_output();
+            if self.read_closed {
+                // The client is gone: nothing it asked for can reach it.
+                return Poll::Ready(Ok(()));
+            }
+            if written && (self.failed || (self.going_away.is_some() && sh.streams.is_empty())) {
+                drop(sh);
+                let _ = tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut self.io), cx);
+                return Poll::Ready(Ok(()));
+            }
+            if !sh.conn_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                sh.conn_waker = Some(cx.waker().clone());
+            }
+            if sh.out.len() >= HIGH_WATER || self.failed {
+                // Nothing more is read until the client takes its answers.
+                return Poll::Pending;
+            }
+            drop(sh);
+            // Read more.
+            if self.read.capacity() - self.read.len() < 4096 {
+                self.read.reserve(16 * 1024);
+            }
+            match self.io.poll_read_buf(cx, &mut self.read) {
+                Poll::Ready(Ok(0)) => {
+                    self.read_closed = true;
+                    self.shared.borrow_mut().closed = true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.bytes.add(n, 0);
+                    reads += 1;
+                    if reads >= READS_PER_POLL {
+                        // A client that always has more to send shares the
+                        // worker with the others.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if self.read.is_empty() && self.shared.borrow().streams.is_empty() {
+                        // Idle connections hold no read buffer.
+                        self.read = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Handles every whole frame in `read`.
+    fn parse(&mut self) -> Result<(), ConnError> {
+        if self.greeting == 0 {
+            let n = self.read.len().min(PREFACE.len());
+            if self.read[..n] != PREFACE[..n] {
+                return Err(ConnError(Reason::PROTOCOL_ERROR, "bad connection preface"));
+            }
+            if n < PREFACE.len() {
+                return Ok(());
+            }
+            self.read.advance(PREFACE.len());
+            self.greeting = 1;
+        }
+        while let Some(head) = Head::parse(&self.read) {
+            if head.len > wire::DEFAULT_MAX_FRAME {
+                return Err(ConnError(Reason::FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE"));
+            }
+            let end = HEAD_LEN + head.len as usize;
+            if self.read.len() < end {
+                break;
+            }
+            if self.greeting == 1 {
+                if head.kind != kind::SETTINGS || head.has(flag::ACK) {
+                    return Err(ConnError(Reason::PROTOCOL_ERROR, "first frame is not SETTINGS"));
+                }
+                self.greeting = 2;
+            }
+            let frame = self.read.split_to(end);
+            self.frame(head, frame)?;
+            if self.failed {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn frame(&mut self, head: Head, frame: BytesMut) -> Result<(), ConnError> {
+        if let Some((id, _, _)) = &self.partial {
+            if head.kind != kind::CONTINUATION || head.stream != *id {
+                return Err(ConnError(Reason::PROTOCOL_ERROR, "header block interrupted"));
+            }
+        }
+        if head.kind == kind::DATA {
+            return self.data(head, frame.freeze());
+        }
+        let payload = &frame[HEAD_LEN..];
+        match head.kind {
+            kind::HEADERS => self.headers(head, payload),
+            kind::CONTINUATION => self.continuation(head, payload),
+            kind::PRIORITY => {
+                if head.stream == 0 {
+                    return Err(ConnError(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0"));
+                }
+                if payload.len() != 5 {
+                    self.shared.borrow_mut().reset(head.stream, Reason::FRAME_SIZE_ERROR);
+                } else if u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & wire::MAX_WINDOW
+                    == head.stream
+                {
+                    self.shared.borrow_mut().reset(head.stream, Reason::PROTOCOL_ERROR);
+                }
+                Ok(())
+            }
+            kind::RST_STREAM => self.rst(head, payload),
+            kind::SETTINGS => self.settings(head, payload),
+            kind::PUSH_PROMISE => Err(ConnError(Reason::PROTOCOL_ERROR, "PUSH_PROMISE from a client")),
+            kind::PING => {
+                if head.stream != 0 {
+                    return Err(ConnError(Reason::PROTOCOL_ERROR, "PING on a stream"));
+                }
+                if payload.len() != 8 {
+                    return Err(ConnError(Reason::FRAME_SIZE_ERROR, "PING payload is not 8 bytes"));
+                }
+                if !head.has(flag::ACK) {
+                    let mut sh = self.shared.borrow_mut();
+                    wire::write_frame(&mut sh.out, kind::PING, flag::ACK, 0, payload);
+                }
+                Ok(())
+            }
+            kind::GOAWAY => {
+                if head.stream != 0 {
+                    return Err(ConnError(Reason::PROTOCOL_ERROR, "GOAWAY on a stream"));
+                }
+                if payload.len() < 8 {
+                    return Err(ConnError(Reason::FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes"));
+                }
+                // The client leaves: streams in flight finish, no new ones come.
+                self.going_away.get_or_insert(self.last_stream);
+                Ok(())
+            }
+            kind::WINDOW_UPDATE => self.window_update(head, payload),
+            // Unknown frame types are ignored (RFC 9113 §4.1).
+            _ => Ok(()),
+        }
+    }
+
+    fn data(&mut self, head: Head, frame: Bytes) -> Result<(), ConnError> {
+        let id = head.stream;
+        if id == 0 {
+            return Err(ConnError(Reason::PROTOCOL_ERROR, "DATA on stream 0"));
+        }
+        let len = head.len;
+        let payload = &frame[HEAD_LEN..];
+        let Some(data) = wire::unpad(head.flags, payload) else {
+            return Err(ConnError(Reason::PROTOCOL_ERROR, "padding longer than the frame"));
+        };
+        let data_len = data.len();
+        let start = HEAD_LEN + usize::from(head.has(flag::PADDED));
+        let mut sh = self.shared.borrow_mut();
+        sh.recv_window -= i64::from(len);
+        if sh.recv_window < 0 {
+            return Err(ConnError(Reason::FLOW_CONTROL_ERROR, "DATA past the connection window"));
+        }
+        if data_len == 0 && !head.has(flag::END_STREAM) {
+            self.empty_frames += 1;
+            if self.empty_frames > EMPTY_FRAMES {
+                return Err(ConnError(Reason::ENHANCE_YOUR_CALM, "too many empty frames"));
+            }
+        } else {
+            self.empty_frames = 0;
+        }
+        let Some(s) = sh.streams.get_mut(&id) else {
+            if id > self.last_stream {
+                return Err(ConnError(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
+            }
+            // A stream already closed: its bytes still count for the connection.
+            sh.release(0, len);
+            wire::write_rst(&mut sh.out, id, Reason::STREAM_CLOSED);
+            return Ok(());
+        };
+        if s.recv_end {
+            sh.release(0, len);
+            sh.reset(id, Reason::STREAM_CLOSED);
+            return Ok(());
+        }
+        s.recv_window -= i64::from(len);
+        if s.recv_window < 0 {
+            sh.release(0, len);
+            sh.reset(id, Reason::FLOW_CONTROL_ERROR);
+            return Ok(());
+        }
+        s.received += data_len as u64;
+        let end = head.has(flag::END_STREAM);
+        if s.expected.is_some_and(|want| s.received > want || (end && s.received != want)) {
+            sh.release(0, len);
+            sh.reset(id, Reason::PROTOCOL_ERROR);
+            return Ok(());
+        }
+        // Padding is given back at once; data once the reader takes it.
+        let padding = len - data_len as u32;
+        if s.recv_dropped {
+            s.recv_end |= end;
+            sh.release(0, len);
+            sh.finish_if_done(id);
+            return Ok(());
+        }
+        if data_len > 0 {
+            s.recv.push_back(frame.slice(start..start + data_len));
+        }
+        s.recv_end |= end;
+        if let Some(w) = s.body_waker.take() {
+            w.wake();
+        }
+        sh.release(0, padding);
+        if end {
+            sh.finish_if_done(id);
+        }
+        Ok(())
+    }
+
+    fn headers(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+        let id = head.stream;
+        if id == 0 {
+            return Err(ConnError(Reason::PROTOCOL_ERROR, "HEADERS on stream 0"));
+        }
+        let Some(mut block) = wire::unpad(head.flags, payload) else {
+            return Err(ConnError(Reason::PROTOCOL_ERROR, "padding longer than the frame"));
+        };
+        let mut self_dependent = false;
+        if head.has(flag::PRIORITY) {
+            let Some((dep, rest)) = block.split_first_chunk::<5>() else {
+                return Err(ConnError(Reason::FRAME_SIZE_ERROR, "HEADERS too short for its priority"));
+            };
+            self_dependent = u32::from_be_bytes([dep[0], dep[1], dep[2], dep[3]]) & wire::MAX_WINDOW == id;
+            block = rest;
+        }
+        let end_stream = head.has(flag::END_STREAM);
+        if !head.has(flag::END_HEADERS) {
+            if block.is_empty() {
+                self.count_empty()?;
+            }
+            self.partial = Some((id, end_stream, block.to_vec()));
+            return Ok(());
+        }
+        self.block(id, end_stream, block)?;
+        if self_dependent {
+            self.shared.borrow_mut().reset(id, Reason::PROTOCOL_ERROR);
+        }
+        Ok(())
+    }
+
+    fn count_empty(&mut self) -> Result<(), ConnError> {
+        self.empty_frames += 1;
+        if self.empty_frames > EMPTY_FRAMES {
+            return Err(ConnError(Reason::ENHANCE_YOUR_CALM, "too many empty frames"));
+        }
+        Ok(())
+    }
+
+    fn continuation(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+        let Some((id, end_stream, mut block)) = self.partial.take() else {
+            return Err(ConnError(Reason::PROTOCOL_ERROR, "CONTINUATION without HEADERS"));
+        };
+        if payload.is_empty() && !head.has(flag::END_HEADERS) {
+            self.count_empty()?;
+        }
+        block.extend_from_slice(payload);
+        if block.len() > max_block(&self.shared.borrow().limits) {
+            return Err(ConnError(Reason::ENHANCE_YOUR_CALM, "header block too large"));
+        }
+        if !head.has(flag::END_HEADERS) {
+            self.partial = Some((id, end_stream, block));
+            return Ok(());
+        }
+        self.block(id, end_stream, &block)
+    }
+
+    /// A complete header block for stream `id`.
+    fn block(&mut self, id: u32, end_stream: bool, block: &[u8]) -> Result<(), ConnError> {
+        let known = self.shared.borrow().streams.contains_key(&id);
+        if known {
+            // Trailers.
+            let fields = self.decode(block)?;
+            let mut sh = self.shared.borrow_mut();
+            let Some(s) = sh.streams.get_mut(&id) else { return Ok(()) };
+            if s.recv_end {
+                sh.reset(id, Reason::STREAM_CLOSED);
+                return Ok(());
+            }
+            let trailers = match fields {
+                Decoded::Fields { pseudo, headers, .. } if end_stream && pseudo.is_empty() => headers,
+                _ => {
+                    sh.reset(id, Reason::PROTOCOL_ERROR);
+                    return Ok(());
+                }
+            };
+            if s.expected.is_some_and(|want| want != s.received) {
+                sh.reset(id, Reason::PROTOCOL_ERROR);
+                return Ok(());
+            }
+            s.trailers = Some(trailers);
+            s.recv_end = true;
+            if let Some(w) = s.body_waker.take() {
+                w.wake();
+            }
+            sh.finish_if_done(id);
+            return Ok(());
+        }
+        if id % 2 == 0 {
+            return Err(ConnError(Reason::PROTOCOL_ERROR, "even stream id from a client"));
+        }
+        if id <= self.last_stream {
+            return Err(ConnError(Reason::STREAM_CLOSED, "HEADERS on a closed stream"));
+        }
+        self.last_stream = id;
+        let fields = self.decode(block)?;
+        if self.going_away.is_some_and(|last| id > last) {
+            // After our GOAWAY: ignored (RFC 9113 §6.8), refused so the client knows.
+            self.shared.borrow_mut().reset(id, Reason::REFUSED_STREAM);
+            return Ok(());
+        }
+        let mut sh = self.shared.borrow_mut();
+        if sh.streams.len() >= sh.limits.max_concurrent as usize {
+            wire::write_rst(&mut sh.out, id, Reason::REFUSED_STREAM);
+            return Ok(());
+        }
+        let (send_window, recv_window) = (sh.peer_initial_window, i64::from(sh.limits.stream_window));
+        let mut stream = Stream::new(send_window, recv_window);
+        stream.recv_end = end_stream;
+        let request = match fields {
+            Decoded::TooLarge => {
+                // 431, then the stream is done; its body is not wanted.
+                let mut block = BytesMut::new();
+                hpack::encode(Some(431), &HeaderMap::new(), &mut block);
+                let max = sh.peer_max_frame;
+                wire::write_headers(&mut sh.out, id, &block, true, max);
+                if !end_stream {
+                    wire::write_rst(&mut sh.out, id, Reason::NO_ERROR);
+                }
+                sh.wake_conn();
+                return Ok(());
+            }
+            Decoded::Fields { pseudo, headers, malformed: false } => match request(pseudo, headers) {
+                Some(r) => r,
+                None => {
+                    wire::write_rst(&mut sh.out, id, Reason::PROTOCOL_ERROR);
+                    return Ok(());
+                }
+            },
+            Decoded::Fields { .. } => {
+                wire::write_rst(&mut sh.out, id, Reason::PROTOCOL_ERROR);
+                return Ok(());
+            }
+        };
+        let (parts, expected) = request;
+        stream.expected = expected;
+        if expected.is_some_and(|n| end_stream && n != 0) {
+            wire::write_rst(&mut sh.out, id, Reason::PROTOCOL_ERROR);
+            return Ok(());
+        }
+        let head_request = parts.method == Method::HEAD;
+        let body = if end_stream {
+            stream.recv_dropped = true;
+            Body::new(http_body_util::Empty::new().map_err(|never| match never {}))
+        } else {
+            Body::new(RecvBody { id, shared: self.shared.clone(), size: expected, done: false })
+        };
+        sh.streams.insert(id, stream);
+        drop(sh);
+        let req = Request::from_parts(parts, body);
+        let fut = (self.service)(req);
+        let shared = self.shared.clone();
+        let task = tokio::task::spawn_local(async move {
+            let resp = fut.await;
+            respond(&shared, id, resp, head_request).await;
+        });
+        if let Some(s) = self.shared.borrow_mut().streams.get_mut(&id) {
+            s.task = Some(task);
+        }
+        Ok(())
+    }
+
+    /// Decodes a block; an HPACK failure is a connection error.
+    fn decode(&mut self, block: &[u8]) -> Result<Decoded, ConnError> {
+        let limit = self.shared.borrow().limits.max_header_list;
+        let mut size = 0usize;
+        let mut pseudo: Vec<(Pseudo, HeaderValue)> = Vec::new();
+        let mut headers = HeaderMap::new();
+        let mut malformed = false;
+        self.decoder
+            .decode(block, |f| {
+                size += f.size();
+                if size > limit {
+                    // Past the limit nothing is kept; far past it (HPACK
+                    // bombs), nothing more is decoded.
+                    return size <= limit * BOMB_FACTOR;
+                }
+                match (&f.name, &f.value) {
+                    (_, None) | (Name::Invalid, _) => malformed = true,
+                    (Name::Pseudo(p), Some(v)) => {
+                        if !headers.is_empty() || pseudo.iter().any(|(q, _)| q == p) {
+                            malformed = true;
+                        }
+                        pseudo.push((*p, v.clone()));
+                    }
+                    (Name::Header(h), Some(v)) => {
+                        if hpack::is_connection_specific(h) || (h == TE && v != "trailers") {
+                            malformed = true;
+                        }
+                        headers.append(h.clone(), v.clone());
+                    }
+                }
+                true
+            })
+            .map_err(|_| ConnError(Reason::COMPRESSION_ERROR, "header block cannot be decoded"))?;
+        if size > limit * BOMB_FACTOR {
+            return Err(ConnError(Reason::ENHANCE_YOUR_CALM, "header list far past SETTINGS_MAX_HEADER_LIST_SIZE"));
+        }
+        if size > limit {
+            return Ok(Decoded::TooLarge);
+        }
+        Ok(Decoded::Fields { pseudo, headers, malformed })
+    }
+
+    fn rst(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+        if head.stream == 0 {
+            return Err(ConnError(Reason::PROTOCOL_ERROR, "RST_STREAM on stream 0"));
+        }
+        if payload.len() != 4 {
+            return Err(ConnError(Reason::FRAME_SIZE_ERROR, "RST_STREAM payload is not 4 bytes"));
+        }
+        if head.stream > self.last_stream {
+            return Err(ConnError(Reason::PROTOCOL_ERROR, "RST_STREAM on an idle stream"));
+        }
+        let mut sh = self.shared.borrow_mut();
+        if let Some(mut s) = sh.streams.remove(&head.stream) {
+            s.reset = true;
+            s.wake();
+            if let Some(t) = s.task.take() {
+                t.abort();
+            }
+            let owed: usize = s.recv.iter().map(Bytes::len).sum();
+            sh.release(0, owed as u32);
+            if !s.send_end {
+                sh.reset_budget = sh.reset_budget.saturating_sub(1);
+                if sh.reset_budget == 0 {
+                    return Err(ConnError(Reason::ENHANCE_YOUR_CALM, "too many streams reset by the client"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn settings(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+        if head.stream != 0 {
+            return Err(ConnError(Reason::PROTOCOL_ERROR, "SETTINGS on a stream"));
+        }
+        if head.has(flag::ACK) {
+            if !payload.is_empty() {
+                return Err(ConnError(Reason::FRAME_SIZE_ERROR, "SETTINGS ACK with a payload"));
+            }
+            return Ok(());
+        }
+        if payload.len() % 6 != 0 {
+            return Err(ConnError(Reason::FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6"));
+        }
+        let mut sh = self.shared.borrow_mut();
+        for entry in payload.chunks_exact(6) {
+            let id = u16::from_be_bytes([entry[0], entry[1]]);
+            let value = u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]);
+            match id {
+                setting::ENABLE_PUSH if value > 1 => {
+                    return Err(ConnError(Reason::PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1"));
+                }
+                setting::INITIAL_WINDOW_SIZE => {
+                    if value > wire::MAX_WINDOW {
+                        return Err(ConnError(Reason::FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE too large"));
+                    }
+                    let delta = i64::from(value) - sh.peer_initial_window;
+                    sh.peer_initial_window = i64::from(value);
+                    for s in sh.streams.values_mut() {
+                        s.send_window += delta;
+                        if s.send_window > i64::from(wire::MAX_WINDOW) {
+                            return Err(ConnError(Reason::FLOW_CONTROL_ERROR, "stream window overflow"));
+                        }
+                        if delta > 0 {
+                            if let Some(w) = s.send_waker.take() {
+                                w.wake();
+                            }
+                        }
+                    }
+                }
+                setting::MAX_FRAME_SIZE => {
+                    if !(wire::DEFAULT_MAX_FRAME..=wire::MAX_MAX_FRAME).contains(&value) {
+                        return Err(ConnError(Reason::PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range"));
+                    }
+                    sh.peer_max_frame = value as usize;
+                }
+                // The encoder keeps no table; the rest is for servers' pushes.
+                _ => {}
+            }
+        }
+        wire::write_frame(&mut sh.out, kind::SETTINGS, flag::ACK, 0, &[]);
+        Ok(())
+    }
+
+    fn window_update(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+        if payload.len() != 4 {
+            return Err(ConnError(Reason::FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes"));
+        }
+        let inc = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & wire::MAX_WINDOW;
+        let mut sh = self.shared.borrow_mut();
+        if head.stream == 0 {
+            if inc == 0 {
+                return Err(ConnError(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE of 0"));
+            }
+            sh.send_window += i64::from(inc);
+            if sh.send_window > i64::from(wire::MAX_WINDOW) {
+                return Err(ConnError(Reason::FLOW_CONTROL_ERROR, "connection window overflow"));
+            }
+            sh.wake_waiting();
+            return Ok(());
+        }
+        if head.stream > self.last_stream {
+            return Err(ConnError(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"));
+        }
+        let Some(s) = sh.streams.get_mut(&head.stream) else { return Ok(()) };
+        if inc == 0 {
+            sh.reset(head.stream, Reason::PROTOCOL_ERROR);
+            return Ok(());
+        }
+        s.send_window += i64::from(inc);
+        if s.send_window > i64::from(wire::MAX_WINDOW) {
+            sh.reset(head.stream, Reason::FLOW_CONTROL_ERROR);
+            return Ok(());
+        }
+        if let Some(w) = s.send_waker.take() {
+            w.wake();
+        }
+        Ok(())
+    }
+}
+
+enum Decoded {
+    Fields { pseudo: Vec<(Pseudo, HeaderValue)>, headers: HeaderMap, malformed: bool },
+    TooLarge,
+}
+
+/// A request head from its fields (RFC 9113 §8.3.1), and its content-length;
+/// `None` if malformed.
+fn request(pseudo: Vec<(Pseudo, HeaderValue)>, headers: HeaderMap) -> Option<(http::request::Parts, Option<u64>)> {
+    let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
+    for (p, v) in pseudo {
+        match p {
+            Pseudo::Method => method = Some(v),
+            Pseudo::Scheme => scheme = Some(v),
+            Pseudo::Authority => authority = Some(v),
+            Pseudo::Path => path = Some(v),
+            // Responses' and extended CONNECT's are not taken.
+            Pseudo::Status | Pseudo::Protocol => return None,
+        }
+    }
+    let method = Method::from_bytes(method?.as_bytes()).ok()?;
+    let mut uri = http::uri::Parts::default();
+    if method == Method::CONNECT {
+        if scheme.is_some() || path.is_some() {
+            return None;
+        }
+        uri.authority = Some(http::uri::Authority::from_maybe_shared(bytes_of(authority?)).ok()?);
+    } else {
+        let path = path?;
+        if path.is_empty() {
+            return None;
+        }
+        uri.scheme = Some(http::uri::Scheme::try_from(scheme?.as_bytes()).ok()?);
+        if let Some(a) = authority {
+            uri.authority = Some(http::uri::Authority::from_maybe_shared(bytes_of(a)).ok()?);
+        }
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_maybe_shared(bytes_of(path)).ok()?);
+        if uri.authority.is_none() {
+            // A URI with a scheme needs an authority; without one only the path is kept.
+            uri.scheme = None;
+        }
+    }
+    let expected = match headers.get(CONTENT_LENGTH) {
+        Some(v) => Some(v.to_str().ok()?.parse::<u64>().ok()?),
+        None => None,
+    };
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = Uri::from_parts(uri).ok()?;
+    *req.version_mut() = http::Version::HTTP_2;
+    *req.headers_mut() = headers;
+    Some((req.into_parts().0, expected))
+}
+
+fn bytes_of(v: HeaderValue) -> Bytes {
+    Bytes::copy_from_slice(v.as_bytes())
+}
+
+/// Room to send on stream `id`: at most `want` bytes, once both windows
+/// and the output have some. `None` once the stream is gone.
+async fn capacity(shared: &Rc<RefCell<Shared>>, id: u32, want: usize) -> Option<usize> {
+    poll_fn(|cx| {
+        let mut sh = shared.borrow_mut();
+        if sh.closed {
+            return Poll::Ready(None);
+        }
+        let conn = sh.send_window;
+        let max_frame = sh.peer_max_frame;
+        let out_full = sh.out.len() >= HIGH_WATER;
+        let Some(s) = sh.streams.get_mut(&id) else { return Poll::Ready(None) };
+        if s.reset {
+            return Poll::Ready(None);
+        }
+        let room = s.send_window.min(conn).min(max_frame as i64);
+        if room > 0 && !out_full {
+            return Poll::Ready(Some((room as usize).min(want.max(1))));
+        }
+        if s.send_window <= 0 {
+            s.send_waker = Some(cx.waker().clone());
+        } else {
+            sh.waiting.push(cx.waker().clone());
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Writes `resp` on stream `id`: its head, then its body as the windows
+/// allow, then trailers or END_STREAM.
+async fn respond(shared: &Rc<RefCell<Shared>>, id: u32, resp: Response<Body>, head_request: bool) {
+    let (parts, mut body) = resp.into_parts();
+    let end = head_request || body.is_end_stream();
+    {
+        let mut sh = shared.borrow_mut();
+        if sh.closed || !sh.streams.contains_key(&id) {
+            return;
+        }
+        write_head(&mut sh, id, Some(parts.status.as_u16()), &parts.headers, end);
+        if end {
+            close_send(&mut sh, id);
+            return;
+        }
+    }
+    drop(parts);
+    loop {
+        if capacity(shared, id, 1).await.is_none() {
+            return;
+        }
+        match body.frame().await {
+            None => {
+                let mut sh = shared.borrow_mut();
+                if !sh.streams.contains_key(&id) {
+                    return;
+                }
+                wire::write_frame(&mut sh.out, kind::DATA, flag::END_STREAM, id, &[]);
+                close_send(&mut sh, id);
+                return;
+            }
+            Some(Err(e)) => {
+                debug!(stream = id, error = %e, "response body failed; resetting the stream");
+                shared.borrow_mut().reset(id, Reason::INTERNAL_ERROR);
+                return;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) => {
+                    while !data.is_empty() {
+                        let Some(room) = capacity(shared, id, data.len()).await else { return };
+                        let chunk = data.split_to(room.min(data.len()));
+                        let last = data.is_empty() && body.is_end_stream();
+                        let mut sh = shared.borrow_mut();
+                        sh.send_window -= chunk.len() as i64;
+                        if let Some(s) = sh.streams.get_mut(&id) {
+                            s.send_window -= chunk.len() as i64;
+                        }
+                        wire::write_frame(&mut sh.out, kind::DATA, if last { flag::END_STREAM } else { 0 }, id, &chunk);
+                        if last {
+                            close_send(&mut sh, id);
+                            return;
+                        }
+                        sh.wake_conn();
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let mut sh = shared.borrow_mut();
+                        if !sh.streams.contains_key(&id) {
+                            return;
+                        }
+                        write_head(&mut sh, id, None, &trailers, true);
+                        close_send(&mut sh, id);
+                        return;
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn write_head(sh: &mut Shared, id: u32, status: Option<u16>, headers: &HeaderMap, end: bool) {
+    let max = sh.peer_max_frame;
+    let at = sh.out.len();
+    // The head goes straight into the output: a placeholder frame head,
+    // the block after it, then the length patched in.
+    Head { len: 0, kind: kind::HEADERS, flags: 0, stream: id }.write(&mut sh.out);
+    hpack::encode(status, headers, &mut sh.out);
+    let len = sh.out.len() - at - HEAD_LEN;
+    if len <= max {
+        let flags = flag::END_HEADERS | if end { flag::END_STREAM } else { 0 };
+        Head { len: len as u32, kind: kind::HEADERS, flags, stream: id }.write_at(&mut sh.out[at..]);
+    } else {
+        let block = sh.out.split_off(at + HEAD_LEN);
+        sh.out.truncate(at);
+        wire::write_headers(&mut sh.out, id, &block, end, max);
+    }
+    sh.wake_conn();
+}
+
+/// The response's END_STREAM is out: a request body still coming is not
+/// wanted (RST_STREAM NO_ERROR, RFC 9113 §8.1).
+fn close_send(sh: &mut Shared, id: u32) {
+    let Some(s) = sh.streams.get_mut(&id) else { return };
+    s.send_end = true;
+    s.task = None;
+    if !s.recv_end {
+        s.recv_end = true;
+        s.recv_dropped = true;
+        let owed: usize = s.recv.drain(..).map(|b| b.len()).sum();
+        wire::write_rst(&mut sh.out, id, Reason::NO_ERROR);
+        sh.release(0, owed as u32);
+    }
+    sh.finish_if_done(id);
+    sh.wake_conn();
+}
+
+use http_body_util::BodyExt as _;
