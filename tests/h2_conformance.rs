@@ -183,7 +183,7 @@ impl Client {
         let mut fields = Vec::new();
         self.decoder
             .decode(block, |f| {
-                let v = f.value.as_ref().map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+                let v = f.value_bytes().map(|v| String::from_utf8(v.to_vec()).unwrap()).unwrap_or_default();
                 match &f.name {
                     Name::Pseudo(Pseudo::Status) => status = v.parse().ok(),
                     Name::Header(h) => fields.push((h.to_string(), v)),
@@ -669,4 +669,25 @@ async fn receive_windows_and_concurrency_are_enforced() {
     c.send(&frame(kind::DATA, 0, 3, &chunk)).await;
     c.send(&frame(kind::DATA, 0, 3, &chunk)).await;
     c.expect_goaway(FLOW_CONTROL_ERROR).await;
+}
+
+/// PyPI `h2`'s client (an HPACK encoder and flow control we did not write):
+/// `tests/h2/conformance.py`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pypi_h2_client_scenarios() {
+    let (_up, _p, addr) = setup().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2/conformance.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").arg(script).arg(addr.to_string()).stdin(std::process::Stdio::null()).output()
+    })
+    .await
+    .unwrap()
+    .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tests/h2/conformance.py failed (pip install -r tests/h2/requirements.txt):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 8, "{stdout}");
 }

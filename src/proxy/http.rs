@@ -598,7 +598,9 @@ async fn forward(
                 },
                 None => Deadline::At(try_deadline),
             };
-            let sent = wait.wait(pool.send(sender, upstream_req)).await;
+            // Boxed: hyper's send is 8 KiB of state that the raw path's
+            // requests would otherwise carry and copy too.
+            let sent = wait.wait(Box::pin(pool.send(sender, upstream_req))).await;
             drop(in_flight);
             let sent = sent.map(|r| r.map(|resp| downstream_response(resp, &mut downstream_upgrade, ctx)));
             (sent, can_retry)

@@ -35,7 +35,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, TE};
+use http::header::{HeaderMap, CONTENT_LENGTH, TE};
 use http::{Method, Request, Response, Uri};
 use hyper::body::{Body as _, Frame};
 use tokio::task::JoinHandle;
@@ -45,7 +45,7 @@ use tracing::debug;
 use super::{Body, BoxError};
 use crate::network::counted::IoBytes;
 use crate::network::transport::Transport;
-use crate::protocol::http::h2::hpack::{self, Decoder, Name, Pseudo};
+use crate::protocol::http::h2::hpack::{self, Decoder, Name, Pseudo, Value};
 use crate::protocol::http::h2::{self as wire, flag, kind, setting, Head, Reason, HEAD_LEN, PREFACE};
 
 /// What a server connection announces and enforces.
@@ -97,7 +97,6 @@ const RESET_BUDGET: u32 = 1024;
 /// Empty DATA / CONTINUATION frames in a row before the connection is closed.
 const EMPTY_FRAMES: u32 = 1024;
 
-type Service = Rc<dyn Fn(Request<Body>) -> Pin<Box<dyn Future<Output = Response<Body>>>>>;
 
 /// A stream the connection knows.
 struct Stream {
@@ -332,13 +331,15 @@ impl Drop for RecvBody {
 }
 
 /// The connection task's own state.
-struct Conn {
+struct Conn<S> {
     io: Transport,
     read: BytesMut,
     bytes: Arc<IoBytes>,
     shared: Rc<RefCell<Shared>>,
     decoder: Decoder,
-    service: Service,
+    /// Called once per request, in the request's own task: its future is
+    /// built in place there, never moved after.
+    service: Rc<S>,
     /// 0: waiting for the preface; 1: for the client's first SETTINGS; 2: greeted.
     greeting: u8,
     last_stream: u32,
@@ -397,7 +398,7 @@ pub async fn serve<S, F>(
         reset_budget: RESET_BUDGET,
         last_active: Instant::now(),
     }));
-    let service: Service = Rc::new(move |req| Box::pin(service(req)));
+    let service = Rc::new(service);
     let mut conn = Conn {
         io,
         bytes,
@@ -450,7 +451,7 @@ pub async fn serve<S, F>(
     }
 }
 
-impl Drop for Conn {
+impl<S> Drop for Conn<S> {
     fn drop(&mut self) {
         let mut sh = self.shared.borrow_mut();
         sh.closed = true;
@@ -464,7 +465,11 @@ impl Drop for Conn {
     }
 }
 
-impl Conn {
+impl<S, F> Conn<S>
+where
+    S: Fn(Request<Body>) -> F + 'static,
+    F: Future<Output = Response<Body>> + 'static,
+{
     fn go_away(&mut self, reason: Reason, last: u32) {
         let mut sh = self.shared.borrow_mut();
         wire::write_goaway(&mut sh.out, last, reason, reason.name().as_bytes());
@@ -878,10 +883,12 @@ impl Conn {
         sh.streams.insert(id, stream);
         drop(sh);
         let req = Request::from_parts(parts, body);
-        let fut = (self.service)(req);
+        let service = self.service.clone();
         let shared = self.shared.clone();
         let task = tokio::task::spawn_local(async move {
-            let resp = fut.await;
+            // Boxed: tokio moves a task's future whole several times over
+            // its life, and the service's is kilobytes; this moves it once.
+            let resp = Box::pin(service(req)).await;
             respond(&shared, id, resp, head_request).await;
         });
         if let Some(s) = self.shared.borrow_mut().streams.get_mut(&id) {
@@ -894,7 +901,7 @@ impl Conn {
     fn decode(&mut self, block: &[u8]) -> Result<Decoded, ConnError> {
         let limit = self.shared.borrow().limits.max_header_list;
         let mut size = 0usize;
-        let mut pseudo: Vec<(Pseudo, HeaderValue)> = Vec::new();
+        let mut pseudo = Pseudos::default();
         let mut headers = HeaderMap::new();
         let mut malformed = false;
         self.decoder
@@ -905,20 +912,21 @@ impl Conn {
                     // bombs), nothing more is decoded.
                     return size <= limit * BOMB_FACTOR;
                 }
-                match (&f.name, &f.value) {
-                    (_, None) | (Name::Invalid, _) => malformed = true,
-                    (Name::Pseudo(p), Some(v)) => {
-                        if !headers.is_empty() || pseudo.iter().any(|(q, _)| q == p) {
+                match (f.name, f.value) {
+                    (Name::Pseudo(p), Value::Pseudo(v)) => {
+                        let slot = pseudo.slot(p);
+                        if !headers.is_empty() || slot.is_some() {
                             malformed = true;
                         }
-                        pseudo.push((*p, v.clone()));
+                        *slot = Some(v);
                     }
-                    (Name::Header(h), Some(v)) => {
-                        if hpack::is_connection_specific(h) || (h == TE && v != "trailers") {
+                    (Name::Header(h), Value::Header(v)) => {
+                        if hpack::is_connection_specific(&h) || (h == TE && v != "trailers") {
                             malformed = true;
                         }
-                        headers.append(h.clone(), v.clone());
+                        headers.append(h, v);
                     }
+                    _ => malformed = true,
                 }
                 true
             })
@@ -1052,45 +1060,67 @@ impl Conn {
 }
 
 enum Decoded {
-    Fields { pseudo: Vec<(Pseudo, HeaderValue)>, headers: HeaderMap, malformed: bool },
+    Fields { pseudo: Pseudos, headers: HeaderMap, malformed: bool },
     TooLarge,
+}
+
+/// A request's pseudo-headers, each at most once.
+#[derive(Default)]
+struct Pseudos {
+    method: Option<Bytes>,
+    scheme: Option<Bytes>,
+    authority: Option<Bytes>,
+    path: Option<Bytes>,
+    /// `:status` or `:protocol`: not taken in a request.
+    other: Option<Bytes>,
+}
+
+impl Pseudos {
+    fn slot(&mut self, p: Pseudo) -> &mut Option<Bytes> {
+        match p {
+            Pseudo::Method => &mut self.method,
+            Pseudo::Scheme => &mut self.scheme,
+            Pseudo::Authority => &mut self.authority,
+            Pseudo::Path => &mut self.path,
+            Pseudo::Status | Pseudo::Protocol => &mut self.other,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.method.is_none()
+            && self.scheme.is_none()
+            && self.authority.is_none()
+            && self.path.is_none()
+            && self.other.is_none()
+    }
 }
 
 /// A request head from its fields (RFC 9113 §8.3.1), and its content-length;
 /// `None` if malformed.
-fn request(pseudo: Vec<(Pseudo, HeaderValue)>, headers: HeaderMap) -> Option<(http::request::Parts, Option<u64>)> {
-    let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
-    for (p, v) in pseudo {
-        match p {
-            Pseudo::Method => method = Some(v),
-            Pseudo::Scheme => scheme = Some(v),
-            Pseudo::Authority => authority = Some(v),
-            Pseudo::Path => path = Some(v),
-            // Responses' and extended CONNECT's are not taken.
-            Pseudo::Status | Pseudo::Protocol => return None,
-        }
+fn request(pseudo: Pseudos, headers: HeaderMap) -> Option<(http::request::Parts, Option<u64>)> {
+    // Responses' and extended CONNECT's pseudo-headers are not taken.
+    if pseudo.other.is_some() {
+        return None;
     }
-    let method = Method::from_bytes(method?.as_bytes()).ok()?;
+    let method = Method::from_bytes(&pseudo.method?).ok()?;
     let mut uri = http::uri::Parts::default();
     if method == Method::CONNECT {
-        if scheme.is_some() || path.is_some() {
+        if pseudo.scheme.is_some() || pseudo.path.is_some() {
             return None;
         }
-        uri.authority = Some(http::uri::Authority::from_maybe_shared(bytes_of(authority?)).ok()?);
+        uri.authority = Some(http::uri::Authority::from_maybe_shared(pseudo.authority?).ok()?);
     } else {
-        let path = path?;
+        let path = pseudo.path?;
         if path.is_empty() {
             return None;
         }
-        uri.scheme = Some(http::uri::Scheme::try_from(scheme?.as_bytes()).ok()?);
-        if let Some(a) = authority {
-            uri.authority = Some(http::uri::Authority::from_maybe_shared(bytes_of(a)).ok()?);
-        }
-        uri.path_and_query = Some(http::uri::PathAndQuery::from_maybe_shared(bytes_of(path)).ok()?);
-        if uri.authority.is_none() {
+        let scheme = http::uri::Scheme::try_from(&pseudo.scheme?[..]).ok()?;
+        if let Some(a) = pseudo.authority {
             // A URI with a scheme needs an authority; without one only the path is kept.
-            uri.scheme = None;
+            uri.authority = Some(http::uri::Authority::from_maybe_shared(a).ok()?);
+            uri.scheme = Some(scheme);
         }
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_maybe_shared(path).ok()?);
     }
     let expected = match headers.get(CONTENT_LENGTH) {
         Some(v) => Some(v.to_str().ok()?.parse::<u64>().ok()?),
@@ -1102,10 +1132,6 @@ fn request(pseudo: Vec<(Pseudo, HeaderValue)>, headers: HeaderMap) -> Option<(ht
     *req.version_mut() = http::Version::HTTP_2;
     *req.headers_mut() = headers;
     Some((req.into_parts().0, expected))
-}
-
-fn bytes_of(v: HeaderValue) -> Bytes {
-    Bytes::copy_from_slice(v.as_bytes())
 }
 
 /// Room to send on stream `id`: at most `want` bytes, once both windows

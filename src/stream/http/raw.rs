@@ -97,7 +97,9 @@ pub async fn send<T>(
         let reused = pooled.is_some();
         let mut conn = match pooled.take() {
             Some(c) => c,
-            None => pool.dial_raw().await?,
+            // Boxed: the dial's state is 2.7 KiB, and unboxed every
+            // request's future would carry (and copy) it, dial or not.
+            None => Box::pin(pool.dial_raw()).await?,
         };
         match round_trip(&mut conn, req, up, parse).await {
             Ok(head) => return Ok((head, conn)),

@@ -53,12 +53,23 @@ pub enum Name {
     Invalid,
 }
 
-/// One decoded field. `value` is `None` when its bytes are not a valid field
-/// value (NUL, CR, LF, other controls): the request is malformed.
+/// A decoded field's value.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// A header field's value, checked.
+    Header(HeaderValue),
+    /// A pseudo-header's bytes, checked where they are parsed (method, URI).
+    Pseudo(Bytes),
+    /// Not a valid field value (NUL, CR, LF, other controls), or the value
+    /// of an invalid name: the request is malformed.
+    Invalid,
+}
+
+/// One decoded field.
 #[derive(Clone, Debug)]
 pub struct Field {
     pub name: Name,
-    pub value: Option<HeaderValue>,
+    pub value: Value,
     /// RFC 7541 §4.1 size: name and value lengths plus 32.
     size: u32,
     name_len: u32,
@@ -76,13 +87,30 @@ impl Field {
                 .filter(|n| n.as_str().as_bytes() == name)
                 .map_or(Name::Invalid, Name::Header)
         };
-        let value = HeaderValue::from_maybe_shared(value).ok();
+        let value = value_for(&name, value);
         Field { name, value, size, name_len: name_len as u32 }
+    }
+
+    /// The value's bytes, if it is valid.
+    pub fn value_bytes(&self) -> Option<&[u8]> {
+        match &self.value {
+            Value::Header(v) => Some(v.as_bytes()),
+            Value::Pseudo(b) => Some(b),
+            Value::Invalid => None,
+        }
     }
 
     /// The RFC 7541 §4.1 size, which also counts toward a header list's size.
     pub fn size(&self) -> usize {
         self.size as usize
+    }
+}
+
+fn value_for(name: &Name, bytes: Bytes) -> Value {
+    match name {
+        Name::Pseudo(_) => Value::Pseudo(bytes),
+        Name::Header(_) => HeaderValue::from_maybe_shared(bytes).map_or(Value::Invalid, Value::Header),
+        Name::Invalid => Value::Invalid,
     }
 }
 
@@ -211,18 +239,18 @@ impl Decoder {
     /// Decodes one complete header block, handing each field to `emit` in
     /// order. `emit` answering `false` stops decoding there (the table is
     /// then out of step with the encoder's: for a connection that closes).
-    pub fn decode(&mut self, mut src: &[u8], mut emit: impl FnMut(&Field) -> bool) -> Result<(), HpackError> {
+    pub fn decode(&mut self, mut src: &[u8], mut emit: impl FnMut(Field) -> bool) -> Result<(), HpackError> {
         let mut first = true;
         while let Some(&b) = src.first() {
             if b & 0x80 != 0 {
                 let index = integer(&mut src, 7)?;
-                if !emit(self.get(index)?) {
+                if !emit(self.get(index)?.clone()) {
                     return Ok(());
                 }
             } else if b & 0xc0 == 0x40 {
                 let field = self.literal(&mut src, 6)?;
-                let go_on = emit(&field);
-                self.insert(field);
+                self.insert(field.clone());
+                let go_on = emit(field);
                 if !go_on {
                     return Ok(());
                 }
@@ -240,7 +268,7 @@ impl Decoder {
                 continue;
             } else {
                 // Without indexing (0000) or never indexed (0001).
-                if !emit(&self.literal(&mut src, 4)?) {
+                if !emit(self.literal(&mut src, 4)?) {
                     return Ok(());
                 }
             }
@@ -267,12 +295,7 @@ impl Decoder {
         let named = self.get(index)?;
         let value = string(src)?;
         let size = (named.name_len as usize + value.len() + 32) as u32;
-        Ok(Field {
-            name: named.name.clone(),
-            value: HeaderValue::from_maybe_shared(value).ok(),
-            size,
-            name_len: named.name_len,
-        })
+        Ok(Field { value: value_for(&named.name, value), name: named.name.clone(), size, name_len: named.name_len })
     }
 
     fn insert(&mut self, field: Field) {
@@ -445,7 +468,7 @@ mod tests {
                 Name::Header(h) => h.to_string(),
                 Name::Invalid => "?".into(),
             };
-            out.push((name, f.value.as_ref().map_or("?".into(), |v| v.to_str().unwrap_or("?").to_owned())));
+            out.push((name, f.value_bytes().map_or("?".into(), |v| String::from_utf8_lossy(v).into_owned())));
             true
         })
         .unwrap();
@@ -513,17 +536,17 @@ mod tests {
         let block = [0x40, 0x04, b'X', b'-', b'U', b'p', 0x03, b'a', b'\n', b'b'];
         let mut got = Vec::new();
         d.decode(&block, |f| {
-            got.push(f.clone());
+            got.push(f);
             true
         })
         .unwrap();
         assert_eq!(got[0].name, Name::Invalid);
-        assert!(got[0].value.is_none());
+        assert!(got[0].value_bytes().is_none());
         assert_eq!(d.table_size(), 4 + 3 + 32);
         // Still indexed: a reference to it decodes to the same marks.
         let mut again = Vec::new();
         d.decode(&[0xbe], |f| {
-            again.push(f.clone());
+            again.push(f);
             true
         })
         .unwrap();

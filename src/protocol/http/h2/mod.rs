@@ -193,9 +193,78 @@ pub fn write_settings(dst: &mut BytesMut, settings: &[(u16, u32)]) {
     write_frame(dst, kind::SETTINGS, 0, 0, &payload);
 }
 
+/// The HPACK fuzz target's body (`fuzz/fuzz_targets/h2_hpack.rs`), here so
+/// that the committed corpus also runs in the ordinary tests: `data` split
+/// into header blocks at each `ff 00 ff`, decoded in turn on one decoder.
+/// Panics if an invariant breaks; returns whether every block decoded.
+#[doc(hidden)]
+pub fn fuzz_blocks(data: &[u8]) -> bool {
+    let mut decoder = hpack::Decoder::new(4096);
+    let mut all = true;
+    for block in split_blocks(data) {
+        let mut fields = 0usize;
+        let decoded = decoder.decode(block, |f| {
+            fields += 1;
+            assert!(f.size() >= 32);
+            true
+        });
+        assert!(decoder.table_size() <= 4096, "the table stays within its limit");
+        if decoded.is_err() {
+            // A connection error: nothing after it is decoded.
+            all = false;
+            break;
+        }
+        assert!(fields <= block.len(), "every field costs at least a byte");
+    }
+    let mut encoded = Vec::new();
+    huffman::encode(data, &mut encoded);
+    assert_eq!(encoded.len(), huffman::encoded_len(data));
+    let mut decoded = Vec::new();
+    assert!(huffman::decode(&encoded, &mut decoded).is_ok());
+    assert_eq!(decoded, data, "Huffman round trip");
+    let _ = huffman::decode(data, &mut Vec::new());
+    let _ = Head::parse(data);
+    let _ = unpad(flag::PADDED, data);
+    all
+}
+
+fn split_blocks(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.windows(3).position(|w| w == [0xff, 0x00, 0xff]) {
+            Some(i) => {
+                rest = Some(&r[i + 3..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fuzz target's committed corpus, run on stable.
+    #[test]
+    fn the_fuzz_corpus_holds() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/h2_hpack");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).expect("fuzz corpus") {
+            let path = entry.expect("corpus entry").path();
+            let data = std::fs::read(&path).expect("corpus file");
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let valid = name.starts_with("rfc-") || name.starts_with("python-hpack-") || name == "size-updates";
+            let decoded = fuzz_blocks(&data);
+            assert!(decoded || !valid, "{name} decodes");
+            n += 1;
+        }
+        assert!(n >= 10, "the corpus has {n} entries");
+    }
 
     #[test]
     fn heads_round_trip_and_ignore_the_reserved_bit() {
