@@ -613,14 +613,21 @@ fn holding_server() -> SocketAddr {
                         http_body_util::Empty::new().map_err(|e| match e {}),
                     ))
                 };
-                tokio::task::spawn_local(h2::serve(
+                let serve = h2::serve(
                     Transport::Tcp(s),
                     Default::default(),
                     conf,
                     service,
                     std::future::pending(),
                     false,
-                ));
+                    None,
+                    tokio::time::Instant::now(),
+                );
+                tokio::task::spawn_local(async move {
+                    // Parking is the caller's business; here a quiet
+                    // connection just ends.
+                    let _ = serve.await;
+                });
             }
         });
     });
@@ -678,7 +685,11 @@ async fn pypi_h2_client_scenarios() {
     let (_up, _p, addr) = setup().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2/conformance.py");
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").arg(script).arg(addr.to_string()).stdin(std::process::Stdio::null()).output()
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(addr.to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
     })
     .await
     .unwrap()

@@ -166,3 +166,74 @@ async fn http1_keep_alive_connections_park_between_requests() {
     }
     assert!(until_parked(admin_port, 5.0).await, "{}", parked(admin_port));
 }
+
+/// Reads HTTP/2 frames until stream `id` ends; its status byte (the HPACK
+/// static index our encoder uses for 200 is 0x88).
+async fn h2_answer(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, id: u32) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut head_block = Vec::new();
+    loop {
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]);
+            let payload = buf[9..9 + len].to_vec();
+            buf.drain(..9 + len);
+            if stream == id && kind == 1 {
+                head_block = payload;
+            } else if stream == id && kind == 0 && flags & 1 != 0 {
+                return head_block;
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before stream {id} ended");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HTTP/2 connection with no stream open parks like the others, keeping
+/// what its next burst needs: the client's HPACK table (the second request
+/// names its header only by the index the first one gave it).
+#[tokio::test]
+async fn h2_connections_park_between_bursts_keeping_their_hpack_table() {
+    use tokio::io::AsyncWriteExt;
+    let up = support::http::HttpUpstream::start("up", false).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let mut cfg = support::http::proxy_config(port, "Http2", "Http1", &[up.addr]);
+    cfg["servers"][0]["listeners"][0]["connection_idle_timeout"] = json!("60s");
+    cfg["admin"] = admin(admin_port);
+    let _proxy = Proxy::start(&cfg, 1);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(4, 0, 0, &[]));
+    // GET / http, :authority x (indexed, 62 after the next one), and
+    // x-keep: kept (literal with incremental indexing: it becomes 62).
+    let mut first = vec![0x82, 0x86, 0x84, 0x41, 0x01, b'x', 0x40, 0x06];
+    first.extend_from_slice(b"x-keep");
+    first.push(0x04);
+    first.extend_from_slice(b"kept");
+    hello.extend(h2_frame(1, 0x5, 1, &first));
+    s.write_all(&hello).await.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(h2_answer(&mut s, &mut buf, 1).await.first(), Some(&0x88), "200");
+    assert!(until_parked(admin_port, 1.0).await, "the quiet HTTP/2 connection parks: {}", parked(admin_port));
+    // Resumed by the next burst: indexes 62 (x-keep: kept) and 63 (:authority x).
+    s.write_all(&h2_frame(1, 0x5, 3, &[0x82, 0x86, 0x84, 0xbf, 0xbe])).await.unwrap();
+    assert_eq!(h2_answer(&mut s, &mut buf, 3).await.first(), Some(&0x88), "200 after the resume");
+    let seen = up.seen();
+    let kept = seen.last().and_then(|r| r.headers.iter().find(|(k, _)| k == "x-keep").map(|(_, v)| v.clone()));
+    assert_eq!(kept.as_deref(), Some("kept"), "the table came through the park");
+    assert!(until_parked(admin_port, 1.0).await, "and parks again: {}", parked(admin_port));
+}

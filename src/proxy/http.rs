@@ -93,10 +93,15 @@ impl ConnCtx {
     }
 }
 
+/// What an HTTP connection leaves to park: its socket, when it fell quiet,
+/// and for HTTP/2 the state its next burst continues from.
+pub type QuietHttp = (Transport, Instant, Option<Box<h2::Parked>>);
+
 /// Serves an HTTP/1.x or HTTP/2 (prior knowledge) client connection.
-/// `initial` holds bytes already read from it (detection over TLS). Returns
-/// the connection when the pass-through leaves it quiet between requests,
-/// with when it started waiting, for the caller to park.
+/// `initial` holds bytes already read from it (detection over TLS), `resume`
+/// the state of an HTTP/2 connection that was parked. Returns the connection
+/// when it falls quiet between requests (the HTTP/1.1 pass-through) or
+/// between bursts of streams (HTTP/2), for the caller to park.
 pub async fn serve(
     stream: Transport,
     initial: bytes::BytesMut,
@@ -104,7 +109,8 @@ pub async fn serve(
     proto: Protocol,
     listener: Rc<ListenerCtx>,
     worker: Rc<WorkerCtx>,
-) -> Option<(Transport, Instant)> {
+    resume: Option<Box<h2::Parked>>,
+) -> Option<QuietHttp> {
     let downstream = if matches!(proto, Protocol::Http2) { Version::Http2 } else { Version::Http1 };
     let gen = listener.now();
     let upstream = match gen.spec.upstream {
@@ -128,7 +134,7 @@ pub async fn serve(
     let (stream, read) = if downstream == Version::Http1 && upstream == Version::Http1 && gen.spec.http1_passthrough {
         match super::http1::serve(stream, initial, &ctx).await {
             super::http1::Outcome::Closed => return None,
-            super::http1::Outcome::Quiet(stream, since) => return Some((stream, since)),
+            super::http1::Outcome::Quiet(stream, since) => return Some((stream, since, None)),
             super::http1::Outcome::Hyper(stream, read) => (stream, read),
         }
     } else {
@@ -137,8 +143,7 @@ pub async fn serve(
     if downstream == Version::Http2 {
         // Boxed, like hyper's below: it would otherwise size every
         // pass-through connection too.
-        Box::pin(serve_h2(stream, read, ctx)).await;
-        return None;
+        return Box::pin(serve_h2(stream, read, ctx, resume)).await.map(|(s, parked, since)| (s, since, Some(parked)));
     }
     // Boxed: hyper's connection state would otherwise size every
     // pass-through connection too.
@@ -149,7 +154,12 @@ pub async fn serve(
 }
 
 /// Serves an HTTP/2 connection on our own frame layer (`stream::http::h2`).
-async fn serve_h2(stream: Transport, read: bytes::BytesMut, ctx: Rc<ConnCtx>) {
+async fn serve_h2(
+    stream: Transport,
+    read: bytes::BytesMut,
+    ctx: Rc<ConnCtx>,
+    resume: Option<Box<h2::Parked>>,
+) -> Option<(Transport, Box<h2::Parked>, Instant)> {
     let gen = ctx.listener.now();
     let limits = h2::Limits {
         max_concurrent: 1024,
@@ -164,7 +174,8 @@ async fn serve_h2(stream: Transport, read: bytes::BytesMut, ctx: Rc<ConnCtx>) {
     drop(gen);
     let svc_ctx = ctx.clone();
     let service = move |req| handle(svc_ctx.clone(), req);
-    h2::serve(stream, read, conf, service, ctx.listener.drained(), ctx.listener.draining()).await;
+    let (drained, draining) = (ctx.listener.drained(), ctx.listener.draining());
+    h2::serve(stream, read, conf, service, drained, draining, resume, Instant::now()).await
 }
 
 /// Receive windows of a client HTTP/2 connection: what a client may send

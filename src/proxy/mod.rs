@@ -298,28 +298,30 @@ pub struct Quiet {
     peer: SocketAddr,
     open: Open,
     protocol: ProtocolId,
+    /// An HTTP/2 connection's HPACK table and connection state.
+    h2: Option<Box<crate::stream::http::h2::Parked>>,
 }
 
 impl Quiet {
     /// Serves the connection until it closes or falls quiet, then parks it.
     async fn serve(self, initial: BytesMut) {
-        let Quiet { mut stream, peer, protocol, open } = self;
+        let Quiet { mut stream, peer, protocol, open, h2 } = self;
         let listener = &open.listener;
         let Some(worker) = listener.worker.upgrade() else {
             return;
         };
         let worker = &worker;
         let quiet = match protocol.protocol() {
-            Protocol::Rpc(codec) => {
-                Box::pin(rpc::serve(&mut stream, initial, peer, codec, listener, worker)).await.map(|at| (stream, at))
-            }
+            Protocol::Rpc(codec) => Box::pin(rpc::serve(&mut stream, initial, peer, codec, listener, worker))
+                .await
+                .map(|at| (stream, at, None)),
             http_version => {
                 let (l, w) = (listener.clone(), worker.clone());
-                Box::pin(http::serve(stream, initial, peer, http_version, l, w)).await
+                Box::pin(http::serve(stream, initial, peer, http_version, l, w, h2)).await
             }
         };
-        if let Some((stream, since)) = quiet {
-            Quiet { stream, peer, open, protocol }.park(since);
+        if let Some((stream, since, h2)) = quiet {
+            Quiet { stream, peer, open, protocol, h2 }.park(since);
         }
     }
 
@@ -402,7 +404,7 @@ async fn open(stream: TcpStream, peer: SocketAddr, conn: Open, worker: Rc<Worker
         }
     };
     let initial = (!initial.is_empty()).then(|| Box::new(initial));
-    Some(Opened { conn: Quiet { stream, peer, open: conn, protocol: protocol.id() }, initial })
+    Some(Opened { conn: Quiet { stream, peer, open: conn, protocol: protocol.id(), h2: None }, initial })
 }
 
 /// TLS on an accepted connection: the inspector's look at the first byte

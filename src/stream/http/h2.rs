@@ -97,7 +97,6 @@ const RESET_BUDGET: u32 = 1024;
 /// Empty DATA / CONTINUATION frames in a row before the connection is closed.
 const EMPTY_FRAMES: u32 = 1024;
 
-
 /// A stream the connection knows.
 struct Stream {
     /// Request body not yet taken by the service.
@@ -354,10 +353,32 @@ struct Conn<S> {
     read_closed: bool,
 }
 
+/// What a connection keeps while parked (`network::park`) between bursts:
+/// no buffers, no streams, no task; the client's HPACK table and the
+/// connection-level state the next burst continues from.
+pub struct Parked {
+    decoder: Decoder,
+    last_stream: u32,
+    peer_initial_window: i64,
+    peer_max_frame: usize,
+    send_window: i64,
+    recv_window: i64,
+    recv_release: u32,
+}
+
+/// How long a connection with no stream open waits before it parks.
+const PARK_GRACE: Duration = Duration::from_millis(5);
+
+/// How often a busy connection looks whether it has gone idle.
+const BUSY_TICK: Duration = Duration::from_millis(50);
+
 /// Serves one client connection. `read` holds bytes already read from it
-/// (the preface, usually). Returns when the connection is closed; `drain`
-/// resolving starts a graceful close (GOAWAY, in-flight streams finish), as
-/// does `idle` passing with no stream open.
+/// (the preface, usually); `resume` the state of a connection that was
+/// parked. Returns when the connection is closed, or, with its state, when it
+/// has had no stream open for [`PARK_GRACE`] and may park until the client
+/// sends again. `drain` resolving starts a graceful close (GOAWAY, in-flight
+/// streams finish), as does `idle` passing with no stream open.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<S, F>(
     io: Transport,
     read: BytesMut,
@@ -365,49 +386,72 @@ pub async fn serve<S, F>(
     service: S,
     drain: impl Future<Output = ()>,
     draining: bool,
-) where
+    resume: Option<Box<Parked>>,
+    idle_since: Instant,
+) -> Option<(Transport, Box<Parked>, Instant)>
+where
     S: Fn(Request<Body>) -> F + 'static,
     F: Future<Output = Response<Body>> + 'static,
 {
     let ServerConf { limits, idle, bytes } = conf;
-    let mut out = BytesMut::with_capacity(64);
-    wire::write_settings(
-        &mut out,
-        &[
-            (setting::MAX_CONCURRENT_STREAMS, limits.max_concurrent),
-            (setting::INITIAL_WINDOW_SIZE, limits.stream_window),
-            (setting::MAX_HEADER_LIST_SIZE, limits.max_header_list as u32),
-            (setting::HEADER_TABLE_SIZE, limits.header_table as u32),
-        ],
-    );
-    if limits.conn_window > wire::DEFAULT_WINDOW {
-        wire::write_window_update(&mut out, 0, limits.conn_window - wire::DEFAULT_WINDOW);
-    }
+    let mut out = BytesMut::new();
+    let state = match resume {
+        Some(parked) => parked,
+        None => {
+            out.reserve(64);
+            wire::write_settings(
+                &mut out,
+                &[
+                    (setting::MAX_CONCURRENT_STREAMS, limits.max_concurrent),
+                    (setting::INITIAL_WINDOW_SIZE, limits.stream_window),
+                    (setting::MAX_HEADER_LIST_SIZE, limits.max_header_list as u32),
+                    (setting::HEADER_TABLE_SIZE, limits.header_table as u32),
+                ],
+            );
+            if limits.conn_window > wire::DEFAULT_WINDOW {
+                wire::write_window_update(&mut out, 0, limits.conn_window - wire::DEFAULT_WINDOW);
+            }
+            Box::new(Parked {
+                decoder: Decoder::new(limits.header_table),
+                last_stream: 0,
+                peer_initial_window: i64::from(wire::DEFAULT_WINDOW),
+                peer_max_frame: wire::DEFAULT_MAX_FRAME as usize,
+                send_window: i64::from(wire::DEFAULT_WINDOW),
+                recv_window: i64::from(limits.conn_window),
+                recv_release: 0,
+            })
+        }
+    };
+    // A resumed connection was greeted before it parked.
+    let greeting = if out.is_empty() { 2 } else { 0 };
+    let Parked { decoder, last_stream, peer_initial_window, peer_max_frame, send_window, recv_window, recv_release } =
+        *state;
     let shared = Rc::new(RefCell::new(Shared {
         limits,
         out,
         conn_waker: None,
         streams: HashMap::default(),
         waiting: Vec::new(),
-        send_window: i64::from(wire::DEFAULT_WINDOW),
-        peer_initial_window: i64::from(wire::DEFAULT_WINDOW),
-        peer_max_frame: wire::DEFAULT_MAX_FRAME as usize,
-        recv_window: i64::from(limits.conn_window),
-        recv_release: 0,
+        send_window,
+        peer_initial_window,
+        peer_max_frame,
+        recv_window,
+        recv_release,
         closed: false,
         reset_budget: RESET_BUDGET,
-        last_active: Instant::now(),
+        last_active: idle_since,
     }));
+    let _closer = Closer(shared.clone());
     let service = Rc::new(service);
     let mut conn = Conn {
         io,
         bytes,
         read,
         shared,
-        decoder: Decoder::new(limits.header_table),
+        decoder,
         service,
-        greeting: 0,
-        last_stream: 0,
+        greeting,
+        last_stream,
         partial: None,
         empty_frames: 0,
         going_away: None,
@@ -418,7 +462,7 @@ pub async fn serve<S, F>(
         conn.go_away(Reason::NO_ERROR, u32::MAX >> 1);
     }
     tokio::pin!(drain);
-    let tick = tokio::time::sleep(idle);
+    let tick = tokio::time::sleep_until(idle_since + PARK_GRACE);
     tokio::pin!(tick);
     loop {
         tokio::select! {
@@ -427,7 +471,7 @@ pub async fn serve<S, F>(
                 if let Err(e) = r {
                     debug!(error = %e, "client HTTP/2 connection ended with an error");
                 }
-                return;
+                return None;
             }
             _ = drain.as_mut(), if conn.going_away.is_none() => {
                 conn.go_away(Reason::NO_ERROR, conn.last_stream);
@@ -439,21 +483,31 @@ pub async fn serve<S, F>(
                     (!sh.streams.is_empty(), sh.last_active)
                 };
                 if busy {
-                    tick.as_mut().reset(now + idle);
+                    tick.as_mut().reset(now + BUSY_TICK);
                 } else if now >= last_active + idle {
                     debug!("closing idle client HTTP/2 connection");
                     conn.go_away(Reason::NO_ERROR, conn.last_stream);
+                } else if now >= last_active + PARK_GRACE && conn.parkable() {
+                    return Some(conn.park(last_active));
                 } else {
-                    tick.as_mut().reset((last_active + idle).max(now + Duration::from_millis(10)));
+                    let next = if conn.parkable() { last_active + PARK_GRACE } else { now + PARK_GRACE };
+                    tick.as_mut().reset(next.min(last_active + idle).max(now + Duration::from_millis(1)));
                 }
             }
         }
     }
 }
 
-impl<S> Drop for Conn<S> {
+/// Ends what a connection's streams wait on when the connection goes: their
+/// tasks are aborted, body readers and responders see it closed.
+struct Closer(Rc<RefCell<Shared>>);
+
+impl Drop for Closer {
     fn drop(&mut self) {
-        let mut sh = self.shared.borrow_mut();
+        let mut sh = self.0.borrow_mut();
+        if sh.streams.is_empty() && sh.waiting.is_empty() {
+            return;
+        }
         sh.closed = true;
         for (_, mut s) in sh.streams.drain() {
             s.wake();
@@ -470,6 +524,36 @@ where
     S: Fn(Request<Body>) -> F + 'static,
     F: Future<Output = Response<Body>> + 'static,
 {
+    /// Nothing in flight, owed or half-read: the connection may park.
+    fn parkable(&mut self) -> bool {
+        let sh = self.shared.borrow();
+        self.greeting == 2
+            && sh.streams.is_empty()
+            && sh.out.is_empty()
+            && self.read.is_empty()
+            && self.partial.is_none()
+            && self.going_away.is_none()
+            && !self.failed
+            && !self.read_closed
+            && !self.io.holds_output()
+    }
+
+    /// The connection's socket and what its next burst needs.
+    fn park(self, since: Instant) -> (Transport, Box<Parked>, Instant) {
+        let sh = self.shared.borrow();
+        let parked = Box::new(Parked {
+            decoder: self.decoder,
+            last_stream: self.last_stream,
+            peer_initial_window: sh.peer_initial_window,
+            peer_max_frame: sh.peer_max_frame,
+            send_window: sh.send_window,
+            recv_window: sh.recv_window,
+            recv_release: sh.recv_release,
+        });
+        drop(sh);
+        (self.io, parked, since)
+    }
+
     fn go_away(&mut self, reason: Reason, last: u32) {
         let mut sh = self.shared.borrow_mut();
         wire::write_goaway(&mut sh.out, last, reason, reason.name().as_bytes());
@@ -802,13 +886,11 @@ where
                 sh.reset(id, Reason::STREAM_CLOSED);
                 return Ok(());
             }
-            let trailers = match fields {
-                Decoded::Fields { pseudo, headers, .. } if end_stream && pseudo.is_empty() => headers,
-                _ => {
-                    sh.reset(id, Reason::PROTOCOL_ERROR);
-                    return Ok(());
-                }
-            };
+            if !end_stream || fields.malformed || fields.too_large || !fields.pseudo.is_empty() {
+                sh.reset(id, Reason::PROTOCOL_ERROR);
+                return Ok(());
+            }
+            let trailers = fields.headers;
             if s.expected.is_some_and(|want| want != s.received) {
                 sh.reset(id, Reason::PROTOCOL_ERROR);
                 return Ok(());
@@ -842,32 +924,23 @@ where
         let (send_window, recv_window) = (sh.peer_initial_window, i64::from(sh.limits.stream_window));
         let mut stream = Stream::new(send_window, recv_window);
         stream.recv_end = end_stream;
-        let request = match fields {
-            Decoded::TooLarge => {
-                // 431, then the stream is done; its body is not wanted.
-                let mut block = BytesMut::new();
-                hpack::encode(Some(431), &HeaderMap::new(), &mut block);
-                let max = sh.peer_max_frame;
-                wire::write_headers(&mut sh.out, id, &block, true, max);
-                if !end_stream {
-                    wire::write_rst(&mut sh.out, id, Reason::NO_ERROR);
-                }
-                sh.wake_conn();
-                return Ok(());
+        if fields.too_large {
+            // 431, then the stream is done; its body is not wanted.
+            let mut block = BytesMut::new();
+            hpack::encode(Some(431), &HeaderMap::new(), &mut block);
+            let max = sh.peer_max_frame;
+            wire::write_headers(&mut sh.out, id, &block, true, max);
+            if !end_stream {
+                wire::write_rst(&mut sh.out, id, Reason::NO_ERROR);
             }
-            Decoded::Fields { pseudo, headers, malformed: false } => match request(pseudo, headers) {
-                Some(r) => r,
-                None => {
-                    wire::write_rst(&mut sh.out, id, Reason::PROTOCOL_ERROR);
-                    return Ok(());
-                }
-            },
-            Decoded::Fields { .. } => {
-                wire::write_rst(&mut sh.out, id, Reason::PROTOCOL_ERROR);
-                return Ok(());
-            }
+            sh.wake_conn();
+            return Ok(());
+        }
+        let request = if fields.malformed { None } else { request(fields.pseudo, fields.headers) };
+        let Some((parts, expected)) = request else {
+            wire::write_rst(&mut sh.out, id, Reason::PROTOCOL_ERROR);
+            return Ok(());
         };
-        let (parts, expected) = request;
         stream.expected = expected;
         if expected.is_some_and(|n| end_stream && n != 0) {
             wire::write_rst(&mut sh.out, id, Reason::PROTOCOL_ERROR);
@@ -935,9 +1008,9 @@ where
             return Err(ConnError(Reason::ENHANCE_YOUR_CALM, "header list far past SETTINGS_MAX_HEADER_LIST_SIZE"));
         }
         if size > limit {
-            return Ok(Decoded::TooLarge);
+            return Ok(Decoded { pseudo: Pseudos::default(), headers: HeaderMap::new(), malformed, too_large: true });
         }
-        Ok(Decoded::Fields { pseudo, headers, malformed })
+        Ok(Decoded { pseudo, headers, malformed, too_large: false })
     }
 
     fn rst(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
@@ -1059,9 +1132,13 @@ where
     }
 }
 
-enum Decoded {
-    Fields { pseudo: Pseudos, headers: HeaderMap, malformed: bool },
-    TooLarge,
+/// A decoded header block: its fields, whether any was malformed, and
+/// whether the list was too large to keep (its fields then dropped).
+struct Decoded {
+    pseudo: Pseudos,
+    headers: HeaderMap,
+    malformed: bool,
+    too_large: bool,
 }
 
 /// A request's pseudo-headers, each at most once.
