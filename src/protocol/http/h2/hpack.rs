@@ -350,6 +350,10 @@ fn integer(src: &mut &[u8], prefix: u8) -> Result<usize, HpackError> {
     }
 }
 
+thread_local! {
+    static HUFFMAN_OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// RFC 7541 §5.2.
 fn string(src: &mut &[u8]) -> Result<Bytes, HpackError> {
     let huffman = src.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
@@ -360,9 +364,14 @@ fn string(src: &mut &[u8]) -> Result<Bytes, HpackError> {
     let (raw, rest) = src.split_at(len);
     *src = rest;
     if huffman {
-        let mut out = Vec::with_capacity(len * 8 / 5);
-        huffman::decode(raw, &mut out).map_err(|_| HpackError::Huffman)?;
-        Ok(Bytes::from(out))
+        // Decoded into a reused buffer, then copied out at its exact length:
+        // `Bytes` from a `Vec` with room to spare would cost a second
+        // allocation (its shared header).
+        HUFFMAN_OUT.with_borrow_mut(|out| {
+            out.clear();
+            huffman::decode(raw, out).map_err(|_| HpackError::Huffman)?;
+            Ok(Bytes::copy_from_slice(out))
+        })
     } else {
         Ok(Bytes::copy_from_slice(raw))
     }
