@@ -35,10 +35,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use http::header::{HeaderMap, CONTENT_LENGTH, TE};
 use http::{Method, Request, Response, Uri};
 use hyper::body::{Body as _, Frame};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -123,7 +123,9 @@ struct Stream {
     /// Set once the stream is reset (by either side): the body reader sees
     /// an error, the responder stops.
     reset: bool,
-    task: Option<JoinHandle<()>>,
+    /// The waker of the stream's work (`Guarded`), to end it at once when
+    /// the stream is reset.
+    task: Option<Waker>,
 }
 
 impl Stream {
@@ -232,7 +234,7 @@ impl Shared {
             let owed: usize = s.recv.iter().map(Bytes::len).sum();
             self.release(0, owed as u32);
             if let Some(t) = s.task.take() {
-                t.abort();
+                t.wake();
             }
         }
         wire::write_rst(&mut self.out, id, reason);
@@ -336,9 +338,11 @@ struct Conn<S> {
     bytes: Arc<IoBytes>,
     shared: Rc<RefCell<Shared>>,
     decoder: Decoder,
-    /// Called once per request, in the request's own task: its future is
-    /// built in place there, never moved after.
+    /// Called once per request; its future runs in `tasks`.
     service: Rc<S>,
+    /// Each open stream's work (the service, then writing its response),
+    /// run inside the connection's own task: no task spawned per request.
+    tasks: FuturesUnordered<Guarded>,
     /// 0: waiting for the preface; 1: for the client's first SETTINGS; 2: greeted.
     greeting: u8,
     last_stream: u32,
@@ -351,6 +355,29 @@ struct Conn<S> {
     /// once the GOAWAY is out.
     failed: bool,
     read_closed: bool,
+}
+
+/// A stream's work, ended as soon as the stream is reset (it is then gone
+/// from the map): its future is dropped, and with it the upstream request.
+struct Guarded {
+    id: u32,
+    shared: Rc<RefCell<Shared>>,
+    work: Pin<Box<dyn Future<Output = ()>>>,
+}
+
+impl Future for Guarded {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        {
+            let mut sh = self.shared.borrow_mut();
+            let Some(s) = sh.streams.get_mut(&self.id) else { return Poll::Ready(()) };
+            if !s.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                s.task = Some(cx.waker().clone());
+            }
+        }
+        self.work.as_mut().poll(cx)
+    }
 }
 
 /// What a connection keeps while parked (`network::park`) between bursts:
@@ -450,6 +477,7 @@ where
         shared,
         decoder,
         service,
+        tasks: FuturesUnordered::new(),
         greeting,
         last_stream,
         partial: None,
@@ -512,7 +540,7 @@ impl Drop for Closer {
         for (_, mut s) in sh.streams.drain() {
             s.wake();
             if let Some(t) = s.task.take() {
-                t.abort();
+                t.wake();
             }
         }
         sh.wake_waiting();
@@ -529,6 +557,7 @@ where
         let sh = self.shared.borrow();
         self.greeting == 2
             && sh.streams.is_empty()
+            && self.tasks.is_empty()
             && sh.out.is_empty()
             && self.read.is_empty()
             && self.partial.is_none()
@@ -574,6 +603,9 @@ where
                     self.go_away(reason, self.last_stream);
                 }
             }
+            // Run the streams whose work can go on; what they answer is
+            // written below, in the same pass.
+            while let Poll::Ready(Some(())) = self.tasks.poll_next_unpin(cx) {}
             // Write what is queued.
             let mut sh = self.shared.borrow_mut();
             while !sh.out.is_empty() {
@@ -958,15 +990,11 @@ where
         let req = Request::from_parts(parts, body);
         let service = self.service.clone();
         let shared = self.shared.clone();
-        let task = tokio::task::spawn_local(async move {
-            // Boxed: tokio moves a task's future whole several times over
-            // its life, and the service's is kilobytes; this moves it once.
-            let resp = Box::pin(service(req)).await;
+        let work = Box::pin(async move {
+            let resp = service(req).await;
             respond(&shared, id, resp, head_request).await;
         });
-        if let Some(s) = self.shared.borrow_mut().streams.get_mut(&id) {
-            s.task = Some(task);
-        }
+        self.tasks.push(Guarded { id, shared: self.shared.clone(), work });
         Ok(())
     }
 
@@ -1028,7 +1056,7 @@ where
             s.reset = true;
             s.wake();
             if let Some(t) = s.task.take() {
-                t.abort();
+                t.wake();
             }
             let owed: usize = s.recv.iter().map(Bytes::len).sum();
             sh.release(0, owed as u32);
