@@ -393,8 +393,17 @@ pub struct Parked {
     recv_release: u32,
 }
 
-/// How long a connection with no stream open waits before it parks.
-const PARK_GRACE: Duration = Duration::from_millis(5);
+/// How long a connection with no stream open waits before it parks. Longer
+/// than HTTP/1.1's 5 ms: an HTTP/2 client (a gRPC channel) spreads its calls
+/// over one connection, and at 5 ms the 64 connections of the fixed-rate
+/// benchmark (5,000 req/s, a call every 13 ms each) parked and resumed for
+/// nearly every call: 46.4 µs of CPU per request against haproxy's 36.9, and a
+/// p99 of +75 µs against +41 (`MODE=h2c bash bench/http_rate.sh`). At 1 s both
+/// were at haproxy's level, but connections opened in a burst then sit unparked
+/// long enough for the allocator to scatter them. 100 ms holds an idle h2c
+/// connection to 1,210 bytes (636 at 5 ms; `MODE=h2c N=9000 bash
+/// bench/http_idle_mem.sh`).
+const PARK_GRACE: Duration = Duration::from_millis(100);
 
 /// How often a busy connection looks whether it has gone idle.
 const BUSY_TICK: Duration = Duration::from_millis(50);
