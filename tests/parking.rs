@@ -195,14 +195,6 @@ async fn h2_answer(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, id: u32) ->
     }
 }
 
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 /// An HTTP/2 connection with no stream open parks like the others, keeping
 /// what its next burst needs: the client's HPACK table (the second request
 /// names its header only by the index the first one gave it).
@@ -217,20 +209,20 @@ async fn h2_connections_park_between_bursts_keeping_their_hpack_table() {
     let _proxy = Proxy::start(&cfg, 1);
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend(h2_frame(4, 0, 0, &[]));
+    hello.extend(support::h2::frame(4, 0, 0, &[]));
     // GET / http, :authority x (indexed, 62 after the next one), and
     // x-keep: kept (literal with incremental indexing: it becomes 62).
     let mut first = vec![0x82, 0x86, 0x84, 0x41, 0x01, b'x', 0x40, 0x06];
     first.extend_from_slice(b"x-keep");
     first.push(0x04);
     first.extend_from_slice(b"kept");
-    hello.extend(h2_frame(1, 0x5, 1, &first));
+    hello.extend(support::h2::frame(1, 0x5, 1, &first));
     s.write_all(&hello).await.unwrap();
     let mut buf = Vec::new();
     assert_eq!(h2_answer(&mut s, &mut buf, 1).await.first(), Some(&0x88), "200");
     assert!(until_parked(admin_port, 1.0).await, "the quiet HTTP/2 connection parks: {}", parked(admin_port));
     // Resumed by the next burst: indexes 62 (x-keep: kept) and 63 (:authority x).
-    s.write_all(&h2_frame(1, 0x5, 3, &[0x82, 0x86, 0x84, 0xbf, 0xbe])).await.unwrap();
+    s.write_all(&support::h2::frame(1, 0x5, 3, &[0x82, 0x86, 0x84, 0xbf, 0xbe])).await.unwrap();
     assert_eq!(h2_answer(&mut s, &mut buf, 3).await.first(), Some(&0x88), "200 after the resume");
     let seen = up.seen();
     let kept = seen.last().and_then(|r| r.headers.iter().find(|(k, _)| k == "x-keep").map(|(_, v)| v.clone()));

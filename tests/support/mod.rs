@@ -487,6 +487,7 @@ impl Client {
         self.buf.advance(n);
     }
 }
+pub mod h2;
 pub mod http;
 pub mod peers;
 pub mod rpc;
