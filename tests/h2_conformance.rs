@@ -37,9 +37,20 @@ fn block(fields: &[(&str, &str)]) -> Vec<u8> {
     b
 }
 
+/// An HPACK string literal, not Huffman-coded (RFC 7541 §5.1, §5.2).
 fn string(b: &mut Vec<u8>, s: &[u8]) {
-    assert!(s.len() < 127);
-    b.push(s.len() as u8);
+    let mut len = s.len();
+    if len < 127 {
+        b.push(len as u8);
+    } else {
+        b.push(127);
+        len -= 127;
+        while len >= 128 {
+            b.push((len % 128) as u8 | 0x80);
+            len /= 128;
+        }
+        b.push(len as u8);
+    }
     b.extend_from_slice(s);
 }
 
@@ -460,6 +471,40 @@ async fn stream_states_rst_stream_and_goaway() {
     c.works(5).await;
     c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, 3, &get("/"))).await;
     c.expect_goaway(STREAM_CLOSED).await;
+}
+
+/// A header list past SETTINGS_MAX_HEADER_LIST_SIZE is answered 431 (the
+/// block decoded all the same, so the connection's HPACK state holds); one
+/// far past it closes the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_lists_past_the_limit() {
+    let (_up, _p, addr) = setup().await;
+    let mut c = Client::connect(addr, &[]).await;
+    let limit = c.settings.iter().find(|s| s.0 == 6).map(|s| s.1 as usize).expect("SETTINGS_MAX_HEADER_LIST_SIZE");
+    let big = "v".repeat(limit + 10);
+    let b = block(&[(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "x"), ("x-big", &big)]);
+    let mut pieces = b.chunks(16_384).peekable();
+    let mut first = true;
+    while let Some(piece) = pieces.next() {
+        let end = if pieces.peek().is_none() { END_HEADERS } else { 0 };
+        let kind = if first { kind::HEADERS } else { kind::CONTINUATION };
+        let flags = if first { END_STREAM | end } else { end };
+        c.send(&frame(kind, flags, 1, piece)).await;
+        first = false;
+    }
+    let (status, _, _) = c.response(1).await;
+    assert_eq!(status, 431);
+    c.works(3).await;
+
+    // Four times past the limit, in a few bytes: an HPACK bomb.
+    let mut c = Client::connect(addr, &[]).await;
+    let mut bomb = vec![0x82, 0x86, 0x84, 0x41, 0x01, b'x', 0x40, 0x06];
+    bomb.extend_from_slice(b"x-bomb");
+    string(&mut bomb, &[b'B'; 4000]);
+    let refs = 4 * limit / 4000 + 2;
+    bomb.extend(std::iter::repeat_n(0xbe, refs));
+    c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, 1, &bomb[..16_384.min(bomb.len())])).await;
+    c.expect_goaway(11).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
