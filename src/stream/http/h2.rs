@@ -1,20 +1,22 @@
 //! HTTP/2 server connections on our own frame layer (RFC 9113).
 //!
 //! One task per connection reads and parses frames, keeps every stream's
-//! state and windows, and writes what the streams queue; one local task per
-//! request runs the service and streams the response back through the
-//! connection's output. Both sides of a stream live in one map behind an
+//! state and windows, and writes what the streams queue. Each request's work
+//! (the service, then its response streamed back through the connection's
+//! output) is a future in that same task's `FuturesUnordered`, not a task of
+//! its own. Both sides of a stream live in one map behind an
 //! `Rc<RefCell<_>>`: everything runs on the worker's thread, so nothing here
-//! locks or touches a shared atomic. (`h2`, under hyper, keeps its stream
-//! store behind a mutex that every frame and every body poll takes.)
+//! locks. (`h2`, under hyper, keeps its stream store behind a mutex that
+//! every frame and every body poll takes.)
 //!
 //! What the connection refuses, and how (RFC 9113 §5.4): a frame that breaks
 //! the connection's framing or state gets GOAWAY and a close; one that breaks
 //! only a stream's gets RST_STREAM. Abuse is held to bounded work:
-//! - a header block (HEADERS and its CONTINUATIONs) past `MAX_BLOCK` bytes
+//! - a header block (HEADERS and its CONTINUATIONs) past `max_block` bytes
 //!   closes the connection (CONTINUATION floods);
 //! - decoded fields past the header list limit get 431, however small the
-//!   block was (HPACK bombs);
+//!   block was; past `BOMB_FACTOR` times the limit they close the connection
+//!   (HPACK bombs);
 //! - streams beyond `max_concurrent` are refused with REFUSED_STREAM;
 //! - streams the client resets before their answer spend a budget that
 //!   answered streams refill; when it runs out the connection is closed with
@@ -38,6 +40,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use http::header::{HeaderMap, CONTENT_LENGTH, TE};
 use http::{Method, Request, Response, Uri};
+use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Frame};
 use tokio::time::Instant;
 use tracing::debug;
@@ -148,11 +151,10 @@ impl Stream {
         }
     }
 
+    /// Wakes everything that waits on the stream: its body reader, its
+    /// responder, and its work (`Guarded`), which then ends.
     fn wake(&mut self) {
-        if let Some(w) = self.body_waker.take() {
-            w.wake();
-        }
-        if let Some(w) = self.send_waker.take() {
+        for w in [self.body_waker.take(), self.send_waker.take(), self.task.take()].into_iter().flatten() {
             w.wake();
         }
     }
@@ -226,17 +228,21 @@ impl Shared {
         }
     }
 
-    /// Resets `id` from our side with `reason`, if it is still open.
+    /// Takes `id` out of the map as reset (by either side): whatever waits
+    /// on it wakes to find it gone, and the request body it held goes back to
+    /// the connection's window.
+    fn drop_stream(&mut self, id: u32) -> Option<Stream> {
+        let mut s = self.streams.remove(&id)?;
+        s.reset = true;
+        s.wake();
+        let owed: usize = s.recv.iter().map(Bytes::len).sum();
+        self.release(0, owed as u32);
+        Some(s)
+    }
+
+    /// Resets `id` from our side with `reason`.
     fn reset(&mut self, id: u32, reason: Reason) {
-        if let Some(mut s) = self.streams.remove(&id) {
-            s.reset = true;
-            s.wake();
-            let owed: usize = s.recv.iter().map(Bytes::len).sum();
-            self.release(0, owed as u32);
-            if let Some(t) = s.task.take() {
-                t.wake();
-            }
-        }
+        self.drop_stream(id);
         wire::write_rst(&mut self.out, id, reason);
         self.wake_conn();
     }
@@ -431,8 +437,10 @@ where
 {
     let ServerConf { limits, idle, bytes } = conf;
     let mut out = BytesMut::new();
-    let state = match resume {
-        Some(parked) => parked,
+    // A resumed connection was greeted before it parked; a new one is sent
+    // our SETTINGS and waits for the client's preface.
+    let (state, greeting) = match resume {
+        Some(parked) => (parked, 2),
         None => {
             out.reserve(64);
             wire::write_settings(
@@ -447,7 +455,7 @@ where
             if limits.conn_window > wire::DEFAULT_WINDOW {
                 wire::write_window_update(&mut out, 0, limits.conn_window - wire::DEFAULT_WINDOW);
             }
-            Box::new(Parked {
+            let fresh = Box::new(Parked {
                 decoder: Decoder::new(limits.header_table),
                 last_stream: 0,
                 peer_initial_window: i64::from(wire::DEFAULT_WINDOW),
@@ -455,11 +463,10 @@ where
                 send_window: i64::from(wire::DEFAULT_WINDOW),
                 recv_window: i64::from(limits.conn_window),
                 recv_release: 0,
-            })
+            });
+            (fresh, 0)
         }
     };
-    // A resumed connection was greeted before it parked.
-    let greeting = if out.is_empty() { 2 } else { 0 };
     let Parked { decoder, last_stream, peer_initial_window, peer_max_frame, send_window, recv_window, recv_release } =
         *state;
     let shared = Rc::new(RefCell::new(Shared {
@@ -535,8 +542,9 @@ where
     }
 }
 
-/// Ends what a connection's streams wait on when the connection goes: their
-/// tasks are aborted, body readers and responders see it closed.
+/// Ends what a connection's streams wait on when the connection goes: body
+/// readers and responders (in other tasks, for a body streaming upstream)
+/// see it closed.
 struct Closer(Rc<RefCell<Shared>>);
 
 impl Drop for Closer {
@@ -548,9 +556,6 @@ impl Drop for Closer {
         sh.closed = true;
         for (_, mut s) in sh.streams.drain() {
             s.wake();
-            if let Some(t) = s.task.take() {
-                t.wake();
-            }
         }
         sh.wake_waiting();
     }
@@ -1061,14 +1066,7 @@ where
             return Err(ConnError(Reason::PROTOCOL_ERROR, "RST_STREAM on an idle stream"));
         }
         let mut sh = self.shared.borrow_mut();
-        if let Some(mut s) = sh.streams.remove(&head.stream) {
-            s.reset = true;
-            s.wake();
-            if let Some(t) = s.task.take() {
-                t.wake();
-            }
-            let owed: usize = s.recv.iter().map(Bytes::len).sum();
-            sh.release(0, owed as u32);
+        if let Some(s) = sh.drop_stream(head.stream) {
             if !s.send_end {
                 sh.reset_budget = sh.reset_budget.saturating_sub(1);
                 if sh.reset_budget == 0 {
@@ -1383,5 +1381,3 @@ fn close_send(sh: &mut Shared, id: u32) {
     sh.finish_if_done(id);
     sh.wake_conn();
 }
-
-use http_body_util::BodyExt as _;
