@@ -29,7 +29,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -50,7 +50,7 @@ use crate::protocol::http::{
 use crate::protocol::Protocol;
 use crate::router::{HttpActions, Redirect, RetryOn, RouteEntry, RouteInput, Target};
 use crate::stream::http::{h2, raw};
-use crate::stream::http::{Body, BoxError, HttpPool, LocalExec, SendError, Version};
+use crate::stream::http::{Body, BoxError, HttpPool, SendError, Version};
 use hyper::body::Body as _;
 
 /// Request bodies up to this size (with a known length) are held whole: kept
@@ -129,9 +129,16 @@ pub async fn serve(
         last_active: Cell::new(Instant::now()),
         tls: stream.tls().cloned(),
     });
+    if downstream == Version::Http2 {
+        // Boxed, like hyper's below: it would otherwise size every
+        // pass-through connection too.
+        return Box::pin(serve_h2(stream, initial, ctx, resume))
+            .await
+            .map(|(s, parked, since)| (s, since, Some(parked)));
+    }
     // The common HTTP/1.1 request takes the pass-through; the first one it
     // leaves alone hands the connection to hyper from there on.
-    let (stream, read) = if downstream == Version::Http1 && upstream == Version::Http1 && gen.spec.http1_passthrough {
+    let (stream, read) = if upstream == Version::Http1 && gen.spec.http1_passthrough {
         match super::http1::serve(stream, initial, &ctx).await {
             super::http1::Outcome::Closed => return None,
             super::http1::Outcome::Quiet(stream, since) => return Some((stream, since, None)),
@@ -140,14 +147,9 @@ pub async fn serve(
     } else {
         (stream, initial)
     };
-    if downstream == Version::Http2 {
-        // Boxed, like hyper's below: it would otherwise size every
-        // pass-through connection too.
-        return Box::pin(serve_h2(stream, read, ctx, resume)).await.map(|(s, parked, since)| (s, since, Some(parked)));
-    }
     // Boxed: hyper's connection state would otherwise size every
     // pass-through connection too.
-    if let Err(e) = Box::pin(serve_hyper(stream, read, downstream, ctx)).await {
+    if let Err(e) = Box::pin(serve_hyper(stream, read, ctx)).await {
         debug!(%peer, error = %e, "client HTTP connection ended with an error");
     }
     None
@@ -183,21 +185,15 @@ async fn serve_h2(
 const H2_STREAM_WINDOW: u32 = 256 * 1024;
 const H2_CONN_WINDOW: u32 = 1024 * 1024;
 
-/// Serves the rest of a connection with hyper; `read` holds the bytes
-/// already read from it.
-async fn serve_hyper(
-    stream: Transport,
-    read: bytes::BytesMut,
-    downstream: Version,
-    ctx: Rc<ConnCtx>,
-) -> Result<(), hyper::Error> {
+/// Serves the rest of an HTTP/1.x connection with hyper; `read` holds the
+/// bytes already read from it.
+async fn serve_hyper(stream: Transport, read: bytes::BytesMut, ctx: Rc<ConnCtx>) -> Result<(), hyper::Error> {
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let ctx = svc_ctx.clone();
         let req = req.map(incoming);
-        // Boxed: hyper moves the service future into a task per HTTP/2 stream,
-        // and at 3.4 KiB the moves cost more than one allocation (h2c: about
-        // 19% less CPU per request in an alternating A/B).
+        // Boxed: the request path's future is kilobytes, and unboxed it
+        // would be moved with, and size, hyper's dispatch future.
         async move { Ok::<_, Infallible>(Box::pin(handle(ctx, req)).await) }
     });
     let gen = ctx.listener.now();
@@ -205,42 +201,23 @@ async fn serve_hyper(
     let idle = spec.idle_timeout;
     let drain = ctx.listener.drained();
     tokio::pin!(drain);
-    match downstream {
-        Version::Http1 => {
-            // The header-read time counts from a head's first byte, not
-            // through the keep-alive wait before it (`head_timer`).
-            let reads = Reads::default();
-            let stream = Counted::new(stream, ctx.listener.hyper_bytes.clone());
-            let io = Prefixed::new(read, stream).on_bytes({
-                let reads = reads.clone();
-                move || reads.note()
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(HeadTimer { reads })
-                .header_read_timeout(spec.header_read_timeout)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .max_headers(MAX_HEADER_COUNT)
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await
-        }
-        Version::Http2 => {
-            let conn = hyper::server::conn::http2::Builder::new(LocalExec)
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(1024)
-                // As large as an HTTP/1.1 head may be (hyper's default is
-                // 16 KiB); `validate_request` then holds the header section
-                // to MAX_HEADER_BYTES, as for HTTP/1.1.
-                .max_header_list_size(MAX_HEAD_BYTES as u32)
-                .serve_connection(
-                    TokioIo::new(Prefixed::new(read, Counted::new(stream, ctx.listener.hyper_bytes.clone()))),
-                    service,
-                );
-            tokio::pin!(conn);
-            drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await
-        }
-    }
+    // The header-read time counts from a head's first byte, not through the
+    // keep-alive wait before it (`head_timer`).
+    let reads = Reads::default();
+    let stream = Counted::new(stream, ctx.listener.hyper_bytes.clone());
+    let io = Prefixed::new(read, stream).on_bytes({
+        let reads = reads.clone();
+        move || reads.note()
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(HeadTimer { reads })
+        .header_read_timeout(spec.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADER_COUNT)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    drive(conn.as_mut(), &ctx, drain.as_mut(), idle, |c| c.graceful_shutdown()).await
 }
 
 /// Drives a hyper server connection; shuts it down gracefully on drain or
@@ -293,9 +270,9 @@ where
     }
 }
 
-/// A request of a connection in flight, until dropped: also when hyper drops
-/// the request's future (an HTTP/2 stream reset, a client gone), or the
-/// connection would never count as idle again.
+/// A request of a connection in flight, until dropped: also when the
+/// request's future is dropped unfinished (an HTTP/2 stream reset, a client
+/// gone), or the connection would never count as idle again.
 struct Busy<'c>(&'c ConnCtx);
 
 impl<'c> Busy<'c> {

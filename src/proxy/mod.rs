@@ -101,8 +101,8 @@ pub struct ListenerCtx {
     pub hyper_bytes: std::sync::Arc<crate::network::counted::IoBytes>,
     draining: Cell<bool>,
     drain: Notify,
-    /// Its quiet client connections (RPC, and HTTP/1.1 between requests),
-    /// holding only their sockets.
+    /// Its quiet client connections (RPC; HTTP/1.1 between requests; HTTP/2
+    /// between bursts, with its HPACK table), holding only their sockets.
     pub parking: Rc<Parking<Quiet>>,
     /// The worker it runs on (which holds it: hence weak).
     worker: Weak<WorkerCtx>,

@@ -1,8 +1,9 @@
 //! HTTP/1.1 exchanges on plain pooled sockets ([`HttpPool::take_raw`]): the
-//! upstream side of the pass-through, and of hyper-path requests whose whole
-//! body is in hand. One write carries the request; the response head is read
-//! and handed to the caller's parser, which decides what the head becomes
-//! (bytes for a pass-through client, an `http::Response` for hyper's server).
+//! upstream side of the pass-through, and of `proxy::http` requests whose
+//! whole body is in hand. One write carries the request; the response head is
+//! read and handed to the caller's parser, which decides what the head becomes
+//! (bytes for a pass-through client, an `http::Response` for the HTTP/2
+//! server or hyper's HTTP/1.1 one).
 //! [`RawBody`] streams a body from such a connection and puts the connection
 //! back in the pool when the body ended cleanly.
 
@@ -216,8 +217,9 @@ impl Facts {
 /// A response head in `http` types, and what it says about its body.
 pub type ResponseHead = (Response<()>, Facts);
 
-/// Parses a response head into `http` types for hyper's server: hop-by-hop
-/// headers and the framing ones are dropped (hyper frames the body itself).
+/// Parses a response head into `http` types for the HTTP servers: hop-by-hop
+/// headers and the framing ones are dropped (the server frames the body
+/// itself).
 /// Usable as the parser of [`send`].
 pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<ResponseHead>>, Broken> {
     let mut slots = h1::header_slots();
