@@ -355,8 +355,8 @@ async fn read_h2_answers(n: usize, s: std::net::TcpStream, left: BytesMut, w: Wi
     .await
 }
 
-/// HTTP/2 as the fixed-rate mode speaks it (prior knowledge, RFC 9113), by
-/// hand and without HPACK state: a request's fields are static-table
+/// HTTP/2 as the fixed-rate mode speaks it (prior knowledge, RFC 9113), on
+/// `protocol::http::h2`'s frames and without HPACK state: a request's fields are static-table
 /// references and literals never indexed, and an answer's status is its
 /// first field, which encoders send as a static-table index for the common
 /// codes (`:status 200` is index 8).
@@ -365,45 +365,12 @@ mod h2 {
     use std::net::TcpStream;
     use std::time::Duration;
 
-    use bytes::{BufMut, BytesMut};
+    use bytes::BytesMut;
+    use ferrymesh::protocol::http::h2::{self as wire, hpack, setting, Head, DEFAULT_WINDOW, MAX_WINDOW, PREFACE};
 
-    pub const HEAD: usize = 9;
-    pub const DATA: u8 = 0;
-    pub const HEADERS: u8 = 1;
-    pub const RST_STREAM: u8 = 3;
-    const SETTINGS: u8 = 4;
-    pub const GOAWAY: u8 = 7;
-    const WINDOW_UPDATE: u8 = 8;
-    pub const END_STREAM: u8 = 0x1;
-    const ACK: u8 = 0x1;
-    const END_HEADERS: u8 = 0x4;
-    const PADDED: u8 = 0x8;
-    const PRIORITY: u8 = 0x20;
-    const MAX_WINDOW: u32 = (1 << 31) - 1;
-
-    fn frame(out: &mut BytesMut, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-        out.put_uint(payload.len() as u64, 3);
-        out.put_u8(kind);
-        out.put_u8(flags);
-        out.put_u32(stream);
-        out.extend_from_slice(payload);
-    }
-
-    /// An HPACK integer with a `bits`-bit prefix whose high bits are `first`.
-    fn int(out: &mut BytesMut, first: u8, bits: u32, mut v: usize) {
-        let max = (1usize << bits) - 1;
-        if v < max {
-            out.put_u8(first | v as u8);
-            return;
-        }
-        out.put_u8(first | max as u8);
-        v -= max;
-        while v >= 128 {
-            out.put_u8((v % 128) as u8 | 0x80);
-            v /= 128;
-        }
-        out.put_u8(v as u8);
-    }
+    pub use ferrymesh::protocol::http::h2::flag::{self, END_STREAM};
+    pub use ferrymesh::protocol::http::h2::kind::{self, DATA, GOAWAY, HEADERS, RST_STREAM};
+    pub use ferrymesh::protocol::http::h2::HEAD_LEN as HEAD;
 
     /// A GET of `path` on `stream`, in one HEADERS frame that ends the stream.
     pub fn get(out: &mut BytesMut, stream: u32, path: &str) {
@@ -412,35 +379,28 @@ mod h2 {
         block.extend_from_slice(&[0x82, 0x86]);
         // :path and :authority: literals without indexing, names static 4 and 1.
         for (name, value) in [(4, path), (1, "bench")] {
-            block.put_u8(name);
-            int(&mut block, 0, 7, value.len());
-            block.extend_from_slice(value.as_bytes());
+            hpack::put_integer(&mut block, 0, 4, name);
+            hpack::put_string(&mut block, value.as_bytes());
         }
-        frame(out, HEADERS, END_STREAM | END_HEADERS, stream, &block);
+        wire::write_frame(out, HEADERS, END_STREAM | flag::END_HEADERS, stream, &block);
     }
 
     /// The frame at the start of `buf` once it is whole: type, flags,
     /// stream and payload length.
     pub fn next(buf: &[u8]) -> Option<(u8, u8, u32, usize)> {
-        let head = buf.get(..HEAD)?;
-        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
-        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & MAX_WINDOW;
-        (buf.len() >= HEAD + len).then_some((head[3], head[4], stream, len))
+        let head = Head::parse(buf)?;
+        let len = head.len as usize;
+        (buf.len() >= HEAD + len).then_some((head.kind, head.flags, head.stream, len))
     }
 
     /// The status a HEADERS payload begins with, when it is a static-table
     /// index (8 to 14: 200, 204, 206, 304, 400, 404, 500).
     pub fn status(flags: u8, payload: &[u8]) -> Option<u16> {
-        let mut at = 0;
-        let mut end = payload.len();
-        if flags & PADDED != 0 {
-            end = end.checked_sub(usize::from(*payload.first()?))?;
-            at += 1;
+        let mut block = wire::unpad(flags, payload)?;
+        if flags & flag::PRIORITY != 0 {
+            block = block.get(5..)?;
         }
-        if flags & PRIORITY != 0 {
-            at += 5;
-        }
-        let first = *payload.get(at..end)?.first()?;
+        let first = *block.first()?;
         [200, 204, 206, 304, 400, 404, 500].get(usize::from(first.checked_sub(0x88)?)).copied()
     }
 
@@ -451,14 +411,9 @@ mod h2 {
     /// bytes read past them.
     pub fn handshake(s: &TcpStream) -> std::io::Result<BytesMut> {
         let mut out = BytesMut::new();
-        out.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-        let mut settings = BytesMut::new();
-        for (id, v) in [(2u16, 0u32), (4, MAX_WINDOW)] {
-            settings.put_u16(id);
-            settings.put_u32(v);
-        }
-        frame(&mut out, SETTINGS, 0, 0, &settings);
-        frame(&mut out, WINDOW_UPDATE, 0, 0, &(MAX_WINDOW - 65_535).to_be_bytes());
+        out.extend_from_slice(PREFACE);
+        wire::write_settings(&mut out, &[(setting::ENABLE_PUSH, 0), (setting::INITIAL_WINDOW_SIZE, MAX_WINDOW)]);
+        wire::write_window_update(&mut out, 0, MAX_WINDOW - DEFAULT_WINDOW);
         let mut w = s;
         w.write_all(&out)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -472,12 +427,12 @@ mod h2 {
                     break;
                 }
                 let _ = buf.split_to(HEAD + len);
-                match (kind, flags & ACK != 0) {
-                    (SETTINGS, true) => acked = true,
-                    (SETTINGS, false) => {
+                match (kind, flags & flag::ACK != 0) {
+                    (kind::SETTINGS, true) => acked = true,
+                    (kind::SETTINGS, false) => {
                         theirs = true;
                         let mut ack = BytesMut::new();
-                        frame(&mut ack, SETTINGS, ACK, 0, &[]);
+                        wire::write_frame(&mut ack, kind::SETTINGS, flag::ACK, 0, &[]);
                         w.write_all(&ack)?;
                     }
                     (GOAWAY, _) => return Err(std::io::Error::other("GOAWAY during the handshake")),
@@ -506,12 +461,12 @@ mod h2 {
             let mut out = BytesMut::new();
             get(&mut out, 3, &format!("/{}", "p".repeat(200)));
             let (kind, flags, stream, len) = next(&out).unwrap();
-            assert_eq!((kind, flags, stream, len + HEAD), (HEADERS, END_STREAM | END_HEADERS, 3, out.len()));
+            assert_eq!((kind, flags, stream, len + HEAD), (HEADERS, END_STREAM | flag::END_HEADERS, 3, out.len()));
             // :path's length needs a second byte past the 7-bit prefix.
             assert_eq!(&out[HEAD + 2..HEAD + 5], &[0x04, 0x7f, 201 - 127]);
-            assert_eq!(status(END_HEADERS, &[0x88, 0x40]), Some(200));
-            assert_eq!(status(PADDED, &[2, 0x8d, 0, 0]), Some(404));
-            assert_eq!(status(PRIORITY, &[0, 0, 0, 0, 0, 0x88]), Some(200));
+            assert_eq!(status(flag::END_HEADERS, &[0x88, 0x40]), Some(200));
+            assert_eq!(status(flag::PADDED, &[2, 0x8d, 0, 0]), Some(404));
+            assert_eq!(status(flag::PRIORITY, &[0, 0, 0, 0, 0, 0x88]), Some(200));
             assert_eq!(status(0, &[0x48, 0x03]), None, "a literal status is not read");
         }
     }

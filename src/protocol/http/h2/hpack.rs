@@ -377,7 +377,9 @@ fn string(src: &mut &[u8]) -> Result<Bytes, HpackError> {
     }
 }
 
-fn put_integer(dst: &mut BytesMut, flags: u8, prefix: u8, mut value: usize) {
+/// RFC 7541 §5.1: `value` with a `prefix`-bit prefix, `flags` in the
+/// first byte's high bits.
+pub fn put_integer(dst: &mut BytesMut, flags: u8, prefix: u8, mut value: usize) {
     let mask = ((1u16 << prefix) - 1) as usize;
     if value < mask {
         dst.put_u8(flags | value as u8);
@@ -392,7 +394,8 @@ fn put_integer(dst: &mut BytesMut, flags: u8, prefix: u8, mut value: usize) {
     dst.put_u8(value as u8);
 }
 
-fn put_string(dst: &mut BytesMut, s: &[u8]) {
+/// RFC 7541 §5.2: a string literal, not Huffman-coded.
+pub fn put_string(dst: &mut BytesMut, s: &[u8]) {
     put_integer(dst, 0, 7, s.len());
     dst.put_slice(s);
 }
