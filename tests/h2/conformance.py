@@ -28,7 +28,6 @@ class Client:
         self.responses = {}
         self.ended = set()
         self.resets = {}
-        self.goaway = None
         self.acked = None
 
     def flush(self):
@@ -56,7 +55,7 @@ class Client:
             elif isinstance(ev, h2.events.PingAckReceived):
                 self.acked = ev.ping_data
             elif isinstance(ev, h2.events.ConnectionTerminated):
-                self.goaway = ev.error_code
+                raise ConnectionError(f"server sent GOAWAY ({ev.error_code!r})")
         self.flush()
 
     def wait(self, ids):
