@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BufMut;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::tls::{TlsConn, TlsInfo};
@@ -42,6 +42,40 @@ fn retry<T>(
     }
 }
 
+/// Reads into the spare room of `buf` once `s` is readable. A read that
+/// leaves room took everything the kernel held, so it clears the socket's
+/// readiness as it returns: the next poll waits for epoll's next edge instead
+/// of paying a `recv` that answers `WouldBlock` (on a proxied call, one on
+/// each side of every hop). Nothing is missed: edge-triggered epoll reports
+/// every byte that arrives after the read, tokio keeps a readiness whose
+/// event came in while the read ran (its tick), and a close seen with the
+/// data stays ready, so the next read returns the end of input.
+fn poll_recv(cx: &mut Context<'_>, s: &TcpStream, buf: &mut impl BufMut) -> Poll<io::Result<usize>> {
+    loop {
+        std::task::ready!(s.poll_read_ready(cx))?;
+        let mut short = None;
+        // The read inside is tokio's own (it clears nothing unless it sees
+        // `WouldBlock`); the outer `try_io` clears the readiness it observed
+        // before the read when the read came back short.
+        let read = s.try_io(Interest::READABLE, || {
+            let room = buf.chunk_mut().len();
+            let n = s.try_read_buf(buf)?;
+            if n > 0 && n < room {
+                short = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        if let Some(n) = short {
+            return Poll::Ready(Ok(n));
+        }
+        match read {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return Poll::Ready(other),
+        }
+    }
+}
+
 impl Transport {
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
@@ -62,7 +96,7 @@ impl Transport {
     /// Reads into `buf` what has arrived. `Ready(Ok(0))` is the end of input.
     pub fn poll_read_some(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self {
-            Transport::Tcp(s) => retry(cx, s, TcpStream::poll_read_ready, |s| s.try_read(buf)),
+            Transport::Tcp(s) => poll_recv(cx, s, &mut &mut buf[..]),
             Transport::Tls(t) => {
                 let mut rb = ReadBuf::new(buf);
                 std::task::ready!(Pin::new(&mut t.stream).poll_read(cx, &mut rb))?;
@@ -75,7 +109,7 @@ impl Transport {
     /// offers), without zeroing it first. `Ready(Ok(0))` is the end of input.
     pub fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut impl BufMut) -> Poll<io::Result<usize>> {
         match self {
-            Transport::Tcp(s) => retry(cx, s, TcpStream::poll_read_ready, |s| s.try_read_buf(buf)),
+            Transport::Tcp(s) => poll_recv(cx, s, buf),
             Transport::Tls(t) => tokio_util::io::poll_read_buf(Pin::new(&mut t.stream), cx, buf),
         }
     }
@@ -155,7 +189,7 @@ impl Transport {
 impl AsyncRead for Transport {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tcp(s) => poll_recv(cx, s, buf).map_ok(|_| ()),
             Transport::Tls(t) => Pin::new(&mut t.stream).poll_read(cx, buf),
         }
     }
@@ -199,5 +233,77 @@ impl AsyncWrite for Transport {
             Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(t) => Pin::new(&mut t.stream).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (Transport, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Transport::Tcp(server), client)
+    }
+
+    /// Polls one read with a waker that only counts; `None` is `Pending`.
+    fn poll_once(t: &mut Transport, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match t.poll_read_some(&mut cx, buf) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        }
+    }
+
+    async fn read_when_ready(t: &mut Transport, buf: &mut [u8]) -> usize {
+        std::future::poll_fn(|cx| t.poll_read_some(cx, buf)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_short_read_clears_readiness_and_the_next_bytes_wake_the_reader() {
+        let (mut t, mut peer) = pair().await;
+        let mut buf = [0u8; 64];
+        peer.write_all(b"hello").await.unwrap();
+        assert_eq!(read_when_ready(&mut t, &mut buf).await, 5);
+        // The short read cleared the readiness itself (`try_io` runs its
+        // closure only on a socket tokio believes readable).
+        let believed_readable = t.tcp().try_io(Interest::READABLE, || Ok(())).is_ok();
+        assert!(!believed_readable, "readiness left set: the next poll would pay a recv");
+        assert!(poll_once(&mut t, &mut buf).is_none());
+        peer.write_all(b"again").await.unwrap();
+        assert_eq!(read_when_ready(&mut t, &mut buf).await, 5);
+        assert_eq!(&buf[..5], b"again");
+    }
+
+    #[tokio::test]
+    async fn a_close_that_came_with_the_last_bytes_is_still_seen() {
+        let (mut t, mut peer) = pair().await;
+        peer.write_all(b"bye").await.unwrap();
+        peer.shutdown().await.unwrap();
+        drop(peer);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut buf = [0u8; 64];
+        assert_eq!(read_when_ready(&mut t, &mut buf).await, 3);
+        assert_eq!(read_when_ready(&mut t, &mut buf).await, 0, "the end of input");
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fills_the_buffer_keeps_readiness_for_the_rest() {
+        let (mut t, mut peer) = pair().await;
+        peer.write_all(&[7u8; 100]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut buf = [0u8; 64];
+        assert_eq!(read_when_ready(&mut t, &mut buf).await, 64);
+        // Still ready: the rest is read without waiting for another edge.
+        assert!(t.tcp().try_io(Interest::READABLE, || Ok(())).is_ok());
+        assert!(matches!(poll_once(&mut t, &mut buf), Some(Ok(36))));
+        assert!(poll_once(&mut t, &mut buf).is_none());
+        // The AsyncRead path (hyper, the HTTP/1.1 paths) reads the same way.
+        peer.write_all(b"xyz").await.unwrap();
+        let mut v = Vec::new();
+        assert_eq!(tokio::io::AsyncReadExt::read_buf(&mut t, &mut v).await.unwrap(), 3);
     }
 }
