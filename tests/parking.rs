@@ -167,6 +167,32 @@ async fn http1_keep_alive_connections_park_between_requests() {
     assert!(until_parked(admin_port, 5.0).await, "{}", parked(admin_port));
 }
 
+#[tokio::test]
+async fn a_busy_http1_connection_parks_once_its_requests_stop() {
+    use tokio::io::AsyncWriteExt;
+    let up = support::http::HttpUpstream::start("up", false).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let mut cfg = support::http::proxy_config(port, "Http1", "Http1", &[up.addr]);
+    cfg["servers"][0]["listeners"][0]["connection_idle_timeout"] = json!("60s");
+    cfg["admin"] = admin(admin_port);
+    let _proxy = Proxy::start(&cfg, 1);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    // Requests back to back for longer than several busy checks: the
+    // connection's park check keeps finding it busy and looks again later.
+    let busy_until = std::time::Instant::now() + Duration::from_millis(300);
+    let mut sent = 0;
+    while std::time::Instant::now() < busy_until {
+        s.write_all(b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        assert!(read_answer(&mut s, 10).await.starts_with("HTTP/1.1 200"));
+        sent += 1;
+    }
+    assert!(sent > 10, "only {sent} requests in 300 ms");
+    // Then it stops: it parks at its next check.
+    assert!(until_parked(admin_port, 1.0).await, "a connection quiet after a busy run parks: {}", parked(admin_port));
+    s.write_all(b"GET /bytes/20 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(read_answer(&mut s, 20).await.starts_with("HTTP/1.1 200"));
+}
+
 /// Reads HTTP/2 frames until stream `id` ends; its status byte (the HPACK
 /// static index our encoder uses for 200 is 0x88).
 async fn h2_answer(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, id: u32) -> Vec<u8> {
