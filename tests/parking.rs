@@ -32,6 +32,15 @@ fn parked(admin_port: u16) -> f64 {
         .sum()
 }
 
+/// `downstream_connection_resumes_total`, summed over the listener's series.
+fn resumes(admin_port: u16) -> f64 {
+    scrape(admin_port)
+        .iter()
+        .filter(|(k, _)| k.starts_with("ferrymesh_downstream_connection_resumes_total"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// Waits until `want` connections are parked; false if they never are.
 async fn until_parked(admin_port: u16, want: f64) -> bool {
     let until = Instant::now() + Duration::from_secs(5);
@@ -83,6 +92,29 @@ async fn quiet_connections_park_and_resume_with_their_answers_intact() {
     cl.send(&frame[10..]).await;
     let r = cl.recv().await;
     assert_eq!((r.info.id, r.content), (9, b"split".to_vec()));
+}
+
+#[tokio::test]
+async fn a_connection_calling_often_waits_for_its_next_call_instead_of_parking() {
+    let up = Upstream::start("u", Mode::Echo).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let proxy = Proxy::start(&parking_config(port, admin_port, up.addr, "60s"), 1);
+    let mut cl = Client::connect(proxy.addr).await;
+    for id in 1..=20 {
+        cl.send(&request(id, "often")).await;
+        let r = cl.recv().await;
+        assert_eq!((r.info.id, r.content), (u64::from(id), b"often".to_vec()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // It parks after its first call (a new connection has not shown how
+    // often it calls); its second call resumes it, and from then on it waits
+    // out the grace instead of parking and resuming for every call.
+    let resumed = tokio::task::spawn_blocking(move || resumes(admin_port)).await.unwrap();
+    assert!(resumed <= 10.0, "a connection calling every 10 ms was resumed {resumed} times in 20 calls");
+    // Once its calls stop, it parks after the grace, and answers on its next.
+    assert!(until_parked(admin_port, 1.0).await, "{}", parked(admin_port));
+    cl.send(&request(21, "later")).await;
+    assert_eq!(cl.recv().await.content, b"later".to_vec());
 }
 
 #[tokio::test]

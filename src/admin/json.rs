@@ -115,6 +115,7 @@ pub fn mosn_stats(t: &Totals) -> Value {
         m.insert("connection_total".into(), n(l.connections.get()));
         m.insert("connection_active".into(), n(l.connections_active.get()));
         m.insert("connection_parked".into(), n(l.connections_parked.get()));
+        m.insert("connection_resumes".into(), n(l.connection_resumes.get()));
         m.insert("bytes_read_total".into(), n(l.bytes_received.get()));
         m.insert("bytes_write_total".into(), n(l.bytes_sent.get()));
         m.insert("request_total".into(), n(l.requests.get()));

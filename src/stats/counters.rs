@@ -209,6 +209,9 @@ pub struct ListenerStats {
     /// Open connections that owe nothing and hold only their socket: read
     /// from the listener's `Parking` when a snapshot is taken.
     pub connections_parked: Gauge,
+    /// Parked connections woken by bytes (or a close): how often parking
+    /// pays a resume.
+    pub connection_resumes: Counter,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
     pub requests: Counter,
@@ -222,6 +225,7 @@ impl ListenerStats {
         acc.connections.add(self.connections.get());
         acc.connections_active.add(self.connections_active.get());
         acc.connections_parked.add(self.connections_parked.get());
+        acc.connection_resumes.add(self.connection_resumes.get());
         acc.bytes_received.add(self.bytes_received.get());
         acc.bytes_sent.add(self.bytes_sent.get());
         acc.requests.add(self.requests.get());

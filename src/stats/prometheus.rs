@@ -122,6 +122,13 @@ pub fn render(t: &Totals) -> String {
         listeners(),
         |l| l.connections_parked.get(),
     );
+    e.each(
+        "downstream_connection_resumes_total",
+        "counter",
+        "Parked client connections woken by bytes or a close.",
+        listeners(),
+        |l| l.connection_resumes.get(),
+    );
     e.each("downstream_received_bytes_total", "counter", "Bytes read from clients.", listeners(), |l| {
         l.bytes_received.get()
     });
