@@ -225,6 +225,27 @@ async fn a_busy_http1_connection_parks_once_its_requests_stop() {
     assert!(read_answer(&mut s, 20).await.starts_with("HTTP/1.1 200"));
 }
 
+#[tokio::test]
+async fn an_http1_connection_calling_often_waits_for_its_next_request_instead_of_parking() {
+    use tokio::io::AsyncWriteExt;
+    let up = support::http::HttpUpstream::start("up", false).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let mut cfg = support::http::proxy_config(port, "Http1", "Http1", &[up.addr]);
+    cfg["servers"][0]["listeners"][0]["connection_idle_timeout"] = json!("60s");
+    cfg["admin"] = admin(admin_port);
+    let _proxy = Proxy::start(&cfg, 1);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    // A request every 10 ms, twice the usual 5 ms grace apart.
+    for _ in 0..20 {
+        s.write_all(b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        assert!(read_answer(&mut s, 10).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resumed = tokio::task::spawn_blocking(move || resumes(admin_port)).await.unwrap();
+    assert!(resumed <= 10.0, "a connection requesting every 10 ms was resumed {resumed} times in 20 requests");
+    assert!(until_parked(admin_port, 1.0).await, "it parks once its requests stop: {}", parked(admin_port));
+}
+
 /// Reads HTTP/2 frames until stream `id` ends; its status byte (the HPACK
 /// static index our encoder uses for 200 is 0x88).
 async fn h2_answer(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, id: u32) -> Vec<u8> {

@@ -50,9 +50,10 @@ use crate::upstream::Cluster;
 /// connections are between two states at once when many arrive together,
 /// and the less memory glibc keeps scattered after them: idle connections
 /// held 776 bytes each at 20 ms, 586 at 5 (`bench/http_idle_mem.sh`).
-const PARK_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
+/// A connection resumed soon after it parked waits `proxy::LINGER` instead.
+pub(super) const PARK_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
 /// While requests keep coming, a connection looks at most this often whether
-/// it has been waiting for [`PARK_GRACE`]: under load its timer fires once
+/// it has been waiting for its grace: under load its timer fires once
 /// per check, not once per grace (64 busy connections' timers fired 12,800
 /// times a second at 5 ms).
 const BUSY_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
@@ -64,7 +65,7 @@ pub(super) enum Outcome {
     /// A request this path does not handle: the connection and the bytes read
     /// from it so far go to hyper.
     Hyper(Transport, BytesMut),
-    /// Answered, and waiting for its next request for [`PARK_GRACE`] with
+    /// Answered, and waiting for its next request for its grace with
     /// nothing owed: the caller may park it (`network::park`) until bytes
     /// arrive. With when it started waiting, from which its idle time runs.
     Quiet(Transport, Instant),
@@ -129,7 +130,14 @@ mod spare {
 }
 
 /// `buf` holds bytes already read from it (detection over TLS).
-pub(super) async fn serve(mut client: Transport, mut buf: BytesMut, ctx: &Rc<ConnCtx>) -> Outcome {
+/// `grace`: how long an answered connection waits for its next request
+/// before it parks ([`PARK_GRACE`], or `proxy::LINGER` for one that calls often).
+pub(super) async fn serve(
+    mut client: Transport,
+    mut buf: BytesMut,
+    ctx: &Rc<ConnCtx>,
+    grace: std::time::Duration,
+) -> Outcome {
     let listener = &ctx.listener;
     let gen = listener.now();
     let spec = &gen.spec;
@@ -203,7 +211,7 @@ pub(super) async fn serve(mut client: Transport, mut buf: BytesMut, ctx: &Rc<Con
         let was_empty = buf.is_empty();
         // After its grace, a connection waiting for its next request parks.
         if served > 0 && park_check.is_none() {
-            park_check = Some(since.waiting + PARK_GRACE);
+            park_check = Some(since.waiting + grace);
         }
         if let Some(at) = park_check.filter(|at| !draining && buf.capacity() == 0 && *at < tick.deadline()) {
             tick.as_mut().reset(at);
@@ -222,7 +230,7 @@ pub(super) async fn serve(mut client: Transport, mut buf: BytesMut, ctx: &Rc<Con
                 _ = tick.as_mut() => {
                     let now = Instant::now();
                     if !draining && park_check.is_some_and(|at| now >= at) {
-                        if now >= since.waiting + PARK_GRACE {
+                        if now >= since.waiting + grace {
                             return Outcome::Quiet(client, since.waiting);
                         }
                         // Requests came since: look again later.

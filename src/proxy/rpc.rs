@@ -26,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
-use super::{ListenerCtx, WorkerCtx};
+use super::{ListenerCtx, WorkerCtx, LINGER};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
 use crate::network::clock;
@@ -47,7 +47,7 @@ use crate::upstream::Cluster;
 /// (the output buffer, the reader, a timer) is dropped while the caller parks
 /// the socket (`network::park`). `initial` holds bytes already read from it
 /// (detection over TLS). A connection that `linger`s goes quiet only after
-/// [`PARK_GRACE`] without a read.
+/// [`LINGER`] without a read.
 pub(super) async fn serve(
     stream: &mut Transport,
     initial: BytesMut,
@@ -104,22 +104,6 @@ pub(super) struct Quieted {
     pub read: bool,
 }
 
-/// How long a connection that calls often waits for its next request
-/// before it parks, as an HTTP/2 one does. A connection parks as soon as it
-/// owes nothing; one resumed within this of its park calls often, and from
-/// then on waits this long first (`proxy::resumed`). So a client calling
-/// every few milliseconds (a steady rate spread over connections) keeps its
-/// phase, with no park and resume per call: at a fixed 1,000 calls a second
-/// over 64 connections those were a quarter of the proxy's instructions per
-/// call (16.1k in all, 12.3k without). A client that calls less often, or
-/// once, parks at once as before: waiting would cost it a timer per call,
-/// and a crowd of new connections waiting at once leaves glibc's heap
-/// scattered (idle connections held 1,277 bytes each, 460 without). The
-/// timer fires at most once per grace while calls come (it is re-armed from
-/// the last read only when it fires), so a busy connection costs it nothing
-/// per call.
-pub(super) const PARK_GRACE: Duration = Duration::from_millis(100);
-
 struct DownstreamHandler<'a> {
     req: RequestPath<'a>,
     reader: FrameReader,
@@ -129,9 +113,11 @@ struct DownstreamHandler<'a> {
     /// nothing parks, and parked ones share their listener's idle timer.
     idle_timer: Option<Pin<Box<Sleep>>>,
     /// Armed while nothing is owed: when it finds the connection has read
-    /// nothing for [`PARK_GRACE`], the connection is `graced` and parks.
+    /// nothing for [`LINGER`], the connection is `graced` and parks (the
+    /// timer fires at most once per grace while calls come: it is re-armed
+    /// from the last read only when it fires).
     park_tick: Option<Pin<Box<Sleep>>>,
-    /// Whether the connection waits out [`PARK_GRACE`] after a read before
+    /// Whether the connection waits out [`LINGER`] after a read before
     /// it parks...
     linger: bool,
     /// ...and whether it may park now: from the start of a phase that has
@@ -166,13 +152,13 @@ impl DownstreamHandler<'_> {
 
 impl DownstreamHandler<'_> {
     /// Marks the connection `graced` once it has read nothing for
-    /// [`PARK_GRACE`]; until then its timer waits for that, re-armed from the
+    /// [`LINGER`]; until then its timer waits for that, re-armed from the
     /// last read each time it fires early.
     fn poll_grace(&mut self, cx: &mut Context<'_>) {
         let last_active = self.last_active;
-        let tick = self.park_tick.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_active + PARK_GRACE)));
+        let tick = self.park_tick.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_active + LINGER)));
         while tick.as_mut().poll(cx).is_ready() {
-            let due = self.last_active + PARK_GRACE;
+            let due = self.last_active + LINGER;
             if Instant::now() >= due {
                 self.graced = true;
                 return;
