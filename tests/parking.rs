@@ -23,22 +23,17 @@ fn parking_config(port: u16, admin_port: u16, up: std::net::SocketAddr, idle: &s
     cfg
 }
 
-/// `downstream_connections_parked`, summed over the listener's series.
-fn parked(admin_port: u16) -> f64 {
-    scrape(admin_port)
-        .iter()
-        .filter(|(k, _)| k.starts_with("ferrymesh_downstream_connections_parked"))
-        .map(|(_, v)| v)
-        .sum()
+/// The metric `name`, summed over the listener's series.
+fn summed(admin_port: u16, name: &str) -> f64 {
+    scrape(admin_port).iter().filter(|(k, _)| k.starts_with(name)).map(|(_, v)| v).sum()
 }
 
-/// `downstream_connection_resumes_total`, summed over the listener's series.
+fn parked(admin_port: u16) -> f64 {
+    summed(admin_port, "ferrymesh_downstream_connections_parked")
+}
+
 fn resumes(admin_port: u16) -> f64 {
-    scrape(admin_port)
-        .iter()
-        .filter(|(k, _)| k.starts_with("ferrymesh_downstream_connection_resumes_total"))
-        .map(|(_, v)| v)
-        .sum()
+    summed(admin_port, "ferrymesh_downstream_connection_resumes_total")
 }
 
 /// Waits until `want` connections are parked; false if they never are.
@@ -173,15 +168,23 @@ async fn read_answer(s: &mut tokio::net::TcpStream, body_len: usize) -> String {
     }
 }
 
+/// An HTTP listener (`downstream` from the client, HTTP/1.1 upstream) with a
+/// 60 s idle timeout and the admin server, in front of an HTTP upstream:
+/// the client port, the admin port, and what must live as long as the test.
+async fn http_proxy(downstream: &str) -> (u16, u16, (support::http::HttpUpstream, Proxy)) {
+    let up = support::http::HttpUpstream::start("up", false).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let mut cfg = support::http::proxy_config(port, downstream, "Http1", &[up.addr]);
+    cfg["servers"][0]["listeners"][0]["connection_idle_timeout"] = json!("60s");
+    cfg["admin"] = admin(admin_port);
+    let proxy = Proxy::start(&cfg, 1);
+    (port, admin_port, (up, proxy))
+}
+
 #[tokio::test]
 async fn http1_keep_alive_connections_park_between_requests() {
     use tokio::io::AsyncWriteExt;
-    let up = support::http::HttpUpstream::start("up", false).await;
-    let (port, admin_port) = (free_port(), free_port());
-    let mut cfg = support::http::proxy_config(port, "Http1", "Http1", &[up.addr]);
-    cfg["servers"][0]["listeners"][0]["connection_idle_timeout"] = json!("60s");
-    cfg["admin"] = admin(admin_port);
-    let _proxy = Proxy::start(&cfg, 1);
+    let (port, admin_port, _running) = http_proxy("Http1").await;
     let mut clients = Vec::new();
     for _ in 0..5 {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -202,12 +205,7 @@ async fn http1_keep_alive_connections_park_between_requests() {
 #[tokio::test]
 async fn a_busy_http1_connection_parks_once_its_requests_stop() {
     use tokio::io::AsyncWriteExt;
-    let up = support::http::HttpUpstream::start("up", false).await;
-    let (port, admin_port) = (free_port(), free_port());
-    let mut cfg = support::http::proxy_config(port, "Http1", "Http1", &[up.addr]);
-    cfg["servers"][0]["listeners"][0]["connection_idle_timeout"] = json!("60s");
-    cfg["admin"] = admin(admin_port);
-    let _proxy = Proxy::start(&cfg, 1);
+    let (port, admin_port, _running) = http_proxy("Http1").await;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     // Requests back to back for longer than several busy checks: the
     // connection's park check keeps finding it busy and looks again later.
@@ -228,12 +226,7 @@ async fn a_busy_http1_connection_parks_once_its_requests_stop() {
 #[tokio::test]
 async fn an_http1_connection_calling_often_waits_for_its_next_request_instead_of_parking() {
     use tokio::io::AsyncWriteExt;
-    let up = support::http::HttpUpstream::start("up", false).await;
-    let (port, admin_port) = (free_port(), free_port());
-    let mut cfg = support::http::proxy_config(port, "Http1", "Http1", &[up.addr]);
-    cfg["servers"][0]["listeners"][0]["connection_idle_timeout"] = json!("60s");
-    cfg["admin"] = admin(admin_port);
-    let _proxy = Proxy::start(&cfg, 1);
+    let (port, admin_port, _running) = http_proxy("Http1").await;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     // A request every 10 ms, twice the usual 5 ms grace apart.
     for _ in 0..20 {
@@ -280,12 +273,7 @@ async fn h2_answer(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, id: u32) ->
 #[tokio::test]
 async fn h2_connections_park_between_bursts_keeping_their_hpack_table() {
     use tokio::io::AsyncWriteExt;
-    let up = support::http::HttpUpstream::start("up", false).await;
-    let (port, admin_port) = (free_port(), free_port());
-    let mut cfg = support::http::proxy_config(port, "Http2", "Http1", &[up.addr]);
-    cfg["servers"][0]["listeners"][0]["connection_idle_timeout"] = json!("60s");
-    cfg["admin"] = admin(admin_port);
-    let _proxy = Proxy::start(&cfg, 1);
+    let (port, admin_port, (up, _proxy)) = http_proxy("Http2").await;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     hello.extend(support::h2::frame(4, 0, 0, &[]));
