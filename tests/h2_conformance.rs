@@ -473,6 +473,61 @@ async fn stream_states_rst_stream_and_goaway() {
     c.expect_goaway(STREAM_CLOSED).await;
 }
 
+/// An HTTP/1.1 upstream that answers as soon as it has a request's head,
+/// then reads and drops whatever body follows.
+async fn early_answering_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly").await;
+                while matches!(s.read(&mut chunk).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+/// An upstream may answer before it has the whole request body. While the
+/// body is still being streamed to it, the client's stream is not reset:
+/// the client sends the rest and nothing fails (curl failed its upload with
+/// "Stream error in the HTTP/2 framing layer" when a RST_STREAM NO_ERROR
+/// came before it had sent its body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_request_body_lets_the_body_finish() {
+    let up = early_answering_upstream().await;
+    let p = Proxy::start(&proxy_config(free_port(), "Http2", "Http1", &[up]), 1);
+    let mut c = Client::connect(p.addr, &[]).await;
+    let head = block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/upload"),
+        (":authority", "x"),
+        ("content-length", "5"),
+    ]);
+    c.send(&frame(kind::HEADERS, END_HEADERS, 1, &head)).await;
+    let (status, body, _) = c.response(1).await;
+    assert_eq!((status, body.as_slice()), (200, &b"early"[..]));
+    c.send(&frame(kind::DATA, END_STREAM, 1, b"hello")).await;
+    c.send(&frame(kind::PING, 0, 0, &[7; 8])).await;
+    loop {
+        let f = c.next().await.expect("the connection stays open");
+        assert_ne!(f.kind, kind::RST_STREAM, "the stream was reset while its body was still wanted: {f:?}");
+        if f.kind == kind::PING && f.flags & ACK != 0 {
+            break;
+        }
+    }
+}
+
 /// A header list past SETTINGS_MAX_HEADER_LIST_SIZE is answered 431 (the
 /// block decoded all the same, so the connection's HPACK state holds); one
 /// far past it closes the connection.

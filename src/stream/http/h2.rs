@@ -330,10 +330,16 @@ impl Drop for RecvBody {
         let Some(s) = sh.streams.get_mut(&id) else { return };
         s.recv_dropped = true;
         s.body_waker = None;
-        let owed: usize = s.recv.drain(..).map(|b| b.len()).sum();
-        // Given back to the connection only: the stream takes no more.
-        sh.release(0, owed as u32);
+        if s.send_end && !s.recv_end {
+            // Answered, and the rest of the body is not wanted.
+            stop_request_body(&mut sh, id);
+        } else {
+            let owed: usize = s.recv.drain(..).map(|b| b.len()).sum();
+            // Given back to the connection only: the stream takes no more.
+            sh.release(0, owed as u32);
+        }
         sh.finish_if_done(id);
+        sh.wake_conn();
     }
 }
 
@@ -1365,19 +1371,32 @@ fn write_head(sh: &mut Shared, id: u32, status: Option<u16>, headers: &HeaderMap
     sh.wake_conn();
 }
 
-/// The response's END_STREAM is out: a request body still coming is not
-/// wanted (RST_STREAM NO_ERROR, RFC 9113 §8.1).
+/// The response's END_STREAM is out. A request body still coming that
+/// nobody reads is not wanted (RST_STREAM NO_ERROR, RFC 9113 §8.1); one
+/// still being read (streamed upstream, whose answer came first) is let
+/// finish, and its reader's drop stops it if it does not. Resetting it at
+/// once failed the upload of a client that had not sent its body yet (curl:
+/// "Stream error in the HTTP/2 framing layer") and the upstream exchange
+/// that was streaming it.
 fn close_send(sh: &mut Shared, id: u32) {
     let Some(s) = sh.streams.get_mut(&id) else { return };
     s.send_end = true;
     s.task = None;
-    if !s.recv_end {
-        s.recv_end = true;
-        s.recv_dropped = true;
-        let owed: usize = s.recv.drain(..).map(|b| b.len()).sum();
-        wire::write_rst(&mut sh.out, id, Reason::NO_ERROR);
-        sh.release(0, owed as u32);
+    if !s.recv_end && s.recv_dropped {
+        stop_request_body(sh, id);
     }
     sh.finish_if_done(id);
     sh.wake_conn();
+}
+
+/// Asks the client to stop sending `id`'s request body (RST_STREAM
+/// NO_ERROR) after a complete response; what it held goes back to the
+/// connection's window.
+fn stop_request_body(sh: &mut Shared, id: u32) {
+    let Some(s) = sh.streams.get_mut(&id) else { return };
+    s.recv_end = true;
+    s.recv_dropped = true;
+    let owed: usize = s.recv.drain(..).map(|b| b.len()).sum();
+    wire::write_rst(&mut sh.out, id, Reason::NO_ERROR);
+    sh.release(0, owed as u32);
 }
