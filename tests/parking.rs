@@ -130,7 +130,7 @@ async fn a_parked_connection_closes_at_its_idle_timeout() {
 }
 
 #[tokio::test]
-async fn a_drain_closes_parked_connections_at_once() {
+async fn a_drain_closes_parked_and_waiting_connections_at_once() {
     let up = Upstream::start("u", Mode::Echo).await;
     let (port, admin_port) = (free_port(), free_port());
     let mut proxy = Proxy::start(&parking_config(port, admin_port, up.addr, "60s"), 1);
@@ -142,10 +142,18 @@ async fn a_drain_closes_parked_connections_at_once() {
         clients.push(cl);
     }
     assert!(until_parked(admin_port, 5.0).await, "{}", parked(admin_port));
+    // One more that calls often: it is waiting for its next call, not parked.
+    let mut often = Client::connect(proxy.addr).await;
+    for id in 1..=3 {
+        often.send(&request(id, "often")).await;
+        assert_eq!(often.recv().await.status, 0);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     proxy.signal("TERM");
     for cl in &mut clients {
         assert!(cl.closed_within(Duration::from_secs(2)).await, "a parked connection was left open by the drain");
     }
+    assert!(often.closed_within(Duration::from_secs(2)).await, "a waiting connection was left open by the drain");
     let code = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(5))).await.unwrap();
     assert_eq!(code, Some(0));
 }
