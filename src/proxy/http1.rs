@@ -142,7 +142,7 @@ pub(super) async fn serve(
     let gen = listener.now();
     let spec = &gen.spec;
     // The client's bytes: no buffer while the connection is idle.
-    let mut drain = std::pin::pin!(listener.drained());
+    let mut drain = listener.drain_watch();
     let mut draining = listener.draining();
     // One timer for the connection, re-armed only when it fires, and never
     // further than the header-read time ahead: the deadline it checks is the
@@ -226,7 +226,7 @@ pub(super) async fn serve(
                     }
                     buf = raw::spare::take();
                 }
-                _ = drain.as_mut(), if !draining => draining = true,
+                _ = &mut drain, if !draining => draining = true,
                 _ = tick.as_mut() => {
                     let now = Instant::now();
                     if !draining && park_check.is_some_and(|at| now >= at) {
@@ -262,7 +262,7 @@ pub(super) async fn serve(
                     }
                 }
             },
-            _ = drain.as_mut(), if !draining => draining = true,
+            _ = &mut drain, if !draining => draining = true,
             _ = tick.as_mut() => {
                 if rearm(tick.as_mut(), since.due(buf.len(), need, spec), spec.header_read_timeout) {
                     debug!(peer = %ctx.peer, partial = buf.len(), "closing HTTP/1.1 connection: idle, slow head or stalled body");

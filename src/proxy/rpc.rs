@@ -69,8 +69,7 @@ pub(super) async fn serve(
         req: RequestPath { conn: &conn, listener, worker, peer, protocol: crate::stats::protocol_slot(codec.name()) },
         reader: FrameReader::default(),
         draining: listener.draining(),
-        drain_signal: Box::pin(listener.drained()),
-        drain_armed: false,
+        drain_signal: listener.drain_watch(),
         idle_timer: None,
         park_tick: None,
         linger,
@@ -109,14 +108,7 @@ struct DownstreamHandler<'a> {
     req: RequestPath<'a>,
     reader: FrameReader,
     draining: bool,
-    /// Wakes the phase's task when its listener starts to drain. Polled
-    /// once: that registers the task's waker with the listener (the waker
-    /// of one task does not change), and a drain sets the listener's flag
-    /// before it wakes anyone. Polling it on every wake-up took the
-    /// listener's `Notify` lock each time (650 instructions per call at a
-    /// steady rate).
-    drain_signal: Pin<Box<dyn Future<Output = ()> + 'a>>,
-    drain_armed: bool,
+    drain_signal: super::DrainWatch<'a>,
     /// Armed only while a frame is half read: a connection that owes
     /// nothing parks, and parked ones share their listener's idle timer.
     idle_timer: Option<Pin<Box<Sleep>>>,
@@ -204,11 +196,7 @@ impl Handler for DownstreamHandler<'_> {
     }
 
     fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<&'static str> {
-        if !self.draining && !self.drain_armed {
-            self.drain_armed = true;
-            self.draining = self.drain_signal.as_mut().poll(cx).is_ready();
-        }
-        if !self.draining && self.req.listener.draining() {
+        if !self.draining && Pin::new(&mut self.drain_signal).poll(cx).is_ready() {
             self.draining = true;
         }
         if !self.reader.has_partial() {
