@@ -664,8 +664,7 @@ async fn an_http2_dial_cut_by_a_timeout_does_not_wedge_the_pool() {
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "the dial hangs past the route timeout");
     // The host comes back on the same address; the cut dial has given up
     // by then (connect_timeout 500 ms).
-    drop(hole);
-    let _up = HttpUpstream::start_at(addr, "back", true).await;
+    let _up = HttpUpstream::start_on(hole.reopen(), "back", true);
     tokio::time::sleep(Duration::from_millis(700)).await;
     let r = send(proxy.addr, true, get_h2("/b")).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);

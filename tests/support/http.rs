@@ -54,12 +54,14 @@ impl HttpUpstream {
     /// `/trailers` answers with trailers; `/ws` upgrades and echoes bytes;
     /// anything else answers 200 `name`, echoing the body length.
     pub async fn start(name: &'static str, h2: bool) -> HttpUpstream {
-        HttpUpstream::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), name, h2).await
+        let l = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        HttpUpstream::start_on(l, name, h2)
     }
 
-    /// As [`HttpUpstream::start`], on `addr`.
-    pub async fn start_at(addr: SocketAddr, name: &'static str, h2: bool) -> HttpUpstream {
-        let l = TcpListener::bind(addr).await.unwrap();
+    /// As [`HttpUpstream::start`], on a listener already bound (a host
+    /// that comes back on the same address: binding the address again can
+    /// fail while another test's connection holds it as its local port).
+    pub fn start_on(l: TcpListener, name: &'static str, h2: bool) -> HttpUpstream {
         let addr = l.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(AtomicUsize::new(0));

@@ -71,6 +71,17 @@ impl BlackHole {
     pub fn addr(&self) -> SocketAddr {
         self.listener.local_addr().ok().and_then(|a| a.as_socket()).expect("bound address")
     }
+
+    /// The host comes back on the same address: its listener, ready to
+    /// accept (the held connections are dropped; they are accepted and
+    /// found closed).
+    pub fn reopen(self) -> tokio::net::TcpListener {
+        let BlackHole { listener, _fillers } = self;
+        drop(_fillers);
+        listener.listen(1024).expect("listen");
+        listener.set_nonblocking(true).expect("nonblocking");
+        tokio::net::TcpListener::from_std(listener.into()).expect("a tokio listener")
+    }
 }
 
 /// What an upstream does with requests.
