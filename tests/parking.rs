@@ -304,3 +304,31 @@ async fn h2_connections_park_between_bursts_keeping_their_hpack_table() {
     assert_eq!(kept.as_deref(), Some("kept"), "the table came through the park");
     assert!(until_parked(admin_port, 1.0).await, "and parks again: {}", parked(admin_port));
 }
+
+#[tokio::test]
+async fn a_drain_ends_an_http2_connection_between_its_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (port, _admin_port, (_up, proxy)) = http_proxy("Http2").await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(support::h2::frame(4, 0, 0, &[]));
+    // GET / http, :authority x.
+    hello.extend(support::h2::frame(1, 0x5, 1, &[0x82, 0x86, 0x84, 0x41, 0x01, b'x']));
+    s.write_all(&hello).await.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(h2_answer(&mut s, &mut buf, 1).await.first(), Some(&0x88), "200");
+    // Answered and waiting for its next request (or parked, if slow): the
+    // drain ends it either way, with GOAWAY when it is still in its task.
+    proxy.signal("TERM");
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "an HTTP/2 connection was left open by the drain");
+}

@@ -181,7 +181,7 @@ async fn serve_h2(
     drop(gen);
     let svc_ctx = ctx.clone();
     let service = move |req| handle(svc_ctx.clone(), req);
-    let (drained, draining) = (ctx.listener.drained(), ctx.listener.draining());
+    let (drained, draining) = (ctx.listener.drain_watch(), ctx.listener.draining());
     h2::serve(stream, read, conf, service, drained, draining, resume, Instant::now()).await
 }
 
@@ -204,7 +204,7 @@ async fn serve_hyper(stream: Transport, read: bytes::BytesMut, ctx: Rc<ConnCtx>)
     let gen = ctx.listener.now();
     let spec = &gen.spec;
     let idle = spec.idle_timeout;
-    let drain = ctx.listener.drained();
+    let drain = ctx.listener.drain_watch();
     tokio::pin!(drain);
     // The header-read time counts from a head's first byte, not through the
     // keep-alive wait before it (`head_timer`).
