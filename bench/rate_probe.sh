@@ -9,8 +9,10 @@
 #
 #   MODE=bolt bash bench/rate_probe.sh          # syscalls per call, each target
 #   MODE=h1 RECORD=1 TARGETS=ferrymesh bash bench/rate_probe.sh
+#   RATE=max INFLIGHT=8 RECORD=1 TARGETS=ferrymesh bash bench/rate_probe.sh  # full load
 #
-# Environment: MODE=bolt|h1|h2c  RATE=5000 CONNS=64 SECS=4
+# Environment: MODE=bolt|h1|h2c  RATE=5000 (or max: pipelined, INFLIGHT=8 per
+#   connection for bolt and h2c; per-request figures then use the load's req/s)  CONNS=64 SECS=4
 #   TARGETS="ferrymesh nginx haproxy"  BASE_PORT=23800  RECORD=  OUT=(mktemp)
 # Build first (cargo build --release --bins --examples). Needs perf.
 set -euo pipefail
@@ -44,7 +46,12 @@ for t in $TARGETS; do
         [ "$MODE" = h2c ] && port=$PROXY_H2C_PORT
         load=("$BOLTLOAD_BIN" --target "127.0.0.1:$port" --protocol "$PROTO" --path /small)
     fi
-    spawn "$LOAD_CPU" "$dir/load.out" "${load[@]}" --rate "$RATE" --connections "$CONNS" \
+    if [ "$RATE" = max ]; then
+        pace=(--inflight "$([ "$MODE" = h1 ] && echo 1 || echo "${INFLIGHT:-8}")")
+    else
+        pace=(--rate "$RATE")
+    fi
+    spawn "$LOAD_CPU" "$dir/load.out" "${load[@]}" "${pace[@]}" --connections "$CONNS" \
         --duration $((SECS + 2)) --warmup 1 --json
     lpid=$SPAWN_PID
     isleep 1.5
@@ -62,7 +69,9 @@ for t in $TARGETS; do
     grep '^{' "$dir/load.out" | tail -1
     if [ -f "$dir/trace.txt" ]; then
         # perf trace -s: "syscall calls errors total min avg max stddev" rows.
-        awk -v n=$((RATE * SECS)) '$1 ~ /^[a-z_0-9]+$/ && $2 ~ /^[0-9]+$/ && $2 > n / 100 {
+        rps=$RATE
+        [ "$RATE" = max ] && rps=$(grep '^{' "$dir/load.out" | tail -1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["rps"]))')
+        awk -v n=$((rps * SECS)) '$1 ~ /^[a-z_0-9]+$/ && $2 ~ /^[0-9]+$/ && $2 > n / 100 {
             printf "  %-14s %6.3f per request (%d calls, %s ms)\n", $1, $2 / n, $2, $4 }' "$dir/trace.txt"
     else
         echo "  profile: perf report -i $dir/perf.data --no-children --sort dso,sym"
