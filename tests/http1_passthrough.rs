@@ -34,6 +34,8 @@ fn config_for(port: u16, upstream: SocketAddr, passthrough: bool, downstream: &s
                     "response_headers_to_add": [{"header": {"key": "x-resp-added", "value": "yes"}}],
                     "response_headers_to_remove": ["x-internal"]}},
                 {"match": {"path": "/admin"}, "direct_response": {"status": 403, "body": "no"}},
+                {"match": {"prefix": "/t300/"}, "route": {"cluster_name": "up", "prefix_rewrite": "/", "timeout": "300ms"}},
+                {"match": {"prefix": "/t1200/"}, "route": {"cluster_name": "up", "prefix_rewrite": "/", "timeout": "1200ms"}},
                 {"match": {"prefix": "/framing/"}, "route": {"cluster_name": "up",
                     "request_headers_to_remove": ["content-length"]}},
                 {"match": {"prefix": "/"}, "route": {"cluster_name": "up"}}
@@ -141,6 +143,12 @@ async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, aft
         let path = head.split(' ').nth(1).unwrap_or("/").to_string();
         if let (Some(gate), "/gather") = (&gate, path.as_str()) {
             gate.wait().await;
+        }
+        if path == "/never" {
+            // Holds the request unanswered until ferrymesh gives up on it.
+            let mut rest = [0u8; 64];
+            while matches!(sock.read(&mut rest).await, Ok(n) if n > 0) {}
+            return;
         }
         if path == "/slow-answer" {
             // The body's second half comes a byte a second, over 5 s.
@@ -595,6 +603,37 @@ async fn a_burst_of_answers_keeps_every_upstream_connection_pooled() {
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), N, "upstream connections after burst {burst}");
     }
+}
+
+/// The route's timeout runs on the client connection's own timer (no timer
+/// per request): an unanswered request gets 504 at its route's timeout, not
+/// sooner when that is longer than the connection's header-read timer
+/// (500 ms here), and the connection goes on serving after it.
+#[tokio::test]
+async fn unanswered_requests_time_out_at_their_route_timeout_and_the_connection_goes_on() {
+    let up = Scripted::start(After::KeepServing).await;
+    let proxy = Proxy::start(&config(free_port(), up.addr, true), 1);
+    let mut c = Conn::open(proxy.addr).await;
+    for (path, at_least, timeout) in [("/t300/never", 300, "300 ms"), ("/t1200/never", 1200, "1200 ms")] {
+        c.send(b"GET /a HTTP/1.1\r\nHost: e\r\n\r\n").await;
+        assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
+        let t0 = std::time::Instant::now();
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: e\r\n\r\n").as_bytes()).await;
+        let (head, _) = c.response(false).await;
+        let took = t0.elapsed();
+        assert!(head.starts_with("HTTP/1.1 504"), "{path}: {head}");
+        assert!(
+            took >= Duration::from_millis(at_least),
+            "{path}: answered after {took:?}, before its {timeout} timeout"
+        );
+        assert!(took < Duration::from_millis(at_least + 2500), "{path}: answered only after {took:?}");
+    }
+    // The connection still serves, and still closes once idle past its
+    // header-read time with half a head.
+    c.send(b"GET /a HTTP/1.1\r\nHost: e\r\n\r\n").await;
+    assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
+    c.send(b"GET /a HTTP/1.1\r\nHo").await;
+    assert!(c.closed().await, "a half head is cut at the header-read timeout");
 }
 
 /// A POST to `path` whose body (70,000 bytes) is over the 64 KiB the

@@ -19,6 +19,7 @@
 //! HTTP/2 stay written once. `http1_passthrough: false` on the listener's proxy
 //! config turns this path off.
 
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::accesslog::Entry;
 use crate::upstream::conn::HostConn;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tracing::{debug, warn};
 
 use super::headers::{self, push_header, HostRule, Rules};
@@ -159,6 +160,10 @@ pub(super) async fn serve(
     // again for every byte.
     let mut scanned = 0;
     let mut need = 0;
+    // When the last read came in, until a request it completed takes it as
+    // its start (one clock read per request; a request pipelined behind
+    // another reads the clock when its turn comes).
+    let mut read_at: Option<Instant> = None;
     loop {
         if buf.len() >= need && has_head_end(&buf, scanned) {
             let mut bufs = spare::bufs();
@@ -183,7 +188,9 @@ pub(super) async fn serve(
                         (scanned, need) = (0, 0);
                         served += 1;
                         let close = request.close;
-                        let open = exchange(ctx, &mut client, request, &mut bufs).await;
+                        let arrived = read_at.take().unwrap_or_else(Instant::now);
+                        let timing = Timing { arrived, tick: tick.as_mut(), step: spec.header_read_timeout };
+                        let open = exchange(ctx, &mut client, request, &mut bufs, timing).await;
                         spare::give_bufs(bufs);
                         if buf.is_empty() {
                             raw::spare::give(std::mem::take(&mut buf));
@@ -255,10 +262,12 @@ pub(super) async fn serve(
                 Ok(0) | Err(_) => return Outcome::Closed,
                 Ok(n) => {
                     listener.stats.bytes_received.add(n as u64);
+                    let now = Instant::now();
+                    read_at = Some(now);
                     if was_empty {
-                        since.head = Instant::now();
+                        since.head = now;
                     } else if need > 0 {
-                        since.body = Instant::now();
+                        since.body = now;
                     }
                 }
             },
@@ -459,15 +468,23 @@ struct Answer {
 
 /// Sends the prepared request upstream with the route's tries and relays the
 /// answer. Returns whether the client connection stays open.
-async fn exchange(ctx: &ConnCtx, client: &mut Transport, request: Prepared, bufs: &mut Bufs) -> bool {
+async fn exchange(
+    ctx: &ConnCtx,
+    client: &mut Transport,
+    request: Prepared,
+    bufs: &mut Bufs,
+    timing: Timing<'_>,
+) -> bool {
+    let arrived = timing.arrived;
     let stats = &ctx.worker.stats;
     stats.count_request(crate::stats::http_slots()[0]);
     ctx.listener.stats.requests.inc();
-    let deadline = Instant::now() + request.route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    let deadline = arrived + request.route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     let close = request.close || ctx.listener.draining();
-    let started = std::time::Instant::now();
+    let started = arrived.into_std();
     let received = bufs.req.len() as u64;
-    let (open, status, upstream, error) = match send_with_tries(ctx, &request, bufs, deadline, close).await {
+    let sending = send_with_tries(ctx, &request, bufs, Sending { timing, deadline, close });
+    let (open, status, upstream, error) = match sending.await {
         Ok((answer, conn, pool)) => {
             stats.count_response(if answer.status >= 500 { 500 } else { 200 });
             let open =
@@ -502,15 +519,35 @@ async fn exchange(ctx: &ConnCtx, client: &mut Transport, request: Prepared, bufs
     open
 }
 
+/// When a request came in, and what times it.
+struct Timing<'t> {
+    /// When its last bytes were read: its timeout and its first try start then.
+    arrived: Instant,
+    /// The connection's timer, which times the tries ([`within`])...
+    tick: Pin<&'t mut Sleep>,
+    /// ...never re-armed more than this ahead (the connection's own checks
+    /// need it back no later).
+    step: std::time::Duration,
+}
+
+/// How a request goes upstream.
+struct Sending<'t> {
+    timing: Timing<'t>,
+    deadline: Instant,
+    /// The client connection closes after this answer.
+    close: bool,
+}
+
 async fn send_with_tries(
     ctx: &ConnCtx,
     request: &Prepared,
     bufs: &mut Bufs,
-    deadline: Instant,
-    close: bool,
+    sending: Sending<'_>,
 ) -> Result<(Answer, HostConn, Rc<HttpPool>), ProxyError> {
+    let Sending { timing: Timing { arrived, mut tick, step }, deadline, close } = sending;
     let mut tries = Tries::new(&request.route, &request.cluster, request.hash_key.as_deref(), deadline);
     let mut last_err = ProxyError::NoHealthyHost;
+    let mut first = true;
     loop {
         let h = match tries.next().await {
             Next::Host(h) => h,
@@ -519,12 +556,12 @@ async fn send_with_tries(
         };
         let pool = request.cluster.http_pools[h].clone();
         let can_retry = tries.more_left();
-        let try_started = Instant::now();
+        let try_started = if std::mem::take(&mut first) { arrived } else { Instant::now() };
         let in_flight = pool.host().in_flight();
         let Bufs { req, resp, up } = &mut *bufs;
         let mut parse = |b: &[u8]| response_head(b, request, close, resp);
         let send = raw::send(&pool, req, request.idempotent, up, &mut parse);
-        let sent = tokio::time::timeout_at(tries.try_deadline(), send).await;
+        let sent = within(tick.as_mut(), tries.try_deadline(), step, send).await;
         drop(in_flight);
         let upstream = pool.host().addr;
         match sent {
@@ -558,6 +595,38 @@ async fn send_with_tries(
                 if !(can_retry && tries.timed_out_per_try()) {
                     return Err(last_err);
                 }
+            }
+        }
+    }
+}
+
+/// Runs `fut` until `deadline` on the connection's own timer instead of a
+/// timer of its own: the timer is moved only when it would fire after the
+/// deadline, and re-armed (toward the deadline, at most `step` ahead) only
+/// when it fires first, so a request costs the timer wheel nothing. The
+/// caller's checks that the timer served (idle time, parking) look at the
+/// clock when it next fires, and re-arm it themselves. `Err` when the
+/// deadline passed.
+async fn within<F: std::future::Future>(
+    mut tick: Pin<&mut Sleep>,
+    deadline: Instant,
+    step: std::time::Duration,
+    fut: F,
+) -> Result<F::Output, ()> {
+    if tick.deadline() > deadline {
+        tick.as_mut().reset(deadline);
+    }
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return Ok(out),
+            _ = tick.as_mut() => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(());
+                }
+                tick.as_mut().reset(deadline.min(now + step));
             }
         }
     }
