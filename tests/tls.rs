@@ -284,14 +284,16 @@ async fn a_rotated_certificate_reaches_new_handshakes_without_a_failed_request()
         let stop = stop.clone();
         async move {
             let mut cl = Client::connect(addr).await;
-            let (mut ok, mut failed, mut i) = (0u32, 0u32, 0u32);
+            let (mut ok, mut failed, mut i) = (0u32, Vec::new(), 0u32);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
                 cl.send(&request(i, "r")).await;
-                if cl.recv().await.status == status::SUCCESS {
+                let r = cl.recv().await;
+                if r.status == status::SUCCESS {
                     ok += 1
                 } else {
-                    failed += 1
+                    // Which request, and what it got: the log tells when.
+                    failed.push((i, r.status, String::from_utf8_lossy(&r.content).into_owned()));
                 }
             }
             (ok, failed)
@@ -317,7 +319,11 @@ async fn a_rotated_certificate_reaches_new_handshakes_without_a_failed_request()
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = load.await.unwrap();
-    assert_eq!(failed, 0);
+    assert!(
+        failed.is_empty(),
+        "failed requests (id, status, body): {failed:?}\nlog:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert!(ok > 10, "{ok} requests went through");
     let m = scrape(admin_port);
     assert!(counter(&m, "ferrymesh_config_generations_total{result=\"refused\"}") >= 1.0, "{m:?}");
