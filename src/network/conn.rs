@@ -26,6 +26,15 @@ thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
 }
 
+/// Copied bytes go out in chunks of about this size: once the copied
+/// bytes reach it, they join the buffers handed over and the next bytes go to
+/// a fresh buffer. A burst of output (an upstream connection's, at full load,
+/// is tens of KiB a wake-up) is then never copied again to grow its buffer,
+/// as doubling one did (realloc's copies were 3% of the instructions per
+/// call); the chunk that stays for the next burst is below
+/// [`KEEP_OUT_CAPACITY`] and is kept.
+const OUT_CHUNK: usize = 8 * 1024;
+
 /// Buffers handed over whole (`writev` takes at most this many at once, with
 /// the output buffer after them).
 const MAX_IOV: usize = 16;
@@ -43,8 +52,9 @@ pub struct ConnShared {
 #[derive(Default)]
 struct Output {
     /// Each with whether it is a gathered frame's own buffer, to be kept for
-    /// the next large frame once written (`frames::recycle`), or a piece of
-    /// `copied` split off to keep its place.
+    /// the next large frame once written (`frames::recycle`), or copied
+    /// bytes set aside: a full chunk ([`OUT_CHUNK`]), or the piece before a
+    /// buffer handed over.
     bufs: VecDeque<(Bytes, bool)>,
     copied: BytesMut,
 }
@@ -106,6 +116,10 @@ impl ConnShared {
         let was_empty = {
             let mut out = self.out.borrow_mut();
             let was_empty = out.is_empty();
+            if out.copied.len() >= OUT_CHUNK {
+                let full = std::mem::replace(&mut out.copied, BytesMut::with_capacity(KEEP_OUT_CAPACITY));
+                out.bufs.push_back((full.freeze(), false));
+            }
             f(&mut out.copied);
             was_empty
         };
@@ -437,6 +451,24 @@ mod tests {
         want.extend(tail);
         assert!(shared.out.borrow().bufs.len() > MAX_IOV);
         assert_eq!(write_out(&shared, &[usize::MAX, 3 * big.len() + 1]), want);
+    }
+
+    #[test]
+    fn a_burst_of_small_frames_goes_out_in_chunks_without_regrowing_a_buffer() {
+        let shared = ConnShared::default();
+        let small = frame(1, 100);
+        let mut want = Vec::new();
+        for i in 0..1000u64 {
+            shared.push_frame(&BOLT_V1, Frame::Read(&small), i).unwrap();
+            let mut f = small.clone();
+            BOLT_V1.patch_id(&mut f, i);
+            want.extend(f);
+            let out = shared.out.borrow();
+            assert!(out.copied.capacity() <= KEEP_OUT_CAPACITY, "the copied bytes' buffer never grows past a chunk");
+        }
+        let chunks = shared.out.borrow().bufs.len();
+        assert!(chunks >= want.len() / KEEP_OUT_CAPACITY, "{chunks} chunks for {} bytes", want.len());
+        assert_eq!(write_out(&shared, &[5, OUT_CHUNK, 3, 3 * OUT_CHUNK + 17]), want);
     }
 
     #[test]
