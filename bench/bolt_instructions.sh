@@ -9,6 +9,7 @@
 # (640 ms apart) it parks and resumes for every call.
 #
 #   RATE=1000 SECS=10 bash bench/bolt_instructions.sh
+#   RATE=max SECS=10 bash bench/bolt_instructions.sh   # full load, 64 x 8
 #
 # Environment: RATE=1000 SECS=10 FERRYMESH_BIN (default target/release/
 # ferrymesh; build with cargo build --release --bins --examples). Needs
@@ -16,6 +17,8 @@
 set -u
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 RATE=${RATE:-1000}
+# RATE=max: full load, INFLIGHT (8) pipelined calls per connection.
+if [ "$RATE" = max ]; then PACE="--inflight ${INFLIGHT:-8}"; else PACE="--rate $RATE"; fi
 SECS=${SECS:-10}
 D=$(mktemp -d)
 cd "$D" || exit 1
@@ -26,9 +29,9 @@ sleep 0.5
 valgrind --tool=callgrind --callgrind-out-file="$D/cg.out" "$FERRYMESH_BIN" start -c fm.json --workers 1 2>vg.log &
 F=$!
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/25201) 2>/dev/null && break; sleep 0.2; done
-"$BOLTLOAD_BIN" --target 127.0.0.1:25201 --rate "$RATE" --connections 64 --duration 2 --warmup 0 --json >/dev/null
+"$BOLTLOAD_BIN" --target 127.0.0.1:25201 $PACE --connections 64 --duration 2 --warmup 0 --json >/dev/null
 callgrind_control -z $F >/dev/null 2>&1
-"$BOLTLOAD_BIN" --target 127.0.0.1:25201 --rate "$RATE" --connections 64 --duration "$SECS" --warmup 0 --json |
+"$BOLTLOAD_BIN" --target 127.0.0.1:25201 $PACE --connections 64 --duration "$SECS" --warmup 0 --json |
     grep '^{' | tail -1 >load.json
 callgrind_control -d $F >/dev/null 2>&1
 sleep 1
