@@ -18,7 +18,8 @@ const STACK_HOST: usize = 256;
 
 #[derive(Debug, Default)]
 pub struct DomainIndex {
-    exact: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+    /// Lowercase domains, as bytes: a lowered host is looked up as it is.
+    exact: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
     /// `*.example.com` as `moc.elpmaxe.`.
     suffixes: Trie<u32>,
     /// `example.*` as `example.`.
@@ -75,7 +76,7 @@ impl DomainIndex {
                         index.prefixes.entry(p.as_bytes(), || v);
                     }
                     Domain::Exact(e) => {
-                        index.exact.entry(e.into()).or_insert(v);
+                        index.exact.entry(e.as_bytes().into()).or_insert(v);
                     }
                 }
             }
@@ -87,6 +88,10 @@ impl DomainIndex {
     /// The virtual host for `host` (without its port); `None` for RPC.
     pub fn find(&self, host: Option<&str>) -> Option<u32> {
         let Some(host) = host else { return self.no_host };
+        if self.exact.is_empty() && self.suffixes.is_empty() && self.prefixes.is_empty() {
+            // Only `*`, if anything (a sidecar's usual table): nothing to read.
+            return self.any;
+        }
         let mut stack = [0u8; STACK_HOST];
         let mut heap = Vec::new();
         let lower: &mut [u8] = if host.len() <= STACK_HOST {
@@ -97,7 +102,7 @@ impl DomainIndex {
         };
         lower.copy_from_slice(host.as_bytes());
         lower.make_ascii_lowercase();
-        if let Some(&v) = std::str::from_utf8(lower).ok().and_then(|h| self.exact.get(h)) {
+        if let Some(&v) = self.exact.get(&*lower) {
             return Some(v);
         }
         // The longest wildcard that leaves at least one character to match:
