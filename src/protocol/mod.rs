@@ -113,28 +113,39 @@ pub fn find_in<'a>(list: &[(&'a [u8], Option<&'a [u8]>)], name: &[u8]) -> Option
     list.iter().find(|(k, _)| *k == name).and_then(|(_, v)| *v)
 }
 
-/// A request's routing keys, read once and only as far as lookups go: the
-/// head of the frame at once, the rest ([`Codec::head_list`]) at the first
-/// lookup the head cannot answer. A route table of any size reads the frame
-/// at most twice.
+/// A request's routing keys, read only as far as lookups go: the first
+/// lookup walks the frame for its one name ([`Codec::header`]: a route table
+/// that reads one header, as most do, parses no list); a second parses the
+/// head of the frame ([`Codec::head_list`]) for this and every later lookup,
+/// and the rest at the first lookup the head cannot answer. A route table of
+/// any size reads the frame at most three times.
 pub struct FrameHeaders<'a> {
     codec: &'static dyn Codec,
     frame: &'a [u8],
-    head: HeaderList<'a>,
-    complete: bool,
+    looked: std::cell::Cell<bool>,
+    head: std::cell::OnceCell<(HeaderList<'a>, bool)>,
     all: std::cell::OnceCell<HeaderList<'a>>,
 }
 
 impl<'a> FrameHeaders<'a> {
     pub fn new(codec: &'static dyn Codec, frame: &'a [u8]) -> Self {
-        let (head, complete) = codec.head_list(frame);
-        FrameHeaders { codec, frame, head, complete, all: std::cell::OnceCell::new() }
+        FrameHeaders {
+            codec,
+            frame,
+            looked: std::cell::Cell::new(false),
+            head: std::cell::OnceCell::new(),
+            all: std::cell::OnceCell::new(),
+        }
     }
 
     /// What [`Codec::header`] answers for `name`.
     pub fn get(&self, name: &str) -> Option<&'a [u8]> {
-        let found = self.codec.header_in(&self.head, name);
-        if found.is_some() || self.complete {
+        if !self.looked.replace(true) {
+            return self.codec.header(self.frame, name);
+        }
+        let (head, complete) = self.head.get_or_init(|| self.codec.head_list(self.frame));
+        let found = self.codec.header_in(head, name);
+        if found.is_some() || *complete {
             return found;
         }
         let all = self.all.get_or_init(|| self.codec.header_list(self.frame));

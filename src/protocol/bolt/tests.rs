@@ -219,6 +219,23 @@ proptest! {
         }
     }
 
+    /// Lookups in any order, each name any number of times, answer what
+    /// `header` answers: the first walks the frame, later ones read lists.
+    #[test]
+    fn frame_headers_answer_as_header_does(
+        headers in proptest::collection::vec((0usize..5, 0usize..3), 0..8),
+        names in proptest::collection::vec(0usize..6, 1..8),
+    ) {
+        const NAMES: [&str; 6] = ["service", "sofa_head_target_service", "sofa_head_method_name", "method", "x", "absent"];
+        let mut req = RequestBuilder::new(1, "", b"body");
+        req.headers = headers.iter().map(|&(k, v)| (NAMES[k].as_bytes().to_vec(), format!("v{v}").into_bytes())).collect();
+        let frame = req.encode();
+        let lazy = crate::protocol::FrameHeaders::new(&BOLT_V1, &frame);
+        for n in names {
+            prop_assert_eq!(lazy.get(NAMES[n]), BOLT_V1.header(&frame, NAMES[n]), "{}", NAMES[n]);
+        }
+    }
+
     #[test]
     fn requests_survive_decode_and_reencode(req in arb_request()) {
         let frame = req.encode();
