@@ -98,14 +98,30 @@ impl HostPool {
 
     /// Chooses a connection for one request.
     pub fn pick(self: &Rc<Self>) -> Pick {
-        // A connection the upstream sent away from drains on its own; it
-        // holds no slot here (a new one is dialled in its place).
-        self.conns.borrow_mut().retain(|c| !c.is_draining());
+        // One pass: the ready connection with the fewest requests in flight
+        // (the first of equals), the first one not ready, and whether any is
+        // draining.
         let conns = self.conns.borrow();
-        let best = conns.iter().filter(|c| c.is_ready()).min_by_key(|c| c.in_flight()).cloned();
-        let room = conns.len() < self.max_conns;
-        let first_connecting = conns.iter().find(|c| !c.is_ready()).cloned();
+        let (mut best, mut first_connecting, mut draining) = (None::<&Rc<ClientConn>>, None, 0);
+        for c in conns.iter() {
+            if c.is_ready() {
+                if best.is_none_or(|b| c.in_flight() < b.in_flight()) {
+                    best = Some(c);
+                }
+            } else if c.is_draining() {
+                draining += 1;
+            } else if first_connecting.is_none() {
+                first_connecting = Some(c);
+            }
+        }
+        let room = conns.len() - draining < self.max_conns;
+        let (best, first_connecting) = (best.cloned(), first_connecting.cloned());
         drop(conns);
+        if draining > 0 {
+            // A connection the upstream sent away from drains on its own; it
+            // holds no slot here (a new one is dialled in its place).
+            self.conns.borrow_mut().retain(|c| !c.is_draining());
+        }
         match best {
             Some(c) => {
                 if room {

@@ -80,10 +80,15 @@ impl HealthSet {
     /// tells a host's current back-off, which a later failure may have
     /// extended past the due time that was queued. Reads the clock only when
     /// some host is backed off.
+    #[inline]
     pub fn refresh(&self, back_off_until: impl Fn(u32) -> Option<Instant>) {
-        if self.due.borrow().is_empty() {
-            return;
+        // Asked on every pick: the common answer (none backed off) inline.
+        if !self.due.borrow().is_empty() {
+            self.bring_back(back_off_until);
         }
+    }
+
+    fn bring_back(&self, back_off_until: impl Fn(u32) -> Option<Instant>) {
         let now = Instant::now();
         loop {
             let mut due = self.due.borrow_mut();

@@ -180,12 +180,22 @@ fn layout(frame: &[u8]) -> &'static Layout {
     }
 }
 
+#[inline]
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
+#[inline]
 fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Whether `frame` (of layout `l`) carries a CRC32 trailer.
+fn crc_in(l: &Layout, frame: &[u8]) -> bool {
+    match (l.ver1, l.switch) {
+        (Some(v), Some(s)) => crc_enabled(frame[v], frame[s]),
+        _ => false,
+    }
 }
 
 /// Whether a v2 frame with these ver1 and switch bytes carries a CRC32 trailer.
@@ -216,17 +226,13 @@ impl Bolt {
     }
 
     fn has_crc(&self, frame: &[u8]) -> bool {
-        let l = layout(frame);
-        match (l.ver1, l.switch) {
-            (Some(v), Some(s)) => crc_enabled(frame[v], frame[s]),
-            _ => false,
-        }
+        crc_in(layout(frame), frame)
     }
 
     /// Section ranges of a frame already accepted by `decode`.
     fn sections(&self, frame: &[u8]) -> Sections {
-        let resp = self.is_response(frame);
         let l = layout(frame);
+        let resp = frame[l.typ] == TYPE_RESPONSE;
         let at = l.class_len_at(resp);
         let class_len = usize::from(be16(frame, at));
         let header_len = usize::from(be16(frame, at + 2));
@@ -235,7 +241,7 @@ impl Bolt {
         let class = start..start + class_len;
         let headers = class.end..class.end + header_len;
         let content = headers.end..headers.end + content_len;
-        Sections { class, headers, content, crc: self.has_crc(frame) }
+        Sections { class, headers, content, crc: crc_in(l, frame) }
     }
 
     fn rewrite_crc(&self, frame: &mut [u8]) {
@@ -403,8 +409,10 @@ impl Codec for Bolt {
             (_, other, _) => return Err(CodecError::BadCommand(other)),
         };
         let at = l.class_len_at(resp);
+        let ver1 = l.ver1.map_or(0, |at| buf[at]);
+        let switch = l.switch.map_or(0, |at| buf[at]);
         // ver1 = 2 alone is not a CRC: sofa-bolt-node with the CRC off sends switch 0 and no trailer.
-        let crc = if self.has_crc(buf) { 4 } else { 0 };
+        let crc = if crc_enabled(ver1, switch) { 4 } else { 0 };
         let len =
             hsize as u64 + u64::from(be16(buf, at)) + u64::from(be16(buf, at + 2)) + u64::from(be32(buf, at + 4)) + crc;
         if len > max_frame as u64 {
@@ -420,8 +428,6 @@ impl Codec for Bolt {
             let t = be32(buf, l.timeout) as i32;
             (t > 0).then_some(t as u32)
         };
-        let ver1 = l.ver1.map_or(0, |at| buf[at]);
-        let switch = l.switch.map_or(0, |at| buf[at]);
         Ok(Parsed::Frame(FrameInfo {
             len,
             kind,
