@@ -43,15 +43,21 @@ run_one() {
         --inflight "$INFLIGHT" --duration $((SECS + 2)) --warmup 1 --payload "$PAYLOAD" --json
     local lpid=$SPAWN_PID
     isleep 2
+    local t0 t1
+    t0=$(awk '{print $14, $15}' "/proc/$PROXY_PID/stat")
     perf stat -x, -e 'task-clock,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_writev' \
         -p "$PROXY_PID" -- sleep "$SECS" 2>"$dir/perf.csv"
+    t1=$(awk '{print $14, $15}' "/proc/$PROXY_PID/stat")
+    echo "$t0 $t1" >"$dir/ticks"
     wait "$lpid" || true
     unspawn "$lpid"
     unspawn "$PROXY_PID"
     unspawn "$UPSTREAM_PID"
-    python3 - "$label" "$dir/load.out" "$dir/perf.csv" "$SECS" <<'PY'
+    python3 - "$label" "$dir/load.out" "$dir/perf.csv" "$SECS" "$dir/ticks" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 label, load, perf, secs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+u0, s0, u1, s1 = map(int, open(sys.argv[5]).read().split())
+tck = int(sys.argv[6])
 r = json.loads([l for l in open(load) if l.startswith("{")][-1])
 n = r["rps"] * secs
 figures = []
@@ -61,6 +67,9 @@ for line in open(perf):
         name = p[2].replace("syscalls:sys_enter_", "")
         v = float(p[0]) / n
         figures.append(f"CPU {v * 1000:.2f} us/req" if name == "task-clock" else f"{name} {v:.3f}")
+# User and system time from /proc over the same window (ticks: coarse, but
+# the split shows which side a change moved).
+figures.append(f"user {(u1 - u0) / tck / n * 1e6:.2f} sys {(s1 - s0) / tck / n * 1e6:.2f}")
 print(f"{label}: {r['rps']:,.0f} req/s  " + "  ".join(figures) + f"  errors {r['errors']} mismatches {r['mismatches']}")
 PY
 }
