@@ -89,6 +89,31 @@ async fn quiet_connections_park_and_resume_with_their_answers_intact() {
     assert_eq!((r.info.id, r.content), (9, b"split".to_vec()));
 }
 
+/// A connection accepted before its first bytes parks and is resumed only
+/// when they come (tokio calls a socket readable from its accept until a
+/// read finds it empty: every such connection was resumed once, to read
+/// nothing, and parked again).
+#[tokio::test]
+async fn connections_accepted_before_their_bytes_are_resumed_only_by_them() {
+    let up = Upstream::start("u", Mode::Echo).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let proxy = Proxy::start(&parking_config(port, admin_port, up.addr, "60s"), 1);
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        clients.push(Client::connect(proxy.addr).await);
+    }
+    assert!(until_parked(admin_port, 30.0).await, "each parks from its accept: {}", parked(admin_port));
+    let before = tokio::task::spawn_blocking(move || resumes(admin_port)).await.unwrap();
+    assert_eq!(before, 0.0, "nothing arrived, nothing resumed");
+    for (c, cl) in clients.iter_mut().enumerate() {
+        cl.send(&request(1, &format!("c{c}"))).await;
+        let r = cl.recv().await;
+        assert_eq!((r.status, r.content), (0, format!("c{c}").into_bytes()));
+    }
+    let after = tokio::task::spawn_blocking(move || resumes(admin_port)).await.unwrap();
+    assert_eq!(after, 30.0, "one resume each, by its request");
+}
+
 #[tokio::test]
 async fn a_connection_calling_often_waits_for_its_next_call_instead_of_parking() {
     let up = Upstream::start("u", Mode::Echo).await;

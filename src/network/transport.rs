@@ -162,6 +162,24 @@ impl Transport {
         }
     }
 
+    /// Whether a connection just accepted has bytes (or a close, or an error)
+    /// waiting. tokio reports a socket readable from its registration until
+    /// a read finds it empty, so a connection parked at once would be resumed
+    /// at once, to read nothing; on TCP this looks with a one-byte `peek`,
+    /// which leaves the bytes and, finding none, clears that readiness, so a
+    /// park then waits for real bytes. Over TLS it answers false: the park's
+    /// own look reads the records that are there.
+    pub fn has_first_bytes(&mut self) -> bool {
+        match self {
+            Transport::Tcp(s) => {
+                let mut byte = [0u8; 1];
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                s.poll_peek(&mut cx, &mut ReadBuf::new(&mut byte)).is_ready()
+            }
+            Transport::Tls(_) => false,
+        }
+    }
+
     /// Whether an idle connection is still quiet: nothing arrived, no close.
     /// Costs no syscall on TCP unless the reactor saw the socket become
     /// readable, which for an idle connection means a close or junk. On TLS
@@ -260,6 +278,26 @@ mod tests {
 
     async fn read_when_ready(t: &mut Transport, buf: &mut [u8]) -> usize {
         std::future::poll_fn(|cx| t.poll_read_some(cx, buf)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_fresh_socket_is_not_taken_for_readable_and_its_first_bytes_stay() {
+        let (mut t, mut peer) = pair().await;
+        let mut cx = Context::from_waker(Waker::noop());
+        // tokio calls a socket it has just registered readable...
+        assert!(t.poll_readable(&mut cx).is_ready(), "tokio's start changed: has_first_bytes may be needless");
+        // ...until a look finds nothing: then a park waits for real bytes.
+        assert!(!t.has_first_bytes());
+        assert!(t.poll_readable(&mut cx).is_pending());
+        peer.write_all(b"abc").await.unwrap();
+        std::future::poll_fn(|cx| t.poll_readable(cx)).await.unwrap();
+        assert!(t.has_first_bytes());
+        let mut buf = [0u8; 8];
+        assert_eq!(read_when_ready(&mut t, &mut buf).await, 3, "the look took nothing");
+        // A close is something to read too.
+        drop(peer);
+        std::future::poll_fn(|cx| t.poll_readable(cx)).await.unwrap();
+        assert!(t.has_first_bytes());
     }
 
     #[tokio::test]

@@ -265,8 +265,14 @@ async fn lifetime(opening: Pin<Box<impl std::future::Future<Output = Option<Open
         return;
     };
     // Until its first bytes arrive, an RPC connection is parked too, unless
-    // TLS holds records of the handshake still to write.
-    if matches!(conn.protocol.protocol(), Protocol::Rpc(_)) && initial.is_none() && !conn.stream.holds_output() {
+    // TLS holds records of the handshake still to write. Bytes already
+    // there are served at once: parked, it would be resumed at once.
+    let mut conn = conn;
+    if matches!(conn.protocol.protocol(), Protocol::Rpc(_))
+        && initial.is_none()
+        && !conn.stream.holds_output()
+        && !conn.stream.has_first_bytes()
+    {
         return conn.park(Instant::now());
     }
     let initial = initial.map(|b| *b).unwrap_or_default();
