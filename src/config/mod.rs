@@ -738,6 +738,11 @@ fn listener_spec(
     if max_frame < 64 {
         return Err(ConfigError::new(format!("{ppath}.max_frame_size"), "must be at least 64 bytes"));
     }
+    // The HTTP/1.1 connection timer is re-armed at most this far ahead: zero
+    // would make it fire without end (and cut every head at once).
+    if proxy.header_read_timeout.as_ref().is_some_and(|d| d.0.is_zero()) {
+        return Err(ConfigError::new(format!("{ppath}.header_read_timeout"), "must be positive"));
+    }
     let mut filters = Vec::new();
     for (k, f) in l.stream_filters.iter().enumerate() {
         let fpath = format!("{path}.stream_filters[{k}]");

@@ -299,3 +299,21 @@ fn mosn_tls_shapes_load_and_bad_ones_are_refused_by_path() {
     bad["ecdh_curves"] = json!("brainpool");
     assert!(err(&with_chain(json!({"tls_context": bad}))).to_string().contains("tls_context.ecdh_curves"));
 }
+
+#[test]
+fn a_zero_header_read_timeout_is_refused_by_path() {
+    let text = MOSN_BOLT.replace(
+        "\"router_config_name\": \"client_router\"}",
+        "\"router_config_name\": \"client_router\", \"header_read_timeout\": \"0s\"}",
+    );
+    let e = err(&text).to_string();
+    assert!(
+        e.contains("filter_chains[0].filters[0].config.header_read_timeout") && e.contains("must be positive"),
+        "{e}"
+    );
+    let ok = MOSN_BOLT.replace(
+        "\"router_config_name\": \"client_router\"}",
+        "\"router_config_name\": \"client_router\", \"header_read_timeout\": \"2s\"}",
+    );
+    assert_eq!(load_str(&ok, false).unwrap().listeners[0].header_read_timeout, Duration::from_secs(2));
+}
