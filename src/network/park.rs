@@ -46,13 +46,6 @@ pub enum Wake {
 pub trait Resume: Sized + 'static {
     /// The socket it waits on.
     fn transport(&mut self) -> &mut Transport;
-    /// Its socket was reported readable: whether that holds. A connection
-    /// that has never been read looks ([`Transport::has_first_bytes`]):
-    /// tokio may call a socket readable from its registration before anything
-    /// arrived. Others take the report as it is.
-    fn confirm_readable(&mut self) -> bool {
-        true
-    }
     /// Bytes arrived (or the peer closed): serve them.
     fn resume(self);
     /// It will not be resumed; dropping it closes it.
@@ -199,12 +192,8 @@ impl<C: Resume> Parking<C> {
     /// park `park` in slot `key` when it is.
     fn readable(&self, conn: &mut C, key: usize, park: u32) -> bool {
         let waker = Waker::from(Arc::new(ParkWaker { key, park, woken: self.woken.clone() }));
-        let mut cx = Context::from_waker(&waker);
-        // An error is readable too: the resumed connection reads it. A
-        // report that does not hold was cleared by the look, so polling
-        // again waits for real bytes.
-        conn.transport().poll_readable(&mut cx).is_ready()
-            && (conn.confirm_readable() || conn.transport().poll_readable(&mut cx).is_ready())
+        // An error is readable too: the resumed connection reads it.
+        conn.transport().poll_readable(&mut Context::from_waker(&waker)).is_ready()
     }
 
     /// Resumes the woken parks whose sockets are readable.

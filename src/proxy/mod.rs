@@ -414,10 +414,6 @@ impl network::park::Resume for Quiet {
         &mut self.stream
     }
 
-    fn confirm_readable(&mut self) -> bool {
-        self.quiet_since != NOT_SERVED || self.stream.has_first_bytes()
-    }
-
     fn resume(self) {
         self.open.listener.stats.connection_resumes.inc();
         tokio::task::spawn_local(resumed(self));
