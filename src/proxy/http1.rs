@@ -483,12 +483,10 @@ async fn exchange(
     let stats = &ctx.worker.stats;
     stats.count_request(crate::stats::http_slots()[0]);
     ctx.listener.stats.requests.inc();
-    let deadline = arrived + request.route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     let close = request.close || ctx.listener.draining();
     let started = arrived.into_std();
     let received = bufs.req.len() as u64;
-    let sending = send_with_tries(ctx, &request, bufs, Sending { timing, deadline, close });
-    let (open, status, upstream, error) = match sending.await {
+    let (open, status, upstream, error) = match send_with_tries(ctx, &request, bufs, timing, close).await {
         Ok((answer, conn, pool)) => {
             stats.count_response(if answer.status >= 500 { 500 } else { 200 });
             let open =
@@ -534,21 +532,15 @@ struct Timing<'t> {
     step: std::time::Duration,
 }
 
-/// How a request goes upstream.
-struct Sending<'t> {
-    timing: Timing<'t>,
-    deadline: Instant,
-    /// The client connection closes after this answer.
-    close: bool,
-}
-
 async fn send_with_tries(
     ctx: &ConnCtx,
     request: &Prepared,
     bufs: &mut Bufs,
-    sending: Sending<'_>,
+    timing: Timing<'_>,
+    close: bool,
 ) -> Result<(Answer, HostConn, Rc<HttpPool>), ProxyError> {
-    let Sending { timing: Timing { arrived, mut tick, step }, deadline, close } = sending;
+    let Timing { arrived, mut tick, step } = timing;
+    let deadline = arrived + request.route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     let mut tries = Tries::new(&request.route, &request.cluster, request.hash_key.as_deref(), deadline);
     let mut last_err = ProxyError::NoHealthyHost;
     let mut first = true;
@@ -626,11 +618,9 @@ async fn within<F: std::future::Future>(
             biased;
             out = &mut fut => return Ok(out),
             _ = tick.as_mut() => {
-                let now = Instant::now();
-                if now >= deadline {
+                if rearm(tick.as_mut(), deadline, step) {
                     return Err(());
                 }
-                tick.as_mut().reset(deadline.min(now + step));
             }
         }
     }

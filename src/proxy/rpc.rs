@@ -148,9 +148,7 @@ impl DownstreamHandler<'_> {
             "bad frame from client"
         })
     }
-}
 
-impl DownstreamHandler<'_> {
     /// Marks the connection `graced` once it has read nothing for
     /// [`LINGER`]; until then its timer waits for that, re-armed from the
     /// last read each time it fires early.
