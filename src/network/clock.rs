@@ -26,16 +26,6 @@ pub fn reading<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-thread_local! {
-    static EPOCH: Instant = Instant::now();
-}
-
-/// `at` in milliseconds of this thread's clock, wrapping every 49.7 days: a
-/// small stamp for state that stays on its worker (a parked connection's).
-pub fn millis(at: Instant) -> u32 {
-    EPOCH.with(|epoch| at.saturating_duration_since(*epoch).as_millis() as u32)
-}
-
 /// The time the bytes being handled were read; outside a read, the time now.
 pub fn now() -> Instant {
     READ_AT.get().unwrap_or_else(Instant::now)

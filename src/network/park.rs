@@ -169,8 +169,10 @@ impl<C: Resume> Parking<C> {
         }
     }
 
-    /// `at` in wrapping milliseconds since [`Parking::epoch`].
-    fn millis(&self, at: Instant) -> u32 {
+    /// `at` in wrapping milliseconds since [`Parking::epoch`]: the stamp of
+    /// a parked entry's deadline, and of when its connection fell quiet
+    /// (`proxy::Quiet`).
+    pub fn millis(&self, at: Instant) -> u32 {
         at.saturating_duration_since(self.epoch).as_millis() as u32
     }
 

@@ -327,18 +327,18 @@ const LINGER: Duration = Duration::from_millis(100);
 
 /// A parked connection's task, started when its socket turned readable.
 async fn resumed(conn: Quiet) {
-    let linger = lingers(conn.quiet_since, clock::millis(Instant::now()));
+    let linger = lingers(conn.quiet_since, conn.open.listener.parking.millis(Instant::now()));
     conn.serve(BytesMut::new(), linger).await;
 }
 
-/// [`Quiet::quiet_since`] for a connection quiet since `since` (never
-/// [`NOT_SERVED`]).
-fn quiet_stamp(since: Instant) -> u32 {
-    clock::millis(since).min(NOT_SERVED - 1)
+/// [`Quiet::quiet_since`] for a connection of `listener` quiet since
+/// `since` (never [`NOT_SERVED`]).
+fn quiet_stamp(listener: &ListenerCtx, since: Instant) -> u32 {
+    listener.parking.millis(since).min(NOT_SERVED - 1)
 }
 
 /// Whether a connection quiet since `quiet_since` and resumed at `now`
-/// (both [`clock::millis`]) came back within [`LINGER`].
+/// (both [`Parking::millis`] of its listener) came back within [`LINGER`].
 fn lingers(quiet_since: u32, now: u32) -> bool {
     quiet_since != NOT_SERVED && u128::from(now.wrapping_sub(quiet_since)) < LINGER.as_millis()
 }
@@ -361,7 +361,8 @@ pub struct Quiet {
     peer: SocketAddr,
     open: Open,
     protocol: ProtocolId,
-    /// When it last fell quiet after serving ([`clock::millis`]), or
+    /// When it last fell quiet after serving (its listener's
+    /// [`Parking::millis`]), or
     /// [`NOT_SERVED`]: a connection parked from its accept has not shown how
     /// often it calls. In what would otherwise be padding.
     quiet_since: u32,
@@ -383,7 +384,7 @@ impl Quiet {
             Protocol::Rpc(codec) => {
                 Box::pin(rpc::serve(&mut stream, initial, peer, codec, listener, worker, linger)).await.map(|q| {
                     // A wake-up that read nothing tells nothing of how often it calls.
-                    let quiet_since = if q.read { quiet_stamp(q.since) } else { quiet_since };
+                    let quiet_since = if q.read { quiet_stamp(listener, q.since) } else { quiet_since };
                     (stream, q.since, quiet_since, None)
                 })
             }
@@ -391,7 +392,7 @@ impl Quiet {
                 let (l, w) = (listener.clone(), worker.clone());
                 Box::pin(http::serve(stream, initial, peer, http_version, l, w, h2, linger))
                     .await
-                    .map(|(stream, since, h2)| (stream, since, quiet_stamp(since), h2))
+                    .map(|(stream, since, h2)| (stream, since, quiet_stamp(listener, since), h2))
             }
         };
         if let Some((stream, since, quiet_since, h2)) = quiet {
