@@ -312,6 +312,21 @@ async fn h2_answer(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, id: u32) ->
     }
 }
 
+/// A prior-knowledge HTTP/2 connection to `port` whose first request
+/// (stream 1, the HPACK block `headers`) was answered 200; with the bytes
+/// read past that answer.
+async fn h2_first_request(port: u16, headers: &[u8]) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(support::h2::frame(4, 0, 0, &[]));
+    hello.extend(support::h2::frame(1, 0x5, 1, headers));
+    s.write_all(&hello).await.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(h2_answer(&mut s, &mut buf, 1).await.first(), Some(&0x88), "200");
+    (s, buf)
+}
+
 /// An HTTP/2 connection with no stream open parks like the others, keeping
 /// what its next burst needs: the client's HPACK table (the second request
 /// names its header only by the index the first one gave it).
@@ -319,19 +334,13 @@ async fn h2_answer(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, id: u32) ->
 async fn h2_connections_park_between_bursts_keeping_their_hpack_table() {
     use tokio::io::AsyncWriteExt;
     let (port, admin_port, (up, _proxy)) = http_proxy("Http2").await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend(support::h2::frame(4, 0, 0, &[]));
     // GET / http, :authority x (indexed, 62 after the next one), and
     // x-keep: kept (literal with incremental indexing: it becomes 62).
     let mut first = vec![0x82, 0x86, 0x84, 0x41, 0x01, b'x', 0x40, 0x06];
     first.extend_from_slice(b"x-keep");
     first.push(0x04);
     first.extend_from_slice(b"kept");
-    hello.extend(support::h2::frame(1, 0x5, 1, &first));
-    s.write_all(&hello).await.unwrap();
-    let mut buf = Vec::new();
-    assert_eq!(h2_answer(&mut s, &mut buf, 1).await.first(), Some(&0x88), "200");
+    let (mut s, mut buf) = h2_first_request(port, &first).await;
     assert!(until_parked(admin_port, 1.0).await, "the quiet HTTP/2 connection parks: {}", parked(admin_port));
     // Resumed by the next burst: indexes 62 (x-keep: kept) and 63 (:authority x).
     s.write_all(&support::h2::frame(1, 0x5, 3, &[0x82, 0x86, 0x84, 0xbf, 0xbe])).await.unwrap();
@@ -344,16 +353,10 @@ async fn h2_connections_park_between_bursts_keeping_their_hpack_table() {
 
 #[tokio::test]
 async fn a_drain_ends_an_http2_connection_between_its_requests() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let (port, _admin_port, (_up, proxy)) = http_proxy("Http2").await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend(support::h2::frame(4, 0, 0, &[]));
     // GET / http, :authority x.
-    hello.extend(support::h2::frame(1, 0x5, 1, &[0x82, 0x86, 0x84, 0x41, 0x01, b'x']));
-    s.write_all(&hello).await.unwrap();
-    let mut buf = Vec::new();
-    assert_eq!(h2_answer(&mut s, &mut buf, 1).await.first(), Some(&0x88), "200");
+    let (mut s, _) = h2_first_request(port, &[0x82, 0x86, 0x84, 0x41, 0x01, b'x']).await;
     // Answered and waiting for its next request (or parked, if slow): the
     // drain ends it either way, with GOAWAY when it is still in its task.
     proxy.signal("TERM");
