@@ -22,7 +22,7 @@ if [ "$RATE" = max ]; then PACE="--inflight ${INFLIGHT:-8}"; else PACE="--rate $
 SECS=${SECS:-10}
 D=$(mktemp -d)
 cd "$D" || exit 1
-render "$CONF_DIR/ferrymesh.json.tmpl" fm.json LISTEN_PORT=25201 UPSTREAM_PORT=25200 PROTOCOL=bolt
+render "$CONF_DIR/ferrymesh.json.tmpl" fm.json LISTEN_PORT=25201 UPSTREAM_PORT=25200 PROTOCOL=bolt BUSY_POLL="${BUSY_POLL:-0s}"
 "$BOLT_ECHO_BIN" --listen 127.0.0.1:25200 >up.log 2>&1 &
 U=$!
 sleep 0.5

@@ -12,7 +12,7 @@ N=${N:-20000}
 MODE=${MODE:-h1}
 case $MODE in h1) LOAD=(--h1 -c 8) ;; h2c) LOAD=(-c 8 -m 8) ;; *) echo "MODE: h1 or h2c" >&2; exit 2 ;; esac
 D=$(mktemp -d); cd $D
-sed -e 's/LISTEN_PORT/25101/; s/UPSTREAM_PORT/25100/' "$ROOT/bench/conf/http-ferrymesh.json.tmpl" > fm.json
+sed -e 's/LISTEN_PORT/25101/; s/UPSTREAM_PORT/25100/; s/BUSY_POLL/0s/' "$ROOT/bench/conf/http-ferrymesh.json.tmpl" > fm.json
 ACCESS_LOG=off bash "$ROOT/tests/http/start-nginx.sh" 25100 $D/up > up.out 2>&1 &
 sleep 1
 valgrind --tool=callgrind --callgrind-out-file=$D/cg.out "${FERRYMESH_BIN:-$ROOT/target/release/ferrymesh}" start -c fm.json --workers 1 2>vg.log & F=$!

@@ -177,6 +177,16 @@ render() {
     sed "${args[@]}" "$tmpl" >"$out"
 }
 
+# BUSY_POLL (a duration, e.g. 100us): ferrymesh's `busy_poll` window; with
+# it set, haproxy runs with `busy-polling` (it has no window: it spins for as
+# long as it runs). nginx has no such mode.
+haproxy_busy_polling() {
+    case "${BUSY_POLL:-0s}" in
+    0 | 0s | "") echo "# busy-polling off" ;;
+    *) echo "busy-polling" ;;
+    esac
+}
+
 # ---- the L4 baselines ----------------------------------------------------
 
 nginx_stream_module() {
@@ -234,7 +244,7 @@ start_proxy() {
     need_free_port "$lp"
     case $t in
     ferrymesh)
-        render "$CONF_DIR/ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" \
+        render "$CONF_DIR/ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" BUSY_POLL="${BUSY_POLL:-0s}" \
             PROTOCOL="${PROTO:-bolt}"
         spawn "$PROXY_CPU" "$dir/ferrymesh.log" "$FERRYMESH_BIN" start -c "$dir/ferrymesh.json" --workers 1
         ;;
@@ -244,7 +254,7 @@ start_proxy() {
         spawn "$PROXY_CPU" "$dir/nginx.log" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/nginx-error.log"
         ;;
     haproxy)
-        render "$CONF_DIR/haproxy.cfg.tmpl" "$dir/haproxy.cfg" LISTEN_PORT="$lp" UPSTREAM_PORT="$up"
+        render "$CONF_DIR/haproxy.cfg.tmpl" "$dir/haproxy.cfg" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" BUSY_POLLING="$(haproxy_busy_polling)"
         spawn "$PROXY_CPU" "$dir/haproxy.log" haproxy -f "$dir/haproxy.cfg" -db
         ;;
     envoy)
@@ -312,7 +322,7 @@ start_http_proxy() {
     need_free_port "$lp"
     case $t in
     ferrymesh)
-        render "$CONF_DIR/http-ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up"
+        render "$CONF_DIR/http-ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" BUSY_POLL="${BUSY_POLL:-0s}"
         spawn "$PROXY_CPU" "$dir/ferrymesh.log" "$FERRYMESH_BIN" start -c "$dir/ferrymesh.json" --workers 1
         ;;
     nginx)
@@ -326,7 +336,7 @@ start_http_proxy() {
     haproxy)
         PROXY_H2C_PORT=$hp
         need_free_port "$hp"
-        render "$CONF_DIR/http-haproxy.cfg.tmpl" "$dir/haproxy.cfg" LISTEN_PORT="$lp" H2C_PORT="$hp" UPSTREAM_PORT="$up"
+        render "$CONF_DIR/http-haproxy.cfg.tmpl" "$dir/haproxy.cfg" LISTEN_PORT="$lp" H2C_PORT="$hp" UPSTREAM_PORT="$up" BUSY_POLLING="$(haproxy_busy_polling)"
         spawn "$PROXY_CPU" "$dir/haproxy.log" haproxy -f "$dir/haproxy.cfg" -db
         ;;
     envoy)

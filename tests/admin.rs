@@ -321,3 +321,52 @@ async fn the_admin_server_stays_on_loopback_unless_told() {
     let _open = Proxy::start(&cfg, 1);
     assert!(std::net::TcpStream::connect_timeout(&SocketAddr::new(ip, admin_port), Duration::from_secs(2)).is_ok());
 }
+
+async fn twenty_calls(cl: &mut Client, id: &mut u32) {
+    for _ in 0..20 {
+        *id += 1;
+        cl.send(&RequestBuilder::new(*id, SERVICE, b"payload").encode()).await;
+        assert_eq!(cl.recv().await.status, status::SUCCESS);
+    }
+}
+
+/// `busy_poll`: off (the default), a worker never polls instead of sleeping;
+/// turned on by a reload, each call's input opens a window in which it does,
+/// and once the window has passed with no input the worker sleeps again (the
+/// count stops); turned off by a reload, calls move it no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_poll_polls_only_after_input_and_follows_reloads() {
+    let echo = Upstream::start("echo", Mode::Echo).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let cfg = |window: &str| {
+        let mut c = config(port, vec![route_all("echo")], vec![cluster("echo", &[echo.addr])]);
+        c["admin"] = admin(admin_port);
+        c["servers"][0]["busy_poll"] = json!(window);
+        c
+    };
+    let proxy = Proxy::start(&cfg("0s"), 1);
+    let polls = || scrape(admin_port).get("ferrymesh_busy_polls_total").copied().expect("busy_polls_total is exported");
+    let mut cl = Client::connect(proxy.addr).await;
+    let mut id = 0u32;
+    let reload = |window: &str| {
+        proxy.rewrite(&cfg(window));
+        let (s, body) = admin_call(admin_port, "POST", "/api/v1/reload", "");
+        assert_eq!(s, 200, "{body}");
+    };
+
+    twenty_calls(&mut cl, &mut id).await;
+    assert_eq!(polls(), 0.0, "off by default");
+
+    reload("2ms");
+    twenty_calls(&mut cl, &mut id).await;
+    let after_calls = polls();
+    assert!(after_calls > 0.0, "calls with busy_poll on made no busy polls");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let idle = polls();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(polls(), idle, "an idle worker kept polling past its window");
+
+    reload("0s");
+    twenty_calls(&mut cl, &mut id).await;
+    assert_eq!(polls(), idle, "busy polls after the reload that turned them off");
+}

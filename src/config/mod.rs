@@ -63,6 +63,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest `busy_poll` accepted: past a few hundred microseconds it buys
+/// no latency and only burns the core.
+pub const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
 
 /// What a listener speaks to its clients.
 #[derive(Debug, Clone)]
@@ -183,6 +186,9 @@ pub struct Settings {
     pub log_path: Option<String>,
     pub graceful_timeout: Duration,
     pub workers: Option<usize>,
+    /// How long a worker polls without sleeping after its last input (zero:
+    /// it sleeps as soon as it has nothing to run).
+    pub busy_poll: Duration,
     /// The admin server's address (`admin` block); none without the block.
     pub admin: Option<SocketAddr>,
     /// The document as read, keys folded, as compact JSON text (for
@@ -379,6 +385,7 @@ impl Settings {
             log_path: None,
             graceful_timeout: DEFAULT_GRACEFUL_TIMEOUT,
             workers: None,
+            busy_poll: Duration::ZERO,
             admin: None,
             document: Arc::from("{}"),
             warnings: Vec::new(),
@@ -479,6 +486,15 @@ impl Settings {
                 ));
             }
         }
+        let busy_poll = server.busy_poll.map_or(Duration::ZERO, |d| d.0);
+        if busy_poll > MAX_BUSY_POLL {
+            return Err(ConfigError::new(
+                "servers[0].busy_poll",
+                format!(
+                    "{busy_poll:?} is more than {MAX_BUSY_POLL:?}: a worker spins its core that long after each input"
+                ),
+            ));
+        }
         Ok(Settings {
             listeners,
             clusters,
@@ -487,6 +503,7 @@ impl Settings {
             log_path: server.default_log_path.clone(),
             graceful_timeout: server.graceful_timeout.map_or(DEFAULT_GRACEFUL_TIMEOUT, |d| d.0),
             workers: server.processor.filter(|&n| n > 0),
+            busy_poll,
             admin,
             document: Arc::from("{}"),
             warnings: Vec::new(),

@@ -78,6 +78,11 @@ pub struct ServerConfig {
     /// (MOSN's word for one per core) is the same as leaving it out.
     #[serde(default, deserialize_with = "count_or_auto")]
     pub processor: Option<usize>,
+    /// ferrymesh: how long a worker keeps polling for events without sleeping
+    /// after its last input (haproxy's `busy-polling`, bounded). Off when
+    /// absent or zero.
+    #[serde(default)]
+    pub busy_poll: Option<DurationStr>,
     #[serde(default)]
     pub routers: Vec<RouterConfiguration>,
     #[serde(default)]

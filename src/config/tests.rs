@@ -317,3 +317,13 @@ fn a_zero_header_read_timeout_is_refused_by_path() {
     );
     assert_eq!(load_str(&ok, false).unwrap().listeners[0].header_read_timeout, Duration::from_secs(2));
 }
+
+#[test]
+fn busy_poll_is_read_and_a_window_past_the_limit_is_refused_by_path() {
+    let with = |v: &str| MOSN_BOLT.replacen("\"servers\": [{", &format!("\"servers\": [{{\"busy_poll\": \"{v}\", "), 1);
+    assert_ne!(with("50us"), MOSN_BOLT, "the field went in");
+    assert_eq!(load_str(MOSN_BOLT, false).unwrap().busy_poll, Duration::ZERO);
+    assert_eq!(load_str(&with("50us"), false).unwrap().busy_poll, Duration::from_micros(50));
+    let e = err(&with("20ms")).to_string();
+    assert!(e.contains("servers[0].busy_poll") && e.contains("10ms"), "{e}");
+}

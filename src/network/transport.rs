@@ -20,6 +20,24 @@ use tokio::net::TcpStream;
 
 use crate::tls::{TlsConn, TlsInfo};
 
+thread_local! {
+    static READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many reads on this thread have brought bytes (or an end of input):
+/// a worker's sign of input, for busy polling (`crate::runtime::busy_poll`).
+pub fn reads() -> u64 {
+    READS.get()
+}
+
+/// Counts `read` if it completed.
+fn counted<T>(read: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    if let Poll::Ready(Ok(_)) = read {
+        READS.set(READS.get() + 1);
+    }
+    read
+}
+
 pub enum Transport {
     Tcp(TcpStream),
     Tls(Box<TlsConn>),
@@ -96,10 +114,10 @@ impl Transport {
     /// Reads into `buf` what has arrived. `Ready(Ok(0))` is the end of input.
     pub fn poll_read_some(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self {
-            Transport::Tcp(s) => poll_recv(cx, s, &mut &mut buf[..]),
+            Transport::Tcp(s) => counted(poll_recv(cx, s, &mut &mut buf[..])),
             Transport::Tls(t) => {
                 let mut rb = ReadBuf::new(buf);
-                std::task::ready!(Pin::new(&mut t.stream).poll_read(cx, &mut rb))?;
+                std::task::ready!(counted(Pin::new(&mut t.stream).poll_read(cx, &mut rb)))?;
                 Poll::Ready(Ok(rb.filled().len()))
             }
         }
@@ -109,8 +127,8 @@ impl Transport {
     /// offers), without zeroing it first. `Ready(Ok(0))` is the end of input.
     pub fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut impl BufMut) -> Poll<io::Result<usize>> {
         match self {
-            Transport::Tcp(s) => poll_recv(cx, s, buf),
-            Transport::Tls(t) => tokio_util::io::poll_read_buf(Pin::new(&mut t.stream), cx, buf),
+            Transport::Tcp(s) => counted(poll_recv(cx, s, buf)),
+            Transport::Tls(t) => counted(tokio_util::io::poll_read_buf(Pin::new(&mut t.stream), cx, buf)),
         }
     }
 
@@ -207,8 +225,8 @@ impl Transport {
 impl AsyncRead for Transport {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Transport::Tcp(s) => poll_recv(cx, s, buf).map_ok(|_| ()),
-            Transport::Tls(t) => Pin::new(&mut t.stream).poll_read(cx, buf),
+            Transport::Tcp(s) => counted(poll_recv(cx, s, buf)).map_ok(|_| ()),
+            Transport::Tls(t) => counted(Pin::new(&mut t.stream).poll_read(cx, buf)),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! requests, answer those in flight, close), bounded by the drain timeout; a
 //! second signal exits at once. SIGUSR1 reopens the access logs.
 
+pub mod busy_poll;
 pub mod logging;
 pub mod worker;
 
@@ -179,6 +180,9 @@ impl Control {
         }
         if settings.admin != old.admin && version > 1 {
             warn!(version, "admin: a changed admin address takes effect at the next start");
+        }
+        if settings.busy_poll != old.busy_poll || (version == 1 && !settings.busy_poll.is_zero()) {
+            info!(version, window = ?settings.busy_poll, "busy_poll: each worker polls without sleeping for this long after its last input (0s: off)");
         }
         let settings = Arc::new(settings);
         let mut acks = Vec::with_capacity(self.workers.len());

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::busy_poll;
 use crate::config::Settings;
 use crate::proxy::{serve, ListenerCtx, ListenerGen, WorkerCtx};
 use crate::stats::snapshot::{HostSnapshot, Snapshot};
@@ -50,11 +51,13 @@ pub fn main(n: usize, mut commands: mpsc::UnboundedReceiver<Command>, drain_time
     // counted with strace).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(busy_poll::before_park)
         .build_local(tokio::runtime::LocalOptions::default())?;
     rt.block_on(async {
         let worker = Rc::new(WorkerCtx::new(n));
         let mut accepts: HashMap<String, JoinHandle<()>> = HashMap::new();
         let flusher = tokio::task::spawn_local(flush_logs(worker.clone()));
+        let spinner = tokio::task::spawn_local(busy_poll::spinner());
         while let Some(cmd) = commands.recv().await {
             match cmd {
                 Command::Apply { version, settings, sockets, done } => {
@@ -83,6 +86,7 @@ pub fn main(n: usize, mut commands: mpsc::UnboundedReceiver<Command>, drain_time
             warn!(worker = n, open = worker.live_conns.get(), "drain timeout: closing remaining connections");
         }
         flusher.abort();
+        spinner.abort();
         for l in worker.listeners.borrow().iter() {
             l.flush_logs();
         }
@@ -105,6 +109,7 @@ fn apply(
     sockets: Vec<(String, std::net::TcpListener)>,
 ) -> Vec<JoinHandle<()>> {
     let mut stopped = Vec::new();
+    busy_poll::set_window(settings.busy_poll);
     let old: HashMap<String, Rc<Cluster>> =
         worker.clusters.borrow().iter().map(|c| (c.spec.name.clone(), c.clone())).collect();
     let clusters: Rc<[Rc<Cluster>]> = settings
@@ -198,6 +203,7 @@ async fn flush_logs(worker: Rc<WorkerCtx>) {
 fn snapshot(worker: &WorkerCtx) -> Snapshot {
     let mut s = Snapshot::default();
     worker.stats.add_to(&s.worker);
+    s.worker.busy_polls.add(busy_poll::spins());
     for l in worker.listeners.borrow().iter() {
         let copy = ListenerStats::default();
         l.stats.add_to(&copy);

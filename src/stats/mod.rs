@@ -60,6 +60,8 @@ pub struct Stats {
     pub proxy_errors: [Counter; ERROR_LABELS.len()],
     pub codec_errors: Counter,
     pub unknown_protocol: Counter,
+    /// Times a worker polled for events instead of sleeping (`busy_poll`).
+    pub busy_polls: Counter,
 }
 
 impl Stats {
@@ -92,6 +94,7 @@ impl Stats {
         acc.responses_error.add(self.responses_error.get());
         acc.codec_errors.add(self.codec_errors.get());
         acc.unknown_protocol.add(self.unknown_protocol.get());
+        acc.busy_polls.add(self.busy_polls.get());
         for (a, b) in acc.requests_by_protocol.iter().zip(&self.requests_by_protocol) {
             a.add(b.get());
         }

@@ -107,6 +107,8 @@ pub fn render(t: &Totals) -> String {
     e.sample("codec_errors_total", &[], w.codec_errors.get());
     e.family("unknown_protocol_total", "counter", "Client connections whose protocol was not recognised.");
     e.sample("unknown_protocol_total", &[], w.unknown_protocol.get());
+    e.family("busy_polls_total", "counter", "Times a worker polled for events instead of sleeping (busy_poll).");
+    e.sample("busy_polls_total", &[], w.busy_polls.get());
 
     let listeners = || t.listeners.iter().map(|(n, l)| (vec![("listener", n.as_str())], l));
     e.each("downstream_connections_total", "counter", "Client connections accepted.", listeners(), |l| {
