@@ -4,50 +4,51 @@
 //! both send id 1 at once. Every request written upstream gets a fresh id that
 //! is unique on that upstream connection; the map takes it back to the request's
 //! entry. Ids come from a counter at the wire's width (bolt: u32, MOSN #2404),
-//! skip 0 and any id still in use, and wrap.
+//! skip 0 and any id still in use (or whose slot is), and wrap.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// Ids are already well spread counters: a multiply is all the hashing needed.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
+/// Entries live in a table of a power-of-two size, at slot `id & mask`: a
+/// lookup is an index and one compare, no hashing and no probing. The table
+/// is kept at least twice the entries, and [`IdMap::next_free`] skips an id
+/// whose slot another request still holds, so no two live ids share a slot.
+/// Doubling the table keeps them apart (their low bits already differ).
 pub struct IdMap<T> {
-    entries: HashMap<u64, T, BuildHasherDefault<IdHasher>>,
+    slots: Vec<Option<(u64, T)>>,
+    len: usize,
     next: u64,
     max: u64,
 }
 
+/// The smallest table, once there is an entry. A table keeps the size of its
+/// busiest moment (as the `HashMap` it replaced did) until the connection
+/// closes: a connection that falls idle between bursts would otherwise grow
+/// it again from here on each one.
+const MIN_SLOTS: usize = 8;
+
 impl<T> IdMap<T> {
     /// A map whose ids run from 1 to `max` inclusive.
     pub fn new(max: u64) -> Self {
-        IdMap { entries: HashMap::default(), next: 1, max: max.max(1) }
+        IdMap { slots: Vec::new(), len: 0, next: 1, max: max.max(1) }
+    }
+
+    fn slot(&self, id: u64) -> usize {
+        (id & (self.slots.len() as u64 - 1)) as usize
     }
 
     /// The next id not in use, without reserving it.
     pub fn next_free(&mut self) -> Option<u64> {
-        if self.entries.len() as u64 >= self.max {
+        if self.len as u64 >= self.max {
             return None;
         }
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        // The table is at most half full, so a free slot is near: ids below
+        // the table's size each have a slot of their own, and a counter at
+        // or past it visits every slot within one table's length.
         loop {
             let id = self.next;
             self.next = if id >= self.max { 1 } else { id + 1 };
-            if !self.entries.contains_key(&id) {
+            if self.slots[self.slot(id)].is_none() {
                 return Some(id);
             }
         }
@@ -55,43 +56,85 @@ impl<T> IdMap<T> {
 
     /// Stores `entry` under `id` (from [`Self::next_free`]).
     pub fn insert(&mut self, id: u64, entry: T) {
-        let old = self.entries.insert(id, entry);
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        while self.slots[self.slot(id)].as_ref().is_some_and(|(other, _)| *other != id) {
+            // Not from next_free: make room rather than lose either.
+            self.grow();
+        }
+        let i = self.slot(id);
+        let old = self.slots[i].replace((id, entry));
         debug_assert!(old.is_none(), "id {id} reused while in flight");
+        if old.is_none() {
+            self.len += 1;
+        }
     }
 
     pub fn remove(&mut self, id: u64) -> Option<T> {
-        self.entries.remove(&id)
+        let i = self.find(id)?;
+        self.len -= 1;
+        self.slots[i].take().map(|(_, e)| e)
+    }
+
+    fn find(&self, id: u64) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let i = self.slot(id);
+        match &self.slots[i] {
+            Some((k, _)) if *k == id => Some(i),
+            _ => None,
+        }
     }
 
     pub fn get(&self, id: u64) -> Option<&T> {
-        self.entries.get(&id)
+        let i = self.find(id)?;
+        self.slots[i].as_ref().map(|(_, e)| e)
     }
 
     pub fn get_mut(&mut self, id: u64) -> Option<&mut T> {
-        self.entries.get_mut(&id)
+        let i = self.find(id)?;
+        self.slots[i].as_mut().map(|(_, e)| e)
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
+    }
+
+    /// Doubles the table, each entry moving to its slot under the new mask.
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(MIN_SLOTS);
+        let old = std::mem::replace(&mut self.slots, (0..size).map(|_| None).collect());
+        for (id, e) in old.into_iter().flatten() {
+            let i = self.slot(id);
+            debug_assert!(self.slots[i].is_none(), "two live ids in one slot");
+            self.slots[i] = Some((id, e));
+        }
     }
 
     /// Removes the entries `abandoned` picks. Their ids stay out of use until
     /// the counter comes round again (after `max` more requests), so a late
     /// answer to one is dropped as unknown, never taken for another request.
     pub fn remove_where(&mut self, mut abandoned: impl FnMut(&T) -> bool) -> Vec<(u64, T)> {
-        let ids: Vec<u64> = self.entries.iter().filter(|(_, e)| abandoned(e)).map(|(&id, _)| id).collect();
-        ids.into_iter().filter_map(|id| self.entries.remove(&id).map(|e| (id, e))).collect()
+        let mut out = Vec::new();
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(|(_, e)| abandoned(e)) {
+                out.extend(slot.take());
+            }
+        }
+        self.len -= out.len();
+        out
     }
 
     /// Removes every entry (the connection closed).
     pub fn drain(&mut self) -> Vec<(u64, T)> {
-        let out = self.entries.drain().collect();
-        self.entries.shrink_to_fit();
-        out
+        self.len = 0;
+        std::mem::take(&mut self.slots).into_iter().flatten().collect()
     }
 }
 
@@ -119,6 +162,61 @@ mod tests {
         assert_eq!(m.next_free(), None, "all four ids in flight");
         assert_eq!(m.remove(2), Some("b"));
         assert_eq!(m.next_free(), Some(2));
+    }
+
+    proptest::proptest! {
+        /// Against a HashMap under any mix of calls, answers, abandons and
+        /// closes: every id handed out is unused, every lookup agrees, and
+        /// the count is right; with a small `max` the ids wrap.
+        #[test]
+        fn behaves_as_a_map_whose_ids_are_never_shared(
+            max in proptest::prop_oneof![1u64..40, proptest::strategy::Just(u64::from(u32::MAX))],
+            ops in proptest::collection::vec((0u8..10, 0usize..1000), 1..600),
+        ) {
+            let mut m = IdMap::new(max);
+            let mut model = std::collections::HashMap::new();
+            let mut n = 0u64;
+            for (op, pick) in ops {
+                match op {
+                    0..=4 => match m.next_free() {
+                        Some(id) => {
+                            proptest::prop_assert!((1..=max).contains(&id));
+                            proptest::prop_assert!(!model.contains_key(&id), "id {} handed out twice", id);
+                            n += 1;
+                            m.insert(id, n);
+                            model.insert(id, n);
+                        }
+                        None => proptest::prop_assert_eq!(model.len() as u64, max),
+                    },
+                    5..=7 => {
+                        let id = model.keys().nth(pick % model.len().max(1)).copied().unwrap_or(pick as u64 + 1);
+                        proptest::prop_assert_eq!(m.remove(id), model.remove(&id));
+                    }
+                    8 => {
+                        let mut got: Vec<_> = m.remove_where(|v| v % 3 == 0);
+                        got.sort();
+                        let mut want: Vec<_> = model.iter().filter(|(_, v)| *v % 3 == 0).map(|(&k, &v)| (k, v)).collect();
+                        want.sort();
+                        model.retain(|_, v| *v % 3 != 0);
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                    _ => {
+                        if pick % 50 == 0 {
+                            let mut got = m.drain();
+                            got.sort();
+                            let mut want: Vec<_> = model.drain().collect();
+                            want.sort();
+                            proptest::prop_assert_eq!(got, want);
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(m.len(), model.len());
+                for (&id, &v) in &model {
+                    proptest::prop_assert_eq!(m.get(id), Some(&v));
+                }
+                proptest::prop_assert_eq!(m.get(pick as u64 + 1_000_000), None);
+            }
+        }
     }
 
     #[test]
