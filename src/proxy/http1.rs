@@ -400,8 +400,9 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     let host = strip_port(authority);
 
     // Route.
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
+    // A byte loop: a short path costs less than `split_once`'s searcher.
+    let (path, query) = match target.bytes().position(|b| b == b'?') {
+        Some(q) => (&target[..q], Some(&target[q + 1..])),
         None => (target, None),
     };
     let header = |name: &str| -> Option<&[u8]> {
