@@ -37,10 +37,17 @@ pub struct RpcPools(RefCell<smallvec::SmallVec<[Rc<HostPool>; 1]>>);
 impl RpcPools {
     /// The pool of `codec`'s family for `host`.
     pub fn get(&self, host: &Rc<Host>, spec: &ClusterSpec, codec: &'static dyn Codec) -> Rc<HostPool> {
-        let family = codec.family();
-        if let Some(p) = self.0.borrow().iter().find(|p| p.codec.family() == family) {
+        // Nearly always the codec of the pool already there: a pointer
+        // compare, before the family names are asked of the codecs.
+        let pools = self.0.borrow();
+        if let Some(p) = pools.iter().find(|p| std::ptr::addr_eq(p.codec, codec)) {
             return p.clone();
         }
+        let family = codec.family();
+        if let Some(p) = pools.iter().find(|p| p.codec.family() == family) {
+            return p.clone();
+        }
+        drop(pools);
         let pool = HostPool::new(host.clone(), spec, codec);
         self.0.borrow_mut().push(pool.clone());
         pool

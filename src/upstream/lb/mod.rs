@@ -144,6 +144,11 @@ impl LoadBalancer {
     /// none is healthy (panic mode).
     pub fn pick(&self, hosts: &[Rc<Host>], health: &HealthSet, ctx: &LbContext) -> Option<usize> {
         health.refresh(|i| hosts[i as usize].unhealthy_until());
+        if hosts.len() == 1 {
+            // Whatever the balancer, healthy or in panic mode, one host is the
+            // choice (a sidecar's inbound cluster, its own application).
+            return (!ctx.tried(0)).then_some(0);
+        }
         let healthy = health.healthy();
         let candidates =
             if healthy.is_empty() { Candidates::All(hosts.len()) } else { Candidates::Healthy(&healthy, health) };

@@ -201,3 +201,21 @@ fn maglev_is_consistent_and_moves_few_keys() {
     let ctx = LbContext { hash_key: Some(key), exclude: &[] };
     assert_eq!(lb.pick(&hs, &hs[0].health(), &ctx), Some(second));
 }
+
+/// One host: every balancer picks it, healthy or not (panic mode), with or
+/// without a hash key, and none once the request has tried it.
+#[test]
+fn a_single_host_is_every_balancers_choice_until_tried() {
+    let hs = hosts(&[3]);
+    for kind in [LbKind::RoundRobin, LbKind::Random, LbKind::WeightedRoundRobin, LbKind::LeastRequest, LbKind::Maglev] {
+        let lb = LoadBalancer::new(kind, &hs);
+        for key in [None, Some(&b"user-7"[..])] {
+            let ctx = LbContext { hash_key: key, exclude: &[] };
+            assert_eq!(lb.pick(&hs, &hs[0].health(), &ctx), Some(0), "{kind:?}");
+            hs[0].mark_connect_failure();
+            assert_eq!(lb.pick(&hs, &hs[0].health(), &ctx), Some(0), "{kind:?} in panic mode");
+            hs[0].mark_connected();
+            assert_eq!(pick(&lb, &hs, &[0]), None, "{kind:?} after trying it");
+        }
+    }
+}
