@@ -291,11 +291,12 @@ impl ClientConn {
                     Waiting::Request(stream) => {
                         drop(inner);
                         self.host.dec_active();
+                        let class = self.codec.response_class(&frame);
                         self.host.record_response(
-                            self.codec.response_class(&frame),
+                            class,
                             clock::now().into_std().saturating_duration_since(stream.started()),
                         );
-                        stream.respond(frame);
+                        stream.respond(frame, class);
                     }
                 }
             }

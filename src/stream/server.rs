@@ -160,15 +160,21 @@ impl ServerStream {
     }
 
     /// Writes the upstream's response `frame` with the client's id restored.
-    pub fn respond(mut self, frame: Frame<'_>) {
+    /// `class` is the frame's [`Codec::response_class`], which the upstream
+    /// connection has already read for its host's counters; a response hook
+    /// that replaces the frame has it read again.
+    pub fn respond(mut self, frame: Frame<'_>, class: u16) {
         let conn = &self.conn;
         let codec = conn.codec;
-        let frame = match self.hook.as_ref().map(|h| h.on_response(codec, &frame)) {
-            None | Some(HookResult::Forward) => frame,
-            Some(HookResult::Replace(f)) => Frame::Owned(f),
+        let (frame, status) = match self.hook.as_ref().map(|h| h.on_response(codec, &frame)) {
+            None | Some(HookResult::Forward) => (frame, class),
+            Some(HookResult::Replace(f)) => {
+                let f = Frame::Owned(f);
+                let status = codec.response_class(&f);
+                (f, status)
+            }
             Some(HookResult::Fail(err)) => return self.fail(err),
         };
-        let status = codec.response_class(&frame);
         conn.stats.count_response(status);
         let id = self.info.id;
         let written = conn.io.push_frame(codec, frame, id);
