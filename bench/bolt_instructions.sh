@@ -11,6 +11,7 @@
 #   RATE=1000 SECS=10 bash bench/bolt_instructions.sh
 #   RATE=max SECS=10 bash bench/bolt_instructions.sh   # full load, 64 x 8
 #   TARGET=nginx RATE=max bash bench/bolt_instructions.sh   # nginx stream's own
+#   ROUTE=exact RATE=max bash bench/bolt_instructions.sh    # route by exact service
 #
 # Under callgrind a proxy runs tens of times slower, so "max" is a few
 # thousand calls a second; both targets see that same load, which makes their
@@ -35,6 +36,11 @@ sleep 0.5
 case $TARGET in
 ferrymesh)
     render "$CONF_DIR/ferrymesh.json.tmpl" fm.json LISTEN_PORT=25201 UPSTREAM_PORT=25200 PROTOCOL=bolt BUSY_POLL="${BUSY_POLL:-0s}"
+    if [ "${ROUTE:-regex}" = exact ]; then
+        # The usual RPC route: an exact service, as boltload sends it.
+        sed -i 's/"value":".\*","regex":true/"value":"com.example.EchoService:1.0"/' fm.json
+        grep -q EchoService fm.json || { echo "ROUTE=exact: the template's route changed" >&2; exit 2; }
+    fi
     valgrind --tool=callgrind --callgrind-out-file="$D/cg.out" "$FERRYMESH_BIN" start -c fm.json --workers 1 2>vg.log &
     ;;
 nginx)

