@@ -128,14 +128,16 @@ pub fn find_in<'a>(list: &[(&'a [u8], Option<&'a [u8]>)], name: &[u8]) -> Option
 pub struct FrameHeaders<'a> {
     codec: &'static dyn Codec,
     frame: &'a [u8],
-    /// Set by the first lookup: whether it was of [`KEPT_NAME`], and its answer.
-    first: std::cell::Cell<Option<(bool, Option<&'a [u8]>)>>,
+    first: std::cell::Cell<Option<FirstLookup<'a>>>,
     head: std::cell::OnceCell<(HeaderList<'a>, bool)>,
     all: std::cell::OnceCell<HeaderList<'a>>,
 }
 
 /// The one name whose first answer [`FrameHeaders`] keeps.
 const KEPT_NAME: &str = "service";
+
+/// What the first lookup left: whether it was of [`KEPT_NAME`], and its answer.
+type FirstLookup<'a> = (bool, Option<&'a [u8]>);
 
 impl<'a> FrameHeaders<'a> {
     pub fn new(codec: &'static dyn Codec, frame: &'a [u8]) -> Self {
