@@ -61,6 +61,9 @@ pub struct Stats {
     pub codec_errors: Counter,
     pub unknown_protocol: Counter,
     /// Times a worker polled for events instead of sleeping (`busy_poll`).
+    /// The runtime's park hook counts them in a thread-local of its own
+    /// (`runtime::busy_poll::spins`), which a snapshot copies in here; a
+    /// worker's live `Stats` leaves it at zero.
     pub busy_polls: Counter,
 }
 

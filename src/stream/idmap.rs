@@ -39,9 +39,7 @@ impl<T> IdMap<T> {
         if self.len as u64 >= self.max {
             return None;
         }
-        if (self.len + 1) * 2 > self.slots.len() {
-            self.grow();
-        }
+        self.room_for_one();
         // The table is at most half full, so a free slot is near: ids below
         // the table's size each have a slot of their own, and a counter at
         // or past it visits every slot within one table's length.
@@ -56,9 +54,7 @@ impl<T> IdMap<T> {
 
     /// Stores `entry` under `id` (from [`Self::next_free`]).
     pub fn insert(&mut self, id: u64, entry: T) {
-        if (self.len + 1) * 2 > self.slots.len() {
-            self.grow();
-        }
+        self.room_for_one();
         while self.slots[self.slot(id)].as_ref().is_some_and(|(other, _)| *other != id) {
             // Not from next_free: make room rather than lose either.
             self.grow();
@@ -104,6 +100,13 @@ impl<T> IdMap<T> {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Keeps the table at least twice the entries, one more included.
+    fn room_for_one(&mut self) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
     }
 
     /// Doubles the table, each entry moving to its slot under the new mask.

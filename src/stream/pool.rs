@@ -39,15 +39,15 @@ impl RpcPools {
     pub fn get(&self, host: &Rc<Host>, spec: &ClusterSpec, codec: &'static dyn Codec) -> Rc<HostPool> {
         // Nearly always the codec of the pool already there: a pointer
         // compare, before the family names are asked of the codecs.
-        let pools = self.0.borrow();
-        if let Some(p) = pools.iter().find(|p| std::ptr::addr_eq(p.codec, codec)) {
-            return p.clone();
+        let found = self
+            .0
+            .borrow()
+            .iter()
+            .find(|p| std::ptr::addr_eq(p.codec, codec) || p.codec.family() == codec.family())
+            .cloned();
+        if let Some(p) = found {
+            return p;
         }
-        let family = codec.family();
-        if let Some(p) = pools.iter().find(|p| p.codec.family() == family) {
-            return p.clone();
-        }
-        drop(pools);
         let pool = HostPool::new(host.clone(), spec, codec);
         self.0.borrow_mut().push(pool.clone());
         pool
