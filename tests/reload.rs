@@ -448,3 +448,70 @@ async fn a_removed_listener_stops_accepting_and_drains_its_connections() {
     kept.send(&RequestBuilder::new(1, SERVICE, b"still here").encode()).await;
     assert_eq!(kept.recv().await.status, status::SUCCESS);
 }
+
+/// A connection keeps its last route while the service it sends stays the
+/// same (`proxy::rpc`'s route memo): another service on the same connection
+/// and a reload that moves the service must each still be followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_follows_each_service_and_a_reload() {
+    let a = Upstream::start("a", Mode::Echo).await;
+    let b = Upstream::start("b", Mode::Echo).await;
+    let (port, admin_port) = (free_port(), free_port());
+    // The second table moves svc.one and puts another route where it was:
+    // an answer kept from the first table would now be wrong.
+    let cfg = |one_to: &str| {
+        let mut routes = vec![route("svc.one", one_to), route("svc.two", "b"), route(SERVICE, "a")];
+        if one_to == "b" {
+            routes.rotate_right(1);
+        }
+        let mut c = config(port, routes, vec![cluster("a", &[a.addr]), cluster("b", &[b.addr])]);
+        c["admin"] = admin(admin_port);
+        c
+    };
+    let proxy = Proxy::start(&cfg("a"), 1);
+    let mut cl = Caller { cl: Client::connect(proxy.addr).await, id: 0 };
+    // The same value twice, then another, then back, and one no route has.
+    for (service, want) in [("svc.one", "a"), ("svc.one", "a"), ("svc.two", "b"), ("svc.one", "a"), ("svc.two", "b")] {
+        assert_eq!(cl.ask(service).await, want, "{service}");
+    }
+    assert_eq!(cl.ask("svc.none").await, "", "no route: an error answer");
+    assert_eq!(cl.ask("svc.one").await, "a");
+
+    // The route of svc.one moves to b while the connection keeps calling
+    // it every few milliseconds (so it never parks, and keeps its memo):
+    // it must follow within a second.
+    let caller = tokio::spawn(async move {
+        let mut cl = cl;
+        let t0 = Instant::now();
+        loop {
+            let who = cl.ask("svc.one").await;
+            if who == "b" || t0.elapsed() > Duration::from_secs(3) {
+                return (who, cl.ask("svc.two").await, cl.ask(SERVICE).await);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    proxy.rewrite(&cfg("b"));
+    let (s, body) = admin_call(admin_port, "POST", "/api/v1/reload", "");
+    assert_eq!(s, 200, "{body}");
+    let (one, two, other) = caller.await.unwrap();
+    assert_eq!(one, "b", "svc.one still goes to a after the reload");
+    assert_eq!((two.as_str(), other.as_str()), ("b", "a"));
+}
+
+/// One bolt connection that asks which upstream answers a service.
+struct Caller {
+    cl: Client,
+    id: u32,
+}
+
+impl Caller {
+    async fn ask(&mut self, service: &str) -> String {
+        self.id += 1;
+        self.cl.send(&RequestBuilder::new(self.id, service, b"who").encode()).await;
+        let r = self.cl.recv().await;
+        assert_eq!(r.info.id, u64::from(self.id));
+        (r.status == status::SUCCESS).then_some(r.server).flatten().unwrap_or_default()
+    }
+}

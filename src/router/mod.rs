@@ -225,8 +225,17 @@ pub struct RouteTable {
     name: String,
     vhosts: Vec<VirtualHost>,
     domains: DomainIndex,
+    /// The one header an RPC request's route depends on ([`Self::rpc_key`]).
+    rpc_key: Option<Box<str>>,
     /// How long `compile` took, for `ferrymesh check` and the logs.
     built_in: Duration,
+}
+
+/// A route's place in its table, for [`RouteTable::entry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutePos {
+    vhost: u32,
+    route: u32,
 }
 
 /// What a request offers the matcher.
@@ -288,7 +297,12 @@ impl RouteTable {
             all_domains.push(domains);
         }
         let domains = DomainIndex::build(all_domains.iter().map(|d| &**d));
-        Ok(RouteTable { name: cfg.router_config_name.clone(), vhosts, domains, built_in: started.elapsed() })
+        let rpc_key = match domains.find(None) {
+            Some(v) => only_header(&vhosts[v as usize].routes),
+            // No virtual host for RPC: every request misses alike.
+            None => Some(NO_KEY.into()),
+        };
+        Ok(RouteTable { name: cfg.router_config_name.clone(), vhosts, domains, rpc_key, built_in: started.elapsed() })
     }
 
     pub fn name(&self) -> &str {
@@ -315,6 +329,29 @@ impl RouteTable {
         self.find(&RouteInput { host, path: None, query: None, header }).map(|e| &**e)
     }
 
+    /// Where the first RPC route (no host) whose rules all match is.
+    pub fn rpc_route<'h>(&self, header: &dyn Fn(&str) -> Option<&'h [u8]>) -> Option<RoutePos> {
+        let input = RouteInput { host: None, path: None, query: None, header };
+        let vhost = self.domains.find(None)?;
+        let vh = &self.vhosts[vhost as usize];
+        vh.index.find(&vh.routes, &input).map(|r| RoutePos { vhost, route: r as u32 })
+    }
+
+    /// The route at `pos`, which [`Self::rpc_route`] of this table gave.
+    pub fn entry(&self, pos: RoutePos) -> &RouteEntry {
+        &self.vhosts[pos.vhost as usize].routes[pos.route as usize].entry
+    }
+
+    /// The one header whose value alone decides an RPC request's route,
+    /// when the routes RPC requests meet test no other (bolt's `service`,
+    /// nearly always): [`Self::rpc_route`] is then a function of that
+    /// value, and a connection may keep its last answer for the next
+    /// request that sends the same value (`proxy::rpc`). A path or query
+    /// rule never matches an RPC request, so it does not count.
+    pub fn rpc_key(&self) -> Option<&str> {
+        self.rpc_key.as_deref()
+    }
+
     /// The first route whose rules all match, in the virtual host the
     /// request's host selects ([`domains`]), found through the virtual host's
     /// [`index`].
@@ -327,6 +364,20 @@ impl RouteTable {
     pub fn vhost_names(&self) -> impl Iterator<Item = &str> {
         self.vhosts.iter().map(|v| &*v.name)
     }
+}
+
+/// The key of a table whose RPC routes test no header (its answer is the
+/// same for every request; any name serves).
+const NO_KEY: &str = "service";
+
+/// The one header name the routes of `routes` that an RPC request can meet
+/// test, if they test at most one. A route with a path or query rule never
+/// matches an RPC request (it has neither).
+fn only_header(routes: &[Route]) -> Option<Box<str>> {
+    let rpc = routes.iter().filter(|r| r.path.is_none() && r.query.is_empty());
+    let mut names = rpc.flat_map(|r| &r.headers).map(|h| h.name.as_str());
+    let first = names.next().unwrap_or(NO_KEY);
+    names.all(|n| n == first).then(|| first.into())
 }
 
 /// The raw value of query parameter `name` (not percent-decoded).

@@ -39,6 +39,52 @@ fn header_rules_exact_regex_and_present() {
 }
 
 #[test]
+fn rpc_key_is_the_one_header_rpc_routes_test() {
+    let key = |routers: serde_json::Value| {
+        let t =
+            table(serde_json::json!({"router_config_name": "r", "virtual_hosts": [{"name": "v", "routers": routers}]}));
+        t.rpc_key().map(String::from)
+    };
+    let by_service = serde_json::json!([
+        {"match": {"headers": [{"name": "service", "value": "com.a:1.0"}]}, "route": {"cluster_name": "a"}},
+        {"match": {"headers": [{"name": "service", "value": "com\\.b:.*", "regex": true}]}, "route": {"cluster_name": "b"}},
+        // Never met by RPC: no path.
+        {"match": {"prefix": "/x", "headers": [{"name": "zone", "value": "gz"}]}, "route": {"cluster_name": "a"}},
+        {"match": {"headers": [{"name": "service", "value": ".*"}]}, "route": {"cluster_name": "a"}}
+    ]);
+    assert_eq!(key(by_service.clone()).as_deref(), Some("service"));
+    let mut two = by_service.as_array().unwrap().clone();
+    two.push(
+        serde_json::json!({"match": {"headers": [{"name": "method", "value": "get"}]}, "route": {"cluster_name": "b"}}),
+    );
+    assert_eq!(key(serde_json::Value::Array(two)), None);
+    // No header rule: one answer for every request.
+    assert_eq!(
+        key(serde_json::json!([{"match": {"headers": []}, "route": {"cluster_name": "a"}}])).as_deref(),
+        Some("service")
+    );
+
+    // Where there is a key, the route follows its value alone, and
+    // `rpc_route` agrees with `route`.
+    let t =
+        table(serde_json::json!({"router_config_name": "r", "virtual_hosts": [{"name": "v", "routers": by_service}]}));
+    for service in ["com.a:1.0", "com.b:2.0", "com.c:3.0", ""] {
+        for extra in [&[][..], &[("zone", "gz"), ("method", "get")][..]] {
+            let mut headers = vec![("service", service)];
+            headers.extend_from_slice(extra);
+            let h = lookup(&headers);
+            let alone = [("service", service)];
+            let only = lookup(&alone);
+            let pos = t.rpc_route(&h);
+            assert_eq!(pos, t.rpc_route(&only), "{service} {extra:?}");
+            let via_pos = pos.map(|p| t.entry(p) as *const RouteEntry);
+            assert_eq!(via_pos, t.route(None, &h).map(|r| r as *const RouteEntry), "{service}");
+        }
+    }
+    assert_eq!(t.rpc_route(&lookup(&[])), None);
+}
+
+#[test]
 fn weighted_clusters_follow_the_roll() {
     let t = table(serde_json::json!({"router_config_name": "r", "virtual_hosts": [{"name": "v", "routers": [
         {"match": {"headers": []}, "route": {"weighted_clusters": [{"cluster": {"name": "a", "weight": 3}}, {"cluster": {"name": "b", "weight": 1}}]}}
