@@ -173,10 +173,19 @@ fn layout_of(proto: u8) -> Option<&'static Layout> {
 
 /// The layout of a frame already accepted by `decode`.
 fn layout(frame: &[u8]) -> &'static Layout {
+    in_layout(frame, |l| l)
+}
+
+/// `f` with the layout of a frame already accepted by `decode`, as a
+/// constant: `f` is compiled once per version, so its offsets are
+/// immediates rather than loads through a pointer chosen at run time (the
+/// hot reads: parse, sections, id, status).
+#[inline(always)]
+fn in_layout<R>(frame: &[u8], f: impl FnOnce(&'static Layout) -> R) -> R {
     if frame.first() == Some(&2) {
-        &V2
+        f(&V2)
     } else {
-        &V1
+        f(&V1)
     }
 }
 
@@ -208,6 +217,15 @@ fn crc_enabled(ver1: u8, switch: u8) -> bool {
     ver1 >= 2 && switch & 1 == 1
 }
 
+/// Writes the CRC32 of everything before a frame's last four bytes into them.
+fn put_crc(frame: &mut [u8]) {
+    if frame.len() >= 4 {
+        let body = frame.len() - 4;
+        let crc = crc32fast::hash(&frame[..body]);
+        frame[body..].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
 /// `reply_tag` packing: the bytes an answer must echo from its request.
 fn pack_tag(codec: u8, ver1: u8, switch: u8, proto: u8) -> u32 {
     u32::from(codec) | u32::from(ver1) << 8 | u32::from(switch) << 16 | u32::from(proto) << 24
@@ -230,30 +248,25 @@ impl Bolt {
         frame[layout(frame).typ] == TYPE_RESPONSE
     }
 
-    fn has_crc(&self, frame: &[u8]) -> bool {
-        crc_in(layout(frame), frame)
-    }
-
     /// Section ranges of a frame already accepted by `decode`.
     fn sections(&self, frame: &[u8]) -> Sections {
-        let l = layout(frame);
-        let resp = frame[l.typ] == TYPE_RESPONSE;
-        let at = l.class_len_at(resp);
-        let class_len = usize::from(be16(frame, at));
-        let header_len = usize::from(be16(frame, at + 2));
-        let content_len = be32(frame, at + 4) as usize;
-        let start = l.header_size(resp);
-        let class = start..start + class_len;
-        let headers = class.end..class.end + header_len;
-        let content = headers.end..headers.end + content_len;
-        Sections { class, headers, content, crc: crc_in(l, frame) }
+        in_layout(frame, |l| {
+            let resp = frame[l.typ] == TYPE_RESPONSE;
+            let at = l.class_len_at(resp);
+            let class_len = usize::from(be16(frame, at));
+            let header_len = usize::from(be16(frame, at + 2));
+            let content_len = be32(frame, at + 4) as usize;
+            let start = l.header_size(resp);
+            let class = start..start + class_len;
+            let headers = class.end..class.end + header_len;
+            let content = headers.end..headers.end + content_len;
+            Sections { class, headers, content, crc: crc_in(l, frame) }
+        })
     }
 
     fn rewrite_crc(&self, frame: &mut [u8]) {
-        if self.has_crc(frame) && frame.len() >= 4 {
-            let body = frame.len() - 4;
-            let crc = crc32fast::hash(&frame[..body]);
-            frame[body..].copy_from_slice(&crc.to_be_bytes());
+        if crc_in(layout(frame), frame) {
+            put_crc(frame);
         }
     }
 
@@ -288,7 +301,7 @@ impl Bolt {
 
     /// The status byte pair of a bolt response frame.
     pub fn response_status(&self, frame: &[u8]) -> u16 {
-        be16(frame, layout(frame).status)
+        in_layout(frame, |l| be16(frame, l.status))
     }
 
     /// The class name, header map bytes and content of a whole frame.
@@ -296,6 +309,62 @@ impl Bolt {
         let s = self.sections(frame);
         (&frame[s.class], &frame[s.headers], &frame[s.content])
     }
+}
+
+/// [`Codec::parse`] of a frame of layout `l` (its first byte `l.proto`).
+#[inline(always)]
+fn parse_in(l: &'static Layout, buf: &[u8], max_frame: usize) -> Result<Parsed, CodecError> {
+    let proto = l.proto;
+    if buf.len() <= l.typ {
+        return Ok(Parsed::Partial(None));
+    }
+    let typ = buf[l.typ];
+    let resp = match typ {
+        TYPE_RESPONSE => true,
+        TYPE_REQUEST | TYPE_ONEWAY => false,
+        other => return Err(CodecError::BadType(other)),
+    };
+    let hsize = l.header_size(resp);
+    if buf.len() < hsize {
+        return Ok(Parsed::Partial(None));
+    }
+    let cmd = be16(buf, l.cmd);
+    let kind = match (resp, cmd, typ) {
+        (false, CMD_REQUEST, TYPE_REQUEST) => FrameKind::Request,
+        (false, CMD_REQUEST, _) => FrameKind::Oneway,
+        (false, CMD_HEARTBEAT, _) => FrameKind::Heartbeat,
+        (false, CMD_GOAWAY, _) => FrameKind::Control,
+        (true, CMD_RESPONSE, _) => FrameKind::Response,
+        (true, CMD_HEARTBEAT, _) => FrameKind::HeartbeatAck,
+        (_, other, _) => return Err(CodecError::BadCommand(other)),
+    };
+    let at = l.class_len_at(resp);
+    let ver1 = l.ver1.map_or(0, |at| buf[at]);
+    let switch = l.switch.map_or(0, |at| buf[at]);
+    // ver1 = 2 alone is not a CRC: sofa-bolt-node with the CRC off sends switch 0 and no trailer.
+    let crc = if crc_enabled(ver1, switch) { 4 } else { 0 };
+    let len =
+        hsize as u64 + u64::from(be16(buf, at)) + u64::from(be16(buf, at + 2)) + u64::from(be32(buf, at + 4)) + crc;
+    if len > max_frame as u64 {
+        return Err(CodecError::TooLarge { len, max: max_frame });
+    }
+    let len = len as usize;
+    if buf.len() < len {
+        return Ok(Parsed::Partial(Some(len)));
+    }
+    let timeout_ms = if resp {
+        None
+    } else {
+        let t = be32(buf, l.timeout) as i32;
+        (t > 0).then_some(t as u32)
+    };
+    Ok(Parsed::Frame(FrameInfo {
+        len,
+        kind,
+        id: u64::from(be32(buf, l.id)),
+        timeout_ms,
+        reply_tag: pack_tag(buf[l.codec], ver1, switch, proto),
+    }))
 }
 
 /// Iterates a bolt header map, skipping null entries.
@@ -386,66 +455,27 @@ impl Codec for Bolt {
     }
 
     fn parse(&self, buf: &[u8], max_frame: usize) -> Result<Parsed, CodecError> {
-        let Some(&proto) = buf.first() else {
-            return Ok(Parsed::Partial(None));
-        };
-        let l = layout_of(proto).ok_or(CodecError::BadMagic(proto))?;
-        if buf.len() <= l.typ {
-            return Ok(Parsed::Partial(None));
+        // Each version its own copy of the reading, with constant offsets.
+        match buf.first() {
+            None => Ok(Parsed::Partial(None)),
+            Some(1) => parse_in(&V1, buf, max_frame),
+            Some(2) => parse_in(&V2, buf, max_frame),
+            Some(&other) => Err(CodecError::BadMagic(other)),
         }
-        let typ = buf[l.typ];
-        let resp = match typ {
-            TYPE_RESPONSE => true,
-            TYPE_REQUEST | TYPE_ONEWAY => false,
-            other => return Err(CodecError::BadType(other)),
-        };
-        let hsize = l.header_size(resp);
-        if buf.len() < hsize {
-            return Ok(Parsed::Partial(None));
-        }
-        let cmd = be16(buf, l.cmd);
-        let kind = match (resp, cmd, typ) {
-            (false, CMD_REQUEST, TYPE_REQUEST) => FrameKind::Request,
-            (false, CMD_REQUEST, _) => FrameKind::Oneway,
-            (false, CMD_HEARTBEAT, _) => FrameKind::Heartbeat,
-            (false, CMD_GOAWAY, _) => FrameKind::Control,
-            (true, CMD_RESPONSE, _) => FrameKind::Response,
-            (true, CMD_HEARTBEAT, _) => FrameKind::HeartbeatAck,
-            (_, other, _) => return Err(CodecError::BadCommand(other)),
-        };
-        let at = l.class_len_at(resp);
-        let ver1 = l.ver1.map_or(0, |at| buf[at]);
-        let switch = l.switch.map_or(0, |at| buf[at]);
-        // ver1 = 2 alone is not a CRC: sofa-bolt-node with the CRC off sends switch 0 and no trailer.
-        let crc = if crc_enabled(ver1, switch) { 4 } else { 0 };
-        let len =
-            hsize as u64 + u64::from(be16(buf, at)) + u64::from(be16(buf, at + 2)) + u64::from(be32(buf, at + 4)) + crc;
-        if len > max_frame as u64 {
-            return Err(CodecError::TooLarge { len, max: max_frame });
-        }
-        let len = len as usize;
-        if buf.len() < len {
-            return Ok(Parsed::Partial(Some(len)));
-        }
-        let timeout_ms = if resp {
-            None
-        } else {
-            let t = be32(buf, l.timeout) as i32;
-            (t > 0).then_some(t as u32)
-        };
-        Ok(Parsed::Frame(FrameInfo {
-            len,
-            kind,
-            id: u64::from(be32(buf, l.id)),
-            timeout_ms,
-            reply_tag: pack_tag(buf[l.codec], ver1, switch, proto),
-        }))
     }
 
     fn patch_id(&self, frame: &mut [u8], id: u64) {
-        let at = layout(frame).id;
-        frame[at..at + 4].copy_from_slice(&(id as u32).to_be_bytes());
-        self.rewrite_crc(frame);
+        let patch = |l: &'static Layout, frame: &mut [u8]| {
+            frame[l.id..l.id + 4].copy_from_slice(&(id as u32).to_be_bytes());
+            if crc_in(l, frame) {
+                put_crc(frame);
+            }
+        };
+        if frame.first() == Some(&2) {
+            patch(&V2, frame)
+        } else {
+            patch(&V1, frame)
+        }
     }
 
     fn max_id(&self) -> u64 {
