@@ -264,6 +264,17 @@ impl Bolt {
         })
     }
 
+    /// The header map of a frame already accepted by `decode` (what routing
+    /// reads: the other sections' places are not worked out).
+    fn header_map<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        in_layout(frame, |l| {
+            let resp = frame[l.typ] == TYPE_RESPONSE;
+            let at = l.class_len_at(resp);
+            let start = l.header_size(resp) + usize::from(be16(frame, at));
+            &frame[start..start + usize::from(be16(frame, at + 2))]
+        })
+    }
+
     fn rewrite_crc(&self, frame: &mut [u8]) {
         if crc_in(layout(frame), frame) {
             put_crc(frame);
@@ -533,13 +544,11 @@ impl Codec for Bolt {
     }
 
     fn headers<'a>(&self, frame: &'a [u8]) -> Result<Vec<Header<'a>>, CodecError> {
-        let s = self.sections(frame);
-        parse_headers(&frame[s.headers])
+        parse_headers(self.header_map(frame))
     }
 
     fn header<'a>(&self, frame: &'a [u8], name: &str) -> Option<&'a [u8]> {
-        let s = self.sections(frame);
-        let map = &frame[s.headers];
+        let map = self.header_map(frame);
         match name {
             HEADER_SERVICE => find_header(map, HEADER_SERVICE.as_bytes())
                 .or_else(|| find_header(map, HEADER_TARGET_SERVICE.as_bytes())),
@@ -549,7 +558,7 @@ impl Codec for Bolt {
     }
 
     fn header_list<'a>(&self, frame: &'a [u8]) -> HeaderList<'a> {
-        header_list(&frame[self.sections(frame).headers])
+        header_list(self.header_map(frame))
     }
 
     fn header_in<'a>(&self, list: &[(&'a [u8], Option<&'a [u8]>)], name: &str) -> Option<&'a [u8]> {
