@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # http_syscalls.sh: syscalls and CPU per request of one proxy under the
 # bench/http.sh load (not a test). Counts the proxy's syscalls by kind with
-# `perf stat` tracepoints (they work in VMs without hardware counters) and its
+# `perf stat` tracepoints (they work in VMs without hardware counters), its
+# page faults, and its
 # user and system CPU from /proc, over one run, divided by the requests done.
 # Upstream connects and closes per request show a pool that churns.
 #
@@ -46,7 +47,7 @@ load() {
 }
 
 kinds="read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_pwait epoll_ctl connect accept4 close shutdown futex"
-events="raw_syscalls:sys_enter,context-switches"
+events="raw_syscalls:sys_enter,context-switches,page-faults"
 for k in $kinds; do events="$events,syscalls:sys_enter_$k"; done
 
 # user_sys PID: user and system clock ticks of a process and its children
