@@ -2,8 +2,8 @@
 # http_syscalls.sh: syscalls and CPU per request of one proxy under the
 # bench/http.sh load (not a test). Counts the proxy's syscalls by kind with
 # `perf stat` tracepoints (they work in VMs without hardware counters), its
-# page faults, and its
-# user and system CPU from /proc, over one run, divided by the requests done.
+# page faults, and its user and system CPU from /proc, over one run, divided
+# by the requests done.
 # Upstream connects and closes per request show a pool that churns.
 #
 #   bash bench/http_syscalls.sh                     # ferrymesh, h2c, 5 s
