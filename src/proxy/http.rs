@@ -469,7 +469,7 @@ async fn forward(
         Target::Redirect(r) => return Ok((redirect(&req, host.as_deref(), r), Some(route.clone()))),
         _ => {}
     }
-    let Some(cluster) = entry.pick_cluster(fastrand::u32(..)).map(|i| gen.clusters[i].clone()) else {
+    let Some(cluster) = entry.choose_cluster().map(|i| gen.clusters[i].clone()) else {
         return Err(ProxyError::NoRoute);
     };
     // A gRPC client's deadline may shorten the route's timeout, never extend it.

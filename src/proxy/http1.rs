@@ -421,7 +421,7 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     if matches!(route.target, Target::Direct { .. } | Target::Redirect(_)) || touches_framing(route.http()) {
         return Prep::Hyper;
     }
-    let Some(cluster) = route.pick_cluster(fastrand::u32(..)).map(|i| gen.clusters[i].clone()) else {
+    let Some(cluster) = route.choose_cluster().map(|i| gen.clusters[i].clone()) else {
         return Prep::Hyper;
     };
     let hash_key = route.hash_header.as_deref().and_then(header).map(<[u8]>::to_vec);

@@ -362,7 +362,7 @@ impl RequestPath<'_> {
         if let Target::Direct { status, body } = &route.target {
             return refuse(ProxyError::DirectResponse { status: *status, body: body.clone() });
         }
-        let Some(cluster) = route.pick_cluster(fastrand::u32(..)).map(|i| &gen.clusters[i]) else {
+        let Some(cluster) = route.choose_cluster().map(|i| &gen.clusters[i]) else {
             return refuse(ProxyError::NoRoute);
         };
         // The client's own timeout wins over the route's (MOSN); none means the
@@ -432,7 +432,7 @@ struct Attempt<'a> {
 impl Attempt<'_> {
     fn pick(&self) -> Result<(usize, Pick), ProxyError> {
         let host = self.cluster.choose(self.hash_key, self.tried).ok_or(ProxyError::NoHealthyHost)?;
-        Ok((host, self.cluster.rpc_pool(host, self.codec).pick()))
+        Ok((host, self.cluster.rpc_pick(host, self.codec)))
     }
 }
 

@@ -171,6 +171,15 @@ impl RouteEntry {
         self.http.as_deref().unwrap_or(&NO_ACTIONS)
     }
 
+    /// The cluster for a request: a random draw only among weighted
+    /// clusters (a plain route reads no random number).
+    pub fn choose_cluster(&self) -> Option<usize> {
+        match &self.target {
+            Target::Cluster(c) => Some(*c),
+            _ => self.pick_cluster(fastrand::u32(..)),
+        }
+    }
+
     /// The cluster for this request; `roll` is a random number.
     pub fn pick_cluster(&self, roll: u32) -> Option<usize> {
         match &self.target {

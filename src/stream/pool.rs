@@ -37,14 +37,7 @@ pub struct RpcPools(RefCell<smallvec::SmallVec<[Rc<HostPool>; 1]>>);
 impl RpcPools {
     /// The pool of `codec`'s family for `host`.
     pub fn get(&self, host: &Rc<Host>, spec: &ClusterSpec, codec: &'static dyn Codec) -> Rc<HostPool> {
-        // Nearly always the codec of the pool already there: a pointer
-        // compare, before the family names are asked of the codecs.
-        let found = self
-            .0
-            .borrow()
-            .iter()
-            .find(|p| std::ptr::addr_eq(p.codec, codec) || p.codec.family() == codec.family())
-            .cloned();
+        let found = self.0.borrow().iter().find(|p| same_family(p.codec, codec)).cloned();
         if let Some(p) = found {
             return p;
         }
@@ -53,10 +46,25 @@ impl RpcPools {
         pool
     }
 
+    /// A connection of `codec`'s family to `host` for one request
+    /// ([`HostPool::pick`]), without taking a handle on the pool.
+    pub fn pick(&self, host: &Rc<Host>, spec: &ClusterSpec, codec: &'static dyn Codec) -> Pick {
+        if let Some(p) = self.0.borrow().iter().find(|p| same_family(p.codec, codec)) {
+            return p.pick();
+        }
+        self.get(host, spec, codec).pick()
+    }
+
     /// [`HostPool::drop_abandoned`] on every pool.
     pub fn drop_abandoned(&self) -> usize {
         self.0.borrow().iter().map(|p| p.drop_abandoned()).sum()
     }
+}
+
+/// Whether two codecs share a pool: nearly always the same codec, a pointer
+/// compare, before the family names are asked of them.
+fn same_family(a: &'static dyn Codec, b: &'static dyn Codec) -> bool {
+    std::ptr::addr_eq(a, b) || a.family() == b.family()
 }
 
 pub struct HostPool {
@@ -105,10 +113,16 @@ impl HostPool {
 
     /// Chooses a connection for one request.
     pub fn pick(self: &Rc<Self>) -> Pick {
+        let conns = self.conns.borrow();
+        // The usual pool: one connection, ready, and no room for another.
+        if let [only] = &conns[..] {
+            if self.max_conns <= 1 && only.is_ready() {
+                return self.room_on(only.clone());
+            }
+        }
         // One pass: the ready connection with the fewest requests in flight
         // (the first of equals), the first one not ready, and whether any is
         // draining.
-        let conns = self.conns.borrow();
         let (mut best, mut first_connecting, mut draining) = (None::<&Rc<ClientConn>>, None, 0);
         for c in conns.iter() {
             if c.is_ready() {
@@ -134,17 +148,22 @@ impl HostPool {
                 if room {
                     self.dial();
                 }
-                if self.max_per_conn > 0 && c.in_flight() >= self.max_per_conn as usize {
-                    Pick::Overflow
-                } else {
-                    Pick::Ready(c)
-                }
+                self.room_on(c)
             }
             None if room => Pick::Wait(self.dial()),
             None => match first_connecting {
                 Some(c) => Pick::Wait(c),
                 None => Pick::Wait(self.dial()),
             },
+        }
+    }
+
+    /// `c`, a ready connection, unless it is at `max_request_per_conn`.
+    fn room_on(&self, c: Rc<ClientConn>) -> Pick {
+        if self.max_per_conn > 0 && c.in_flight() >= self.max_per_conn as usize {
+            Pick::Overflow
+        } else {
+            Pick::Ready(c)
         }
     }
 

@@ -29,7 +29,7 @@ use crate::config::ClusterSpec;
 use crate::network::transport::Transport;
 use crate::stats::UpstreamStats;
 use crate::stream::http::HttpPool;
-use crate::stream::pool::{HostPool, RpcPools};
+use crate::stream::pool::{Pick, RpcPools};
 use crate::tls::client::ClientTls;
 pub use health::HealthSet;
 use lb::{LbContext, LoadBalancer};
@@ -333,9 +333,9 @@ impl Cluster {
         Cluster { spec: spec.clone(), hosts, pools, http_pools, health, lb, stats }
     }
 
-    /// The pool of host `i` for frames of `codec`.
-    pub fn rpc_pool(&self, i: usize, codec: &'static dyn crate::protocol::Codec) -> Rc<HostPool> {
-        self.pools[i].get(&self.hosts[i], &self.spec, codec)
+    /// A connection to host `i` for one frame of `codec` ([`RpcPools::pick`]).
+    pub fn rpc_pick(&self, i: usize, codec: &'static dyn crate::protocol::Codec) -> Pick {
+        self.pools[i].pick(&self.hosts[i], &self.spec, codec)
     }
 
     /// Picks a host index, skipping unhealthy hosts and those in `exclude`.
