@@ -58,11 +58,11 @@ fi
 for c in taskset python3 ps; do command -v "$c" >/dev/null || die "$c is required"; done
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "cargo build --release --bins --examples"
-    (cd "$ROOT" && cargo build --release --bins --examples) || die "build failed"
+    log "cargo build --release --bins, then --examples"
+    build_release || die "build failed"
 fi
 for b in "$BOLT_ECHO_BIN" "$BOLTLOAD_BIN"; do
-    [ -x "$b" ] || die "missing $b (build with: cargo build --release --bins --examples)"
+    [ -x "$b" ] || die "missing $b (build with: cargo build --release --bins && cargo build --release --examples)"
 done
 
 # Which targets can run here.

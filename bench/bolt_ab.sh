@@ -30,7 +30,7 @@ OUT="$(mktemp -d)"
 bench_init
 for c in perf taskset python3; do command -v "$c" >/dev/null || die "$c is required"; done
 for b in "$A" "$B" "$BOLT_ECHO_BIN" "$BOLTLOAD_BIN"; do
-    [ -x "$b" ] || die "missing $b (cargo build --release --bins --examples)"
+    [ -x "$b" ] || die "missing $b (cargo build --release --bins && cargo build --release --examples)"
 done
 
 # run_one LABEL BINARY: one run, one line of figures.

@@ -19,7 +19,7 @@
 # counted).
 #
 # Environment: TARGET=ferrymesh (or nginx) RATE=1000 SECS=10 FERRYMESH_BIN (default target/release/
-# ferrymesh; build with cargo build --release --bins --examples). Needs
+# ferrymesh; build with cargo build --release --bins && cargo build --release --examples). Needs
 # valgrind.
 set -u
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

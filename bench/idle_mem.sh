@@ -41,11 +41,11 @@ NOFILE=$(ulimit -n)
 BASELINE_CONNS="${BASELINE_CONNS:-$(( IDLE_CONNS < (NOFILE - 200) / 2 ? IDLE_CONNS : (NOFILE - 200) / 2 ))}"
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "cargo build --release --bins --examples"
-    (cd "$ROOT" && cargo build --release --bins --examples) || die "build failed"
+    log "cargo build --release --bins, then --examples"
+    build_release || die "build failed"
 fi
 for b in "$BOLT_ECHO_BIN" "$BOLTLOAD_BIN"; do
-    [ -x "$b" ] || die "missing $b (build with: cargo build --release --bins --examples)"
+    [ -x "$b" ] || die "missing $b (build with: cargo build --release --bins && cargo build --release --examples)"
 done
 
 RUN_TARGETS=()

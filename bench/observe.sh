@@ -58,10 +58,10 @@
 #   BASE_BIN=$BASE_TARGET/release/ferrymesh the base binary; when it does not
 #                                exist it is built (`git worktree add` if the
 #                                tree is missing, then `cargo build --release
-#                                --bins --examples` there)
+#                                --bins`, then `--examples`, there)
 #   SKIP_BUILD=0      1: build nothing; use target/release and BASE_BIN as found.
-#                     Otherwise this tree is built (`cargo build --release --bins
-#                     --examples`). Builds run under `nice -n 10`, one at a
+#                     Otherwise this tree is built (`cargo build --release --bins`,
+#                     then `--examples`). Builds run under `nice -n 10`, one at a
 #                     time, after waiting until no other cargo runs.
 #   KEEP_ACCESS_LOGS=0  1: keep the access logs (~200 B a request)
 #   BASE_PORT=23800   upstream port; ferrymesh listens on BASE_PORT+1
@@ -122,8 +122,9 @@ cargo_build() {
         log "another cargo is running; waiting for it to finish"
         isleep 10
     done
-    log "($dir) ${*:+$* }nice -n 10 cargo build --release --bins --examples"
-    (cd "$dir" && env "$@" nice -n 10 cargo build --release --bins --examples)
+    log "($dir) ${*:+$* }nice -n 10 cargo build --release --bins, then --examples"
+    # Two runs, as in build_release (lib.sh): the bins without test-util.
+    (cd "$dir" && env "$@" nice -n 10 cargo build --release --bins && env "$@" nice -n 10 cargo build --release --examples)
 }
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
@@ -137,7 +138,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
         [ -x "$BASE_BIN" ] || die "the build of $BASE_REV made no $BASE_BIN (set BASE_BIN)"
     fi
 fi
-[ -x "$HEAD_BIN" ] || die "missing $HEAD_BIN (cargo build --release --bins --examples)"
+[ -x "$HEAD_BIN" ] || die "missing $HEAD_BIN (cargo build --release --bins)"
 if [[ " $VARIANTS " == *" base "* ]]; then
     [ -x "$BASE_BIN" ] || die "missing $BASE_BIN (unset SKIP_BUILD to build it, or set BASE_BIN)"
 fi

@@ -14,7 +14,7 @@
 # Environment: MODE=bolt|h1|h2c  RATE=5000 (or max: pipelined, INFLIGHT=8 per
 #   connection for bolt and h2c; per-request figures then use the load's req/s)  CONNS=64 SECS=4
 #   TARGETS="ferrymesh nginx haproxy"  BASE_PORT=23800  RECORD=  OUT=(mktemp)
-# Build first (cargo build --release --bins --examples). Needs perf.
+# Build first (cargo build --release --bins && cargo build --release --examples). Needs perf.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 

@@ -90,10 +90,10 @@ done
 for c in taskset python3 ps; do command -v "$c" >/dev/null || die "$c is required"; done
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "cargo build --release --bins --examples"
-    (cd "$ROOT" && cargo build --release --bins --examples) || die "build failed"
+    log "cargo build --release --bins, then --examples"
+    build_release || die "build failed"
 fi
-[ -x "$FERRYMESH_BIN" ] || die "missing $FERRYMESH_BIN (cargo build --release --bins --examples)"
+[ -x "$FERRYMESH_BIN" ] || die "missing $FERRYMESH_BIN (cargo build --release --bins)"
 
 # Which sets can run here: bolt ones need the echo and boltload, HTTP ones
 # nginx (tests/http/start-nginx.sh), wrk and curl.
