@@ -8,6 +8,7 @@
 #
 #   bash bench/http_syscalls.sh                     # ferrymesh, h2c, 5 s
 #   TARGET=haproxy MODE=h1 SECS=10 bash bench/http_syscalls.sh
+#   RECORD=1 MODE=h1 bash bench/http_syscalls.sh     # a perf record profile instead
 #
 # Environment: TARGET=ferrymesh|nginx|haproxy|envoy  MODE=h1|h2c  SECS=5
 #   BASE_PORT=23600  FERRYMESH_BIN (default target/release/ferrymesh; build it
@@ -47,7 +48,7 @@ load() {
 }
 
 kinds="read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_pwait epoll_ctl connect accept4 close shutdown futex"
-events="raw_syscalls:sys_enter,context-switches,page-faults"
+events="raw_syscalls:sys_enter,context-switches,page-faults${EXTRA_EVENTS:+,$EXTRA_EVENTS}"
 for k in $kinds; do events="$events,syscalls:sys_enter_$k"; done
 
 # user_sys PID: user and system clock ticks of a process and its children
@@ -67,10 +68,17 @@ user_sys() {
 load 2 "$OUT/warmup.txt"
 pids=$(proc_tree "$PROXY_PID" | paste -sd,)
 read -r u0 s0 < <(user_sys "$PROXY_PID")
-perf stat -e "$events" -p "$pids" -o "$OUT/perf.txt" -- sleep "$SECS" &
+if [ -n "${RECORD:-}" ]; then
+    # Samples instead of counts: read with perf report -i "$OUT/perf.data".
+    perf record -F 4000 -g -p "$pids" -o "$OUT/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
+else
+    perf stat -e "$events" -p "$pids" -o "$OUT/perf.txt" -- sleep "$SECS" &
+fi
 perf_pid=$!
 load "$SECS" "$OUT/load.txt"
-wait "$perf_pid" || die "perf stat failed: $(tail -3 "$OUT/perf.txt" 2>/dev/null)"
+wait "$perf_pid" || die "perf failed: $(tail -3 "$OUT/perf.txt" 2>/dev/null)"
+[ -z "${RECORD:-}" ] || log "profile: perf report -i $OUT/perf.data --no-children --sort sym"
+[ -f "$OUT/perf.txt" ] || : >"$OUT/perf.txt"
 read -r u1 s1 < <(user_sys "$PROXY_PID")
 
 case $MODE in
