@@ -13,7 +13,8 @@
 # Environment: TARGET=ferrymesh|nginx|haproxy|envoy  MODE=h1|h2c  SECS=5
 #   BASE_PORT=23600  FERRYMESH_BIN (default target/release/ferrymesh; build it
 #   first)  PROXY_CPU=0 LOAD_CPU=1. Load: wrk -c64 (h1) or h2load -c64 -m8
-#   (h2c), GET /small, as in bench/http.sh. Needs perf (bash bench/install.sh).
+#   (h2c), GET /small, as in bench/http.sh. EXTRA_EVENTS: more perf stat
+#   events (net:net_dev_queue counts packets sent). Needs perf (bash bench/install.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
