@@ -63,6 +63,33 @@ fn rpc_key_is_the_one_header_rpc_routes_test() {
         key(serde_json::json!([{"match": {"headers": []}, "route": {"cluster_name": "a"}}])).as_deref(),
         Some("service")
     );
+    // A query rule never matches RPC either.
+    let mut query = by_service.as_array().unwrap().clone();
+    query.push(serde_json::json!({"match": {"query_parameters": [{"name": "v", "value": "1"}], "headers": [{"name": "zone", "value": "gz"}]}, "route": {"cluster_name": "b"}}));
+    assert_eq!(key(serde_json::Value::Array(query)).as_deref(), Some("service"));
+    // The virtual host RPC requests meet (`*`) is the one that counts, wherever it is.
+    let hosts = |any_routes: serde_json::Value| {
+        let t = table(serde_json::json!({"router_config_name": "r", "virtual_hosts": [
+            {"name": "x", "domains": ["x.com"], "routers": [{"match": {"headers": [{"name": "method", "value": "get"}]}, "route": {"cluster_name": "a"}}]},
+            {"name": "any", "domains": ["*"], "routers": any_routes}]}));
+        t.rpc_key().map(String::from)
+    };
+    assert_eq!(hosts(by_service.clone()).as_deref(), Some("service"));
+    let mut any_two = by_service.as_array().unwrap().clone();
+    any_two.push(
+        serde_json::json!({"match": {"headers": [{"name": "method", "value": "get"}]}, "route": {"cluster_name": "b"}}),
+    );
+    assert_eq!(hosts(serde_json::Value::Array(any_two)), None);
+    // Without `*`, RPC requests meet the first virtual host.
+    let first = table(serde_json::json!({"router_config_name": "r", "virtual_hosts": [
+        {"name": "x", "domains": ["x.com"], "routers": [{"match": {"headers": [{"name": "method", "value": "get"}]}, "route": {"cluster_name": "a"}}]},
+        {"name": "y", "domains": ["y.com"], "routers": [{"match": {"headers": [{"name": "zone", "value": "gz"}]}, "route": {"cluster_name": "b"}}]}]}));
+    assert_eq!(first.rpc_key(), Some("method"));
+    assert!(first.rpc_route(&lookup(&[("method", "get")])).is_some());
+    // No virtual host at all: every request misses, whatever it sends.
+    let none = table(serde_json::json!({"router_config_name": "r", "virtual_hosts": []}));
+    assert!(none.rpc_key().is_some());
+    assert_eq!(none.rpc_route(&lookup(&[("method", "get")])), None);
 
     // Where there is a key, the route follows its value alone, and
     // `rpc_route` agrees with `route`.
