@@ -285,6 +285,21 @@ print("Ratios are this target's value divided by direct's and by the best L4 bas
       "processes over the measured window divided by the requests completed in it; peak RSS is VmHWM "
       "summed over the proxy's processes (nginx: master + worker); proxy core busy is that CPU time "
       "as a share of the measured window (below 100%: the proxy was not the bottleneck).")
+
+def paired(key, a, b):
+    """a's value over b's within each round (adjacent in time, so less of the
+    machine's drift than a ratio of medians): median (min-max), or None."""
+    by = {}
+    for r in runs:
+        if not r.get("failed") and r.get(key) is not None:
+            by.setdefault(r["round"], {})[r["target"]] = r[key]
+    rs = sorted(v[a] / v[b] for v in by.values() if v.get(a) is not None and v.get(b))
+    return f"{statistics.median(rs):.2f}× ({rs[0]:.2f}–{rs[-1]:.2f}, {len(rs)} rounds)" if rs else None
+
+pairs = [f"{t} {x}" for t in order if t in L4 for x in [paired("cpu_us_per_req", "ferrymesh", t)] if x]
+if "ferrymesh" in order and pairs:
+    print("\nferrymesh's CPU per request over each baseline's in the same round, median (range): "
+          + "; ".join(pairs) + ".")
 if meta.get("rate") and "direct" in stats:
     d = stats["direct"]
     added = {t: {k: (stats[t][k] - d[k]) if stats[t][k] is not None and d[k] is not None else None

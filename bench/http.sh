@@ -457,6 +457,20 @@ for mode in modes:
                 line += (f", per proxy core {fmt(paired['per_core_rps'])} "
                          f"(median {statistics.median(paired['per_core_rps']):.2f}×)")
             line += "."
+        # The CPU goals name a baseline each (nginx for HTTP/1.1,
+        # haproxy for h2c): ferrymesh's CPU per request over each one's, round by round.
+        cpu = []
+        for t in BASE:
+            rs = []
+            for rnd in sorted({r["round"] for r in mr if "round" in r}):
+                rr = {r["target"]: r for r in mr if r.get("round") == rnd and not r.get("failed")}
+                if rr.get("ferrymesh", {}).get("cpu_us_per_req") and rr.get(t, {}).get("cpu_us_per_req"):
+                    rs.append(rr["ferrymesh"]["cpu_us_per_req"] / rr[t]["cpu_us_per_req"])
+            if rs:
+                rs.sort()
+                cpu.append(f"{t} {statistics.median(rs):.2f}× ({rs[0]:.2f}–{rs[-1]:.2f}, {len(rs)} rounds)")
+        if cpu:
+            line += " ferrymesh's CPU per request over each baseline's in the same round, median (range): " + "; ".join(cpu) + "."
         print(line + "\n")
     elif goal:
         print(f"ferrymesh {mode}: no result (goal ≥ {goal}× the best baseline's req/s).\n")
