@@ -20,4 +20,5 @@ pub mod frames;
 pub mod listener;
 pub mod park;
 pub mod prefixed;
+pub mod tick;
 pub mod transport;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::buf::Limit;
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{ListenerCtx, ListenerGen, WorkerCtx, LINGER};
@@ -34,6 +34,7 @@ use crate::error::ProxyError;
 use crate::network::clock;
 use crate::network::conn::{drive, Closed, Handler};
 use crate::network::frames::{Frame, FrameReader};
+use crate::network::tick::Tick;
 use crate::network::transport::Transport;
 use crate::protocol::{Codec, CodecError, FrameHeaders, FrameInfo, FrameKind, Protocol};
 use crate::router::{RouteEntry, RoutePos, RouteTable, Target};
@@ -120,12 +121,12 @@ struct DownstreamHandler<'a> {
     drain_signal: super::DrainWatch<'a>,
     /// Armed only while a frame is half read: a connection that owes
     /// nothing parks, and parked ones share their listener's idle timer.
-    idle_timer: Option<Pin<Box<Sleep>>>,
+    idle_timer: Option<Tick>,
     /// Armed while nothing is owed: when it finds the connection has read
     /// nothing for [`LINGER`], the connection is `graced` and parks (the
     /// timer fires at most once per grace while calls come: it is re-armed
     /// from the last read only when it fires).
-    park_tick: Option<Pin<Box<Sleep>>>,
+    park_tick: Option<Tick>,
     /// Whether the connection waits out [`LINGER`] after a read before
     /// it parks...
     linger: bool,
@@ -163,14 +164,14 @@ impl DownstreamHandler<'_> {
     /// last read each time it fires early.
     fn poll_grace(&mut self, cx: &mut Context<'_>) {
         let last_active = self.last_active;
-        let tick = self.park_tick.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_active + LINGER)));
-        while tick.as_mut().poll(cx).is_ready() {
+        let tick = self.park_tick.get_or_insert_with(|| Tick::at(last_active + LINGER));
+        while tick.poll(cx).is_ready() {
             let due = self.last_active + LINGER;
             if Instant::now() >= due {
                 self.graced = true;
                 return;
             }
-            tick.as_mut().reset(due);
+            tick.reset(due);
         }
     }
 }
@@ -214,15 +215,15 @@ impl Handler for DownstreamHandler<'_> {
         }
         // A frame half read: the idle time runs from its last bytes.
         let (last_active, idle) = (self.last_active, self.idle);
-        let timer = self.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_active + idle)));
-        while timer.as_mut().poll(cx).is_ready() {
+        let timer = self.idle_timer.get_or_insert_with(|| Tick::at(last_active + idle));
+        while timer.poll(cx).is_ready() {
             let now = Instant::now();
             let due = self.last_active + self.idle;
             if now >= due && self.req.conn.inflight() == 0 {
                 debug!(peer = %self.req.peer, partial = true, "closing idle client connection");
                 return Poll::Ready("idle timeout");
             }
-            timer.as_mut().reset(if now >= due { now + self.idle.min(Duration::from_secs(1)) } else { due });
+            timer.reset(if now >= due { now + self.idle.min(Duration::from_secs(1)) } else { due });
         }
         Poll::Pending
     }

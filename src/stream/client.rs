@@ -8,7 +8,6 @@
 //! the worker thread; the connection's task flushes them.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -17,7 +16,7 @@ use std::time::Duration;
 use bytes::buf::Limit;
 use bytes::BytesMut;
 use tokio::sync::Notify;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::deadlines::Deadlines;
@@ -28,6 +27,7 @@ use crate::error::ProxyError;
 use crate::network::clock;
 use crate::network::conn::{drive, ConnShared, Handler};
 use crate::network::frames::{Frame, FrameReader};
+use crate::network::tick::Tick;
 use crate::protocol::{Codec, CodecError, FrameInfo, FrameKind};
 use crate::upstream::Host;
 
@@ -244,7 +244,7 @@ impl ClientConn {
             conn: &self,
             reader: FrameReader::default(),
             keepalive,
-            tick: Box::pin(tokio::time::sleep(keepalive.interval)),
+            tick: Tick::at(Instant::now() + keepalive.interval),
         };
         let why = drive(&mut stream, &self.io, &mut handler).await;
         self.host.connection_closed();
@@ -374,7 +374,7 @@ struct ClientHandler<'a> {
     conn: &'a ClientConn,
     reader: FrameReader,
     keepalive: KeepaliveSpec,
-    tick: std::pin::Pin<Box<Sleep>>,
+    tick: Tick,
 }
 
 impl ClientHandler<'_> {
@@ -425,16 +425,16 @@ impl Handler for ClientHandler<'_> {
         }
         // Keep-alive: one timer, re-armed from the last read rather than reset on
         // every read, so a busy connection costs no timer work per frame.
-        while self.tick.as_mut().poll(cx).is_ready() {
+        while self.tick.poll(cx).is_ready() {
             let idle_since = self.conn.last_active.get();
             let due = idle_since + self.keepalive.interval;
             let now = Instant::now();
             if now >= due {
                 self.conn.send_heartbeat(&self.keepalive);
                 self.conn.last_active.set(now);
-                self.tick.as_mut().reset(now + self.keepalive.interval);
+                self.tick.reset(now + self.keepalive.interval);
             } else {
-                self.tick.as_mut().reset(due);
+                self.tick.reset(due);
             }
         }
         Poll::Pending

@@ -5,23 +5,24 @@
 //! has been answered is dropped when it reaches the front (the owner tells
 //! which are still live). Requests of one route share a timeout, so deadlines
 //! usually arrive in order and the queue is a `VecDeque`; one that falls
-//! before the newest goes to a heap beside it. One `Sleep` is armed no later
-//! than the earliest live deadline and re-armed only when it fires early or
-//! an earlier deadline arrives, so a busy connection costs the timer wheel
-//! nothing per request.
+//! before the newest goes to a heap beside it. One timer (a
+//! [`Tick`](crate::network::tick::Tick), polled only when it has fired) is
+//! armed no later than the earliest live deadline and re-armed only when it
+//! fires early or an earlier deadline arrives, so a busy connection costs the
+//! timer wheel nothing per request.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+
+use crate::network::tick::Tick;
 
 pub struct Deadlines {
     in_order: VecDeque<(Instant, u64)>,
     early: BinaryHeap<Reverse<(Instant, u64)>>,
-    sleep: Option<Pin<Box<Sleep>>>,
+    sleep: Option<Tick>,
     /// When `sleep` fires, if it is armed.
     armed: Option<Instant>,
 }
@@ -112,14 +113,14 @@ impl Deadlines {
                     self.armed = Some(at);
                     match slot {
                         Some(sleep) => {
-                            sleep.as_mut().reset(at);
+                            sleep.reset(at);
                             sleep
                         }
-                        None => slot.insert(Box::pin(tokio::time::sleep_until(at))),
+                        None => slot.insert(Tick::at(at)),
                     }
                 }
             };
-            if sleep.as_mut().poll(cx).is_pending() {
+            if sleep.poll(cx).is_pending() {
                 return Poll::Pending;
             }
             if self.armed == Some(at) {
