@@ -287,12 +287,11 @@ impl RequestPath<'_> {
         gen: &Rc<ListenerGen>,
         header: &dyn Fn(&str) -> Option<&'h [u8]>,
     ) -> Option<&'t RouteEntry> {
-        let Some(key) = table.rpc_key() else {
-            return table.route(None, header);
-        };
+        let look_up = || table.rpc_route(header).map(|p| table.entry(p));
+        let Some(key) = table.rpc_key() else { return look_up() };
         let value = header(key);
         if value.is_some_and(|v| v.len() > MEMO_MAX_VALUE) {
-            return table.rpc_route(header).map(|p| table.entry(p));
+            return look_up();
         }
         let mut memo = self.memo.borrow_mut();
         if !memo.holds(gen, value) {

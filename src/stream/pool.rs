@@ -35,24 +35,16 @@ pub enum Pick {
 pub struct RpcPools(RefCell<smallvec::SmallVec<[Rc<HostPool>; 1]>>);
 
 impl RpcPools {
-    /// The pool of `codec`'s family for `host`.
-    pub fn get(&self, host: &Rc<Host>, spec: &ClusterSpec, codec: &'static dyn Codec) -> Rc<HostPool> {
-        let found = self.0.borrow().iter().find(|p| same_family(p.codec, codec)).cloned();
-        if let Some(p) = found {
-            return p;
-        }
-        let pool = HostPool::new(host.clone(), spec, codec);
-        self.0.borrow_mut().push(pool.clone());
-        pool
-    }
-
     /// A connection of `codec`'s family to `host` for one request
-    /// ([`HostPool::pick`]), without taking a handle on the pool.
+    /// ([`HostPool::pick`]); the pool is made when a request of its
+    /// protocol first needs it.
     pub fn pick(&self, host: &Rc<Host>, spec: &ClusterSpec, codec: &'static dyn Codec) -> Pick {
         if let Some(p) = self.0.borrow().iter().find(|p| same_family(p.codec, codec)) {
             return p.pick();
         }
-        self.get(host, spec, codec).pick()
+        let pool = HostPool::new(host.clone(), spec, codec);
+        self.0.borrow_mut().push(pool.clone());
+        pool.pick()
     }
 
     /// [`HostPool::drop_abandoned`] on every pool.

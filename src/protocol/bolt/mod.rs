@@ -182,7 +182,14 @@ fn layout(frame: &[u8]) -> &'static Layout {
 /// hot reads: parse, sections, id, status).
 #[inline(always)]
 fn in_layout<R>(frame: &[u8], f: impl FnOnce(&'static Layout) -> R) -> R {
-    if frame.first() == Some(&2) {
+    by_version(frame.first().copied(), f)
+}
+
+/// [`in_layout`] by a frame's first byte, for a caller that goes on to
+/// change the frame.
+#[inline(always)]
+fn by_version<R>(proto: Option<u8>, f: impl FnOnce(&'static Layout) -> R) -> R {
+    if proto == Some(2) {
         f(&V2)
     } else {
         f(&V1)
@@ -476,17 +483,12 @@ impl Codec for Bolt {
     }
 
     fn patch_id(&self, frame: &mut [u8], id: u64) {
-        let patch = |l: &'static Layout, frame: &mut [u8]| {
+        by_version(frame.first().copied(), |l| {
             frame[l.id..l.id + 4].copy_from_slice(&(id as u32).to_be_bytes());
             if crc_in(l, frame) {
                 put_crc(frame);
             }
-        };
-        if frame.first() == Some(&2) {
-            patch(&V2, frame)
-        } else {
-            patch(&V1, frame)
-        }
+        })
     }
 
     fn max_id(&self) -> u64 {
