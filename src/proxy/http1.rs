@@ -19,10 +19,10 @@
 //! HTTP/2 stay written once. `http1_passthrough: false` on the listener's proxy
 //! config turns this path off.
 
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::network::tick::Tick;
 use crate::network::transport::Transport;
 use bytes::{Buf, BytesMut};
 use httparse::Status;
@@ -30,7 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::accesslog::Entry;
 use crate::upstream::conn::HostConn;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::headers::{self, push_header, HostRule, Rules};
@@ -149,7 +149,7 @@ pub(super) async fn serve(
     // further than the header-read time ahead: the deadline it checks is the
     // idle time while no request has started, the header-read time once a
     // head has, and the idle time again since the last bytes of a body.
-    let mut tick = std::pin::pin!(tokio::time::sleep(spec.idle_timeout.min(spec.header_read_timeout)));
+    let mut tick = Tick::at(Instant::now() + spec.idle_timeout.min(spec.header_read_timeout));
     let mut since = Since::new();
     let mut served = 0u64;
     // When to look next whether the connection has waited out its grace.
@@ -189,7 +189,7 @@ pub(super) async fn serve(
                         served += 1;
                         let close = request.close;
                         let arrived = read_at.take().unwrap_or_else(Instant::now);
-                        let timing = Timing { arrived, tick: tick.as_mut(), step: spec.header_read_timeout };
+                        let timing = Timing { arrived, tick: &mut tick, step: spec.header_read_timeout };
                         let open = exchange(ctx, &mut client, request, &mut bufs, timing).await;
                         spare::give_bufs(bufs);
                         if buf.is_empty() {
@@ -221,7 +221,7 @@ pub(super) async fn serve(
             park_check = Some(since.waiting + grace);
         }
         if let Some(at) = park_check.filter(|at| !draining && buf.capacity() == 0 && *at < tick.deadline()) {
-            tick.as_mut().reset(at);
+            tick.reset(at);
         }
         if buf.capacity() == 0 {
             // Idle: wait for bytes holding no buffer, then borrow one to read them.
@@ -234,7 +234,7 @@ pub(super) async fn serve(
                     buf = raw::spare::take();
                 }
                 _ = &mut drain, if !draining => draining = true,
-                _ = tick.as_mut() => {
+                _ = &mut tick => {
                     let now = Instant::now();
                     if !draining && park_check.is_some_and(|at| now >= at) {
                         if now >= since.waiting + grace {
@@ -243,7 +243,7 @@ pub(super) async fn serve(
                         // Requests came since: look again later.
                         park_check = Some(now + BUSY_CHECK);
                     }
-                    if rearm(tick.as_mut(), since.due(0, 0, spec), spec.header_read_timeout) {
+                    if rearm(&mut tick, since.due(0, 0, spec), spec.header_read_timeout) {
                         debug!(peer = %ctx.peer, "closing idle HTTP/1.1 connection");
                         return Outcome::Closed;
                     }
@@ -272,8 +272,8 @@ pub(super) async fn serve(
                 }
             },
             _ = &mut drain, if !draining => draining = true,
-            _ = tick.as_mut() => {
-                if rearm(tick.as_mut(), since.due(buf.len(), need, spec), spec.header_read_timeout) {
+            _ = &mut tick => {
+                if rearm(&mut tick, since.due(buf.len(), need, spec), spec.header_read_timeout) {
                     debug!(peer = %ctx.peer, partial = buf.len(), "closing HTTP/1.1 connection: idle, slow head or stalled body");
                     return Outcome::Closed;
                 }
@@ -312,7 +312,7 @@ impl Since {
 
 /// Re-arms the connection's timer toward `due`, never more than `step` ahead
 /// (so a deadline that moves closer is still met); true once `due` has passed.
-fn rearm(tick: std::pin::Pin<&mut tokio::time::Sleep>, due: Instant, step: std::time::Duration) -> bool {
+fn rearm(tick: &mut Tick, due: Instant, step: std::time::Duration) -> bool {
     let now = Instant::now();
     if now >= due {
         return true;
@@ -527,7 +527,7 @@ struct Timing<'t> {
     /// When its last bytes were read: its timeout and its first try start then.
     arrived: Instant,
     /// The connection's timer, which times the tries ([`within`])...
-    tick: Pin<&'t mut Sleep>,
+    tick: &'t mut Tick,
     /// ...never re-armed more than this ahead (the connection's own checks
     /// need it back no later).
     step: std::time::Duration,
@@ -540,7 +540,7 @@ async fn send_with_tries(
     timing: Timing<'_>,
     close: bool,
 ) -> Result<(Answer, HostConn, Rc<HttpPool>), ProxyError> {
-    let Timing { arrived, mut tick, step } = timing;
+    let Timing { arrived, tick, step } = timing;
     let deadline = arrived + request.route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     let mut tries = Tries::new(&request.route, &request.cluster, request.hash_key.as_deref(), deadline);
     let mut last_err = ProxyError::NoHealthyHost;
@@ -558,7 +558,7 @@ async fn send_with_tries(
         let Bufs { req, resp, up } = &mut *bufs;
         let mut parse = |b: &[u8]| response_head(b, request, close, resp);
         let send = raw::send(&pool, req, request.idempotent, up, &mut parse);
-        let sent = within(tick.as_mut(), tries.try_deadline(), step, send).await;
+        let sent = within(tick, tries.try_deadline(), step, send).await;
         drop(in_flight);
         let upstream = pool.host().addr;
         match sent {
@@ -605,21 +605,21 @@ async fn send_with_tries(
 /// clock when it next fires, and re-arm it themselves. `Err` when the
 /// deadline passed.
 async fn within<F: std::future::Future>(
-    mut tick: Pin<&mut Sleep>,
+    tick: &mut Tick,
     deadline: Instant,
     step: std::time::Duration,
     fut: F,
 ) -> Result<F::Output, ()> {
     if tick.deadline() > deadline {
-        tick.as_mut().reset(deadline);
+        tick.reset(deadline);
     }
     let mut fut = std::pin::pin!(fut);
     loop {
         tokio::select! {
             biased;
             out = &mut fut => return Ok(out),
-            _ = tick.as_mut() => {
-                if rearm(tick.as_mut(), deadline, step) {
+            _ = &mut *tick => {
+                if rearm(tick, deadline, step) {
                     return Err(());
                 }
             }
