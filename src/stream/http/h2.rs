@@ -534,7 +534,12 @@ where
                 };
                 if busy {
                     tick.as_mut().reset(now + BUSY_TICK);
-                } else if now >= last_active + idle {
+                    continue;
+                }
+                // Quiet since the last tick: the buffers go back (a burst
+                // of requests keeps them, and parking drops them anyway).
+                conn.shed();
+                if now >= last_active + idle {
                     debug!("closing idle client HTTP/2 connection");
                     conn.go_away(Reason::NO_ERROR, conn.last_stream);
                 } else if now >= last_active + PARK_GRACE && conn.parkable() {
@@ -573,6 +578,17 @@ where
     F: Future<Output = Response<Body>> + 'static,
 {
     /// Nothing in flight, owed or half-read: the connection may park.
+    /// Lets go of the read and output buffers when they hold nothing.
+    fn shed(&mut self) {
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
+        }
+        let mut sh = self.shared.borrow_mut();
+        if sh.out.is_empty() {
+            sh.out = BytesMut::new();
+        }
+    }
+
     fn parkable(&mut self) -> bool {
         let sh = self.shared.borrow();
         self.greeting == 2
@@ -643,10 +659,6 @@ where
                 if let Poll::Ready(Err(e)) = self.io.poll_flush_held(cx) {
                     return Poll::Ready(Err(e));
                 }
-                if sh.streams.is_empty() && sh.out.capacity() > 4096 {
-                    // Idle connections hold no output buffer.
-                    sh.out = BytesMut::new();
-                }
             }
             if sh.out.len() < HIGH_WATER && !sh.waiting.is_empty() {
                 sh.wake_waiting();
@@ -689,13 +701,7 @@ where
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    if self.read.is_empty() && self.shared.borrow().streams.is_empty() {
-                        // Idle connections hold no read buffer.
-                        self.read = BytesMut::new();
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -727,8 +733,20 @@ where
                 }
                 self.greeting = 2;
             }
-            let frame = self.read.split_to(end);
-            self.frame(head, frame)?;
+            if head.kind == kind::DATA && self.partial.is_none() {
+                // A body's bytes are handed on as they are, without a copy.
+                let frame = self.read.split_to(end).freeze();
+                self.data(head, frame)?;
+            } else {
+                // Every other frame is read in place: the buffer is not
+                // split, so it stays the connection's own, and is reused
+                // rather than reallocated once a split-off frame lives on.
+                let read = std::mem::take(&mut self.read);
+                let handled = self.frame(head, &read[HEAD_LEN..end]);
+                self.read = read;
+                self.read.advance(end);
+                handled?;
+            }
             if self.failed {
                 return Ok(());
             }
@@ -736,16 +754,13 @@ where
         Ok(())
     }
 
-    fn frame(&mut self, head: Head, frame: BytesMut) -> Result<(), ConnError> {
+    /// Handles a frame other than an uninterrupted DATA frame (`parse`).
+    fn frame(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
         if let Some((id, _, _)) = &self.partial {
             if head.kind != kind::CONTINUATION || head.stream != *id {
                 return Err(ConnError(Reason::PROTOCOL_ERROR, "header block interrupted"));
             }
         }
-        if head.kind == kind::DATA {
-            return self.data(head, frame.freeze());
-        }
-        let payload = &frame[HEAD_LEN..];
         match head.kind {
             kind::HEADERS => self.headers(head, payload),
             kind::CONTINUATION => self.continuation(head, payload),
