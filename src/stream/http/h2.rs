@@ -45,6 +45,7 @@ use hyper::body::{Body as _, Frame};
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::raw::spare;
 use super::{Body, BoxError};
 use crate::network::counted::IoBytes;
 use crate::network::transport::Transport;
@@ -343,8 +344,8 @@ impl Drop for RecvBody {
     }
 }
 
-/// The connection task's own state.
-struct Conn<S> {
+/// The connection task's own state. `W` is a stream's work ([`stream_work`]).
+struct Conn<S, W> {
     io: Transport,
     read: BytesMut,
     bytes: Arc<IoBytes>,
@@ -352,9 +353,10 @@ struct Conn<S> {
     decoder: Decoder,
     /// Called once per request; its future runs in `tasks`.
     service: Rc<S>,
+    make_work: MakeWork<S, W>,
     /// Each open stream's work (the service, then writing its response),
     /// run inside the connection's own task: no task spawned per request.
-    tasks: FuturesUnordered<Guarded>,
+    tasks: FuturesUnordered<Guarded<W>>,
     /// 0: waiting for the preface; 1: for the client's first SETTINGS; 2: greeted.
     greeting: u8,
     last_stream: u32,
@@ -369,26 +371,104 @@ struct Conn<S> {
     read_closed: bool,
 }
 
-/// A stream's work, ended as soon as the stream is reset (it is then gone
-/// from the map): its future is dropped, and with it the upstream request.
-struct Guarded {
-    id: u32,
-    shared: Rc<RefCell<Shared>>,
-    work: Pin<Box<dyn Future<Output = ()>>>,
+/// Pinned room for one stream's work, reused: the work is dropped in place
+/// when it ends (`Pin::set(None)`), and the next stream's is put there.
+type WorkSlot<W> = Pin<Box<Option<W>>>;
+
+/// Room for streams' work, left by streams that ended, for the worker's
+/// next streams on any connection (as `raw::spare` keeps read buffers). The
+/// work is kilobytes (the proxy's whole request path), too large for the
+/// allocator's per-thread cache: allocated and freed per request it cost
+/// about 1,600 instructions of an h2c request's 23,500. Kept by the worker
+/// rather than by each connection, so an idle connection holds none.
+mod spare_work {
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    use super::WorkSlot;
+
+    /// Slots kept per worker.
+    const KEEP: usize = 64;
+
+    thread_local! {
+        // A `Vec<WorkSlot<W>>` for the one `W` a program serves with (the
+        // proxy's); a second type's slots are simply not kept.
+        static SLOTS: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    pub fn take<W: 'static>() -> Option<WorkSlot<W>> {
+        SLOTS.with(|s| s.borrow_mut().as_mut()?.downcast_mut::<Vec<WorkSlot<W>>>()?.pop())
+    }
+
+    /// Keeps an emptied slot.
+    pub fn give<W: 'static>(slot: WorkSlot<W>) {
+        SLOTS.with(|s| {
+            let mut s = s.borrow_mut();
+            let kept = s.get_or_insert_with(|| Box::new(Vec::<WorkSlot<W>>::new()));
+            if let Some(kept) = kept.downcast_mut::<Vec<WorkSlot<W>>>().filter(|k| k.len() < KEEP) {
+                kept.push(slot);
+            }
+        });
+    }
 }
 
-impl Future for Guarded {
-    type Output = ();
+/// A stream's work: the service's answer, then writing it on the stream.
+async fn stream_work<S, F>(
+    service: Rc<S>,
+    shared: Rc<RefCell<Shared>>,
+    req: Request<Body>,
+    id: u32,
+    head_request: bool,
+) where
+    S: Fn(Request<Body>) -> F + 'static,
+    F: Future<Output = Response<Body>> + 'static,
+{
+    let resp = service(req).await;
+    respond(&shared, id, resp, head_request).await;
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        {
-            let mut sh = self.shared.borrow_mut();
-            let Some(s) = sh.streams.get_mut(&self.id) else { return Poll::Ready(()) };
-            if !s.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                s.task = Some(cx.waker().clone());
+/// Makes a stream's work: [`stream_work`], whose future's type `W` is named
+/// (for [`WorkSlot`]) only through this.
+type MakeWork<S, W> = fn(Rc<S>, Rc<RefCell<Shared>>, Request<Body>, u32, bool) -> W;
+
+/// A stream's work, ended as soon as the stream is reset (it is then gone
+/// from the map): its future is dropped, and with it the upstream request.
+/// Ends with its slot, emptied, for the connection to reuse.
+struct Guarded<W> {
+    id: u32,
+    shared: Rc<RefCell<Shared>>,
+    slot: Option<WorkSlot<W>>,
+}
+
+impl<W: Future<Output = ()>> Future for Guarded<W> {
+    type Output = Option<WorkSlot<W>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Unpin: the work itself is behind the slot's `Pin<Box<_>>`.
+        let this = self.get_mut();
+        let gone = {
+            let mut sh = this.shared.borrow_mut();
+            match sh.streams.get_mut(&this.id) {
+                Some(s) => {
+                    if !s.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        s.task = Some(cx.waker().clone());
+                    }
+                    false
+                }
+                None => true,
+            }
+        };
+        if !gone {
+            let polled = this.slot.as_mut().and_then(|slot| slot.as_mut().as_pin_mut()).map(|work| work.poll(cx));
+            if let Some(Poll::Pending) = polled {
+                return Poll::Pending;
             }
         }
-        self.work.as_mut().poll(cx)
+        let mut slot = this.slot.take();
+        if let Some(slot) = &mut slot {
+            slot.as_mut().set(None);
+        }
+        Poll::Ready(slot)
     }
 }
 
@@ -499,6 +579,7 @@ where
         shared,
         decoder,
         service,
+        make_work: stream_work::<S, F>,
         tasks: FuturesUnordered::new(),
         greeting,
         last_stream,
@@ -534,12 +615,7 @@ where
                 };
                 if busy {
                     tick.as_mut().reset(now + BUSY_TICK);
-                    continue;
-                }
-                // Quiet since the last tick: the buffers go back (a burst
-                // of requests keeps them, and parking drops them anyway).
-                conn.shed();
-                if now >= last_active + idle {
+                } else if now >= last_active + idle {
                     debug!("closing idle client HTTP/2 connection");
                     conn.go_away(Reason::NO_ERROR, conn.last_stream);
                 } else if now >= last_active + PARK_GRACE && conn.parkable() {
@@ -572,23 +648,13 @@ impl Drop for Closer {
     }
 }
 
-impl<S, F> Conn<S>
+impl<S, F, W> Conn<S, W>
 where
     S: Fn(Request<Body>) -> F + 'static,
     F: Future<Output = Response<Body>> + 'static,
+    W: Future<Output = ()> + 'static,
 {
     /// Nothing in flight, owed or half-read: the connection may park.
-    /// Lets go of the read and output buffers when they hold nothing.
-    fn shed(&mut self) {
-        if self.read.is_empty() {
-            self.read = BytesMut::new();
-        }
-        let mut sh = self.shared.borrow_mut();
-        if sh.out.is_empty() {
-            sh.out = BytesMut::new();
-        }
-    }
-
     fn parkable(&mut self) -> bool {
         let sh = self.shared.borrow();
         self.greeting == 2
@@ -641,7 +707,11 @@ where
             }
             // Run the streams whose work can go on; what they answer is
             // written below, in the same pass.
-            while let Poll::Ready(Some(())) = self.tasks.poll_next_unpin(cx) {}
+            while let Poll::Ready(Some(slot)) = self.tasks.poll_next_unpin(cx) {
+                if let Some(slot) = slot {
+                    spare_work::give(slot);
+                }
+            }
             // Write what is queued.
             let mut sh = self.shared.borrow_mut();
             while !sh.out.is_empty() {
@@ -658,6 +728,10 @@ where
             if sh.out.is_empty() {
                 if let Poll::Ready(Err(e)) = self.io.poll_flush_held(cx) {
                     return Poll::Ready(Err(e));
+                }
+                if sh.streams.is_empty() && sh.out.capacity() > 4096 {
+                    // Idle connections hold no output buffer.
+                    sh.out = BytesMut::new();
                 }
             }
             if sh.out.len() < HIGH_WATER && !sh.waiting.is_empty() {
@@ -682,6 +756,9 @@ where
             }
             drop(sh);
             // Read more.
+            if self.read.capacity() == 0 {
+                self.read = spare::take();
+            }
             if self.read.capacity() - self.read.len() < 4096 {
                 self.read.reserve(16 * 1024);
             }
@@ -701,7 +778,17 @@ where
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if self.read.is_empty() && self.shared.borrow().streams.is_empty() {
+                        // Idle connections hold no read buffer: it goes back
+                        // to the worker's spares (`raw::spare`, which the
+                        // HTTP/1.1 connections share), for the next
+                        // connection with bytes to read to take without an
+                        // allocation.
+                        spare::give(std::mem::take(&mut self.read));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -1023,13 +1110,15 @@ where
         sh.streams.insert(id, stream);
         drop(sh);
         let req = Request::from_parts(parts, body);
-        let service = self.service.clone();
-        let shared = self.shared.clone();
-        let work = Box::pin(async move {
-            let resp = service(req).await;
-            respond(&shared, id, resp, head_request).await;
-        });
-        self.tasks.push(Guarded { id, shared: self.shared.clone(), work });
+        let work = (self.make_work)(self.service.clone(), self.shared.clone(), req, id, head_request);
+        let slot = match spare_work::take() {
+            Some(mut slot) => {
+                slot.as_mut().set(Some(work));
+                slot
+            }
+            None => Box::pin(Some(work)),
+        };
+        self.tasks.push(Guarded { id, shared: self.shared.clone(), slot: Some(slot) });
         Ok(())
     }
 
