@@ -413,13 +413,8 @@ mod spare_work {
 }
 
 /// A stream's work: the service's answer, then writing it on the stream.
-async fn stream_work<S, F>(
-    service: Rc<S>,
-    shared: Rc<RefCell<Shared>>,
-    req: Request<Body>,
-    id: u32,
-    head_request: bool,
-) where
+async fn stream_work<S, F>(service: Rc<S>, shared: Rc<RefCell<Shared>>, req: Request<Body>, id: u32, head_request: bool)
+where
     S: Fn(Request<Body>) -> F + 'static,
     F: Future<Output = Response<Body>> + 'static,
 {
@@ -1503,4 +1498,69 @@ fn stop_request_body(sh: &mut Shared, id: u32) {
     let owed: usize = s.recv.drain(..).map(|b| b.len()).sum();
     wire::write_rst(&mut sh.out, id, Reason::NO_ERROR);
     sh.release(0, owed as u32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ended_streams_slot_is_reused_and_its_work_dropped_in_place() {
+        struct Work(Rc<Cell<u32>>);
+        impl Future for Work {
+            type Output = ();
+            fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+                Poll::Ready(())
+            }
+        }
+        impl Drop for Work {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+            }
+        }
+        use std::cell::Cell;
+        let dropped = Rc::new(Cell::new(0));
+        let limits = Limits {
+            max_concurrent: 8,
+            stream_window: 65_535,
+            conn_window: 65_535,
+            max_header_list: 1024,
+            header_table: 0,
+        };
+        let shared = Rc::new(RefCell::new(Shared {
+            limits,
+            out: BytesMut::new(),
+            conn_waker: None,
+            streams: HashMap::default(),
+            waiting: Vec::new(),
+            send_window: 0,
+            peer_initial_window: 0,
+            peer_max_frame: 16_384,
+            recv_window: 0,
+            recv_release: 0,
+            closed: false,
+            reset_budget: RESET_BUDGET,
+            last_active: Instant::now(),
+        }));
+        shared.borrow_mut().streams.insert(1, Stream::new(0, 0));
+        let slot: WorkSlot<Work> = Box::pin(Some(Work(dropped.clone())));
+        let at = &*slot as *const Option<Work>;
+        let mut guarded = Guarded { id: 1, shared: shared.clone(), slot: Some(slot) };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Some(slot)) = Pin::new(&mut guarded).poll(&mut cx) else { panic!("work not done") };
+        assert_eq!(dropped.get(), 1, "the ended work is dropped when its stream ends");
+        assert!(slot.is_none());
+        spare_work::give(slot);
+        let mut again = spare_work::take::<Work>().expect("the slot was kept");
+        assert_eq!(&*again as *const Option<Work>, at, "the same room");
+        again.as_mut().set(Some(Work(dropped.clone())));
+        // A stream gone (reset) ends its work without polling it.
+        shared.borrow_mut().streams.clear();
+        let mut guarded = Guarded { id: 1, shared, slot: Some(again) };
+        let Poll::Ready(Some(slot)) = Pin::new(&mut guarded).poll(&mut cx) else { panic!("not ended") };
+        assert_eq!(dropped.get(), 2);
+        assert!(slot.is_none());
+        // Slots of another type are not mixed in.
+        assert!(spare_work::take::<std::future::Ready<()>>().is_none());
+    }
 }
