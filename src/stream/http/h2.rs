@@ -48,6 +48,7 @@ use tracing::debug;
 use super::raw::spare;
 use super::{Body, BoxError};
 use crate::network::counted::IoBytes;
+use crate::network::tick::Tick;
 use crate::network::transport::Transport;
 use crate::protocol::http::h2::hpack::{self, Decoder, Name, Pseudo, Value};
 use crate::protocol::http::h2::{self as wire, flag, kind, setting, Head, Reason, HEAD_LEN, PREFACE};
@@ -588,8 +589,9 @@ where
         conn.go_away(Reason::NO_ERROR, u32::MAX >> 1);
     }
     tokio::pin!(drain);
-    let tick = tokio::time::sleep_until(idle_since + PARK_GRACE);
-    tokio::pin!(tick);
+    // Polled only when armed or fired (`Tick`), not on each of the
+    // connection's wake-ups: six a request at a fixed rate.
+    let mut tick = Tick::at(idle_since + PARK_GRACE);
     loop {
         tokio::select! {
             biased;
@@ -602,14 +604,14 @@ where
             _ = drain.as_mut(), if conn.going_away.is_none() => {
                 conn.go_away(Reason::NO_ERROR, conn.last_stream);
             }
-            _ = tick.as_mut(), if conn.going_away.is_none() => {
+            _ = &mut tick, if conn.going_away.is_none() => {
                 let now = Instant::now();
                 let (busy, last_active) = {
                     let sh = conn.shared.borrow();
                     (!sh.streams.is_empty(), sh.last_active)
                 };
                 if busy {
-                    tick.as_mut().reset(now + BUSY_TICK);
+                    tick.reset(now + BUSY_TICK);
                 } else if now >= last_active + idle {
                     debug!("closing idle client HTTP/2 connection");
                     conn.go_away(Reason::NO_ERROR, conn.last_stream);
@@ -617,7 +619,7 @@ where
                     return Some(conn.park(last_active));
                 } else {
                     let next = if conn.parkable() { last_active + PARK_GRACE } else { now + PARK_GRACE };
-                    tick.as_mut().reset(next.min(last_active + idle).max(now + Duration::from_millis(1)));
+                    tick.reset(next.min(last_active + idle).max(now + Duration::from_millis(1)));
                 }
             }
         }
