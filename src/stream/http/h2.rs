@@ -346,7 +346,7 @@ impl Drop for RecvBody {
 }
 
 /// The connection task's own state. `W` is a stream's work ([`stream_work`]).
-struct Conn<S, W> {
+struct Conn<S, M, W> {
     io: Transport,
     read: BytesMut,
     bytes: Arc<IoBytes>,
@@ -354,7 +354,10 @@ struct Conn<S, W> {
     decoder: Decoder,
     /// Called once per request; its future runs in `tasks`.
     service: Rc<S>,
-    make_work: MakeWork<S, W>,
+    /// Makes a stream's work: [`stream_work`], whose future's type `W` is
+    /// named (for [`WorkSlot`]) only through this. A fn item, not a fn
+    /// pointer, so the call is direct and the work is built where it goes.
+    make_work: M,
     /// Each open stream's work (the service, then writing its response),
     /// run inside the connection's own task: no task spawned per request.
     tasks: FuturesUnordered<Guarded<W>>,
@@ -422,10 +425,6 @@ where
     let resp = service(req).await;
     respond(&shared, id, resp, head_request).await;
 }
-
-/// Makes a stream's work: [`stream_work`], whose future's type `W` is named
-/// (for [`WorkSlot`]) only through this.
-type MakeWork<S, W> = fn(Rc<S>, Rc<RefCell<Shared>>, Request<Body>, u32, bool) -> W;
 
 /// A stream's work, ended as soon as the stream is reset (it is then gone
 /// from the map): its future is dropped, and with it the upstream request.
@@ -645,10 +644,11 @@ impl Drop for Closer {
     }
 }
 
-impl<S, F, W> Conn<S, W>
+impl<S, F, M, W> Conn<S, M, W>
 where
     S: Fn(Request<Body>) -> F + 'static,
     F: Future<Output = Response<Body>> + 'static,
+    M: Fn(Rc<S>, Rc<RefCell<Shared>>, Request<Body>, u32, bool) -> W,
     W: Future<Output = ()> + 'static,
 {
     /// Nothing in flight, owed or half-read: the connection may park.
@@ -1107,13 +1107,13 @@ where
         sh.streams.insert(id, stream);
         drop(sh);
         let req = Request::from_parts(parts, body);
-        let work = (self.make_work)(self.service.clone(), self.shared.clone(), req, id, head_request);
+        let (service, shared) = (self.service.clone(), self.shared.clone());
         let slot = match spare_work::take() {
             Some(mut slot) => {
-                slot.as_mut().set(Some(work));
+                slot.as_mut().set(Some((self.make_work)(service, shared, req, id, head_request)));
                 slot
             }
-            None => Box::pin(Some(work)),
+            None => Box::pin(Some((self.make_work)(service, shared, req, id, head_request))),
         };
         self.tasks.push(Guarded { id, shared: self.shared.clone(), slot: Some(slot) });
         Ok(())
