@@ -4,6 +4,7 @@
 //! HTTP paths, hyper's and the HTTP/1.1 pass-through, drive their loops with
 //! it; what counts as retryable stays with them.
 
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::router::{RetryPolicy, RouteEntry};
@@ -14,7 +15,9 @@ pub struct Tries<'a> {
     hash_key: Option<&'a [u8]>,
     pub policy: &'a RetryPolicy,
     max: u32,
-    tried: Vec<usize>,
+    /// The hosts tried, in order: inline for the usual few (no allocation
+    /// per request).
+    tried: SmallVec<[usize; 4]>,
     /// Tries the upstream refused unprocessed and that were given back.
     refused: u32,
     deadline: Instant,
@@ -38,7 +41,7 @@ impl<'a> Tries<'a> {
         let policy = &entry.retry;
         // Without a retry policy a failed connect is still tried elsewhere (`connect_retries`).
         let max = 1 + policy.num_retries.max(if policy.on.is_empty() { entry.connect_retries } else { 0 });
-        Tries { cluster, hash_key, policy, max, tried: Vec::new(), refused: 0, deadline }
+        Tries { cluster, hash_key, policy, max, tried: SmallVec::new(), refused: 0, deadline }
     }
 
     /// Waits out the backoff before a retry, then picks the next host.
