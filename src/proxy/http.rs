@@ -492,7 +492,7 @@ async fn forward(
     let grpc_deadline = client_timeout.map(|t| arrived + t);
 
     let hash_key = entry.hash_header.as_deref().and_then(|h| req.headers().get(h)).map(|v| v.as_bytes().to_vec());
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let host = request_host(&parts.uri, &parts.headers);
 
     // A small body of known length is kept so a retry can send it again.
@@ -539,6 +539,10 @@ async fn forward(
         None => Some(upstream_request(ctx, &parts, entry, host, upgrade)?),
         Some(_) => None,
     };
+    if raw_request.is_some() {
+        // Written out: the client's fields go back to the worker.
+        crate::stream::http::header_maps::give(std::mem::take(&mut parts.headers));
+    }
     let idempotent = parts.method.is_idempotent();
     let head_request = parts.method == http::Method::HEAD;
     let mut downstream_upgrade = downstream_upgrade;
@@ -764,7 +768,7 @@ fn raw_request_bytes(
     http: &HttpActions,
     host: Option<&str>,
     body: &[u8],
-) -> Vec<u8> {
+) -> raw::spare::RequestBuf {
     let rules = Rules {
         http,
         method: parts.method.as_str(),
@@ -774,7 +778,7 @@ fn raw_request_bytes(
         upgrade: false,
         join_cookies: true,
     };
-    let mut out = Vec::with_capacity(512 + body.len());
+    let mut out = raw::spare::RequestBuf::take(512 + body.len());
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     headers::write_request_head(&mut out, target, || parts.headers.iter().map(pair), &rules);
     out.extend_from_slice(body);

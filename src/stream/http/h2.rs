@@ -45,6 +45,7 @@ use hyper::body::{Body as _, Frame};
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::header_maps;
 use super::raw::spare;
 use super::{Body, BoxError};
 use crate::network::counted::IoBytes;
@@ -1124,7 +1125,7 @@ where
         let limit = self.shared.borrow().limits.max_header_list;
         let mut size = 0usize;
         let mut pseudo = Pseudos::default();
-        let mut headers = HeaderMap::new();
+        let mut headers = header_maps::take();
         let mut malformed = false;
         self.decoder
             .decode(block, |f| {
@@ -1393,12 +1394,12 @@ async fn respond(shared: &Rc<RefCell<Shared>>, id: u32, resp: Response<Body>, he
             return;
         }
         write_head(&mut sh, id, Some(parts.status.as_u16()), &parts.headers, end);
+        header_maps::give(parts.headers);
         if end {
             close_send(&mut sh, id);
             return;
         }
     }
-    drop(parts);
     loop {
         if capacity(shared, id, 1).await.is_none() {
             return;

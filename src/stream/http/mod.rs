@@ -33,6 +33,7 @@ use crate::protocol::http::MAX_HEAD_BYTES;
 use crate::upstream::Host;
 
 pub mod h2;
+pub mod header_maps;
 pub mod raw;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -62,6 +62,56 @@ pub mod spare {
             });
         }
     }
+
+    thread_local! {
+        static HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The largest request buffer kept for the next request.
+    const MAX_HEAD_KEPT: usize = 64 * 1024;
+
+    /// A request's bytes (its head, and a small body) as they go upstream,
+    /// in a buffer the worker keeps: one per request in flight was an
+    /// allocation and a free per request. Given back when dropped.
+    pub struct RequestBuf(Vec<u8>);
+
+    impl RequestBuf {
+        /// An empty buffer with room for at least `capacity` bytes.
+        pub fn take(capacity: usize) -> RequestBuf {
+            let mut v = HEADS.with(|h| h.borrow_mut().pop()).unwrap_or_default();
+            v.reserve(capacity);
+            RequestBuf(v)
+        }
+    }
+
+    impl std::ops::Deref for RequestBuf {
+        type Target = Vec<u8>;
+        fn deref(&self) -> &Vec<u8> {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for RequestBuf {
+        fn deref_mut(&mut self) -> &mut Vec<u8> {
+            &mut self.0
+        }
+    }
+
+    impl Drop for RequestBuf {
+        fn drop(&mut self) {
+            let mut v = std::mem::take(&mut self.0);
+            if v.capacity() <= MAX_HEAD_KEPT {
+                v.clear();
+                // `try_with`: a buffer dropped while the thread exits is freed.
+                let _ = HEADS.try_with(|h| {
+                    let mut h = h.borrow_mut();
+                    if h.len() < KEEP {
+                        h.push(v);
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// What a response head parser makes of the bytes read so far.
@@ -232,7 +282,8 @@ pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<Respo
     // One copy of the head; every value is a slice of it, not an allocation
     // of its own.
     let head = Bytes::copy_from_slice(&up[..facts.head_len]);
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    let mut map = super::header_maps::take();
+    map.reserve(parsed.headers.len());
     for f in parsed.headers.iter() {
         let kind = h1::classify(f.name);
         let framing = match kind {
@@ -447,6 +498,18 @@ mod tests {
         assert_eq!(t.get("grpc-status").unwrap(), "0");
         assert_eq!(t.get("x-t").unwrap(), "1");
         assert!(parse_trailers(b"").is_none());
+    }
+
+    #[test]
+    fn a_request_buffer_goes_back_to_the_worker_empty_and_comes_out_again() {
+        let mut b = spare::RequestBuf::take(600);
+        b.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let at = b.as_ptr();
+        drop(b);
+        let again = spare::RequestBuf::take(100);
+        assert!(again.is_empty());
+        assert_eq!(again.as_ptr(), at, "the same buffer");
+        assert!(again.capacity() >= 600);
     }
 
     #[test]
