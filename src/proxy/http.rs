@@ -442,18 +442,19 @@ async fn forward(
         info!(peer = %ctx.peer, reason = why.0, status = why.1, "malformed request refused");
         return Err(ProxyError::Malformed { status: why.1, reason: why.0 });
     }
-    // Taken before the host is borrowed from the request (a request not
-    // forwarded drops it, and with it the upgrade).
+    // Taken while the request is whole (a request not forwarded drops it,
+    // and with it the upgrade).
     let upgrade = is_upgrade(&req);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let host = request_host(req.uri(), req.headers());
+    let (mut parts, body) = req.into_parts();
+    let host = request_host(&parts.uri, &parts.headers);
     // The generation this request lives in, to its end.
     let gen = ctx.listener.now();
     let table = &gen.spec.router;
     let route: Arc<RouteEntry> = {
-        let method = req.method().as_str();
-        let path = req.uri().path();
-        let headers = req.headers();
+        let method = parts.method.as_str();
+        let path = parts.uri.path();
+        let headers = &parts.headers;
         let host_ref = host;
         let header = |name: &str| -> Option<&[u8]> {
             match name {
@@ -463,7 +464,7 @@ async fn forward(
                 other => headers.get(other).map(HeaderValue::as_bytes),
             }
         };
-        let input = RouteInput { host: host_ref, path: Some(path), query: req.uri().query(), header: &header };
+        let input = RouteInput { host: host_ref, path: Some(path), query: parts.uri.query(), header: &header };
         match table.find(&input) {
             Some(entry) => entry.clone(),
             None => {
@@ -477,7 +478,7 @@ async fn forward(
         Target::Direct { status, body } => {
             return Err(ProxyError::DirectResponse { status: *status, body: body.clone() });
         }
-        Target::Redirect(r) => return Ok((redirect(&req, host, r), Some(route.clone()))),
+        Target::Redirect(r) => return Ok((redirect(&parts, host, r), Some(route.clone()))),
         _ => {}
     }
     let Some(cluster) = entry.choose_cluster().map(|i| gen.clusters[i].clone()) else {
@@ -485,15 +486,13 @@ async fn forward(
     };
     // A gRPC client's deadline may shorten the route's timeout, never extend it.
     let route_timeout = entry.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
-    let client_timeout = grpc.then(|| grpc_timeout(req.headers())).flatten();
+    let client_timeout = grpc.then(|| grpc_timeout(&parts.headers)).flatten();
     let timeout = client_timeout.map_or(route_timeout, |client| client.min(route_timeout));
     let arrived = Instant::now();
     let deadline = arrived + timeout;
     let grpc_deadline = client_timeout.map(|t| arrived + t);
 
-    let hash_key = entry.hash_header.as_deref().and_then(|h| req.headers().get(h)).map(|v| v.as_bytes().to_vec());
-    let (mut parts, body) = req.into_parts();
-    let host = request_host(&parts.uri, &parts.headers);
+    let hash_key = entry.hash_header.as_deref().and_then(|h| parts.headers.get(h)).map(|v| v.as_bytes().to_vec());
 
     // A small body of known length is kept so a retry can send it again.
     let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -836,17 +835,17 @@ fn upstream_request(
     Ok(req.into_parts().0)
 }
 
-fn redirect<B>(req: &Request<B>, host: Option<&str>, r: &Redirect) -> Response<Body> {
+fn redirect(req: &http::request::Parts, host: Option<&str>, r: &Redirect) -> Response<Body> {
     let scheme = r.scheme.as_deref().unwrap_or("http");
     let host = r
         .host
         .as_deref()
-        .or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()))
+        .or_else(|| req.headers.get(header::HOST).and_then(|v| v.to_str().ok()))
         .or(host)
         .unwrap_or("localhost");
     let path = match &r.path {
         Some(p) => p.clone(),
-        None => req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        None => req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
     };
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
