@@ -120,6 +120,15 @@ pub struct ConnectionTokens {
 
 impl ConnectionTokens {
     pub fn add(&mut self, value: &[u8]) {
+        // The usual value is one token alone: no splitting, no trimming.
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive = true;
+            return;
+        }
+        if value.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+            return;
+        }
         for token in value.split(|&b| b == b',') {
             let t = token.trim_ascii();
             if t.eq_ignore_ascii_case(b"close") {
@@ -495,6 +504,11 @@ mod tests {
         t.add(b"Keep-Alive");
         assert_eq!(t, ConnectionTokens { close: false, keep_alive: true, others: false });
         t.add(b" close , x-secret");
+        assert_eq!(t, ConnectionTokens { close: true, keep_alive: true, others: true });
+        let mut t = ConnectionTokens::default();
+        t.add(b"CLOSE");
+        assert_eq!(t, ConnectionTokens { close: true, keep_alive: false, others: false });
+        t.add(b"keep-alive, upgrade");
         assert_eq!(t, ConnectionTokens { close: true, keep_alive: true, others: true });
         assert!(ConnectionTokens::names(b"close, X-Secret", "x-secret"));
         assert!(!ConnectionTokens::names(b"close", "x-secret"));
