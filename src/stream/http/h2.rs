@@ -346,7 +346,8 @@ impl Drop for RecvBody {
     }
 }
 
-/// The connection task's own state. `W` is a stream's work ([`stream_work`]).
+/// The connection task's own state. `W` is a stream's work ([`stream_work`]),
+/// `M` what makes it.
 struct Conn<S, M, W> {
     io: Transport,
     read: BytesMut,
@@ -429,7 +430,7 @@ where
 
 /// A stream's work, ended as soon as the stream is reset (it is then gone
 /// from the map): its future is dropped, and with it the upstream request.
-/// Ends with its slot, emptied, for the connection to reuse.
+/// Ends with its slot, emptied, for the worker to reuse ([`spare_work`]).
 struct Guarded<W> {
     id: u32,
     shared: Rc<RefCell<Shared>>,
