@@ -15,7 +15,7 @@
 //! read and no other, and its memory is held once, from its first bytes until
 //! its last is written.
 
-use std::cell::RefCell;
+use super::spares::Spares;
 use std::ops::Deref;
 
 use bytes::buf::Limit;
@@ -50,12 +50,12 @@ const HEADER_PROBE: usize = 64;
 const SPARE_MAX: usize = 8;
 
 thread_local! {
-    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static SPARE: Spares<BytesMut> = const { Spares::new(SPARE_MAX) };
 }
 
 /// An empty buffer with room for `len` bytes, a kept one if there is one.
 fn buffer_for(len: usize) -> BytesMut {
-    let spare = SPARE.with(|s| s.borrow_mut().pop());
+    let spare = SPARE.with(Spares::take);
     match spare {
         Some(mut buf) => {
             buf.reserve(len);
@@ -78,12 +78,7 @@ pub fn recycle(buf: Bytes) {
     if buf.capacity() > GATHER_MAX {
         return;
     }
-    SPARE.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < SPARE_MAX {
-            s.push(buf);
-        }
-    });
+    SPARE.with(|s| s.give(buf));
 }
 
 /// A whole frame, as a reader hands it on.
@@ -342,7 +337,7 @@ mod tests {
         let held = shared.clone();
         recycle(shared);
         recycle(Bytes::from(vec![0; GATHER_MAX + 1]));
-        assert!(SPARE.with(|s| s.borrow().is_empty()));
+        assert!(SPARE.with(Spares::take).is_none(), "nothing was kept");
         drop(held);
         // One written in pieces is kept whole: the room its written bytes
         // took comes back.

@@ -20,5 +20,6 @@ pub mod frames;
 pub mod listener;
 pub mod park;
 pub mod prefixed;
+pub mod spares;
 pub mod tick;
 pub mod transport;

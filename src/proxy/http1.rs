@@ -107,25 +107,20 @@ struct Bufs {
 /// connection holds no buffer, as an idle bolt connection holds none.
 mod spare {
     use super::Bufs;
+    use crate::network::spares::Spares;
     use crate::stream::http::raw::spare::{KEEP, MAX_KEPT};
-    use std::cell::RefCell;
 
     thread_local! {
-        static EXCHANGE: RefCell<Vec<Bufs>> = const { RefCell::new(Vec::new()) };
+        static EXCHANGE: Spares<Bufs> = const { Spares::new(KEEP) };
     }
 
     pub(super) fn bufs() -> Bufs {
-        EXCHANGE.with(|e| e.borrow_mut().pop()).unwrap_or_default()
+        EXCHANGE.with(Spares::take).unwrap_or_default()
     }
 
     pub(super) fn give_bufs(b: Bufs) {
         if b.req.capacity().max(b.resp.capacity()).max(b.up.capacity()) <= MAX_KEPT {
-            EXCHANGE.with(|e| {
-                let mut e = e.borrow_mut();
-                if e.len() < KEEP {
-                    e.push(b);
-                }
-            });
+            EXCHANGE.with(|e| e.give(b));
         }
     }
 }

@@ -392,27 +392,28 @@ mod spare_work {
     use std::cell::RefCell;
 
     use super::WorkSlot;
+    use crate::network::spares::Spares;
 
     /// Slots kept per worker.
     const KEEP: usize = 64;
 
     thread_local! {
-        // A `Vec<WorkSlot<W>>` for the one `W` a program serves with (the
+        // A `Spares<WorkSlot<W>>` for the one `W` a program serves with (the
         // proxy's); a second type's slots are simply not kept.
         static SLOTS: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     }
 
     pub fn take<W: 'static>() -> Option<WorkSlot<W>> {
-        SLOTS.with(|s| s.borrow_mut().as_mut()?.downcast_mut::<Vec<WorkSlot<W>>>()?.pop())
+        SLOTS.with(|s| s.borrow().as_ref()?.downcast_ref::<Spares<WorkSlot<W>>>()?.take())
     }
 
     /// Keeps an emptied slot.
     pub fn give<W: 'static>(slot: WorkSlot<W>) {
         SLOTS.with(|s| {
             let mut s = s.borrow_mut();
-            let kept = s.get_or_insert_with(|| Box::new(Vec::<WorkSlot<W>>::new()));
-            if let Some(kept) = kept.downcast_mut::<Vec<WorkSlot<W>>>().filter(|k| k.len() < KEEP) {
-                kept.push(slot);
+            let kept = s.get_or_insert_with(|| Box::new(Spares::<WorkSlot<W>>::new(KEEP)));
+            if let Some(kept) = kept.downcast_ref::<Spares<WorkSlot<W>>>() {
+                kept.give(slot);
             }
         });
     }

@@ -4,9 +4,9 @@
 //! which keeps its room, and the next request's decoder or response parser
 //! takes it.
 
-use std::cell::RefCell;
-
 use http::HeaderMap;
+
+use crate::network::spares::Spares;
 
 /// Maps kept per worker.
 const KEEP: usize = 64;
@@ -15,12 +15,12 @@ const KEEP: usize = 64;
 const MAX_KEPT: usize = 64;
 
 thread_local! {
-    static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+    static MAPS: Spares<HeaderMap> = const { Spares::new(KEEP) };
 }
 
 /// An empty map, with room if a kept one is there.
 pub fn take() -> HeaderMap {
-    MAPS.with(|m| m.borrow_mut().pop()).unwrap_or_default()
+    MAPS.with(Spares::take).unwrap_or_default()
 }
 
 /// Takes back a map whose fields are no longer needed.
@@ -30,12 +30,7 @@ pub fn give(mut map: HeaderMap) {
     }
     map.clear();
     // `try_with`: a map dropped while the thread exits is freed.
-    let _ = MAPS.try_with(|m| {
-        let mut m = m.borrow_mut();
-        if m.len() < KEEP {
-            m.push(map);
-        }
-    });
+    let _ = MAPS.try_with(|m| m.give(map));
 }
 
 #[cfg(test)]

@@ -36,35 +36,27 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// idle connection holds one nor a request pays for a fresh allocation.
 pub mod spare {
     use super::{BytesMut, READ_SPACE};
-    use std::cell::RefCell;
+    use crate::network::spares::Spares;
 
     /// Spares kept per worker, and the largest buffer worth keeping.
     pub const KEEP: usize = 64;
     pub const MAX_KEPT: usize = 256 * 1024;
 
     thread_local! {
-        static BUFS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        static BUFS: Spares<BytesMut> = const { Spares::new(KEEP) };
+        static HEADS: Spares<Vec<u8>> = const { Spares::new(KEEP) };
     }
 
     pub fn take() -> BytesMut {
-        BUFS.with(|r| r.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(2 * READ_SPACE))
+        BUFS.with(Spares::take).unwrap_or_else(|| BytesMut::with_capacity(2 * READ_SPACE))
     }
 
     /// Takes back a buffer whose contents are no longer needed.
     pub fn give(mut b: BytesMut) {
         b.clear();
         if b.capacity() >= READ_SPACE && b.capacity() <= MAX_KEPT {
-            BUFS.with(|r| {
-                let mut r = r.borrow_mut();
-                if r.len() < KEEP {
-                    r.push(b);
-                }
-            });
+            BUFS.with(|r| r.give(b));
         }
-    }
-
-    thread_local! {
-        static HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     }
 
     /// The largest request buffer kept for the next request.
@@ -78,7 +70,7 @@ pub mod spare {
     impl RequestBuf {
         /// An empty buffer with room for at least `capacity` bytes.
         pub fn take(capacity: usize) -> RequestBuf {
-            let mut v = HEADS.with(|h| h.borrow_mut().pop()).unwrap_or_default();
+            let mut v = HEADS.with(Spares::take).unwrap_or_default();
             v.reserve(capacity);
             RequestBuf(v)
         }
@@ -103,12 +95,7 @@ pub mod spare {
             if v.capacity() <= MAX_HEAD_KEPT {
                 v.clear();
                 // `try_with`: a buffer dropped while the thread exits is freed.
-                let _ = HEADS.try_with(|h| {
-                    let mut h = h.borrow_mut();
-                    if h.len() < KEEP {
-                        h.push(v);
-                    }
-                });
+                let _ = HEADS.try_with(|h| h.give(v));
             }
         }
     }
