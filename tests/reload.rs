@@ -370,11 +370,7 @@ async fn sighup_a_watched_file_and_one_resource_each_change_what_serves() {
     let a = Upstream::start("a", Mode::Echo).await;
     let b = Upstream::start("b", Mode::Echo).await;
     let (port, admin_port) = (free_port(), free_port());
-    let cfg = |to: &str| {
-        let mut c = config(port, vec![route(SERVICE, to)], vec![cluster("a", &[a.addr]), cluster("b", &[b.addr])]);
-        c["admin"] = admin(admin_port);
-        c
-    };
+    let cfg = |to: &str| two_cluster_config(port, admin_port, vec![route(SERVICE, to)], &a, &b);
     let proxy = Proxy::start_with(&cfg("a"), &["--workers", "2", "--watch"]);
     let within = |want: &'static str, limit: Duration| {
         let addr = proxy.addr;
@@ -464,9 +460,7 @@ async fn a_kept_connection_follows_each_service_and_a_reload() {
         if one_to == "b" {
             routes.rotate_right(1);
         }
-        let mut c = config(port, routes, vec![cluster("a", &[a.addr]), cluster("b", &[b.addr])]);
-        c["admin"] = admin(admin_port);
-        c
+        two_cluster_config(port, admin_port, routes, &a, &b)
     };
     let proxy = Proxy::start(&cfg("a"), 1);
     let mut cl = Caller { cl: Client::connect(proxy.addr).await, id: 0 };
@@ -517,4 +511,12 @@ impl Caller {
         assert_eq!(r.info.id, u64::from(self.id));
         (r.status == status::SUCCESS).then_some(r.server).flatten().unwrap_or_default()
     }
+}
+
+/// A bolt config routing `routes` over clusters `a` and `b` (one upstream
+/// each), with the admin API on `admin_port`.
+fn two_cluster_config(port: u16, admin_port: u16, routes: Vec<Value>, a: &Upstream, b: &Upstream) -> Value {
+    let mut c = config(port, routes, vec![cluster("a", &[a.addr]), cluster("b", &[b.addr])]);
+    c["admin"] = admin(admin_port);
+    c
 }
