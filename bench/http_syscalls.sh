@@ -9,6 +9,7 @@
 #   bash bench/http_syscalls.sh                     # ferrymesh, h2c, 5 s
 #   TARGET=haproxy MODE=h1 SECS=10 bash bench/http_syscalls.sh
 #   RECORD=1 MODE=h1 bash bench/http_syscalls.sh     # a perf record profile instead
+#   RATE=5000 MODE=h2c bash bench/http_syscalls.sh   # at a fixed rate (boltload, 64 connections)
 #
 # Environment: TARGET=ferrymesh|nginx|haproxy|envoy  MODE=h1|h2c  SECS=5
 #   BASE_PORT=23600  FERRYMESH_BIN (default target/release/ferrymesh; build it
@@ -42,6 +43,11 @@ url="http://127.0.0.1:$port/small"
 
 # load SECONDS OUTFILE: the load tool on LOAD_CPU.
 load() {
+    if [ -n "${RATE:-}" ]; then
+        taskset -c "$LOAD_CPU" "$BOLTLOAD_BIN" --target "127.0.0.1:$port" --protocol "$([ "$MODE" = h1 ] && echo http1 || echo h2c)" \
+            --path /small --rate "$RATE" --connections 64 --duration "$1" --warmup 0 --json | tail -1 >"$2"
+        return
+    fi
     case $MODE in
     h1) taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"$1s" "$url" >"$2" ;;
     h2c) taskset -c "$LOAD_CPU" h2load -t1 -c64 -m8 -D "$1" "$url" >"$2" ;;
@@ -49,7 +55,7 @@ load() {
 }
 
 kinds="read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_pwait epoll_ctl connect accept4 close shutdown futex"
-events="raw_syscalls:sys_enter,context-switches,page-faults${EXTRA_EVENTS:+,$EXTRA_EVENTS}"
+events="task-clock,raw_syscalls:sys_enter,context-switches,page-faults${EXTRA_EVENTS:+,$EXTRA_EVENTS}"
 for k in $kinds; do events="$events,syscalls:sys_enter_$k"; done
 
 # user_sys PID: user and system clock ticks of a process and its children
@@ -82,7 +88,8 @@ wait "$perf_pid" || die "perf failed: $(tail -3 "$OUT/perf.txt" 2>/dev/null)"
 [ -f "$OUT/perf.txt" ] || : >"$OUT/perf.txt"
 read -r u1 s1 < <(user_sys "$PROXY_PID")
 
-case $MODE in
+case ${RATE:+rate}$MODE in
+rate*) requests=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"])' "$OUT/load.txt") ;;
 h1) requests=$(awk '/requests in/ {print $1}' "$OUT/load.txt") ;;
 h2c) requests=$(awk '/^requests:/ {print $4}' "$OUT/load.txt") ;;
 esac
@@ -96,6 +103,11 @@ us = lambda a, b: (int(b) - int(a)) / tck * 1e6 / reqs
 print(f"{target} {mode}: {reqs:,} requests; proxy CPU {us(u0, u1) + us(s0, s1):.2f} us/req "
       f"(user {us(u0, u1):.2f}, system {us(s0, s1):.2f})")
 for line in open(perf):
+    t = re.match(r"\s*([\d,.]+)\s+msec\s+task-clock", line)
+    if t:
+        ms = float(t.group(1).replace(",", ""))
+        print(f"  task-clock (precise CPU)     {ms:>12,.1f} ms  {ms * 1000 / reqs:8.2f} us per request")
+        continue
     m = re.match(r"\s*([\d,]+)\s+(\S+)", line)
     if m and m.group(2) != "seconds":
         n = int(m.group(1).replace(",", ""))
