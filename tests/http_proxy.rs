@@ -454,6 +454,67 @@ async fn trailers_pass_and_versions_convert() {
     );
 }
 
+/// An HTTP/2 client is sent a raw HTTP/1.1 upstream's answer fields as the
+/// upstream wrote them but lowercased, without the hop-by-hop ones (those
+/// named by `Connection` too); a route's response header operations still
+/// apply over HTTP/2.
+#[tokio::test]
+async fn an_http2_client_gets_an_http1_answers_fields_lowercased_without_hop_by_hop() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raw_up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = "HTTP/1.1 200 OK\r\nServer: Raw\r\nX-Mixed-Case: Yes\r\nConnection: X-Hop\r\n\
+                                      X-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Empty:\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http2", "Http1", all_to("c"), vec![cluster("c", &[raw_up])]), 1);
+    for _ in 0..3 {
+        let resp = send(proxy.addr, true, get_h2("/fields")).await;
+        assert_eq!((resp.status, &resp.body[..]), (StatusCode::OK, &b"ok"[..]));
+        let h = &resp.headers;
+        assert_eq!(h.get("server").unwrap(), "Raw");
+        assert_eq!(h.get("x-mixed-case").unwrap(), "Yes");
+        assert_eq!(h.get("x-empty").unwrap(), "");
+        assert_eq!(h.get("content-length").unwrap(), "2");
+        for hop in ["connection", "x-hop", "keep-alive"] {
+            assert!(h.get(hop).is_none(), "{hop} passed on: {h:?}");
+        }
+    }
+    drop(proxy);
+
+    let up = HttpUpstream::start("up", false).await;
+    let vhosts = json!([{"name": "all", "domains": ["*"], "routers": [
+        {"match": {"prefix": "/"}, "route": {"cluster_name": "c",
+            "response_headers_to_add": [{"header": {"key": "x-resp", "value": "yes"}}],
+            "response_headers_to_remove": ["x-server"]}}]}]);
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http2", "Http1", vhosts, vec![cluster("c", &[up.addr])]), 1);
+    let resp = send(proxy.addr, true, get_h2("/ops")).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.headers.get("x-resp").unwrap(), "yes");
+    assert!(resp.headers.get("x-server").is_none(), "response header removed over HTTP/2");
+}
+
 #[tokio::test]
 async fn websocket_upgrade_is_tunnelled() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

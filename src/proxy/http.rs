@@ -180,7 +180,7 @@ async fn serve_h2(
     let conf = h2::ServerConf { limits, idle: gen.spec.idle_timeout, bytes: ctx.listener.hyper_bytes.clone() };
     drop(gen);
     let svc_ctx = ctx.clone();
-    let service = move |req| handle(svc_ctx.clone(), req);
+    let service = move |req| handle(svc_ctx.clone(), req, true);
     let (drained, draining) = (ctx.listener.drain_watch(), ctx.listener.draining());
     h2::serve(stream, read, conf, service, drained, draining, resume, Instant::now()).await
 }
@@ -199,7 +199,7 @@ async fn serve_hyper(stream: Transport, read: bytes::BytesMut, ctx: Rc<ConnCtx>)
         let req = req.map(incoming);
         // Boxed: the request path's future is kilobytes, and unboxed it
         // would be moved with, and size, hyper's dispatch future.
-        async move { Ok::<_, Infallible>(Box::pin(handle(ctx, req)).await) }
+        async move { Ok::<_, Infallible>(Box::pin(handle(ctx, req, false)).await) }
     });
     let gen = ctx.listener.now();
     let spec = &gen.spec;
@@ -295,7 +295,7 @@ impl Drop for Busy<'_> {
     }
 }
 
-async fn handle(ctx: Rc<ConnCtx>, req: Request<Body>) -> Response<Body> {
+async fn handle(ctx: Rc<ConnCtx>, req: Request<Body>, h2_server: bool) -> Response<Body> {
     let busy = Busy::new(&ctx);
     let started = std::time::Instant::now();
     let stats = &ctx.worker.stats;
@@ -315,7 +315,7 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Body>) -> Response<Body> {
     lstats.requests_active.inc();
     let received = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
     let mut failed = None;
-    let (mut resp, route_ops) = match forward(&ctx, req, grpc).await {
+    let (mut resp, route_ops) = match forward(&ctx, req, grpc, h2_server).await {
         Ok(pair) => pair,
         Err(err) => {
             stats.count_error(&err);
@@ -337,7 +337,12 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Body>) -> Response<Body> {
     lstats.requests_active.dec();
     ctx.listener.log(|| {
         let duration = started.elapsed();
-        let sent = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        // A raw answer's fields are in its body, which knows its length.
+        let sent = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .or_else(|| resp.body().size_hint().exact());
         Entry {
             start: started,
             duration,
@@ -433,10 +438,14 @@ pub(super) fn strip_port(host: &str) -> &str {
 
 /// Route, then send with retries. Returns the response and the route whose
 /// response header operations still apply.
+/// `h2_server`: the request came to our HTTP/2 server, which takes a raw
+/// answer's head fields as they came (`raw::RawFields`); hyper's server
+/// needs them in the response's `HeaderMap`.
 async fn forward(
     ctx: &Rc<ConnCtx>,
     mut req: Request<Body>,
     grpc: bool,
+    h2_server: bool,
 ) -> Result<(Response<Body>, Option<Arc<RouteEntry>>), ProxyError> {
     if let Err(why) = validate_request(&req) {
         info!(peer = %ctx.peer, reason = why.0, status = why.1, "malformed request refused");
@@ -544,6 +553,10 @@ async fn forward(
     }
     let idempotent = parts.method.is_idempotent();
     let head_request = parts.method == http::Method::HEAD;
+    // The HTTP/2 server encodes a raw answer's head fields as they came,
+    // unless the route edits them (its response header operations work on a
+    // `HeaderMap`).
+    let raw_head = h2_server && entry.http().response_remove.is_empty() && entry.http().response_add.is_empty();
     let mut downstream_upgrade = downstream_upgrade;
 
     let mut tries = Tries::new(entry, &cluster, hash_key.as_deref(), deadline);
@@ -561,7 +574,7 @@ async fn forward(
         let policy_retries = !tries.policy.on.is_empty() || tries.policy.per_try_timeout.is_some();
         let (sent, can_retry) = if let Some(request) = &raw_request {
             let in_flight = pool.host().in_flight();
-            let exchange = raw_exchange(&pool, request, idempotent, head_request);
+            let exchange = raw_exchange(&pool, request, idempotent, head_request, raw_head);
             let sent = Deadline::At(try_deadline).wait(exchange).await;
             drop(in_flight);
             (sent, tries.more_left() && policy_retries)
@@ -889,13 +902,22 @@ fn downstream_response(
 
 /// One try of a request whose whole body is in hand, on a raw HTTP/1.1
 /// connection of `pool`.
+/// With `raw_head`, the answer's head fields stay as they came, in its body
+/// (`Body::with_fields`), for the HTTP/2 server to encode.
 async fn raw_exchange(
     pool: &Rc<HttpPool>,
     request: &[u8],
     idempotent: bool,
     head_request: bool,
+    raw_head: bool,
 ) -> Result<Response<Body>, SendError> {
     let mut up = raw::spare::take();
+    if raw_head {
+        let mut parse = |b: &[u8]| raw::response_raw(b, head_request);
+        let (((head, facts), fields), conn) = raw::send(pool, request, idempotent, &mut up, &mut parse).await?;
+        let body = raw::RawBody::new(pool.clone(), conn, up, &facts);
+        return Ok(head.map(|()| Body::with_fields(body, fields)));
+    }
     let mut parse = |b: &[u8]| raw::response_parts(b, head_request);
     let ((head, facts), conn) = raw::send(pool, request, idempotent, &mut up, &mut parse).await?;
     let body = raw::RawBody::new(pool.clone(), conn, up, &facts);

@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::header_maps;
-use super::raw::spare;
+use super::raw::{spare, RawFields};
 use super::{Body, BoxError};
 use crate::network::counted::IoBytes;
 use crate::network::tick::Tick;
@@ -1390,12 +1390,13 @@ async fn capacity(shared: &Rc<RefCell<Shared>>, id: u32, want: usize) -> Option<
 async fn respond(shared: &Rc<RefCell<Shared>>, id: u32, resp: Response<Body>, head_request: bool) {
     let (parts, mut body) = resp.into_parts();
     let end = head_request || body.is_end_stream();
+    let fields = body.take_fields();
     {
         let mut sh = shared.borrow_mut();
         if sh.closed || !sh.streams.contains_key(&id) {
             return;
         }
-        write_head(&mut sh, id, Some(parts.status.as_u16()), &parts.headers, end);
+        write_head(&mut sh, id, Some(parts.status.as_u16()), &parts.headers, fields.as_deref(), end);
         header_maps::give(parts.headers);
         if end {
             close_send(&mut sh, id);
@@ -1446,7 +1447,7 @@ async fn respond(shared: &Rc<RefCell<Shared>>, id: u32, resp: Response<Body>, he
                         if !sh.streams.contains_key(&id) {
                             return;
                         }
-                        write_head(&mut sh, id, None, &trailers, true);
+                        write_head(&mut sh, id, None, &trailers, None, true);
                         close_send(&mut sh, id);
                         return;
                     }
@@ -1456,13 +1457,23 @@ async fn respond(shared: &Rc<RefCell<Shared>>, id: u32, resp: Response<Body>, he
     }
 }
 
-fn write_head(sh: &mut Shared, id: u32, status: Option<u16>, headers: &HeaderMap, end: bool) {
+fn write_head(
+    sh: &mut Shared,
+    id: u32,
+    status: Option<u16>,
+    headers: &HeaderMap,
+    fields: Option<&RawFields>,
+    end: bool,
+) {
     let max = sh.peer_max_frame;
     let at = sh.out.len();
     // The head goes straight into the output: a placeholder frame head,
     // the block after it, then the length patched in.
     Head { len: 0, kind: kind::HEADERS, flags: 0, stream: id }.write(&mut sh.out);
     hpack::encode(status, headers, &mut sh.out);
+    if let Some(fields) = fields {
+        hpack::encode_fields(fields.iter(), &mut sh.out);
+    }
     let len = sh.out.len() - at - HEAD_LEN;
     if len <= max {
         let flags = flag::END_HEADERS | if end { flag::END_STREAM } else { 0 };

@@ -40,11 +40,30 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body ferrymesh hands to hyper, in either direction: boxed, and not
 /// `Send`, since a request stays on its worker thread (a body read from a
 /// pooled raw connection holds its pool, an `Rc`).
-pub struct Body(std::pin::Pin<Box<dyn hyper::body::Body<Data = Bytes, Error = BoxError>>>);
+pub struct Body {
+    inner: std::pin::Pin<Box<dyn hyper::body::Body<Data = Bytes, Error = BoxError>>>,
+    /// The head fields of a raw upstream answer, for the HTTP/2 server to
+    /// encode as they came instead of the response's (then empty) `HeaderMap`
+    /// ([`raw::RawFields`]); only a response for that server carries them.
+    fields: Option<Box<raw::RawFields>>,
+}
 
 impl Body {
     pub fn new(body: impl hyper::body::Body<Data = Bytes, Error = BoxError> + 'static) -> Body {
-        Body(Box::pin(body))
+        Body { inner: Box::pin(body), fields: None }
+    }
+
+    /// A body whose response's head fields are `fields`.
+    pub fn with_fields(
+        body: impl hyper::body::Body<Data = Bytes, Error = BoxError> + 'static,
+        fields: Box<raw::RawFields>,
+    ) -> Body {
+        Body { inner: Box::pin(body), fields: Some(fields) }
+    }
+
+    /// The head fields this body's response carries outside its `HeaderMap`.
+    pub fn take_fields(&mut self) -> Option<Box<raw::RawFields>> {
+        self.fields.take()
     }
 }
 
@@ -56,15 +75,15 @@ impl hyper::body::Body for Body {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        self.0.as_mut().poll_frame(cx)
+        self.inner.as_mut().poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.0.size_hint()
+        self.inner.size_hint()
     }
 }
 

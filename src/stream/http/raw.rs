@@ -271,16 +271,7 @@ pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<Respo
     let head = Bytes::copy_from_slice(&up[..facts.head_len]);
     let mut map = super::header_maps::take();
     map.reserve(parsed.headers.len());
-    for f in parsed.headers.iter() {
-        let kind = h1::classify(f.name);
-        let framing = match kind {
-            Name::TransferEncoding => true,
-            Name::ContentLength => !matches!(facts.framing, Framing::Length(_) | Framing::Empty),
-            _ => false,
-        };
-        if framing || facts.hop_by_hop(f.name, kind, parsed.headers) {
-            continue;
-        }
+    for f in passed_on(&facts, parsed.headers) {
         let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Broken::Bad("invalid header name"))?;
         let value = shared_value(&head, up, f.value).map_err(|_| Broken::Bad("invalid header value"))?;
         map.append(name, value);
@@ -289,6 +280,86 @@ pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<Respo
     *response.status_mut() = StatusCode::from_u16(facts.status).map_err(|_| Broken::Bad("invalid status"))?;
     *response.headers_mut() = map;
     Ok(Some(Head::Final((response, facts))))
+}
+
+/// The fields of a response head that go on to the client: not the
+/// hop-by-hop ones, nor those that frame the body (the server frames it
+/// itself), except a `Content-Length` that still tells its length.
+fn passed_on<'a, 'b>(
+    facts: &'a Facts,
+    fields: &'a [httparse::Header<'b>],
+) -> impl Iterator<Item = &'a httparse::Header<'b>> {
+    fields.iter().filter(move |f| {
+        let kind = h1::classify(f.name);
+        let framing = match kind {
+            Name::TransferEncoding => true,
+            Name::ContentLength => !matches!(facts.framing, Framing::Length(_) | Framing::Empty),
+            _ => false,
+        };
+        !framing && !facts.hop_by_hop(f.name, kind, fields)
+    })
+}
+
+/// The fields of an upstream answer's head that go on to the client, as
+/// they came (names in the upstream's letter case), held as spans of one
+/// copy of the head. The HTTP/2 server encodes them into HPACK as they are
+/// (`hpack::encode_fields` lowercases the names), where building a
+/// `HeaderMap` for it to walk once cost about 1,500 instructions per answer
+/// (each name parsed into a `HeaderName`, hashed and appended).
+pub struct RawFields {
+    head: Bytes,
+    /// Start and end of each name, then of its value, in `head`.
+    spans: smallvec::SmallVec<[[u32; 4]; 12]>,
+}
+
+impl RawFields {
+    /// Each field's name and value, in the order they came.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans
+            .iter()
+            .map(|&[n0, n1, v0, v1]| (&self.head[n0 as usize..n1 as usize], &self.head[v0 as usize..v1 as usize]))
+    }
+}
+
+/// A response head whose fields are kept as they came ([`response_raw`]).
+pub type RawResponseHead = (ResponseHead, Box<RawFields>);
+
+/// [`response_parts`] for the HTTP/2 server: the fields it passes on are
+/// kept as [`RawFields`] (boxed, so the head moves through the exchange's
+/// futures as a pointer), and the response's own `HeaderMap` is left empty.
+pub fn response_raw(up: &[u8], head_request: bool) -> Result<Option<Head<RawResponseHead>>, Broken> {
+    let mut slots = h1::header_slots();
+    let mut parsed = httparse::Response::new(&mut []);
+    let facts = match parse_head(up, head_request, &mut parsed, &mut slots)? {
+        Some(Head::Final(facts)) => facts,
+        Some(Head::Interim(n)) => return Ok(Some(Head::Interim(n))),
+        None => return Ok(None),
+    };
+    let head = &up[..facts.head_len];
+    // Every name and value is a slice of `head` (httparse borrows them from
+    // it), so each is kept as where it lies there.
+    let span = |part: &[u8]| -> Option<[u32; 2]> {
+        if part.is_empty() {
+            return Some([0, 0]);
+        }
+        let at = (part.as_ptr() as usize).checked_sub(head.as_ptr() as usize)?;
+        let end = at.checked_add(part.len()).filter(|&end| end <= head.len())?;
+        Some([at as u32, end as u32])
+    };
+    let mut spans = smallvec::SmallVec::new();
+    for f in passed_on(&facts, parsed.headers) {
+        // httparse refuses the bytes a `HeaderValue` does (controls but tab,
+        // DEL): what it parsed may go out as it is.
+        debug_assert!(HeaderValue::from_bytes(f.value).is_ok());
+        let (Some([n0, n1]), Some([v0, v1])) = (span(f.name.as_bytes()), span(f.value)) else {
+            return Err(Broken::Bad("response head field outside the head"));
+        };
+        spans.push([n0, n1, v0, v1]);
+    }
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::from_u16(facts.status).map_err(|_| Broken::Bad("invalid status"))?;
+    let fields = Box::new(RawFields { head: Bytes::copy_from_slice(head), spans });
+    Ok(Some(Head::Final(((response, facts), fields))))
 }
 
 /// `value`, which borrows from `up`, as a slice of `head` (a copy of `up`'s
@@ -497,6 +568,39 @@ mod tests {
         assert!(again.is_empty());
         assert_eq!(again.as_ptr(), at, "the same buffer");
         assert!(again.capacity() >= 600);
+    }
+
+    #[test]
+    fn response_raw_passes_on_what_response_parts_does() {
+        let heads: [&[u8]; 5] = [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\nConnection: x-secret\r\nX-Secret: 1\r\nX-Keep: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServer: Raw\r\nx-empty:\r\nX-B:  two words \r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nabc",
+            b"HTTP/1.0 200 OK\r\nProxy-Connection: keep-alive\r\nX-A: 1\r\n\r\n",
+            b"HTTP/1.1 103 Early\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
+        ];
+        for raw in heads {
+            let (Ok(Some(parts)), Ok(Some(fields))) = (response_parts(raw, false), response_raw(raw, false)) else {
+                panic!("not parsed: {}", String::from_utf8_lossy(raw));
+            };
+            let (Head::Final((resp, facts)), Head::Final(((resp2, facts2), fields))) = (parts, fields) else {
+                let interim = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4);
+                assert!(matches!(response_raw(raw, false), Ok(Some(Head::Interim(n))) if Some(n) == interim));
+                continue;
+            };
+            assert_eq!(
+                (resp.status(), facts.head_len, facts.framing),
+                (resp2.status(), facts2.head_len, facts2.framing)
+            );
+            assert!(resp2.headers().is_empty(), "the fields are in RawFields only");
+            let want: Vec<(String, Vec<u8>)> =
+                resp.headers().iter().map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec())).collect();
+            let got: Vec<(String, Vec<u8>)> =
+                fields.iter().map(|(n, v)| (String::from_utf8(n.to_ascii_lowercase()).unwrap(), v.to_vec())).collect();
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(raw));
+        }
+        assert!(response_raw(b"HTTP/1.1 200 OK\r\nx-bad: a\x7fb\r\n\r\n", false).is_err());
+        assert!(matches!(response_raw(b"HTTP/1.1 200 OK\r\nX", false), Ok(None)));
     }
 
     #[test]

@@ -401,24 +401,55 @@ pub fn put_string(dst: &mut BytesMut, s: &[u8]) {
 }
 
 /// The static-table index of a field name a response commonly carries.
-fn static_name(name: &str) -> Option<usize> {
+fn static_name(name: &[u8]) -> Option<usize> {
     Some(match name {
-        "content-type" => 31,
-        "content-length" => 28,
-        "date" => 33,
-        "server" => 54,
-        "cache-control" => 24,
-        "content-encoding" => 26,
-        "etag" => 34,
-        "last-modified" => 44,
-        "location" => 46,
-        "set-cookie" => 55,
-        "vary" => 59,
-        "accept-ranges" => 18,
-        "expires" => 36,
-        "age" => 21,
+        b"content-type" => 31,
+        b"content-length" => 28,
+        b"date" => 33,
+        b"server" => 54,
+        b"cache-control" => 24,
+        b"content-encoding" => 26,
+        b"etag" => 34,
+        b"last-modified" => 44,
+        b"location" => 46,
+        b"set-cookie" => 55,
+        b"vary" => 59,
+        b"accept-ranges" => 18,
+        b"expires" => 36,
+        b"age" => 21,
         _ => return None,
     })
+}
+
+/// Encodes fields as an HTTP/1.1 head carried them, names in any letter
+/// case (lowercased here, as RFC 9113 §8.2.1 requires), after whatever the
+/// block already holds. The caller has left out the connection-specific
+/// ones and checked names (tokens) and values.
+pub fn encode_fields<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>, dst: &mut BytesMut) {
+    let mut lower = [0u8; 64];
+    for (name, value) in fields {
+        let long;
+        let name: &[u8] = match lower.get_mut(..name.len()) {
+            Some(l) => {
+                for (d, s) in l.iter_mut().zip(name) {
+                    *d = s.to_ascii_lowercase();
+                }
+                l
+            }
+            None => {
+                long = name.to_ascii_lowercase();
+                &long
+            }
+        };
+        match static_name(name) {
+            Some(i) => put_integer(dst, 0, 4, i),
+            None => {
+                put_integer(dst, 0, 4, 0);
+                put_string(dst, name);
+            }
+        }
+        put_string(dst, value);
+    }
 }
 
 /// Encodes `:status` (when given) and `headers` as one header block.
@@ -447,7 +478,7 @@ pub fn encode(status: Option<u16>, headers: &HeaderMap, dst: &mut BytesMut) {
         }
         let never = value.is_sensitive();
         let flags = if never { 0x10 } else { 0 };
-        match static_name(name.as_str()) {
+        match static_name(name.as_str().as_bytes()) {
             Some(i) => put_integer(dst, flags, 4, i),
             None => {
                 put_integer(dst, flags, 4, 0);
@@ -580,5 +611,33 @@ mod tests {
             assert_eq!(out[2].1.len(), 300);
             assert_eq!(out.len(), 3, "connection is not sent on HTTP/2");
         }
+    }
+
+    /// Fields as an HTTP/1.1 head carried them encode as the same fields in
+    /// a `HeaderMap` do: names lowercased, the static table's names indexed,
+    /// a name longer than the stack buffer too.
+    #[test]
+    fn raw_fields_encode_as_their_header_map_does() {
+        let long = format!("X-{}", "Long".repeat(20));
+        let raw: Vec<(&[u8], &[u8])> = vec![
+            (b"Content-Type", b"text/plain"),
+            (b"SERVER", b"Raw"),
+            (b"X-Mixed-Case", b"Yes"),
+            (b"x-empty", b""),
+            (long.as_bytes(), b"v"),
+        ];
+        let mut map = HeaderMap::new();
+        for (n, v) in &raw {
+            map.append(http::HeaderName::from_bytes(n).unwrap(), HeaderValue::from_bytes(v).unwrap());
+        }
+        let (mut from_map, mut from_raw) = (BytesMut::new(), BytesMut::new());
+        encode(Some(200), &map, &mut from_map);
+        encode(Some(200), &HeaderMap::new(), &mut from_raw);
+        encode_fields(raw.iter().copied(), &mut from_raw);
+        assert_eq!(from_raw, from_map);
+        let out = fields(&mut Decoder::new(4096), &from_raw);
+        assert_eq!(out[1], ("content-type".into(), "text/plain".into()));
+        assert_eq!(out[3], ("x-mixed-case".into(), "Yes".into()));
+        assert_eq!(out[5].0, long.to_ascii_lowercase());
     }
 }
