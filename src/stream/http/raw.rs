@@ -259,27 +259,38 @@ pub type ResponseHead = (Response<()>, Facts);
 /// itself).
 /// Usable as the parser of [`send`].
 pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<ResponseHead>>, Broken> {
+    with_final_head(up, head_request, |facts, fields| {
+        // One copy of the head; every value is a slice of it, not an
+        // allocation of its own.
+        let head = Bytes::copy_from_slice(&up[..facts.head_len]);
+        let mut map = super::header_maps::take();
+        map.reserve(fields.len());
+        for f in passed_on(&facts, fields) {
+            let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Broken::Bad("invalid header name"))?;
+            let value = shared_value(&head, up, f.value).map_err(|_| Broken::Bad("invalid header value"))?;
+            map.append(name, value);
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::from_u16(facts.status).map_err(|_| Broken::Bad("invalid status"))?;
+        *response.headers_mut() = map;
+        Ok((response, facts))
+    })
+}
+
+/// Parses the response head at the start of `up` ([`parse_head`]) and, for
+/// a final one, makes what `build` makes of its facts and fields.
+fn with_final_head<R>(
+    up: &[u8],
+    head_request: bool,
+    build: impl FnOnce(Facts, &[httparse::Header<'_>]) -> Result<R, Broken>,
+) -> Result<Option<Head<R>>, Broken> {
     let mut slots = h1::header_slots();
     let mut parsed = httparse::Response::new(&mut []);
-    let facts = match parse_head(up, head_request, &mut parsed, &mut slots)? {
-        Some(Head::Final(facts)) => facts,
-        Some(Head::Interim(n)) => return Ok(Some(Head::Interim(n))),
-        None => return Ok(None),
-    };
-    // One copy of the head; every value is a slice of it, not an allocation
-    // of its own.
-    let head = Bytes::copy_from_slice(&up[..facts.head_len]);
-    let mut map = super::header_maps::take();
-    map.reserve(parsed.headers.len());
-    for f in passed_on(&facts, parsed.headers) {
-        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Broken::Bad("invalid header name"))?;
-        let value = shared_value(&head, up, f.value).map_err(|_| Broken::Bad("invalid header value"))?;
-        map.append(name, value);
+    match parse_head(up, head_request, &mut parsed, &mut slots)? {
+        Some(Head::Final(facts)) => build(facts, parsed.headers).map(|r| Some(Head::Final(r))),
+        Some(Head::Interim(n)) => Ok(Some(Head::Interim(n))),
+        None => Ok(None),
     }
-    let mut response = Response::new(());
-    *response.status_mut() = StatusCode::from_u16(facts.status).map_err(|_| Broken::Bad("invalid status"))?;
-    *response.headers_mut() = map;
-    Ok(Some(Head::Final((response, facts))))
 }
 
 /// The fields of a response head that go on to the client: not the
@@ -328,38 +339,33 @@ pub type RawResponseHead = (ResponseHead, Box<RawFields>);
 /// kept as [`RawFields`] (boxed, so the head moves through the exchange's
 /// futures as a pointer), and the response's own `HeaderMap` is left empty.
 pub fn response_raw(up: &[u8], head_request: bool) -> Result<Option<Head<RawResponseHead>>, Broken> {
-    let mut slots = h1::header_slots();
-    let mut parsed = httparse::Response::new(&mut []);
-    let facts = match parse_head(up, head_request, &mut parsed, &mut slots)? {
-        Some(Head::Final(facts)) => facts,
-        Some(Head::Interim(n)) => return Ok(Some(Head::Interim(n))),
-        None => return Ok(None),
-    };
-    let head = &up[..facts.head_len];
-    // Every name and value is a slice of `head` (httparse borrows them from
-    // it), so each is kept as where it lies there.
-    let span = |part: &[u8]| -> Option<[u32; 2]> {
-        if part.is_empty() {
-            return Some([0, 0]);
-        }
-        let at = (part.as_ptr() as usize).checked_sub(head.as_ptr() as usize)?;
-        let end = at.checked_add(part.len()).filter(|&end| end <= head.len())?;
-        Some([at as u32, end as u32])
-    };
-    let mut spans = smallvec::SmallVec::new();
-    for f in passed_on(&facts, parsed.headers) {
-        // httparse refuses the bytes a `HeaderValue` does (controls but tab,
-        // DEL): what it parsed may go out as it is.
-        debug_assert!(HeaderValue::from_bytes(f.value).is_ok());
-        let (Some([n0, n1]), Some([v0, v1])) = (span(f.name.as_bytes()), span(f.value)) else {
-            return Err(Broken::Bad("response head field outside the head"));
+    with_final_head(up, head_request, |facts, fields| {
+        let head = &up[..facts.head_len];
+        // Every name and value is a slice of `head` (httparse borrows them
+        // from it), so each is kept as where it lies there.
+        let span = |part: &[u8]| -> Option<[u32; 2]> {
+            if part.is_empty() {
+                return Some([0, 0]);
+            }
+            let at = (part.as_ptr() as usize).checked_sub(head.as_ptr() as usize)?;
+            let end = at.checked_add(part.len()).filter(|&end| end <= head.len())?;
+            Some([at as u32, end as u32])
         };
-        spans.push([n0, n1, v0, v1]);
-    }
-    let mut response = Response::new(());
-    *response.status_mut() = StatusCode::from_u16(facts.status).map_err(|_| Broken::Bad("invalid status"))?;
-    let fields = Box::new(RawFields { head: Bytes::copy_from_slice(head), spans });
-    Ok(Some(Head::Final(((response, facts), fields))))
+        let mut spans = smallvec::SmallVec::new();
+        for f in passed_on(&facts, fields) {
+            // httparse refuses the bytes a `HeaderValue` does (controls but
+            // tab, DEL): what it parsed may go out as it is.
+            debug_assert!(HeaderValue::from_bytes(f.value).is_ok());
+            let (Some([n0, n1]), Some([v0, v1])) = (span(f.name.as_bytes()), span(f.value)) else {
+                return Err(Broken::Bad("response head field outside the head"));
+            };
+            spans.push([n0, n1, v0, v1]);
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::from_u16(facts.status).map_err(|_| Broken::Bad("invalid status"))?;
+        let fields = Box::new(RawFields { head: Bytes::copy_from_slice(head), spans });
+        Ok(((response, facts), fields))
+    })
 }
 
 /// `value`, which borrows from `up`, as a slice of `head` (a copy of `up`'s
