@@ -912,16 +912,17 @@ async fn raw_exchange(
     raw_head: bool,
 ) -> Result<Response<Body>, SendError> {
     let mut up = raw::spare::take();
-    if raw_head {
+    let ((head, facts), fields, conn) = if raw_head {
         let mut parse = |b: &[u8]| raw::response_raw(b, head_request);
-        let (((head, facts), fields), conn) = raw::send(pool, request, idempotent, &mut up, &mut parse).await?;
-        let body = raw::RawBody::new(pool.clone(), conn, up, &facts);
-        return Ok(head.map(|()| Body::with_fields(body, fields)));
-    }
-    let mut parse = |b: &[u8]| raw::response_parts(b, head_request);
-    let ((head, facts), conn) = raw::send(pool, request, idempotent, &mut up, &mut parse).await?;
+        let ((head, fields), conn) = raw::send(pool, request, idempotent, &mut up, &mut parse).await?;
+        (head, Some(fields), conn)
+    } else {
+        let mut parse = |b: &[u8]| raw::response_parts(b, head_request);
+        let (head, conn) = raw::send(pool, request, idempotent, &mut up, &mut parse).await?;
+        (head, None, conn)
+    };
     let body = raw::RawBody::new(pool.clone(), conn, up, &facts);
-    Ok(head.map(|()| Body::new(body)))
+    Ok(head.map(|()| Body::with_fields(body, fields)))
 }
 
 #[cfg(test)]

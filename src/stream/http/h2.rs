@@ -1111,13 +1111,9 @@ where
         drop(sh);
         let req = Request::from_parts(parts, body);
         let (service, shared) = (self.service.clone(), self.shared.clone());
-        let slot = match spare_work::take() {
-            Some(mut slot) => {
-                slot.as_mut().set(Some((self.make_work)(service, shared, req, id, head_request)));
-                slot
-            }
-            None => Box::pin(Some((self.make_work)(service, shared, req, id, head_request))),
-        };
+        // Built in its slot: a kept one, or a new one made empty first.
+        let mut slot = spare_work::take().unwrap_or_else(|| Box::pin(None));
+        slot.as_mut().set(Some((self.make_work)(service, shared, req, id, head_request)));
         self.tasks.push(Guarded { id, shared: self.shared.clone(), slot: Some(slot) });
         Ok(())
     }

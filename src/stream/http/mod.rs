@@ -53,12 +53,13 @@ impl Body {
         Body { inner: Box::pin(body), fields: None }
     }
 
-    /// A body whose response's head fields are `fields`.
+    /// A body whose response's head fields, if `fields` holds them, are
+    /// those (and not its `HeaderMap`'s).
     pub fn with_fields(
         body: impl hyper::body::Body<Data = Bytes, Error = BoxError> + 'static,
-        fields: Box<raw::RawFields>,
+        fields: Option<Box<raw::RawFields>>,
     ) -> Body {
-        Body { inner: Box::pin(body), fields: Some(fields) }
+        Body { inner: Box::pin(body), fields }
     }
 
     /// The head fields this body's response carries outside its `HeaderMap`.

@@ -259,7 +259,7 @@ pub type ResponseHead = (Response<()>, Facts);
 /// itself).
 /// Usable as the parser of [`send`].
 pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<ResponseHead>>, Broken> {
-    with_final_head(up, head_request, |facts, fields| {
+    with_final_head(up, head_request, |mut response, facts, fields| {
         // One copy of the head; every value is a slice of it, not an
         // allocation of its own.
         let head = Bytes::copy_from_slice(&up[..facts.head_len]);
@@ -270,24 +270,27 @@ pub fn response_parts(up: &[u8], head_request: bool) -> Result<Option<Head<Respo
             let value = shared_value(&head, up, f.value).map_err(|_| Broken::Bad("invalid header value"))?;
             map.append(name, value);
         }
-        let mut response = Response::new(());
-        *response.status_mut() = StatusCode::from_u16(facts.status).map_err(|_| Broken::Bad("invalid status"))?;
         *response.headers_mut() = map;
         Ok((response, facts))
     })
 }
 
 /// Parses the response head at the start of `up` ([`parse_head`]) and, for
-/// a final one, makes what `build` makes of its facts and fields.
+/// a final one, makes what `build` makes of a response with its status (no
+/// headers yet), its facts and its fields.
 fn with_final_head<R>(
     up: &[u8],
     head_request: bool,
-    build: impl FnOnce(Facts, &[httparse::Header<'_>]) -> Result<R, Broken>,
+    build: impl FnOnce(Response<()>, Facts, &[httparse::Header<'_>]) -> Result<R, Broken>,
 ) -> Result<Option<Head<R>>, Broken> {
     let mut slots = h1::header_slots();
     let mut parsed = httparse::Response::new(&mut []);
     match parse_head(up, head_request, &mut parsed, &mut slots)? {
-        Some(Head::Final(facts)) => build(facts, parsed.headers).map(|r| Some(Head::Final(r))),
+        Some(Head::Final(facts)) => {
+            let mut response = Response::new(());
+            *response.status_mut() = StatusCode::from_u16(facts.status).map_err(|_| Broken::Bad("invalid status"))?;
+            build(response, facts, parsed.headers).map(|r| Some(Head::Final(r)))
+        }
         Some(Head::Interim(n)) => Ok(Some(Head::Interim(n))),
         None => Ok(None),
     }
@@ -339,7 +342,7 @@ pub type RawResponseHead = (ResponseHead, Box<RawFields>);
 /// kept as [`RawFields`] (boxed, so the head moves through the exchange's
 /// futures as a pointer), and the response's own `HeaderMap` is left empty.
 pub fn response_raw(up: &[u8], head_request: bool) -> Result<Option<Head<RawResponseHead>>, Broken> {
-    with_final_head(up, head_request, |facts, fields| {
+    with_final_head(up, head_request, |response, facts, fields| {
         let head = &up[..facts.head_len];
         // Every name and value is a slice of `head` (httparse borrows them
         // from it), so each is kept as where it lies there.
@@ -361,8 +364,6 @@ pub fn response_raw(up: &[u8], head_request: bool) -> Result<Option<Head<RawResp
             };
             spans.push([n0, n1, v0, v1]);
         }
-        let mut response = Response::new(());
-        *response.status_mut() = StatusCode::from_u16(facts.status).map_err(|_| Broken::Bad("invalid status"))?;
         let fields = Box::new(RawFields { head: Bytes::copy_from_slice(head), spans });
         Ok(((response, facts), fields))
     })

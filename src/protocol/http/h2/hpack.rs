@@ -441,15 +441,23 @@ pub fn encode_fields<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>, dst
                 &long
             }
         };
-        match static_name(name) {
-            Some(i) => put_integer(dst, 0, 4, i),
-            None => {
-                put_integer(dst, 0, 4, 0);
-                put_string(dst, name);
-            }
-        }
-        put_string(dst, value);
+        put_field(dst, 0, name, value);
     }
+}
+
+/// One literal field without indexing (`flags` 0x10: never indexed), its
+/// name (lowercase) by its static-table index where it has one. Inlined into
+/// both encoders' loops: called, it cost an h2c answer about 70 instructions.
+#[inline(always)]
+fn put_field(dst: &mut BytesMut, flags: u8, name: &[u8], value: &[u8]) {
+    match static_name(name) {
+        Some(i) => put_integer(dst, flags, 4, i),
+        None => {
+            put_integer(dst, flags, 4, 0);
+            put_string(dst, name);
+        }
+    }
+    put_string(dst, value);
 }
 
 /// Encodes `:status` (when given) and `headers` as one header block.
@@ -476,16 +484,8 @@ pub fn encode(status: Option<u16>, headers: &HeaderMap, dst: &mut BytesMut) {
         if is_connection_specific(name) {
             continue;
         }
-        let never = value.is_sensitive();
-        let flags = if never { 0x10 } else { 0 };
-        match static_name(name.as_str().as_bytes()) {
-            Some(i) => put_integer(dst, flags, 4, i),
-            None => {
-                put_integer(dst, flags, 4, 0);
-                put_string(dst, name.as_str().as_bytes());
-            }
-        }
-        put_string(dst, value.as_bytes());
+        let flags = if value.is_sensitive() { 0x10 } else { 0 };
+        put_field(dst, flags, name.as_str().as_bytes(), value.as_bytes());
     }
 }
 
