@@ -29,8 +29,8 @@ bench_init
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 for c in perf taskset; do command -v "$c" >/dev/null || die "$c is required"; done
 case $MODE in
-h1) command -v wrk >/dev/null || die "wrk is required (bash tests/http/install.sh)" ;;
-h2c) command -v h2load >/dev/null || die "h2load is required (bash tests/http/install.sh)" ;;
+h1) PROTO=http1; command -v wrk >/dev/null || die "wrk is required (bash tests/http/install.sh)" ;;
+h2c) PROTO=h2c; command -v h2load >/dev/null || die "h2load is required (bash tests/http/install.sh)" ;;
 *) die "unknown MODE $MODE (h1, h2c)" ;;
 esac
 [ "$TARGET" != ferrymesh ] || [ -x "$FERRYMESH_BIN" ] || die "no $FERRYMESH_BIN (cargo build --release)"
@@ -44,7 +44,7 @@ url="http://127.0.0.1:$port/small"
 # load SECONDS OUTFILE: the load tool on LOAD_CPU.
 load() {
     if [ -n "${RATE:-}" ]; then
-        taskset -c "$LOAD_CPU" "$BOLTLOAD_BIN" --target "127.0.0.1:$port" --protocol "$([ "$MODE" = h1 ] && echo http1 || echo h2c)" \
+        taskset -c "$LOAD_CPU" "$BOLTLOAD_BIN" --target "127.0.0.1:$port" --protocol "$PROTO" \
             --path /small --rate "$RATE" --connections 64 --duration "$1" --warmup 0 --json | tail -1 >"$2"
         return
     fi
