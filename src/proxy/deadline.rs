@@ -111,11 +111,19 @@ pub enum Deadline {
 /// The wait for a response head ran out.
 pub struct TimedOut;
 
+/// `fut`'s output, unless `at` comes first: `Deadline::At`'s wait, as a
+/// plain future. Through `Deadline::wait` (an `async fn`) the raw path's
+/// exchange future was moved twice more on its way in (about 200
+/// instructions of an h2c request).
+pub fn by<F: Future>(at: Instant, fut: F) -> impl Future<Output = Result<F::Output, TimedOut>> {
+    futures_util::FutureExt::map(tokio::time::timeout_at(at, fut), |r| r.map_err(|_| TimedOut))
+}
+
 impl Deadline {
     /// `fut`'s output, unless the deadline comes first.
     pub async fn wait<T>(&self, fut: impl Future<Output = T>) -> Result<T, TimedOut> {
         match self {
-            Deadline::At(at) => tokio::time::timeout_at(*at, fut).await.map_err(|_| TimedOut),
+            Deadline::At(at) => by(*at, fut).await,
             Deadline::AfterBody { clock, timeout, hard } => {
                 tokio::pin!(fut);
                 loop {

@@ -574,8 +574,8 @@ async fn forward(
         let policy_retries = !tries.policy.on.is_empty() || tries.policy.per_try_timeout.is_some();
         let (sent, can_retry) = if let Some(request) = &raw_request {
             let in_flight = pool.host().in_flight();
-            let exchange = raw_exchange(&pool, request, idempotent, head_request, raw_head);
-            let sent = Deadline::At(try_deadline).wait(exchange).await;
+            let sent =
+                deadline::by(try_deadline, raw_exchange(&pool, request, idempotent, head_request, raw_head)).await;
             drop(in_flight);
             (sent, tries.more_left() && policy_retries)
         } else {
