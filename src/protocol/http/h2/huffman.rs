@@ -73,7 +73,13 @@ pub fn decode(src: &[u8], dst: &mut Vec<u8>) -> Result<(), BadHuffman> {
             bits -= u32::from(len);
             continue;
         }
-        // A longer code, or the last bits.
+        if bits <= 7 {
+            // The last bits, no code (the table above has every code that
+            // fits): they must be a prefix of EOS (all ones), as padding
+            // is. Settled here, not bit by bit below: every string ends so.
+            return if acc >> (64 - bits) == (1 << bits) - 1 { Ok(()) } else { Err(BadHuffman) };
+        }
+        // A longer code.
         let mut code: u32 = 0;
         let mut found = None;
         for len in 1..=bits.min(30) {
@@ -91,13 +97,9 @@ pub fn decode(src: &[u8], dst: &mut Vec<u8>) -> Result<(), BadHuffman> {
                 acc = if len == 64 { 0 } else { acc << len };
                 bits -= len;
             }
-            // What is left must be a prefix of EOS (all ones), shorter than a byte.
-            None => {
-                if bits > 7 || (acc >> (64 - bits)) != (1 << bits) - 1 {
-                    return Err(BadHuffman);
-                }
-                return Ok(());
-            }
+            // A byte or more left that starts no code: padding too long,
+            // or a code cut short.
+            None => return Err(BadHuffman),
         }
     }
 }
