@@ -378,7 +378,9 @@ fn string(src: &mut &[u8]) -> Result<Bytes, HpackError> {
 }
 
 /// RFC 7541 §5.1: `value` with a `prefix`-bit prefix, `flags` in the
-/// first byte's high bits.
+/// first byte's high bits. Inlined: most are one byte, and an h2c answer
+/// puts about eight.
+#[inline]
 pub fn put_integer(dst: &mut BytesMut, flags: u8, prefix: u8, mut value: usize) {
     let mask = ((1u16 << prefix) - 1) as usize;
     if value < mask {
@@ -395,6 +397,7 @@ pub fn put_integer(dst: &mut BytesMut, flags: u8, prefix: u8, mut value: usize) 
 }
 
 /// RFC 7541 §5.2: a string literal, not Huffman-coded.
+#[inline]
 pub fn put_string(dst: &mut BytesMut, s: &[u8]) {
     put_integer(dst, 0, 7, s.len());
     dst.put_slice(s);
