@@ -313,7 +313,11 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Body>, h2_server: bool) -> Respon
     let lstats = &ctx.listener.stats;
     lstats.requests.inc();
     lstats.requests_active.inc();
-    let received = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+    let received = if ctx.listener.logs() {
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0)
+    } else {
+        0
+    };
     let mut failed = None;
     let (mut resp, route_ops) = match forward(&ctx, req, grpc, h2_server).await {
         Ok(pair) => pair,

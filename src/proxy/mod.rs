@@ -173,6 +173,12 @@ impl ListenerGen {
 }
 
 impl ListenerCtx {
+    /// Whether the listener writes access logs: what only a log line reads
+    /// is worked out only then.
+    pub fn logs(&self) -> bool {
+        !self.current.borrow().access_logs.is_empty()
+    }
+
     /// Writes `e` to the listener's access logs, if it has any.
     pub fn log<'a>(&self, e: impl FnOnce() -> Entry<'a>) {
         let gen = self.current.borrow();
