@@ -1394,6 +1394,9 @@ async fn respond(shared: &Rc<RefCell<Shared>>, id: u32, resp: Response<Body>, he
         }
         write_head(&mut sh, id, Some(parts.status.as_u16()), &parts.headers, fields.as_deref(), end);
         header_maps::give(parts.headers);
+        if let Some(f) = fields {
+            RawFields::give(f);
+        }
         if end {
             close_send(&mut sh, id);
             return;

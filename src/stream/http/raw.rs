@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
+use crate::network::spares::Spares;
 use crate::upstream::conn::HostConn;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
@@ -320,13 +321,41 @@ fn passed_on<'a, 'b>(
 /// (`hpack::encode_fields` lowercases the names), where building a
 /// `HeaderMap` for it to walk once cost about 1,500 instructions per answer
 /// (each name parsed into a `HeaderName`, hashed and appended).
+///
+/// The boxes are the worker's: taken by [`response_raw`] and given back by
+/// the server once the fields are encoded ([`RawFields::give`]), as a
+/// malloc and a free each for the box and the head's copy cost an h2c
+/// answer about 400 instructions.
 pub struct RawFields {
-    head: Bytes,
+    head: Vec<u8>,
     /// Start and end of each name, then of its value, in `head`.
     spans: smallvec::SmallVec<[[u32; 4]; 12]>,
 }
 
+thread_local! {
+    static KEPT_FIELDS: Spares<Box<RawFields>> = const { Spares::new(spare::KEEP) };
+}
+
+/// The longest head copy a kept box holds on to.
+const MAX_KEPT_HEAD: usize = 8 * 1024;
+
 impl RawFields {
+    /// A worker's spare box, or a new one; empty.
+    fn take() -> Box<RawFields> {
+        KEPT_FIELDS
+            .with(Spares::take)
+            .unwrap_or_else(|| Box::new(RawFields { head: Vec::new(), spans: smallvec::SmallVec::new() }))
+    }
+
+    /// Gives the box back to the worker for the next answer.
+    pub fn give(mut fields: Box<RawFields>) {
+        if fields.head.capacity() <= MAX_KEPT_HEAD && !fields.spans.spilled() {
+            fields.head.clear();
+            fields.spans.clear();
+            KEPT_FIELDS.with(|k| k.give(fields));
+        }
+    }
+
     /// Each field's name and value, in the order they came.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.spans
@@ -354,7 +383,8 @@ pub fn response_raw(up: &[u8], head_request: bool) -> Result<Option<Head<RawResp
             let end = at.checked_add(part.len()).filter(|&end| end <= head.len())?;
             Some([at as u32, end as u32])
         };
-        let mut spans = smallvec::SmallVec::new();
+        let mut kept = RawFields::take();
+        let spans = &mut kept.spans;
         for f in passed_on(&facts, fields) {
             // httparse refuses the bytes a `HeaderValue` does (controls but
             // tab, DEL): what it parsed may go out as it is.
@@ -364,8 +394,8 @@ pub fn response_raw(up: &[u8], head_request: bool) -> Result<Option<Head<RawResp
             };
             spans.push([n0, n1, v0, v1]);
         }
-        let fields = Box::new(RawFields { head: Bytes::copy_from_slice(head), spans });
-        Ok(((response, facts), fields))
+        kept.head.extend_from_slice(head);
+        Ok(((response, facts), kept))
     })
 }
 
