@@ -508,9 +508,17 @@ async fn forward(
     let hash_key = entry.hash_header.as_deref().and_then(|h| parts.headers.get(h)).map(|v| v.as_bytes().to_vec());
 
     // A small body of known length is kept so a retry can send it again.
-    let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // A body already at its end needs no length looked up (most requests:
+    // HTTP/2 refuses a stream that ends short of its Content-Length, and
+    // hyper's body ends early only at a length of 0).
+    let ended = body.is_end_stream();
+    let length = if ended {
+        None
+    } else {
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    };
     let version = parts.version;
-    let no_body = length == Some(0) || (length.is_none() && body.is_end_stream());
+    let no_body = ended || length == Some(0);
     let replayable = !entry.retry.on.is_empty() && (no_body || length.is_some_and(|l| l <= REPLAY_LIMIT as u64));
     let mut body_clock = None;
     let mut body = Some(if replayable && !no_body {
