@@ -22,6 +22,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::network::clock;
 use crate::network::transport::Transport;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -283,7 +284,7 @@ struct Busy<'c>(&'c ConnCtx);
 impl<'c> Busy<'c> {
     fn new(ctx: &'c ConnCtx) -> Busy<'c> {
         ctx.active.set(ctx.active.get() + 1);
-        ctx.last_active.set(Instant::now());
+        ctx.last_active.set(clock::now());
         Busy(ctx)
     }
 }
@@ -291,13 +292,13 @@ impl<'c> Busy<'c> {
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.active.set(self.0.active.get().saturating_sub(1));
-        self.0.last_active.set(Instant::now());
+        self.0.last_active.set(clock::now());
     }
 }
 
 async fn handle(ctx: Rc<ConnCtx>, req: Request<Body>, h2_server: bool) -> Response<Body> {
     let busy = Busy::new(&ctx);
-    let started = std::time::Instant::now();
+    let started = clock::now().into_std();
     let stats = &ctx.worker.stats;
     let grpc = is_grpc(req.headers());
     let h1 = req.version() != http::Version::HTTP_2;
@@ -501,7 +502,7 @@ async fn forward(
     let route_timeout = entry.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     let client_timeout = grpc.then(|| grpc_timeout(&parts.headers)).flatten();
     let timeout = client_timeout.map_or(route_timeout, |client| client.min(route_timeout));
-    let arrived = Instant::now();
+    let arrived = clock::now();
     let deadline = arrived + timeout;
     let grpc_deadline = client_timeout.map(|t| arrived + t);
 
@@ -580,7 +581,7 @@ async fn forward(
             Next::Over => break,
         };
         let pool = cluster.http_pools[h].clone();
-        let try_started = Instant::now();
+        let try_started = clock::now();
         let try_deadline = tries.try_deadline();
         // Once the request is sent, only a retry policy or a per-try timeout retries.
         let policy_retries = !tries.policy.on.is_empty() || tries.policy.per_try_timeout.is_some();

@@ -7,6 +7,7 @@
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
+use crate::network::clock;
 use crate::router::{RetryPolicy, RouteEntry};
 use crate::upstream::Cluster;
 
@@ -96,7 +97,7 @@ impl<'a> Tries<'a> {
 
     /// When the current try gives up: the per-try timeout, within the request's deadline.
     pub fn try_deadline(&self) -> Instant {
-        self.policy.per_try_timeout.map_or(self.deadline, |t| self.deadline.min(Instant::now() + t))
+        self.policy.per_try_timeout.map_or(self.deadline, |t| self.deadline.min(clock::now() + t))
     }
 
     /// Whether a try that timed out leaves time for another (a per-try

@@ -48,6 +48,7 @@ use tracing::debug;
 use super::header_maps;
 use super::raw::{spare, RawFields};
 use super::{Body, BoxError};
+use crate::network::clock;
 use crate::network::counted::IoBytes;
 use crate::network::tick::Tick;
 use crate::network::transport::Transport;
@@ -256,7 +257,7 @@ impl Shared {
         if done {
             self.streams.remove(&id);
             self.reset_budget = (self.reset_budget + 1).min(RESET_BUDGET);
-            self.last_active = Instant::now();
+            self.last_active = clock::now();
             self.wake_conn();
         }
     }
@@ -597,7 +598,8 @@ where
     loop {
         tokio::select! {
             biased;
-            r = poll_fn(|cx| conn.poll(cx)) => {
+            // One clock read for all a pass handles (`network::clock`).
+            r = poll_fn(|cx| clock::reading(|| conn.poll(cx))) => {
                 if let Err(e) = r {
                     debug!(error = %e, "client HTTP/2 connection ended with an error");
                 }

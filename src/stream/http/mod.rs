@@ -18,6 +18,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::network::clock;
 use crate::network::transport::Transport;
 use crate::upstream::conn::HostConn;
 use bytes::Bytes;
@@ -297,7 +298,7 @@ impl HttpPool {
         if idle.is_empty() {
             return None;
         }
-        let now = Instant::now();
+        let now = clock::now();
         while let Some((mut s, since)) = idle.pop() {
             if !self.expired(since, now) && s.is_quiet() {
                 return Some(s);
@@ -312,7 +313,7 @@ impl HttpPool {
     pub fn put_raw(self: &Rc<Self>, s: HostConn) {
         let mut idle = self.raw_idle.borrow_mut();
         if idle.len() < MAX_IDLE_H1 {
-            idle.push((s, Instant::now()));
+            idle.push((s, clock::now()));
         }
         self.start_sweeping();
     }
