@@ -190,7 +190,8 @@ render() {
 
 # BUSY_POLL (a duration, e.g. 100us): ferrymesh's `busy_poll` window; with
 # it set, haproxy runs with `busy-polling` (it has no window: it spins for as
-# long as it runs). nginx has no such mode.
+# long as it runs). nginx has no such mode. BUSY_POLL_MODE: ferrymesh's
+# `busy_poll_mode`, after_input (the default) or awaiting.
 haproxy_busy_polling() {
     case "${BUSY_POLL:-0s}" in
     0 | 0s | "") echo "# busy-polling off" ;;
@@ -255,7 +256,7 @@ start_proxy() {
     need_free_port "$lp"
     case $t in
     ferrymesh)
-        render "$CONF_DIR/ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" BUSY_POLL="${BUSY_POLL:-0s}" \
+        render "$CONF_DIR/ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" BUSY_POLL="${BUSY_POLL:-0s}" POLL_MODE="${BUSY_POLL_MODE:-after_input}" \
             PROTOCOL="${PROTO:-bolt}"
         spawn "$PROXY_CPU" "$dir/ferrymesh.log" "$FERRYMESH_BIN" start -c "$dir/ferrymesh.json" --workers 1
         ;;
@@ -333,7 +334,7 @@ start_http_proxy() {
     need_free_port "$lp"
     case $t in
     ferrymesh)
-        render "$CONF_DIR/http-ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" BUSY_POLL="${BUSY_POLL:-0s}"
+        render "$CONF_DIR/http-ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" BUSY_POLL="${BUSY_POLL:-0s}" POLL_MODE="${BUSY_POLL_MODE:-after_input}"
         spawn "$PROXY_CPU" "$dir/ferrymesh.log" "$FERRYMESH_BIN" start -c "$dir/ferrymesh.json" --workers 1
         ;;
     nginx)

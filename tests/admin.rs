@@ -370,3 +370,50 @@ async fn busy_poll_polls_only_after_input_and_follows_reloads() {
     twenty_calls(&mut cl, &mut id).await;
     assert_eq!(polls(), idle, "busy polls after the reload that turned them off");
 }
+
+async fn twenty_heartbeats(cl: &mut Client, id: &mut u32) {
+    for _ in 0..20 {
+        *id += 1;
+        cl.send(&RequestBuilder::heartbeat(*id).encode()).await;
+        assert_eq!(cl.recv().await.status, status::SUCCESS);
+    }
+}
+
+/// `busy_poll_mode: awaiting`: the window polls only while the worker awaits
+/// an upstream's answer. Heartbeats (answered by the proxy itself) bring input
+/// and no upstream request: no polls, where `after_input` polls after each.
+/// A call to a slow upstream polls while its answer is owed, and once it is
+/// answered the worker sleeps again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_poll_awaiting_polls_only_while_an_upstream_answer_is_owed() {
+    let slow = Upstream::start("slow", Mode::Delay(Duration::from_millis(30))).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let cfg = |mode: &str| {
+        let mut c = config(port, vec![route_all("slow")], vec![cluster("slow", &[slow.addr])]);
+        c["admin"] = admin(admin_port);
+        c["servers"][0]["busy_poll"] = json!("2ms");
+        c["servers"][0]["busy_poll_mode"] = json!(mode);
+        c
+    };
+    let proxy = Proxy::start(&cfg("awaiting"), 1);
+    let polls = || scrape(admin_port).get("ferrymesh_busy_polls_total").copied().expect("busy_polls_total is exported");
+    let mut cl = Client::connect(proxy.addr).await;
+    let mut id = 0u32;
+    twenty_heartbeats(&mut cl, &mut id).await;
+    assert_eq!(polls(), 0.0, "heartbeats owe no upstream answer: nothing to poll for");
+
+    id += 1;
+    cl.send(&RequestBuilder::new(id, SERVICE, b"payload").encode()).await;
+    assert_eq!(cl.recv().await.status, status::SUCCESS);
+    let after_call = polls();
+    assert!(after_call > 0.0, "no busy polls while the slow upstream's answer was owed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(polls(), after_call, "polls after the answer was sent, with nothing owed");
+
+    // The same heartbeats in the default mode each open a window.
+    proxy.rewrite(&cfg("after_input"));
+    let (s, body) = admin_call(admin_port, "POST", "/api/v1/reload", "");
+    assert_eq!(s, 200, "{body}");
+    twenty_heartbeats(&mut cl, &mut id).await;
+    assert!(polls() > after_call, "after_input: heartbeats' input opened no window");
+}

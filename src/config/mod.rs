@@ -67,6 +67,26 @@ pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 /// no latency and only burns the core.
 pub const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
 
+/// When a worker's `busy_poll` window polls instead of sleeping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BusyPollMode {
+    /// Whenever it runs out of work inside the window (haproxy's way, bounded).
+    #[default]
+    AfterInput,
+    /// Only while it awaits an answer from an upstream host: the wait between
+    /// a call's hops, not the one for the next request.
+    Awaiting,
+}
+
+impl BusyPollMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            BusyPollMode::AfterInput => "after_input",
+            BusyPollMode::Awaiting => "awaiting",
+        }
+    }
+}
+
 /// What a listener speaks to its clients.
 #[derive(Debug, Clone)]
 pub enum DownstreamProtocol {
@@ -189,6 +209,7 @@ pub struct Settings {
     /// How long a worker polls without sleeping after its last input (zero:
     /// it sleeps as soon as it has nothing to run).
     pub busy_poll: Duration,
+    pub busy_poll_mode: BusyPollMode,
     /// The admin server's address (`admin` block); none without the block.
     pub admin: Option<SocketAddr>,
     /// The document as read, keys folded, as compact JSON text (for
@@ -386,6 +407,7 @@ impl Settings {
             graceful_timeout: DEFAULT_GRACEFUL_TIMEOUT,
             workers: None,
             busy_poll: Duration::ZERO,
+            busy_poll_mode: BusyPollMode::AfterInput,
             admin: None,
             document: Arc::from("{}"),
             warnings: Vec::new(),
@@ -495,6 +517,16 @@ impl Settings {
                 ),
             ));
         }
+        let busy_poll_mode = match server.busy_poll_mode.as_deref() {
+            None | Some("after_input") => BusyPollMode::AfterInput,
+            Some("awaiting") => BusyPollMode::Awaiting,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "servers[0].busy_poll_mode",
+                    format!("unknown mode {other:?} (after_input, awaiting)"),
+                ))
+            }
+        };
         Ok(Settings {
             listeners,
             clusters,
@@ -504,6 +536,7 @@ impl Settings {
             graceful_timeout: server.graceful_timeout.map_or(DEFAULT_GRACEFUL_TIMEOUT, |d| d.0),
             workers: server.processor.filter(|&n| n > 0),
             busy_poll,
+            busy_poll_mode,
             admin,
             document: Arc::from("{}"),
             warnings: Vec::new(),

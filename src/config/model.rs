@@ -83,6 +83,11 @@ pub struct ServerConfig {
     /// absent or zero.
     #[serde(default)]
     pub busy_poll: Option<DurationStr>,
+    /// ferrymesh: when the `busy_poll` window polls: `after_input` (the
+    /// default: whenever the worker runs out of work) or `awaiting` (only
+    /// while it awaits an answer from an upstream host).
+    #[serde(default)]
+    pub busy_poll_mode: Option<String>,
     #[serde(default)]
     pub routers: Vec<RouterConfiguration>,
     #[serde(default)]

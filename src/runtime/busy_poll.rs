@@ -19,17 +19,28 @@
 //! back to the hook. "Input" is the count of reads that brought bytes
 //! ([`crate::network::transport::reads`]); the window restarts whenever it
 //! moved. Everything here is the worker's own thread-local state.
+//!
+//! In the `awaiting` mode ([`BusyPollMode::Awaiting`]) the window polls only
+//! while the worker awaits an answer from an upstream host
+//! ([`crate::upstream::awaiting`]): the wait it spares is the answer's, the
+//! one between the hops of a call, and a worker that owes every client its
+//! answer sleeps until the next request. What polling for the next request
+//! too would buy (the first hop's wake-up) costs the gaps between requests,
+//! at a steady rate nearly the whole core.
 
 use std::cell::Cell;
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+pub use crate::config::BusyPollMode;
 use crate::network::transport;
 
 thread_local! {
     /// How long to keep polling after the last input; zero: off.
     static WINDOW: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    /// Whether the window polls only while an upstream answer is awaited.
+    static AWAITING_ONLY: Cell<bool> = const { Cell::new(false) };
     /// The read count when the hook last looked, and when it last moved.
     static SEEN: Cell<(u64, Option<Instant>)> = const { Cell::new((0, None)) };
     /// The spinner's waker, once it has been polled.
@@ -38,9 +49,10 @@ thread_local! {
     static SPINS: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Sets this worker's window (zero turns busy polling off).
-pub fn set_window(window: Duration) {
+/// Sets this worker's window (zero turns busy polling off) and mode.
+pub fn set_window(window: Duration, mode: BusyPollMode) {
     WINDOW.set(window);
+    AWAITING_ONLY.set(mode == BusyPollMode::Awaiting);
 }
 
 /// How many times this worker polled instead of sleeping.
@@ -52,7 +64,7 @@ pub fn spins() -> u64 {
 /// scheduler a task to run so that it polls instead of sleeping.
 pub fn before_park() {
     let window = WINDOW.get();
-    if window.is_zero() {
+    if window.is_zero() || (AWAITING_ONLY.get() && crate::upstream::awaiting() == 0) {
         return;
     }
     let reads = transport::reads();

@@ -181,8 +181,11 @@ impl Control {
         if settings.admin != old.admin && version > 1 {
             warn!(version, "admin: a changed admin address takes effect at the next start");
         }
-        if settings.busy_poll != old.busy_poll || (version == 1 && !settings.busy_poll.is_zero()) {
-            info!(version, window = ?settings.busy_poll, "busy_poll: each worker polls without sleeping for this long after its last input (0s: off)");
+        if settings.busy_poll != old.busy_poll
+            || settings.busy_poll_mode != old.busy_poll_mode
+            || (version == 1 && !settings.busy_poll.is_zero())
+        {
+            info!(version, window = ?settings.busy_poll, mode = settings.busy_poll_mode.name(), "busy_poll: each worker polls without sleeping for this long after its last input (0s: off; mode awaiting: only while it awaits an upstream answer)");
         }
         let settings = Arc::new(settings);
         let mut acks = Vec::with_capacity(self.workers.len());

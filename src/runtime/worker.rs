@@ -109,7 +109,7 @@ fn apply(
     sockets: Vec<(String, std::net::TcpListener)>,
 ) -> Vec<JoinHandle<()>> {
     let mut stopped = Vec::new();
-    busy_poll::set_window(settings.busy_poll);
+    busy_poll::set_window(settings.busy_poll, settings.busy_poll_mode);
     let old: HashMap<String, Rc<Cluster>> =
         worker.clusters.borrow().iter().map(|c| (c.spec.name.clone(), c.clone())).collect();
     let clusters: Rc<[Rc<Cluster>]> = settings

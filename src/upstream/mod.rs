@@ -64,6 +64,17 @@ pub struct Host {
     cluster: RefCell<Rc<str>>,
 }
 
+thread_local! {
+    /// Requests (tries) this worker has sent to any host and not yet seen
+    /// end: what `busy_poll`'s `awaiting` mode polls for.
+    static AWAITING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// How many requests this worker awaits from upstream hosts, over them all.
+pub fn awaiting() -> u32 {
+    AWAITING.get()
+}
+
 /// One request in flight to a host ([`Host::in_flight`]).
 #[must_use = "the request counts as in flight only while this lives"]
 pub struct InFlight<'h>(&'h Host);
@@ -156,6 +167,7 @@ impl Host {
     /// A request (one try) goes to the host.
     pub fn inc_active(&self) {
         self.active.set(self.active.get() + 1);
+        AWAITING.set(AWAITING.get() + 1);
         self.count(|s| {
             s.requests.inc();
             s.active.inc();
@@ -163,6 +175,9 @@ impl Host {
     }
 
     pub fn dec_active(&self) {
+        if self.active.get() > 0 {
+            AWAITING.set(AWAITING.get().saturating_sub(1));
+        }
         self.active.set(self.active.get().saturating_sub(1));
         self.count(|s| s.active.dec());
     }
