@@ -33,7 +33,7 @@ use std::future::poll_fn;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-pub use crate::config::BusyPollMode;
+use crate::config::BusyPollMode;
 use crate::network::transport;
 
 thread_local! {
