@@ -19,9 +19,29 @@ use tokio::task::JoinHandle;
 
 pub const SERVICE: &str = "com.example.EchoService:1.0";
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, for a listener a test starts later
+/// (a proxy's, an admin server's, a peer's). Taken below the kernel's
+/// ephemeral range (32768 and up), not by binding port 0: a port from that
+/// range was given out again, in the moment before the test bound it, to
+/// another test's bind to port 0 or as an outgoing connection's source port
+/// ("Address already in use" when the proxy started, and the test's client
+/// then talking to whatever held the port). Never the same port twice in one
+/// process (its tests run in parallel threads); each process starts at its
+/// own place (by pid), and each port is checked free by binding it.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let start = (std::process::id() % 600) * 20;
+    let _ = NEXT.compare_exchange(usize::MAX, start as usize, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) as u32;
+        let port = (LOW + n % SPAN) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 /// An address that refuses connections for as long as this lives: a socket
