@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ferrymesh::protocol::http::h2::hpack::{Decoder, Name, Pseudo};
 use http_body_util::BodyExt as _;
-use support::http::{proxy_config, HttpUpstream};
+use support::http::{proxy_config, raw_upstream, HttpUpstream};
 use support::{free_port, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -476,25 +476,19 @@ async fn stream_states_rst_stream_and_goaway() {
 /// An HTTP/1.1 upstream that answers as soon as it has a request's head,
 /// then reads and drops whatever body follows.
 async fn early_answering_upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly").await;
-                while matches!(s.read(&mut chunk).await, Ok(n) if n > 0) {}
-            });
+    raw_upstream(|mut s| async move {
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
         }
-    });
-    addr
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly").await;
+        while matches!(s.read(&mut chunk).await, Ok(n) if n > 0) {}
+    })
+    .await
 }
 
 /// An upstream may answer before it has the whole request body. While the

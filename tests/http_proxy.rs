@@ -461,31 +461,26 @@ async fn trailers_pass_and_versions_convert() {
 #[tokio::test]
 async fn an_http2_client_gets_an_http1_answers_fields_lowercased_without_hop_by_hop() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let raw_up = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = s.read(&mut chunk).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let answer = "HTTP/1.1 200 OK\r\nServer: Raw\r\nX-Mixed-Case: Yes\r\nConnection: X-Hop\r\n\
-                                      X-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Empty:\r\nContent-Length: 2\r\n\r\nok";
-                        if s.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
+    let raw_up = raw_upstream(|mut s| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Ok(n) = s.read(&mut chunk).await else { return };
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                buf.drain(..end + 4);
+                let answer = "HTTP/1.1 200 OK\r\nServer: Raw\r\nX-Mixed-Case: Yes\r\nConnection: X-Hop\r\n\
+                              X-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Empty:\r\nContent-Length: 2\r\n\r\nok";
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    return;
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     let port = free_port();
     let proxy = Proxy::start(&http_config(port, "Http2", "Http1", all_to("c"), vec![cluster("c", &[raw_up])]), 1);
     for _ in 0..3 {

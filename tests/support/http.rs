@@ -16,6 +16,24 @@ use tokio::net::TcpListener;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
+/// An upstream on a real socket whose every connection `serve` handles as
+/// it likes: for answers hyper would not write (mixed-case names, an answer
+/// before the request has all come).
+pub async fn raw_upstream<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(serve(s));
+        }
+    });
+    addr
+}
+
 /// What an HTTP upstream saw of one request.
 #[derive(Clone, Debug)]
 pub struct SeenRequest {
