@@ -8,6 +8,7 @@
 //! It is tokio's clock, so tests that pause time see the same time here.
 
 use std::cell::Cell;
+use std::future::Future;
 use tokio::time::Instant;
 
 thread_local! {
@@ -24,6 +25,15 @@ pub fn reading<R>(f: impl FnOnce() -> R) -> R {
     }
     let _reset = Reset(READ_AT.replace(Some(Instant::now())));
     f()
+}
+
+/// `fut`, each poll of it run inside [`reading`]: for a task that handles one
+/// connection's bytes between its awaits (the HTTP/1.1 pass-through), so
+/// the request path's several times (arrival, the pool's idle marks, the
+/// answer's latency, the idle timer) cost one clock read per wake-up.
+pub async fn per_poll<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| reading(|| fut.as_mut().poll(cx))).await
 }
 
 /// The time the bytes being handled were read; outside a read, the time now.
@@ -50,5 +60,25 @@ mod tests {
             reading(|| ());
             assert_eq!(now(), outer);
         });
+    }
+
+    #[tokio::test]
+    async fn one_time_per_poll() {
+        let pause = std::time::Duration::from_millis(2);
+        let (a, b) = per_poll(async {
+            let a = now();
+            std::thread::sleep(pause);
+            (a, now())
+        })
+        .await;
+        assert_eq!(a, b, "one poll, one time");
+        let (a, b) = per_poll(async {
+            let a = now();
+            std::thread::sleep(pause);
+            tokio::task::yield_now().await;
+            (a, now())
+        })
+        .await;
+        assert!(b >= a + pause, "the next poll reads the clock again");
     }
 }

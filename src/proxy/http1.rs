@@ -22,6 +22,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::network::clock;
 use crate::network::tick::Tick;
 use crate::network::transport::Transport;
 use bytes::{Buf, BytesMut};
@@ -128,7 +129,13 @@ mod spare {
 /// `buf` holds bytes already read from it (detection over TLS).
 /// `grace`: how long an answered connection waits for its next request
 /// before it parks ([`PARK_GRACE`], or `proxy::LINGER` for one that calls often).
-pub(super) async fn serve(
+/// Each wake-up reads the clock once ([`clock::per_poll`]): the times below
+/// are [`clock::now`], the time of the bytes that woke it.
+pub(super) async fn serve(client: Transport, buf: BytesMut, ctx: &Rc<ConnCtx>, grace: std::time::Duration) -> Outcome {
+    clock::per_poll(serve_requests(client, buf, ctx, grace)).await
+}
+
+async fn serve_requests(
     mut client: Transport,
     mut buf: BytesMut,
     ctx: &Rc<ConnCtx>,
@@ -144,7 +151,7 @@ pub(super) async fn serve(
     // further than the header-read time ahead: the deadline it checks is the
     // idle time while no request has started, the header-read time once a
     // head has, and the idle time again since the last bytes of a body.
-    let mut tick = Tick::at(Instant::now() + spec.idle_timeout.min(spec.header_read_timeout));
+    let mut tick = Tick::at(clock::now() + spec.idle_timeout.min(spec.header_read_timeout));
     let mut since = Since::new();
     let mut served = 0u64;
     // When to look next whether the connection has waited out its grace.
@@ -176,14 +183,14 @@ pub(super) async fn serve(
                     if buf.len() < whole {
                         spare::give_bufs(bufs);
                         need = whole;
-                        since.body = Instant::now();
+                        since.body = clock::now();
                     } else {
                         bufs.req.extend_from_slice(&buf[request.head_len..whole]);
                         buf.advance(whole);
                         (scanned, need) = (0, 0);
                         served += 1;
                         let close = request.close;
-                        let arrived = read_at.take().unwrap_or_else(Instant::now);
+                        let arrived = read_at.take().unwrap_or_else(clock::now);
                         let timing = Timing { arrived, tick: &mut tick, step: spec.header_read_timeout };
                         let open = exchange(ctx, &mut client, request, &mut bufs, timing).await;
                         spare::give_bufs(bufs);
@@ -230,7 +237,7 @@ pub(super) async fn serve(
                 }
                 _ = &mut drain, if !draining => draining = true,
                 _ = &mut tick => {
-                    let now = Instant::now();
+                    let now = clock::now();
                     if !draining && park_check.is_some_and(|at| now >= at) {
                         if now >= since.waiting + grace {
                             return Outcome::Quiet(client, since.waiting);
@@ -257,7 +264,7 @@ pub(super) async fn serve(
                 Ok(0) | Err(_) => return Outcome::Closed,
                 Ok(n) => {
                     listener.stats.bytes_received.add(n as u64);
-                    let now = Instant::now();
+                    let now = clock::now();
                     read_at = Some(now);
                     if was_empty {
                         since.head = now;
@@ -287,7 +294,7 @@ struct Since {
 
 impl Since {
     fn new() -> Since {
-        let now = Instant::now();
+        let now = clock::now();
         Since { waiting: now, head: now, body: now }
     }
 
@@ -308,7 +315,7 @@ impl Since {
 /// Re-arms the connection's timer toward `due`, never more than `step` ahead
 /// (so a deadline that moves closer is still met); true once `due` has passed.
 fn rearm(tick: &mut Tick, due: Instant, step: std::time::Duration) -> bool {
-    let now = Instant::now();
+    let now = clock::now();
     if now >= due {
         return true;
     }
@@ -548,7 +555,7 @@ async fn send_with_tries(
         };
         let pool = request.cluster.http_pools[h].clone();
         let can_retry = tries.more_left();
-        let try_started = if std::mem::take(&mut first) { arrived } else { Instant::now() };
+        let try_started = if std::mem::take(&mut first) { arrived } else { clock::now() };
         let in_flight = pool.host().in_flight();
         let Bufs { req, resp, up } = &mut *bufs;
         let mut parse = |b: &[u8]| response_head(b, request, close, resp);
@@ -560,7 +567,7 @@ async fn send_with_tries(
         let upstream = pool.host().addr;
         match sent {
             Ok(Ok((answer, conn))) => {
-                pool.host().record_response(answer.status, try_started.elapsed());
+                pool.host().record_response(answer.status, clock::now().saturating_duration_since(try_started));
                 if can_retry && tries.policy.retry_status(answer.status) {
                     debug!(peer = %ctx.peer, %upstream, status = answer.status, "retrying on status");
                     last_err = ProxyError::DirectResponse { status: answer.status, body: String::new() };
