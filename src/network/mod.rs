@@ -15,6 +15,7 @@
 pub mod clock;
 pub mod conn;
 pub mod counted;
+pub mod deadlines;
 pub mod dial;
 pub mod frames;
 pub mod listener;
@@ -22,4 +23,5 @@ pub mod park;
 pub mod prefixed;
 pub mod spares;
 pub mod tick;
+pub mod timeouts;
 pub mod transport;

@@ -109,14 +109,15 @@ pub enum Deadline {
 }
 
 /// The wait for a response head ran out.
-pub struct TimedOut;
+pub use crate::network::timeouts::Elapsed as TimedOut;
 
 /// `fut`'s output, unless `at` comes first: `Deadline::At`'s wait, as a
-/// plain future. Through `Deadline::wait` (an `async fn`) the raw path's
-/// exchange future was moved twice more on its way in (about 350
-/// instructions of an h2c request).
-pub fn by<F: Future>(at: Instant, fut: F) -> impl Future<Output = Result<F::Output, TimedOut>> {
-    futures_util::FutureExt::map(tokio::time::timeout_at(at, fut), |r| r.map_err(|_| TimedOut))
+/// plain future (through `Deadline::wait`, an `async fn`, the raw path's
+/// exchange future was moved twice more on its way in: about 350
+/// instructions of an h2c request), on the worker's deadline heap
+/// ([`crate::network::deadlines`]).
+pub fn by<F: Future>(at: Instant, fut: F) -> crate::network::timeouts::By<F> {
+    crate::network::timeouts::by(at, fut)
 }
 
 impl Deadline {

@@ -19,13 +19,13 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::deadlines::Deadlines;
 use super::idmap::IdMap;
 use super::server::ServerStream;
 use crate::config::KeepaliveSpec;
 use crate::error::ProxyError;
 use crate::network::clock;
 use crate::network::conn::{drive, ConnShared, Handler};
+use crate::network::deadlines::Deadlines;
 use crate::network::frames::{Frame, FrameReader};
 use crate::network::tick::Tick;
 use crate::protocol::{Codec, CodecError, FrameInfo, FrameKind};

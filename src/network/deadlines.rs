@@ -1,4 +1,6 @@
-//! The request deadlines of one upstream connection.
+//! Request deadlines, set once and never removed: those of one upstream
+//! RPC connection (`stream::client`), and those of a worker's HTTP requests
+//! ([`super::timeouts`]).
 //!
 //! Nearly every answer comes long before its deadline, so a deadline is set
 //! once and never removed: it is a line in a queue, and a line whose request
@@ -34,7 +36,7 @@ impl Default for Deadlines {
 }
 
 impl Deadlines {
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Deadlines { in_order: VecDeque::new(), early: BinaryHeap::new(), sleep: None, armed: None }
     }
 
