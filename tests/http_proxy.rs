@@ -510,6 +510,46 @@ async fn an_http2_client_gets_an_http1_answers_fields_lowercased_without_hop_by_
     assert!(resp.headers.get("x-server").is_none(), "response header removed over HTTP/2");
 }
 
+/// h2c in, HTTP/1.1 out (the raw path, whose tries wait on the worker's
+/// deadline queue): the route timeout answers 504 at its time while requests
+/// that answer in time on the same connection are left alone, and a
+/// per-try timeout cuts a slow try and tries again.
+#[tokio::test]
+async fn h2c_to_http1_tries_are_timed() {
+    let a = HttpUpstream::start("a", false).await;
+    let b = HttpUpstream::start("b", false).await;
+    let vhosts = json!([{"name": "all", "domains": ["*"], "routers": [
+        {"match": {"prefix": "/slow/"}, "route": {"cluster_name": "one", "timeout": "200ms"}},
+        {"match": {"prefix": "/try/"}, "route": {"cluster_name": "two", "timeout": "3s", "prefix_rewrite": "/slow/",
+            "retry_policy": {"retry_on": "5xx", "num_retries": 1, "retry_timeout": "150ms"}}},
+        {"match": {"prefix": "/"}, "route": {"cluster_name": "one"}}
+    ]}]);
+    let mut two = cluster("two", &[a.addr, b.addr]);
+    two["lb_type"] = json!("LB_ROUNDROBIN");
+    let port = free_port();
+    let proxy = Proxy::start(&http_config(port, "Http2", "Http1", vhosts, vec![cluster("one", &[a.addr]), two]), 1);
+    let (client, _) = h2_client(proxy.addr).await;
+    let call = |path: &'static str| {
+        let mut c = client.clone();
+        async move {
+            let t0 = Instant::now();
+            let resp = c.send_request(get_h2(path)).await.unwrap();
+            (resp.status().as_u16(), t0.elapsed())
+        }
+    };
+    let (slow, quick, slow_too, timed_out_twice) =
+        tokio::join!(call("/slow/2000"), call("/x"), call("/slow/50"), call("/try/1000"));
+    assert_eq!(slow.0, 504);
+    assert!(slow.1 >= Duration::from_millis(190) && slow.1 < Duration::from_millis(1500), "{slow:?}");
+    assert_eq!(quick.0, 200);
+    assert_eq!(slow_too.0, 200, "answered within the route timeout");
+    assert_eq!(timed_out_twice.0, 504, "both tries cut at the per-try timeout");
+    assert!(timed_out_twice.1 >= Duration::from_millis(290) && timed_out_twice.1 < Duration::from_millis(1000));
+    assert_eq!(a.seen().iter().chain(b.seen().iter()).filter(|r| r.uri.ends_with("/slow/1000")).count(), 2);
+    // The connection serves on.
+    assert_eq!(call("/y").await.0, 200);
+}
+
 #[tokio::test]
 async fn websocket_upgrade_is_tunnelled() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
