@@ -570,6 +570,8 @@ async fn malformed_requests_reset_their_stream() {
         [&[("x-first", "1")], &base[..]].concat(),
         [&base[..], &[(":path", "/again")]].concat(),
         [&base[..], &[("x-bad", "a\nb")]].concat(),
+        [&base[..], &[("content-length", "5x")]].concat(),
+        [&base[..], &[("content-length", "3")]].concat(),
     ];
     let mut id = 1;
     for fields in cases {

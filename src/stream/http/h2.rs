@@ -1209,7 +1209,7 @@ where
             sh.wake_conn();
             return Ok(());
         }
-        let request = if fields.malformed { None } else { request(fields.pseudo, fields.headers, &mut self.uris) };
+        let request = if fields.malformed { None } else { request(fields, &mut self.uris) };
         let Some((parts, expected)) = request else {
             wire::write_rst(&mut sh.out, id, Reason::PROTOCOL_ERROR);
             return Ok(());
@@ -1244,6 +1244,7 @@ where
         let mut pseudo = Pseudos::default();
         let mut headers = header_maps::take();
         let mut malformed = false;
+        let mut length = None;
         self.decoder
             .decode(block, |f| {
                 size += f.size();
@@ -1264,6 +1265,9 @@ where
                         if hpack::is_connection_specific(&h) || (h == TE && v != "trailers") {
                             malformed = true;
                         }
+                        if h == CONTENT_LENGTH && length.is_none() {
+                            length = Some(v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
+                        }
                         headers.append(h, v);
                     }
                     _ => malformed = true,
@@ -1275,9 +1279,15 @@ where
             return Err(ConnError(Reason::ENHANCE_YOUR_CALM, "header list far past SETTINGS_MAX_HEADER_LIST_SIZE"));
         }
         if size > limit {
-            return Ok(Decoded { pseudo: Pseudos::default(), headers: HeaderMap::new(), malformed, too_large: true });
+            return Ok(Decoded {
+                pseudo: Pseudos::default(),
+                headers: HeaderMap::new(),
+                length: None,
+                malformed,
+                too_large: true,
+            });
         }
-        Ok(Decoded { pseudo, headers, malformed, too_large: false })
+        Ok(Decoded { pseudo, headers, length, malformed, too_large: false })
     }
 
     fn rst(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
@@ -1397,6 +1407,9 @@ where
 struct Decoded {
     pseudo: Pseudos,
     headers: HeaderMap,
+    /// The first `content-length` field, read as a number (`Some(None)`
+    /// when it is not one), noted while decoding.
+    length: Option<Option<u64>>,
     malformed: bool,
     too_large: bool,
 }
@@ -1434,7 +1447,8 @@ impl Pseudos {
 
 /// A request head from its fields (RFC 9113 §8.3.1), and its content-length;
 /// `None` if malformed.
-fn request(pseudo: Pseudos, headers: HeaderMap, uris: &mut UriCache) -> Option<(http::request::Parts, Option<u64>)> {
+fn request(fields: Decoded, uris: &mut UriCache) -> Option<(http::request::Parts, Option<u64>)> {
+    let Decoded { pseudo, headers, length, .. } = fields;
     // Responses' and extended CONNECT's pseudo-headers are not taken.
     if pseudo.other.is_some() {
         return None;
@@ -1459,8 +1473,8 @@ fn request(pseudo: Pseudos, headers: HeaderMap, uris: &mut UriCache) -> Option<(
         }
         uri.path_and_query = Some(uris.path(path)?);
     }
-    let expected = match headers.get(CONTENT_LENGTH) {
-        Some(v) => Some(v.to_str().ok()?.parse::<u64>().ok()?),
+    let expected = match length {
+        Some(n) => Some(n?),
         None => None,
     };
     let mut req = Request::new(());
