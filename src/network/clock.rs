@@ -31,9 +31,27 @@ pub fn reading<R>(f: impl FnOnce() -> R) -> R {
 /// connection's bytes between its awaits (the HTTP/1.1 pass-through), so
 /// the request path's several times (arrival, the pool's idle marks, the
 /// answer's latency, the idle timer) cost one clock read per wake-up.
-pub async fn per_poll<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| reading(|| fut.as_mut().poll(cx))).await
+pub fn per_poll<F: Future>(fut: F) -> PerPoll<F> {
+    PerPoll { fut }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`per_poll`]: a plain struct, so the future it wraps is
+    /// held once (an `async fn` holding it pinned kept a second copy, and
+    /// every connection's task is as large as its largest protocol's path).
+    pub struct PerPoll<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for PerPoll<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let fut = self.project().fut;
+        reading(|| fut.poll(cx))
+    }
 }
 
 /// The time the bytes being handled were read; outside a read, the time now.

@@ -150,6 +150,7 @@ impl Transport {
 
     /// Pushes out what TLS still holds (records sealed but not yet written).
     /// Plain TCP holds nothing.
+    #[inline]
     pub fn poll_flush_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Transport::Tcp(_) => Poll::Ready(Ok(())),
@@ -173,6 +174,7 @@ impl Transport {
     }
 
     /// [`Transport::readable`] as a poll.
+    #[inline]
     pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Transport::Tcp(s) => s.poll_read_ready(cx),

@@ -115,10 +115,12 @@ mod spare {
         static EXCHANGE: Spares<Bufs> = const { Spares::new(KEEP) };
     }
 
+    #[inline]
     pub(super) fn bufs() -> Bufs {
         EXCHANGE.with(Spares::take).unwrap_or_default()
     }
 
+    #[inline]
     pub(super) fn give_bufs(b: Bufs) {
         if b.req.capacity().max(b.resp.capacity()).max(b.up.capacity()) <= MAX_KEPT {
             EXCHANGE.with(|e| e.give(b));
@@ -131,8 +133,13 @@ mod spare {
 /// before it parks ([`PARK_GRACE`], or `proxy::LINGER` for one that calls often).
 /// Each wake-up reads the clock once ([`clock::per_poll`]): the times below
 /// are [`clock::now`], the time of the bytes that woke it.
-pub(super) async fn serve(client: Transport, buf: BytesMut, ctx: &Rc<ConnCtx>, grace: std::time::Duration) -> Outcome {
-    clock::per_poll(serve_requests(client, buf, ctx, grace)).await
+pub(super) fn serve(
+    client: Transport,
+    buf: BytesMut,
+    ctx: &Rc<ConnCtx>,
+    grace: std::time::Duration,
+) -> clock::PerPoll<impl std::future::Future<Output = Outcome> + '_> {
+    clock::per_poll(serve_requests(client, buf, ctx, grace))
 }
 
 async fn serve_requests(

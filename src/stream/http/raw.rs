@@ -48,11 +48,13 @@ pub mod spare {
         static HEADS: Spares<Vec<u8>> = const { Spares::new(KEEP) };
     }
 
+    #[inline]
     pub fn take() -> BytesMut {
         BUFS.with(Spares::take).unwrap_or_else(|| BytesMut::with_capacity(2 * READ_SPACE))
     }
 
     /// Takes back a buffer whose contents are no longer needed.
+    #[inline]
     pub fn give(mut b: BytesMut) {
         b.clear();
         if b.capacity() >= READ_SPACE && b.capacity() <= MAX_KEPT {
