@@ -403,22 +403,32 @@ struct UriCache {
 
 impl UriCache {
     fn authority(&mut self, raw: Bytes) -> Option<http::uri::Authority> {
-        if let Some(a) = self.authority.as_ref().filter(|a| a.as_str().as_bytes() == raw) {
-            return Some(a.clone());
-        }
-        let a = http::uri::Authority::from_maybe_shared(raw).ok()?;
-        self.authority = Some(a.clone());
-        Some(a)
+        reuse(&mut self.authority, raw, http::uri::Authority::as_str, |b| {
+            http::uri::Authority::from_maybe_shared(b).ok()
+        })
     }
 
     fn path(&mut self, raw: Bytes) -> Option<http::uri::PathAndQuery> {
-        if let Some(p) = self.path.as_ref().filter(|p| p.as_str().as_bytes() == raw) {
-            return Some(p.clone());
-        }
-        let p = http::uri::PathAndQuery::from_maybe_shared(raw).ok()?;
-        self.path = Some(p.clone());
-        Some(p)
+        reuse(&mut self.path, raw, http::uri::PathAndQuery::as_str, |b| {
+            http::uri::PathAndQuery::from_maybe_shared(b).ok()
+        })
     }
+}
+
+/// The value in `kept` if it was made from the same bytes as `raw`, else
+/// `raw` parsed, and kept for next time.
+fn reuse<T: Clone>(
+    kept: &mut Option<T>,
+    raw: Bytes,
+    text: impl Fn(&T) -> &str,
+    parse: impl FnOnce(Bytes) -> Option<T>,
+) -> Option<T> {
+    if let Some(v) = kept.as_ref().filter(|v| text(v).as_bytes() == raw) {
+        return Some(v.clone());
+    }
+    let v = parse(raw)?;
+    *kept = Some(v.clone());
+    Some(v)
 }
 
 /// Pinned room for one stream's work, reused: the work is dropped in place
