@@ -25,6 +25,9 @@ use tokio::time::{Instant, Sleep};
 use super::clock;
 use super::deadlines::Deadlines;
 
+/// Slots kept while nothing waits; more, left by a burst, are let go.
+const KEPT_SLOTS: usize = 1024;
+
 thread_local! {
     static WAITS: RefCell<Waits> = const { RefCell::new(Waits::new()) };
 }
@@ -223,6 +226,13 @@ impl Waits {
         s.waker = None;
         self.free.push(slot as u32);
         self.live -= 1;
+        if self.live == 0 && self.slots.len() > KEPT_SLOTS {
+            // After a burst, nothing waits: let its room go. The lines go
+            // too, as none is live and a slot number may be given again.
+            self.slots = Vec::new();
+            self.free = Vec::new();
+            self.lines.clear();
+        }
     }
 }
 
@@ -265,6 +275,27 @@ mod tests {
                 }
                 assert!(lines() <= 66, "{} lines", lines());
                 assert_eq!(WAITS.with(|w| w.borrow().live), 0);
+
+                // A burst of waits at once: its room is let go once all end,
+                // and deadlines are kept as before afterwards.
+                let burst: Vec<_> = (0..3000)
+                    .map(|_| tokio::task::spawn_local(by(Instant::now() + ms(500), tokio::time::sleep(ms(5)))))
+                    .collect();
+                let live = || WAITS.with(|w| w.borrow().live);
+                for _ in 0..1000 {
+                    if live() == 3000 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                assert_eq!(live(), 3000, "all waiting at once");
+                for b in burst {
+                    assert_eq!(b.await.unwrap(), Ok(()));
+                }
+                assert_eq!(WAITS.with(|w| (w.borrow().slots.len(), lines())), (0, 0));
+                let t2 = Instant::now();
+                assert_eq!(by(t2 + ms(30), pending()).await, Err(Elapsed));
+                assert_eq!(Instant::now() - t2, ms(30));
 
                 driver.abort();
                 let _ = driver.await;
