@@ -197,6 +197,13 @@ impl Control {
             }
             acks.push(ack);
         }
+        // Served from here on (the admin server's dumps and lists), before
+        // the first await: this thread also runs the admin server, and the
+        // new listeners' sockets, bound above, already take connections, so
+        // whoever sees a port open sees the configuration that opened it.
+        // Set after the workers' acks, a config dump could still show the
+        // empty one of the start (a test saw it once).
+        *self.settings.borrow_mut() = settings.clone();
         for ack in acks {
             let _ = ack.await;
         }
@@ -210,7 +217,6 @@ impl Control {
                 info!(listener = %o.name, addr = %o.addr, "listener removed: draining its connections");
             }
         }
-        *self.settings.borrow_mut() = settings;
         Ok(())
     }
 
@@ -255,6 +261,7 @@ pub fn run(settings: Settings, options: Options) -> io::Result<i32> {
         threads.push(t);
     }
     let admin_addr = settings.admin;
+    let first_stamp = if options.watch { file_stamp(&options.path) } else { None };
     let control = Rc::new(Control {
         options,
         started: Instant::now(),
@@ -292,7 +299,7 @@ pub fn run(settings: Settings, options: Options) -> io::Result<i32> {
     }
     let code = rt.block_on(async {
         if control.options.watch {
-            tokio::task::spawn_local(watch_file(control.clone()));
+            tokio::task::spawn_local(watch_file(control.clone(), first_stamp));
         }
         tokio::task::spawn_local(watch_certificates(control.clone()));
         signals(&control, signal_set).await;
@@ -429,13 +436,23 @@ async fn watch_certificates(control: Rc<Control>) {
 /// `--watch`: reloads when the file's modification time or size changes
 /// (polled each second: no inotify dependency, and it sees an editor's
 /// rename-over as well as an in-place write).
-async fn watch_file(control: Rc<Control>) {
-    let stamp = |p: &PathBuf| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
-    let mut last = stamp(&control.options.path);
+/// The configuration file's modification time and length, as the watcher
+/// compares them.
+type FileStamp = Option<(Option<std::time::SystemTime>, u64)>;
+
+fn file_stamp(path: &PathBuf) -> FileStamp {
+    std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()))
+}
+
+/// `last`: the file's stamp taken before its first configuration opened any
+/// port, so a change made as soon as a port opens is still seen (taken when
+/// this task started, after every worker had applied it, such a change was
+/// missed).
+async fn watch_file(control: Rc<Control>, mut last: FileStamp) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let now = stamp(&control.options.path);
+        let now = file_stamp(&control.options.path);
         if now != last && now.is_some() {
             last = now;
             info!(path = %control.options.path.display(), "configuration file changed: reloading");

@@ -282,6 +282,12 @@ impl Proxy {
     }
 
     pub fn start_with(config: &Value, args: &[&str]) -> Proxy {
+        Self::start_probing(config, args, Duration::from_millis(20))
+    }
+
+    /// [`Proxy::start_with`], looking for the open port every `probe`: a
+    /// short one sees the port the moment it opens.
+    pub fn start_probing(config: &Value, args: &[&str], probe: Duration) -> Proxy {
         let addr: SocketAddr = config["servers"][0]["listeners"][0]["address"].as_str().unwrap().parse().unwrap();
         let path = std::env::temp_dir().join(format!(
             "ferrymesh-test-{}-{}.json",
@@ -302,7 +308,7 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "ferrymesh did not start listening on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(probe);
         }
         p
     }
