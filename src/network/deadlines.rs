@@ -7,11 +7,10 @@
 //! has been answered is dropped when it reaches the front (the owner tells
 //! which are still live). Requests of one route share a timeout, so deadlines
 //! usually arrive in order and the queue is a `VecDeque`; one that falls
-//! before the newest goes to a heap beside it. One timer (a
-//! [`Tick`](crate::network::tick::Tick), polled only when it has fired) is
-//! armed no later than the earliest live deadline and re-armed only when it
-//! fires early or an earlier deadline arrives, so a busy connection costs the
-//! timer wheel nothing per request.
+//! before the newest goes to a heap beside it. One timer (a [`Tick`], polled
+//! only when it has fired) is armed no later than the earliest live deadline
+//! and re-armed only when it fires early or an earlier deadline arrives, so
+//! a busy connection costs the timer wheel nothing per request.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};

@@ -3,11 +3,12 @@
 //!
 //! Nearly every request ends long before its deadline. tokio's own timeout
 //! files each one in the time driver's wheel at its first wait and takes it
-//! out again when dropped, each time under the driver's lock: about 520
-//! instructions of an h2c request. Here a deadline takes a slot (its waker,
-//! whether it passed) and a line in the worker's queue; a request that ends
-//! first only frees its slot, and its line is dropped when it reaches the
-//! front or when dead lines outnumber the live ones. One task per worker
+//! out again when dropped, each time under the driver's lock: about 540
+//! instructions of an h2c request, against about 230 here. A deadline takes
+//! a slot (its waker, whether it passed) and a line in the worker's queue; a
+//! request that ends first only frees its slot, and its line is dropped when
+//! it reaches the front or when dead lines outnumber the live ones. After a
+//! burst, once nothing waits, slots beyond 1,024 are let go. One task per worker
 //! ([`driver`]) waits for the earliest live line, wakes the requests whose
 //! deadline passed, and is woken itself only when a deadline comes in
 //! earlier than the one it waits for.

@@ -112,13 +112,10 @@ pub enum Deadline {
 pub use crate::network::timeouts::Elapsed as TimedOut;
 
 /// `fut`'s output, unless `at` comes first: `Deadline::At`'s wait, as a
-/// plain future (through `Deadline::wait`, an `async fn`, the raw path's
-/// exchange future was moved twice more on its way in: about 350
-/// instructions of an h2c request), on the worker's deadline heap
-/// ([`crate::network::deadlines`]).
-pub fn by<F: Future>(at: Instant, fut: F) -> crate::network::timeouts::By<F> {
-    crate::network::timeouts::by(at, fut)
-}
+/// plain future on the worker's timeout queue (through `Deadline::wait`, an
+/// `async fn`, the raw path's exchange future was moved twice more on its
+/// way in: about 350 instructions of an h2c request).
+pub use crate::network::timeouts::by;
 
 impl Deadline {
     /// `fut`'s output, unless the deadline comes first.

@@ -433,9 +433,6 @@ async fn watch_certificates(control: Rc<Control>) {
     }
 }
 
-/// `--watch`: reloads when the file's modification time or size changes
-/// (polled each second: no inotify dependency, and it sees an editor's
-/// rename-over as well as an in-place write).
 /// The configuration file's modification time and length, as the watcher
 /// compares them.
 type FileStamp = Option<(Option<std::time::SystemTime>, u64)>;
@@ -444,10 +441,12 @@ fn file_stamp(path: &PathBuf) -> FileStamp {
     std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()))
 }
 
-/// `last`: the file's stamp taken before its first configuration opened any
-/// port, so a change made as soon as a port opens is still seen (taken when
-/// this task started, after every worker had applied it, such a change was
-/// missed).
+/// `--watch`: reloads when the file's modification time or size changes
+/// (polled each second: no inotify dependency, and it sees an editor's
+/// rename-over as well as an in-place write). `last`: the file's stamp taken
+/// before its first configuration opened any port, so a change made as soon
+/// as a port opens is still seen (taken when this task started, after every
+/// worker had applied it, such a change was missed).
 async fn watch_file(control: Rc<Control>, mut last: FileStamp) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
