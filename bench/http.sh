@@ -206,7 +206,7 @@ run_one() {
         hwm=""
         rss=""
         threads=""
-        [ -n "$pid" ] && cpu0=$(cpu_ticks "$pid")
+        [ -n "$pid" ] && cpu0=$(cpu_ticks_split "$pid")
         j0=$(cpu_jiffies "$LOAD_CPU")
         p0=$(cpu_jiffies "$PROXY_CPU")
         t0=$(now)
@@ -217,7 +217,7 @@ run_one() {
         p1=$(cpu_jiffies "$PROXY_CPU")
         if [ -n "$pid" ]; then
             if [ -d "/proc/$pid" ]; then
-                cpu1=$(cpu_ticks "$pid")
+                cpu1=$(cpu_ticks_split "$pid")
                 hwm=$(status_kb "$pid" VmHWM)
                 rss=$(status_kb "$pid" VmRSS)
                 threads=$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")
@@ -272,10 +272,16 @@ else:
 window = float(t1) - float(t0)
 r["window_s"] = round(window, 3)
 if cpu0 and cpu1:
-    cpu_s = (int(cpu1) - int(cpu0)) / int(tck)
+    (u0, s0), (u1, s1) = (map(int, x.split()) for x in (cpu0, cpu1))
+    cpu_s = (u1 + s1 - u0 - s0) / int(tck)
     r["proxy_cpu_s"] = cpu_s
     r["proxy_cpu_util"] = round(cpu_s / r["duration_s"], 3) if r["duration_s"] else None
-    r["cpu_us_per_req"] = cpu_s * 1e6 / r["requests"] if r["requests"] else None
+    if r["requests"]:
+        r["cpu_us_per_req"] = cpu_s * 1e6 / r["requests"]
+        # Which side of the syscall line the proxy's time is on: the kernel's
+        # TCP work is much the same for every proxy, the user part is its own.
+        r["user_us_per_req"] = (u1 - u0) / int(tck) * 1e6 / r["requests"]
+        r["system_us_per_req"] = (s1 - s0) / int(tck) * 1e6 / r["requests"]
 def util(x0, x1):
     b0, a0 = map(int, x0.split()); b1, a1 = map(int, x1.split())
     return round((b1 - b0) / (a1 - a0), 3) if a1 > a0 else None
@@ -353,8 +359,8 @@ NAMES = {
 TITLE = {"h1": "HTTP/1.1 (wrk, {conns} connections, keep-alive)",
          "h2c": "h2c prior knowledge (h2load, {h2_conns} connections × {h2_streams} streams)"}
 GOAL = meta["goals"]
-KEYS = ("rps", "p50_us", "p99_us", "cpu_us_per_req", "per_core_rps", "peak_rss_kb", "proxy_cpu_util",
-        "load_core_util")
+KEYS = ("rps", "p50_us", "p99_us", "cpu_us_per_req", "user_us_per_req", "system_us_per_req", "per_core_rps",
+        "peak_rss_kb", "proxy_cpu_util", "load_core_util")
 HIGHER_BETTER = {"rps", "per_core_rps"}
 for r in runs:
     if r.get("cpu_us_per_req"):
@@ -471,6 +477,12 @@ for mode in modes:
                 cpu.append(f"{t} {statistics.median(rs):.2f}× ({rs[0]:.2f}–{rs[-1]:.2f}, {len(rs)} rounds)")
         if cpu:
             line += " ferrymesh's CPU per request over each baseline's in the same round, median (range): " + "; ".join(cpu) + "."
+        split = [f"{t} {stats[t]['user_us_per_req']:.2f} + {stats[t]['system_us_per_req']:.2f}"
+                 for t in order if t in ("ferrymesh", *BASE) and stats[t]["user_us_per_req"] is not None
+                 and stats[t]["system_us_per_req"] is not None]
+        if split:
+            line += (" CPU per request as user + system µs, medians (from clock ticks, so ±0.1 µs or so): "
+                     + "; ".join(split) + ".")
         print(line + "\n")
     elif goal:
         print(f"ferrymesh {mode}: no result (goal ≥ {goal}× the best baseline's req/s).\n")
@@ -494,17 +506,19 @@ print("★ = best of nginx/haproxy/envoy in that column; other cells show value 
       "is how busy the load tool + upstream core was (near 100%: the load side limited the run). "
       "p50/p99 come from wrk's histogram (h1) and h2load's per-request log (h2c).")
 print("\n<details><summary>per-round results</summary>\n")
-print("| round | mode | target | req/s | p50 µs | p99 µs | CPU µs/req | proxy busy | other on proxy core "
-      "| load core | peak RSS KiB | errors | non-2xx |")
-print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| round | mode | target | req/s | p50 µs | p99 µs | CPU µs/req | user + system | proxy busy "
+      "| other on proxy core | load core | peak RSS KiB | errors | non-2xx |")
+print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in runs:
     if r.get("failed"):
-        print(f"| {r['round']} | {r.get('mode', '')} | {r['target']} | FAILED: {r['failed']} | | | | | | | | | |")
+        print(f"| {r['round']} | {r.get('mode', '')} | {r['target']} | FAILED: {r['failed']} | | | | | | | | | | |")
         continue
     c, u, l = r.get("cpu_us_per_req"), r.get("proxy_cpu_util"), r.get("load_core_util")
     fo = r.get("foreign_on_proxy_core")
+    us = (f"{r['user_us_per_req']:.2f} + {r['system_us_per_req']:.2f}"
+          if r.get("user_us_per_req") is not None and r.get("system_us_per_req") is not None else "—")
     print(f"| {r['round']} | {r['mode']} | {r['target']} | {r['rps']:,.0f} | {r['p50_us']} | {r['p99_us']} | "
-          f"{f'{c:.2f}' if c is not None else '—'} | {f'{u * 100:.0f}%' if u is not None else '—'} | "
+          f"{f'{c:.2f}' if c is not None else '—'} | {us} | {f'{u * 100:.0f}%' if u is not None else '—'} | "
           f"{f'{fo * 100:.0f}%' if fo is not None else '—'}{' ⚠' if (fo or 0) > NOISE else ''} | "
           f"{f'{l * 100:.0f}%' if l is not None else '—'} | {r.get('peak_rss_kb', '—')} | "
           f"{r['errors']} | {r['non2xx']} |")

@@ -154,17 +154,25 @@ need_free_port() {
     if port_open "$1"; then die "127.0.0.1:$1 is already in use; set BASE_PORT to a free range"; fi
 }
 
-# utime+stime (clock ticks) summed over PID and its descendants. Every thread
-# of a process is in its /proc/PID/stat.
-cpu_ticks() {
-    local total=0 p f rest
+# cpu_ticks_split PID: "utime stime" (clock ticks), each summed over PID and
+# its descendants. Every thread of a process is in its /proc/PID/stat.
+cpu_ticks_split() {
+    local user=0 system=0 p f rest
     for p in $(proc_tree "$1"); do
         f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
         rest=${f##*) }          # fields from 3 (state) on; comm may hold spaces
         set -- $rest
-        total=$((total + ${12} + ${13}))   # fields 14 and 15
+        user=$((user + ${12}))      # field 14
+        system=$((system + ${13}))  # field 15
     done
-    echo "$total"
+    echo "$user $system"
+}
+
+# utime+stime (clock ticks) summed over PID and its descendants.
+cpu_ticks() {
+    local split
+    split=$(cpu_ticks_split "$1")
+    echo $((${split% *} + ${split#* }))
 }
 
 # status_kb PID FIELD: FIELD (VmHWM, VmRSS) in kB summed over PID's tree.
