@@ -58,23 +58,9 @@ kinds="read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_
 events="task-clock,raw_syscalls:sys_enter,context-switches,page-faults${EXTRA_EVENTS:+,$EXTRA_EVENTS}"
 for k in $kinds; do events="$events,syscalls:sys_enter_$k"; done
 
-# user_sys PID: user and system clock ticks of a process and its children
-# (nginx's worker), fields 14 and 15 (the command name may hold spaces).
-user_sys() {
-    local u=0 sy=0 p f rest
-    for p in $(proc_tree "$1"); do
-        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        rest=${f##*) }
-        set -- $rest
-        u=$((u + ${12}))
-        sy=$((sy + ${13}))
-    done
-    echo "$u $sy"
-}
-
 load 2 "$OUT/warmup.txt"
 pids=$(proc_tree "$PROXY_PID" | paste -sd,)
-read -r u0 s0 < <(user_sys "$PROXY_PID")
+read -r u0 s0 < <(cpu_ticks_split "$PROXY_PID")
 if [ -n "${RECORD:-}" ]; then
     # Samples instead of counts: read with perf report -i "$OUT/perf.data".
     perf record -F 4000 -g -p "$pids" -o "$OUT/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
@@ -86,7 +72,7 @@ load "$SECS" "$OUT/load.txt"
 wait "$perf_pid" || die "perf failed: $(tail -3 "$OUT/perf.txt" 2>/dev/null)"
 [ -z "${RECORD:-}" ] || log "profile: perf report -i $OUT/perf.data --no-children --sort sym"
 [ -f "$OUT/perf.txt" ] || : >"$OUT/perf.txt"
-read -r u1 s1 < <(user_sys "$PROXY_PID")
+read -r u1 s1 < <(cpu_ticks_split "$PROXY_PID")
 
 case ${RATE:+rate}$MODE in
 rate*) requests=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"])' "$OUT/load.txt") ;;
