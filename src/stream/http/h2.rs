@@ -790,7 +790,8 @@ where
     }
 
     /// The connection's socket and what its next burst needs.
-    fn park(self, since: Instant) -> (Transport, Box<Parked>, Instant) {
+    fn park(mut self, since: Instant) -> (Transport, Box<Parked>, Instant) {
+        self.decoder.forget_repeats();
         let sh = self.shared.borrow();
         let parked = Box::new(Parked {
             decoder: self.decoder,

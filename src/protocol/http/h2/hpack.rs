@@ -224,11 +224,37 @@ pub struct Decoder {
     max: usize,
     /// SETTINGS_HEADER_TABLE_SIZE as we announced it.
     limit: usize,
+    /// The last `:path` sent as a literal, boxed: most connections never
+    /// need it, and a parked one lets it go ([`Decoder::forget_repeats`]).
+    last_path: Option<Box<LastPath>>,
 }
+
+/// A `:path` literal's encoded value (Huffman flag, length, bytes) and the
+/// field it decoded to. Encoders built on nghttp2 (curl, h2load, nghttpx)
+/// never index `:path`, so each of their requests sends it again as a
+/// literal, mostly the same one: a repeat costs a compare of its encoded
+/// bytes instead of a Huffman decode and an allocation (about 450
+/// instructions of an h2c request).
+#[derive(Debug)]
+struct LastPath {
+    encoded: Vec<u8>,
+    field: Field,
+}
+
+/// Static-table entries 4 and 5 name `:path`.
+const PATH_NAMES: std::ops::RangeInclusive<usize> = 4..=5;
+
+/// Longer `:path` literals are decoded every time rather than kept.
+const MAX_KEPT_PATH: usize = 256;
 
 impl Decoder {
     pub fn new(limit: usize) -> Decoder {
-        Decoder { table: VecDeque::new(), size: 0, max: limit, limit }
+        Decoder { table: VecDeque::new(), size: 0, max: limit, limit, last_path: None }
+    }
+
+    /// Lets go of what only saves work on a repeat (a connection parks).
+    pub fn forget_repeats(&mut self) {
+        self.last_path = None;
     }
 
     /// Bytes the dynamic table holds (RFC 7541 sizes).
@@ -285,17 +311,40 @@ impl Decoder {
         }
     }
 
-    fn literal(&self, src: &mut &[u8], prefix: u8) -> Result<Field, HpackError> {
+    fn literal(&mut self, src: &mut &[u8], prefix: u8) -> Result<Field, HpackError> {
         let index = integer(src, prefix)?;
         if index == 0 {
             let name = string(src)?;
             let value = string(src)?;
             return Ok(Field::new(&name, value));
         }
+        let path = PATH_NAMES.contains(&index);
+        if path {
+            // Equal encoded bytes, length prefix included, are the same
+            // string: the value it decoded to last time.
+            if let Some(last) = self.last_path.as_deref() {
+                if let Some(rest) = src.strip_prefix(last.encoded.as_slice()) {
+                    *src = rest;
+                    return Ok(last.field.clone());
+                }
+            }
+        }
+        let encoded = *src;
         let named = self.get(index)?;
         let value = string(src)?;
         let size = (named.name_len as usize + value.len() + 32) as u32;
-        Ok(Field { value: value_for(&named.name, value), name: named.name.clone(), size, name_len: named.name_len })
+        let field =
+            Field { value: value_for(&named.name, value), name: named.name.clone(), size, name_len: named.name_len };
+        let encoded = &encoded[..encoded.len() - src.len()];
+        if path && encoded.len() <= MAX_KEPT_PATH {
+            let last = self.last_path.get_or_insert_with(|| {
+                Box::new(LastPath { encoded: Vec::with_capacity(encoded.len()), field: field.clone() })
+            });
+            last.encoded.clear();
+            last.encoded.extend_from_slice(encoded);
+            last.field = field.clone();
+        }
+        Ok(field)
     }
 
     fn insert(&mut self, field: Field) {
@@ -562,6 +611,46 @@ mod tests {
         d.decode(&[0x20], |_| true).unwrap();
         assert_eq!(d.table_size(), 0);
         assert_eq!(d.decode(&[0xbe], |_| true).unwrap_err(), HpackError::Index);
+    }
+
+    /// A `:path` literal sent again (as nghttp2 sends every request's) is
+    /// the kept field; any other bytes are decoded afresh, and the kept one
+    /// goes when the connection parks.
+    #[test]
+    fn repeated_path_literals() {
+        let literal = |flags: u8, index: u8, path: &str| {
+            let mut coded = Vec::new();
+            huffman::encode(path.as_bytes(), &mut coded);
+            let mut block = vec![0x82, flags | index, 0x80 | coded.len() as u8];
+            block.extend_from_slice(&coded);
+            block
+        };
+        let mut d = Decoder::new(4096);
+        let a = literal(0x00, 4, "/svc.Echo/Say");
+        assert_eq!(fields(&mut d, &a)[1], ("Path".into(), "/svc.Echo/Say".into()));
+        assert!(d.last_path.is_some());
+        assert_eq!(fields(&mut d, &a)[1], ("Path".into(), "/svc.Echo/Say".into()));
+        // Another field's literal with the same value bytes is not a path.
+        let mut other = literal(0x00, 4, "/svc.Echo/Say");
+        other[1] = 0x0f; // index 15: accept-charset
+        other.insert(2, 0x00); // (15 does not fit the 4-bit prefix: 0x0f 0x00)
+        assert_eq!(fields(&mut d, &other)[1], ("accept-charset".into(), "/svc.Echo/Say".into()));
+        // Never indexed, then by the other `:path` entry: the same string.
+        assert_eq!(fields(&mut d, &literal(0x10, 5, "/svc.Echo/Say"))[1], ("Path".into(), "/svc.Echo/Say".into()));
+        // Same length, other bytes.
+        assert_eq!(fields(&mut d, &literal(0x00, 4, "/svc.Echo/Sax"))[1], ("Path".into(), "/svc.Echo/Sax".into()));
+        // A longer one whose encoding starts like the kept one's bytes.
+        assert_eq!(
+            fields(&mut d, &literal(0x00, 4, "/svc.Echo/Saxophone"))[1],
+            ("Path".into(), "/svc.Echo/Saxophone".into())
+        );
+        // With incremental indexing it goes into the table too, kept or not.
+        let indexed = literal(0x40, 4, "/svc.Echo/Saxophone");
+        assert_eq!(fields(&mut d, &indexed)[1], ("Path".into(), "/svc.Echo/Saxophone".into()));
+        assert_eq!(fields(&mut d, &[0xbe])[0], ("Path".into(), "/svc.Echo/Saxophone".into()));
+        d.forget_repeats();
+        assert!(d.last_path.is_none());
+        assert_eq!(fields(&mut d, &a)[1], ("Path".into(), "/svc.Echo/Say".into()));
     }
 
     #[test]
