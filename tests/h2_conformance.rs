@@ -627,6 +627,42 @@ async fn hpack_table_size_updates_and_indexing() {
     }
 }
 
+/// A block sent again byte for byte decodes as the table stands now: the
+/// server keeps the last block that left the table alone and what it
+/// decoded to, and must not hand that back once the table has changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_header_block_follows_the_table() {
+    let (up, _p, addr) = setup().await;
+    let mut c = Client::connect(addr, &[]).await;
+    // GET http / with :authority "x" as a literal without indexing.
+    let base = [0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
+    // ...plus `x-a: v` with incremental indexing: table entry 62.
+    let indexing = |v: u8| [&base[..], &[0x40, 0x03, b'x', b'-', b'a', 0x01, v]].concat();
+    // ...plus entry 62, whatever it holds.
+    let again = [&base[..], &[0xbe]].concat();
+    let blocks = [indexing(b'1'), again.clone(), again.clone(), indexing(b'2'), again.clone(), again.clone()];
+    for (i, b) in blocks.iter().enumerate() {
+        let id = 1 + 2 * i as u32;
+        c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, id, b)).await;
+        assert_eq!(c.response(id).await.0, 200, "stream {id}");
+    }
+    let seen: Vec<String> = up
+        .seen()
+        .iter()
+        .map(|r| r.headers.iter().find(|(n, _)| n == "x-a").map_or("none".into(), |(_, v)| v.clone()))
+        .collect();
+    assert_eq!(seen, ["1", "1", "1", "2", "2", "2"]);
+    // A table size update of 0 empties the table, in a malformed request
+    // (an upper-case name) that is refused and so not kept: the same bytes
+    // as before are then an index past the table's end.
+    let emptying = [&[0x20][..], &base, &[0x00, 0x04, b'X', b'-', b'U', b'p', 0x01, b'v']].concat();
+    c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, 13, &emptying)).await;
+    let f = c.next_meaningful().await.unwrap();
+    assert_eq!((f.kind, f.stream, f.code()), (kind::RST_STREAM, 13, PROTOCOL_ERROR));
+    c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, 15, &again)).await;
+    c.expect_goaway(COMPRESSION_ERROR).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_stream_with_trailers_and_large_heads() {
     // Trailers need an HTTP/2 upstream.

@@ -227,6 +227,9 @@ pub struct Decoder {
     /// The last `:path` sent as a literal, boxed: most connections never
     /// need it, and a parked one lets it go ([`Decoder::forget_repeats`]).
     last_path: Option<Box<LastPath>>,
+    /// Counts changes to the dynamic table (entries, size): a block decoded
+    /// twice at the same count without changing it decodes the same.
+    generation: u64,
 }
 
 /// A `:path` literal's encoded value (Huffman flag, length, bytes) and the
@@ -249,7 +252,15 @@ const MAX_KEPT_PATH: usize = 256;
 
 impl Decoder {
     pub fn new(limit: usize) -> Decoder {
-        Decoder { table: VecDeque::new(), size: 0, max: limit, limit, last_path: None }
+        Decoder { table: VecDeque::new(), size: 0, max: limit, limit, last_path: None, generation: 0 }
+    }
+
+    /// Changes to the dynamic table so far. Decoding a block gives the same
+    /// fields as before if the block's bytes and this count are the same as
+    /// then, and its decoding left the count as it was (no field indexed, no
+    /// size update).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Lets go of what only saves work on a repeat (a connection parks).
@@ -290,6 +301,7 @@ impl Decoder {
                     return Err(HpackError::SizeUpdate);
                 }
                 self.max = size;
+                self.generation += 1;
                 self.evict(0);
                 continue;
             } else {
@@ -348,6 +360,7 @@ impl Decoder {
     }
 
     fn insert(&mut self, field: Field) {
+        self.generation += 1;
         let size = field.size();
         if size > self.max {
             // RFC 7541 §4.4: a field larger than the table empties it.

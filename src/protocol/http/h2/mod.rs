@@ -199,22 +199,39 @@ pub fn write_settings(dst: &mut BytesMut, settings: &[(u16, u32)]) {
 /// Panics if an invariant breaks; returns whether every block decoded.
 #[doc(hidden)]
 pub fn fuzz_blocks(data: &[u8]) -> bool {
-    let mut decoder = hpack::Decoder::new(4096);
-    let mut all = true;
-    for block in split_blocks(data) {
-        let mut fields = 0usize;
+    type Seen = Vec<(hpack::Name, Option<Vec<u8>>)>;
+    fn decode(decoder: &mut hpack::Decoder, block: &[u8]) -> (Result<(), hpack::HpackError>, Seen) {
+        let mut fields = Vec::new();
         let decoded = decoder.decode(block, |f| {
-            fields += 1;
             assert!(f.size() >= 32);
+            fields.push((f.name.clone(), f.value_bytes().map(<[u8]>::to_vec)));
             true
         });
+        (decoded, fields)
+    }
+    let mut decoder = hpack::Decoder::new(4096);
+    // Forgets what it kept for repeats before each block: what a block
+    // decodes to must not depend on it.
+    let mut forgetful = hpack::Decoder::new(4096);
+    let mut all = true;
+    for block in split_blocks(data) {
+        let generation = decoder.generation();
+        let (decoded, fields) = decode(&mut decoder, block);
+        forgetful.forget_repeats();
+        assert_eq!(decode(&mut forgetful, block), (decoded, fields.clone()), "a kept :path decodes as it did");
         assert!(decoder.table_size() <= 4096, "the table stays within its limit");
         if decoded.is_err() {
             // A connection error: nothing after it is decoded.
             all = false;
             break;
         }
-        assert!(fields <= block.len(), "every field costs at least a byte");
+        assert!(fields.len() <= block.len(), "every field costs at least a byte");
+        if decoder.generation() == generation {
+            // The table was left alone, so the same bytes decode the same
+            // (the server's last-block memo counts on it).
+            assert_eq!(decode(&mut decoder, block), (Ok(()), fields), "a block that left the table alone");
+            assert_eq!(decoder.generation(), generation);
+        }
     }
     let mut encoded = Vec::new();
     huffman::encode(data, &mut encoded);
