@@ -389,6 +389,10 @@ struct Conn<S, M, W> {
     read_closed: bool,
     uris: UriCache,
     last_block: Option<Box<LastBlock>>,
+    /// A block has been decoded since the connection (un)parked: blocks are
+    /// kept from the second on, so one that serves a request and idles
+    /// allocates nothing for repeats.
+    decoded_one: bool,
 }
 
 /// The last request header block that decoded without touching the HPACK
@@ -677,6 +681,7 @@ where
         read_closed: false,
         uris: UriCache::default(),
         last_block: None,
+        decoded_one: false,
     };
     if draining {
         conn.go_away(Reason::NO_ERROR, u32::MAX >> 1);
@@ -1274,7 +1279,8 @@ where
             }
         }
         let decoded = self.decode_fresh(block)?;
-        if self.decoder.generation() == generation
+        if std::mem::replace(&mut self.decoded_one, true)
+            && self.decoder.generation() == generation
             && !decoded.malformed
             && !decoded.too_large
             && block.len() <= MAX_KEPT_BLOCK

@@ -226,7 +226,10 @@ pub struct Decoder {
     limit: usize,
     /// The last `:path` sent as a literal, boxed: most connections never
     /// need it, and a parked one lets it go ([`Decoder::forget_repeats`]).
+    /// Kept from the second such literal on: a connection that sends one
+    /// request and idles allocates nothing for it.
     last_path: Option<Box<LastPath>>,
+    path_literal_seen: bool,
     /// Counts changes to the dynamic table (entries, size): a block decoded
     /// twice at the same count without changing it decodes the same.
     generation: u64,
@@ -252,7 +255,15 @@ const MAX_KEPT_PATH: usize = 256;
 
 impl Decoder {
     pub fn new(limit: usize) -> Decoder {
-        Decoder { table: VecDeque::new(), size: 0, max: limit, limit, last_path: None, generation: 0 }
+        Decoder {
+            table: VecDeque::new(),
+            size: 0,
+            max: limit,
+            limit,
+            last_path: None,
+            path_literal_seen: false,
+            generation: 0,
+        }
     }
 
     /// Changes to the dynamic table so far. Decoding a block gives the same
@@ -348,7 +359,7 @@ impl Decoder {
         let field =
             Field { value: value_for(&named.name, value), name: named.name.clone(), size, name_len: named.name_len };
         let encoded = &encoded[..encoded.len() - src.len()];
-        if path && encoded.len() <= MAX_KEPT_PATH {
+        if path && encoded.len() <= MAX_KEPT_PATH && std::mem::replace(&mut self.path_literal_seen, true) {
             let last = self.last_path.get_or_insert_with(|| {
                 Box::new(LastPath { encoded: Vec::with_capacity(encoded.len()), field: field.clone() })
             });
@@ -640,6 +651,8 @@ mod tests {
         };
         let mut d = Decoder::new(4096);
         let a = literal(0x00, 4, "/svc.Echo/Say");
+        assert_eq!(fields(&mut d, &a)[1], ("Path".into(), "/svc.Echo/Say".into()));
+        assert!(d.last_path.is_none(), "kept from the second on");
         assert_eq!(fields(&mut d, &a)[1], ("Path".into(), "/svc.Echo/Say".into()));
         assert!(d.last_path.is_some());
         assert_eq!(fields(&mut d, &a)[1], ("Path".into(), "/svc.Echo/Say".into()));
