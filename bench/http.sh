@@ -206,7 +206,9 @@ run_one() {
         hwm=""
         rss=""
         threads=""
-        [ -n "$pid" ] && cpu0=$(cpu_ticks_split "$pid")
+        sleeps0=""
+        sleeps1=""
+        [ -n "$pid" ] && cpu0=$(cpu_ticks_split "$pid") && sleeps0=$(sleeps "$pid")
         j0=$(cpu_jiffies "$LOAD_CPU")
         p0=$(cpu_jiffies "$PROXY_CPU")
         t0=$(now)
@@ -218,6 +220,7 @@ run_one() {
         if [ -n "$pid" ]; then
             if [ -d "/proc/$pid" ]; then
                 cpu1=$(cpu_ticks_split "$pid")
+                sleeps1=$(sleeps "$pid")
                 hwm=$(status_kb "$pid" VmHWM)
                 rss=$(status_kb "$pid" VmRSS)
                 threads=$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")
@@ -227,9 +230,10 @@ run_one() {
             fi
         fi
         if ! python3 - "$mode" "$dir/$mode.out" "$h2log" "$round" "$t" "$rc" "$cpu0" "$cpu1" "$t0" "$t1" \
-            "$hwm" "$rss" "$threads" "$CLK_TCK" "$j0" "$j1" "$p0" "$p1" >>"$RUNS" <<'EOF'; then
+            "$hwm" "$rss" "$threads" "$CLK_TCK" "$j0" "$j1" "$p0" "$p1" "$sleeps0" "$sleeps1" >>"$RUNS" <<'EOF'; then
 import json, re, sys
-(mode, outf, h2log, rnd, target, rc, cpu0, cpu1, t0, t1, hwm, rss, threads, tck, j0, j1, p0, p1) = sys.argv[1:]
+(mode, outf, h2log, rnd, target, rc, cpu0, cpu1, t0, t1, hwm, rss, threads, tck, j0, j1, p0, p1,
+ sleeps0, sleeps1) = sys.argv[1:]
 text = open(outf, errors="replace").read()
 r = {"round": int(rnd), "target": target, "mode": mode, "exit": int(rc)}
 if mode == "h1":
@@ -282,6 +286,10 @@ if cpu0 and cpu1:
         # TCP work is much the same for every proxy, the user part is its own.
         r["user_us_per_req"] = (u1 - u0) / int(tck) * 1e6 / r["requests"]
         r["system_us_per_req"] = (s1 - s0) / int(tck) * 1e6 / r["requests"]
+        if sleeps0 and sleeps1:
+            # A proxy that outruns its load sleeps between reads, and each
+            # sleep and wake-up is kernel time the busy peers do not pay.
+            r["sleeps_per_1k_req"] = (int(sleeps1) - int(sleeps0)) * 1000 / r["requests"]
 def util(x0, x1):
     b0, a0 = map(int, x0.split()); b1, a1 = map(int, x1.split())
     return round((b1 - b0) / (a1 - a0), 3) if a1 > a0 else None
@@ -359,8 +367,8 @@ NAMES = {
 TITLE = {"h1": "HTTP/1.1 (wrk, {conns} connections, keep-alive)",
          "h2c": "h2c prior knowledge (h2load, {h2_conns} connections × {h2_streams} streams)"}
 GOAL = meta["goals"]
-KEYS = ("rps", "p50_us", "p99_us", "cpu_us_per_req", "user_us_per_req", "system_us_per_req", "per_core_rps",
-        "peak_rss_kb", "proxy_cpu_util", "load_core_util")
+KEYS = ("rps", "p50_us", "p99_us", "cpu_us_per_req", "user_us_per_req", "system_us_per_req", "sleeps_per_1k_req",
+        "per_core_rps", "peak_rss_kb", "proxy_cpu_util", "load_core_util")
 HIGHER_BETTER = {"rps", "per_core_rps"}
 for r in runs:
     if r.get("cpu_us_per_req"):
@@ -483,6 +491,10 @@ for mode in modes:
         if split:
             line += (" CPU per request as user + system µs, medians (from clock ticks, so ±0.1 µs or so): "
                      + "; ".join(split) + ".")
+        sleeps = [f"{t} {stats[t]['sleeps_per_1k_req']:.1f}" for t in order
+                  if t in ("ferrymesh", *BASE) and stats[t]["sleeps_per_1k_req"] is not None]
+        if sleeps:
+            line += " Sleeps (voluntary context switches) per 1,000 requests, medians: " + "; ".join(sleeps) + "."
         print(line + "\n")
     elif goal:
         print(f"ferrymesh {mode}: no result (goal ≥ {goal}× the best baseline's req/s).\n")

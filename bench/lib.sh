@@ -175,6 +175,18 @@ cpu_ticks() {
     echo $((${split% *} + ${split#* }))
 }
 
+# sleeps PID: voluntary context switches (a thread blocking, mostly in
+# epoll_wait with nothing to do) summed over every thread of PID's tree.
+sleeps() {
+    local total=0 p v
+    for p in $(proc_tree "$1"); do
+        for v in $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches:/ {print $2}'); do
+            total=$((total + v))
+        done
+    done
+    echo "$total"
+}
+
 # status_kb PID FIELD: FIELD (VmHWM, VmRSS) in kB summed over PID's tree.
 status_kb() {
     local total=0 p v
