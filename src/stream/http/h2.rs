@@ -52,7 +52,7 @@ use crate::network::clock;
 use crate::network::counted::IoBytes;
 use crate::network::tick::Tick;
 use crate::network::transport::Transport;
-use crate::protocol::http::h2::hpack::{self, Decoder, Name, Pseudo, Value};
+use crate::protocol::http::h2::hpack::{self, Decoder, Kept, Name, Pseudo, Value};
 use crate::protocol::http::h2::{self as wire, flag, kind, setting, Head, Reason, HEAD_LEN, PREFACE};
 
 /// What a server connection announces and enforces.
@@ -388,24 +388,19 @@ struct Conn<S, M, W> {
     failed: bool,
     read_closed: bool,
     uris: UriCache,
-    last_block: Option<Box<LastBlock>>,
+    /// The last request header block that decoded without touching the
+    /// HPACK table, with the table's generation then and what it decoded
+    /// to. A client that sends the same request again (same fields, all
+    /// indexed or literals without indexing, as h2load and curl do, and gRPC
+    /// stubs calling one method without a deadline) sends the same bytes,
+    /// and the repeat then costs a compare and a copy into a pooled map
+    /// instead of a decode (about 870 instructions of an h2c request).
+    /// Dropped when the connection parks.
+    last_block: Option<Box<Kept<(u64, Decoded)>>>,
     /// A block has been decoded since the connection (un)parked: blocks are
     /// kept from the second on, so one that serves a request and idles
     /// allocates nothing for repeats.
     decoded_one: bool,
-}
-
-/// The last request header block that decoded without touching the HPACK
-/// table, and what it decoded to. A client that sends the same request
-/// again (same fields, all indexed or literals without indexing, as h2load
-/// and curl do, and gRPC stubs calling one method without a deadline) sends
-/// the same bytes, and the repeat then costs a compare and a copy into a
-/// pooled map instead of a decode (about 870 instructions of an h2c
-/// request). Dropped when the connection parks.
-struct LastBlock {
-    block: Vec<u8>,
-    generation: u64,
-    decoded: Decoded,
 }
 
 /// Longer blocks are decoded every time rather than kept.
@@ -1275,8 +1270,8 @@ where
     fn decode(&mut self, block: &[u8]) -> Result<Decoded, ConnError> {
         let generation = self.decoder.generation();
         if let Some(last) = self.last_block.as_deref() {
-            if last.generation == generation && last.block == block {
-                return Ok(last.decoded.replay());
+            if last.value.0 == generation && last.bytes() == block {
+                return Ok(last.value.1.replay());
             }
         }
         let decoded = self.decode_fresh(block)?;
@@ -1286,13 +1281,7 @@ where
             && !decoded.too_large
             && block.len() <= MAX_KEPT_BLOCK
         {
-            let last = self.last_block.get_or_insert_with(|| {
-                Box::new(LastBlock { block: Vec::with_capacity(block.len()), generation, decoded: decoded.clone() })
-            });
-            last.block.clear();
-            last.block.extend_from_slice(block);
-            last.generation = generation;
-            last.decoded = decoded.clone();
+            Kept::keep(&mut self.last_block, block, (generation, decoded.clone()));
         }
         Ok(decoded)
     }

@@ -224,27 +224,48 @@ pub struct Decoder {
     max: usize,
     /// SETTINGS_HEADER_TABLE_SIZE as we announced it.
     limit: usize,
-    /// The last `:path` sent as a literal, boxed: most connections never
-    /// need it, and a parked one lets it go ([`Decoder::forget_repeats`]).
-    /// Kept from the second such literal on: a connection that sends one
-    /// request and idles allocates nothing for it.
-    last_path: Option<Box<LastPath>>,
+    /// The last `:path` sent as a literal: its encoded value (Huffman flag,
+    /// length, bytes) and the field it decoded to. Encoders built on nghttp2
+    /// (curl, h2load, nghttpx) never index `:path`, so each of their requests
+    /// sends it again as a literal, mostly the same one: a repeat costs a
+    /// compare of its encoded bytes instead of a Huffman decode and an
+    /// allocation (about 520 instructions of an h2c request). Boxed: most
+    /// connections never need it, and a parked one lets it go
+    /// ([`Decoder::forget_repeats`]). Kept from the second such literal on: a
+    /// connection that sends one request and idles allocates nothing for it.
+    last_path: Option<Box<Kept<Field>>>,
     path_literal_seen: bool,
     /// Counts changes to the dynamic table (entries, size): a block decoded
     /// twice at the same count without changing it decodes the same.
     generation: u64,
 }
 
-/// A `:path` literal's encoded value (Huffman flag, length, bytes) and the
-/// field it decoded to. Encoders built on nghttp2 (curl, h2load, nghttpx)
-/// never index `:path`, so each of their requests sends it again as a
-/// literal, mostly the same one: a repeat costs a compare of its encoded
-/// bytes instead of a Huffman decode and an allocation (about 520
-/// instructions of an h2c request).
+/// A value kept with the bytes it was decoded from, for when the same bytes
+/// come again: the last `:path` literal here, the last header block of an
+/// HTTP/2 connection (`stream::http::h2`).
 #[derive(Debug)]
-struct LastPath {
-    encoded: Vec<u8>,
-    field: Field,
+pub struct Kept<T> {
+    bytes: Vec<u8>,
+    pub value: T,
+}
+
+impl<T> Kept<T> {
+    /// The bytes `value` was decoded from.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Keeps `value` for `bytes` in `slot`, in the buffer it already has.
+    pub fn keep(slot: &mut Option<Box<Kept<T>>>, bytes: &[u8], value: T) {
+        match slot {
+            Some(kept) => {
+                kept.bytes.clear();
+                kept.bytes.extend_from_slice(bytes);
+                kept.value = value;
+            }
+            None => *slot = Some(Box::new(Kept { bytes: bytes.to_vec(), value })),
+        }
+    }
 }
 
 /// Static-table entries 4 and 5 name `:path`.
@@ -346,9 +367,9 @@ impl Decoder {
             // Equal encoded bytes, length prefix included, are the same
             // string: the value it decoded to last time.
             if let Some(last) = self.last_path.as_deref() {
-                if let Some(rest) = src.strip_prefix(last.encoded.as_slice()) {
+                if let Some(rest) = src.strip_prefix(last.bytes()) {
                     *src = rest;
-                    return Ok(last.field.clone());
+                    return Ok(last.value.clone());
                 }
             }
         }
@@ -360,12 +381,7 @@ impl Decoder {
             Field { value: value_for(&named.name, value), name: named.name.clone(), size, name_len: named.name_len };
         let encoded = &encoded[..encoded.len() - src.len()];
         if path && encoded.len() <= MAX_KEPT_PATH && std::mem::replace(&mut self.path_literal_seen, true) {
-            let last = self.last_path.get_or_insert_with(|| {
-                Box::new(LastPath { encoded: Vec::with_capacity(encoded.len()), field: field.clone() })
-            });
-            last.encoded.clear();
-            last.encoded.extend_from_slice(encoded);
-            last.field = field.clone();
+            Kept::keep(&mut self.last_path, encoded, field.clone());
         }
         Ok(field)
     }
