@@ -663,6 +663,29 @@ async fn a_repeated_header_block_follows_the_table() {
     c.expect_goaway(COMPRESSION_ERROR).await;
 }
 
+/// `:path` as a literal without indexing, as nghttp2's encoder sends it on
+/// every request, beside a field that differs each time (so no block repeats
+/// whole): the decoder keeps the last path literal, and each request still
+/// goes upstream with the path it carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_path_literals_keep_their_paths() {
+    let (up, _p, addr) = setup().await;
+    let mut c = Client::connect(addr, &[]).await;
+    let paths = ["/p1", "/p1", "/p2", "/p1", "/p1", "/p11", "/p1"];
+    for (i, path) in paths.iter().enumerate() {
+        // GET http, :authority "x" and :path (static entry 4) as literals
+        // without indexing, then `x-n: i`.
+        let mut b = vec![0x82, 0x86, 0x01, 0x01, b'x', 0x04, path.len() as u8];
+        b.extend_from_slice(path.as_bytes());
+        b.extend_from_slice(&[0x00, 0x03, b'x', b'-', b'n', 0x01, b'0' + i as u8]);
+        let id = 1 + 2 * i as u32;
+        c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, id, &b)).await;
+        assert_eq!(c.response(id).await.0, 200, "stream {id}");
+    }
+    let seen: Vec<String> = up.seen().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(seen, paths);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_stream_with_trailers_and_large_heads() {
     // Trailers need an HTTP/2 upstream.
