@@ -35,7 +35,7 @@ U=$!
 sleep 0.5
 case $TARGET in
 ferrymesh)
-    render "$CONF_DIR/ferrymesh.json.tmpl" fm.json LISTEN_PORT=25201 UPSTREAM_PORT=25200 PROTOCOL=bolt BUSY_POLL="${BUSY_POLL:-0s}" POLL_MODE="${BUSY_POLL_MODE:-after_input}"
+    render "$CONF_DIR/ferrymesh.json.tmpl" fm.json LISTEN_PORT=25201 UPSTREAM_PORT=25200 PROTOCOL=bolt POLL_FIELDS="$(BUSY_POLL=${BUSY_POLL:-0s} fm_poll_fields)"
     if [ "${ROUTE:-regex}" = exact ]; then
         # The usual RPC route: an exact service, as boltload sends it.
         sed -i 's/"value":".\*","regex":true/"value":"com.example.EchoService:1.0"/' fm.json

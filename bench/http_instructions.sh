@@ -28,7 +28,7 @@ measure() {
     fi
 }
 D=$(mktemp -d); cd $D
-sed -e 's/LISTEN_PORT/25101/; s/UPSTREAM_PORT/25100/; s/BUSY_POLL/0s/; s/POLL_MODE/after_input/' "$ROOT/bench/conf/http-ferrymesh.json.tmpl" > fm.json
+sed -e 's/LISTEN_PORT/25101/; s/UPSTREAM_PORT/25100/; s/POLL_FIELDS/"busy_poll":"0s",/' "$ROOT/bench/conf/http-ferrymesh.json.tmpl" > fm.json
 ACCESS_LOG=off bash "$ROOT/tests/http/start-nginx.sh" 25100 $D/up > up.out 2>&1 &
 sleep 1
 valgrind --tool=callgrind --callgrind-out-file=$D/cg.out "${FERRYMESH_BIN:-$ROOT/target/release/ferrymesh}" start -c fm.json --workers 1 2>vg.log & F=$!

@@ -209,14 +209,25 @@ render() {
 }
 
 # BUSY_POLL (a duration, e.g. 100us): ferrymesh's `busy_poll` window; with
-# it set, haproxy runs with `busy-polling` (it has no window: it spins for as
-# long as it runs). nginx has no such mode. BUSY_POLL_MODE: ferrymesh's
-# `busy_poll_mode`, after_input (the default) or awaiting.
+# it set (and not 0s), haproxy runs with `busy-polling` (it has no window: it
+# spins for as long as it runs). nginx has no such mode. BUSY_POLL_MODE:
+# ferrymesh's `busy_poll_mode`, awaiting (the default) or after_input. Unset,
+# ferrymesh runs its defaults (250us, awaiting, on credit) and haproxy its own
+# (no busy-polling); BUSY_POLL=0s turns ferrymesh's off.
 haproxy_busy_polling() {
     case "${BUSY_POLL:-0s}" in
     0 | 0s | "") echo "# busy-polling off" ;;
     *) echo "busy-polling" ;;
     esac
+}
+
+# The `busy_poll` fields of a ferrymesh config (POLL_FIELDS in its templates):
+# none when neither BUSY_POLL nor BUSY_POLL_MODE is set, so that the defaults
+# run.
+fm_poll_fields() {
+    [ -n "${BUSY_POLL:-}" ] && printf '"busy_poll":"%s",' "$BUSY_POLL"
+    [ -n "${BUSY_POLL_MODE:-}" ] && printf '"busy_poll_mode":"%s",' "$BUSY_POLL_MODE"
+    return 0
 }
 
 # ---- the L4 baselines ----------------------------------------------------
@@ -276,7 +287,7 @@ start_proxy() {
     need_free_port "$lp"
     case $t in
     ferrymesh)
-        render "$CONF_DIR/ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" BUSY_POLL="${BUSY_POLL:-0s}" POLL_MODE="${BUSY_POLL_MODE:-after_input}" \
+        render "$CONF_DIR/ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" POLL_FIELDS="$(fm_poll_fields)" \
             PROTOCOL="${PROTO:-bolt}"
         spawn "$PROXY_CPU" "$dir/ferrymesh.log" "$FERRYMESH_BIN" start -c "$dir/ferrymesh.json" --workers 1
         ;;
@@ -354,7 +365,7 @@ start_http_proxy() {
     need_free_port "$lp"
     case $t in
     ferrymesh)
-        render "$CONF_DIR/http-ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" BUSY_POLL="${BUSY_POLL:-0s}" POLL_MODE="${BUSY_POLL_MODE:-after_input}"
+        render "$CONF_DIR/http-ferrymesh.json.tmpl" "$dir/ferrymesh.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" POLL_FIELDS="$(fm_poll_fields)"
         spawn "$PROXY_CPU" "$dir/ferrymesh.log" "$FERRYMESH_BIN" start -c "$dir/ferrymesh.json" --workers 1
         ;;
     nginx)

@@ -248,7 +248,7 @@ config() {
     CONF="$dir/ferrymesh.json"
     # PROTOCOL: the bolt template's codec placeholder (bench/bolt.sh PROTO=);
     # the HTTP template has none.
-    render "$tmpl" "$CONF" LISTEN_PORT="$LISTEN_PORT" UPSTREAM_PORT="$UP_PORT" PROTOCOL=bolt BUSY_POLL="${BUSY_POLL:-0s}" POLL_MODE="${BUSY_POLL_MODE:-after_input}"
+    render "$tmpl" "$CONF" LISTEN_PORT="$LISTEN_PORT" UPSTREAM_PORT="$UP_PORT" PROTOCOL=bolt POLL_FIELDS="$(BUSY_POLL=${BUSY_POLL:-0s} fm_poll_fields)"
     BIN=$HEAD_BIN
     ALOG=""
     case $variant in

@@ -351,10 +351,10 @@ async fn twenty_calls(cl: &mut Client, id: &mut u32) {
     }
 }
 
-/// `busy_poll`: off (the default), a worker never polls instead of sleeping;
-/// turned on by a reload, each call's input opens a window in which it does,
-/// and once the window has passed with no input the worker sleeps again (the
-/// count stops); turned off by a reload, calls move it no more.
+/// `busy_poll: 0s`: a worker never polls instead of sleeping; turned on by
+/// a reload (`after_input`), each call's input opens a window in which it
+/// does, and once the window has passed with no input the worker sleeps again
+/// (the count stops); turned off by a reload, calls move it no more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_poll_polls_only_after_input_and_follows_reloads() {
     let echo = Upstream::start("echo", Mode::Echo).await;
@@ -363,6 +363,7 @@ async fn busy_poll_polls_only_after_input_and_follows_reloads() {
         let mut c = config(port, vec![route_all("echo")], vec![cluster("echo", &[echo.addr])]);
         c["admin"] = admin(admin_port);
         c["servers"][0]["busy_poll"] = json!(window);
+        c["servers"][0]["busy_poll_mode"] = json!("after_input");
         c
     };
     let proxy = Proxy::start(&cfg("0s"), 1);
@@ -376,7 +377,7 @@ async fn busy_poll_polls_only_after_input_and_follows_reloads() {
     };
 
     twenty_calls(&mut cl, &mut id).await;
-    assert_eq!(polls(), 0.0, "off by default");
+    assert_eq!(polls(), 0.0, "off at 0s");
 
     reload("2ms");
     twenty_calls(&mut cl, &mut id).await;
@@ -431,10 +432,69 @@ async fn busy_poll_awaiting_polls_only_while_an_upstream_answer_is_owed() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(polls(), after_call, "polls after the answer was sent, with nothing owed");
 
-    // The same heartbeats in the default mode each open a window.
+    // The same heartbeats in the `after_input` mode each open a window.
     proxy.rewrite(&cfg("after_input"));
     let (s, body) = admin_call(admin_port, "POST", "/api/v1/reload", "");
     assert_eq!(s, 200, "{body}");
     twenty_heartbeats(&mut cl, &mut id).await;
     assert!(polls() > after_call, "after_input: heartbeats' input opened no window");
+}
+
+/// The default `busy_poll` (250 µs, `awaiting`) polls only on credit: with
+/// calls to a slow upstream always owed and heartbeats arriving faster than
+/// the window, a worker without the credit would poll nearly all the time
+/// (each heartbeat's input reopens the window while an answer is owed). Its
+/// polls catch few answers, so they stop paying and the worker sleeps: the
+/// time spent polling stays a small share of the time that passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_busy_poll_stops_polling_when_its_polls_do_not_pay() {
+    let slow = Upstream::start("slow", Mode::Delay(Duration::from_millis(30))).await;
+    let (port, admin_port) = (free_port(), free_port());
+    let mut cfg = config(port, vec![route_all("slow")], vec![cluster("slow", &[slow.addr])]);
+    cfg["admin"] = admin(admin_port);
+    let proxy = Proxy::start(&cfg, 1);
+    let spun = || {
+        scrape(admin_port)
+            .get("ferrymesh_busy_poll_seconds_total")
+            .copied()
+            .expect("busy_poll_seconds_total is exported")
+    };
+    let polls = || scrape(admin_port).get("ferrymesh_busy_polls_total").copied().expect("busy_polls_total is exported");
+
+    // Calls: 8 always owed by the slow upstream, each answer replaced by a new call.
+    let mut calls = Client::connect(proxy.addr).await;
+    let run = Duration::from_millis(1500);
+    let callers = tokio::spawn(async move {
+        let mut id = 1_000_000u32;
+        for _ in 0..8 {
+            id += 1;
+            calls.send(&RequestBuilder::new(id, SERVICE, b"payload").encode()).await;
+        }
+        let until = tokio::time::Instant::now() + run;
+        let mut answered = 0u32;
+        while tokio::time::Instant::now() < until {
+            assert_eq!(calls.recv().await.status, status::SUCCESS);
+            answered += 1;
+            id += 1;
+            calls.send(&RequestBuilder::new(id, SERVICE, b"payload").encode()).await;
+        }
+        answered
+    });
+    // Heartbeats as fast as they are answered, on another connection.
+    let mut beats = Client::connect(proxy.addr).await;
+    let (before, polls_before, started) = (spun(), polls(), std::time::Instant::now());
+    let mut id = 0u32;
+    let mut heartbeats = 0u32;
+    while started.elapsed() < run {
+        twenty_heartbeats(&mut beats, &mut id).await;
+        heartbeats += 20;
+    }
+    let (spent, passed) = (spun() - before, started.elapsed().as_secs_f64());
+    let answered = callers.await.expect("the calls ran");
+    assert!(answered > 100 && heartbeats > 1_000, "the load ran: {answered} calls answered, {heartbeats} heartbeats");
+    assert!(polls() > polls_before, "the worker never polled: the default is on and the credit starts full");
+    assert!(
+        spent < passed * 0.2,
+        "the worker polled {spent:.3} s of {passed:.3} s for {answered} answers: polling that does not pay must stop"
+    );
 }

@@ -66,15 +66,23 @@ pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest `busy_poll` accepted: past a few hundred microseconds it buys
 /// no latency and only burns the core.
 pub const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
+/// `busy_poll` when unset: long enough to cover a nearby upstream's answer
+/// (a loopback or same-zone hop answers in tens to a couple of hundred
+/// microseconds), spent only on credit in the default mode
+/// ([`BusyPollMode::Awaiting`]).
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(250);
 
 /// When a worker's `busy_poll` window polls instead of sleeping.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BusyPollMode {
-    /// Whenever it runs out of work inside the window (haproxy's way, bounded).
-    #[default]
+    /// Whenever it runs out of work inside the window (haproxy's way, bounded
+    /// by the window only).
     AfterInput,
-    /// Only while it awaits an answer from an upstream host: the wait between
-    /// a call's hops, not the one for the next request.
+    /// Only while it awaits an answer from an upstream host (the wait between
+    /// a call's hops, not the one for the next request), and only on the
+    /// credit that the answers its polls caught earned
+    /// (`runtime::busy_poll`).
+    #[default]
     Awaiting,
 }
 
@@ -406,8 +414,8 @@ impl Settings {
             log_path: None,
             graceful_timeout: DEFAULT_GRACEFUL_TIMEOUT,
             workers: None,
-            busy_poll: Duration::ZERO,
-            busy_poll_mode: BusyPollMode::AfterInput,
+            busy_poll: DEFAULT_BUSY_POLL,
+            busy_poll_mode: BusyPollMode::Awaiting,
             admin: None,
             document: Arc::from("{}"),
             warnings: Vec::new(),
@@ -508,7 +516,7 @@ impl Settings {
                 ));
             }
         }
-        let busy_poll = server.busy_poll.map_or(Duration::ZERO, |d| d.0);
+        let busy_poll = server.busy_poll.map_or(DEFAULT_BUSY_POLL, |d| d.0);
         if busy_poll > MAX_BUSY_POLL {
             return Err(ConfigError::new(
                 "servers[0].busy_poll",
@@ -518,8 +526,8 @@ impl Settings {
             ));
         }
         let busy_poll_mode = match server.busy_poll_mode.as_deref() {
-            None | Some("after_input") => BusyPollMode::AfterInput,
-            Some("awaiting") => BusyPollMode::Awaiting,
+            None | Some("awaiting") => BusyPollMode::Awaiting,
+            Some("after_input") => BusyPollMode::AfterInput,
             Some(other) => {
                 return Err(ConfigError::new(
                     "servers[0].busy_poll_mode",

@@ -79,13 +79,14 @@ pub struct ServerConfig {
     #[serde(default, deserialize_with = "count_or_auto")]
     pub processor: Option<usize>,
     /// ferrymesh: how long a worker keeps polling for events without sleeping
-    /// after its last input (haproxy's `busy-polling`, bounded). Off when
-    /// absent or zero.
+    /// after its last input (haproxy's `busy-polling`, bounded). 250 µs when
+    /// absent; off when zero.
     #[serde(default)]
     pub busy_poll: Option<DurationStr>,
-    /// ferrymesh: when the `busy_poll` window polls: `after_input` (the
-    /// default: whenever the worker runs out of work) or `awaiting` (only
-    /// while it awaits an answer from an upstream host).
+    /// ferrymesh: when the `busy_poll` window polls: `awaiting` (the default:
+    /// only while it awaits an answer from an upstream host, and only as
+    /// long as its polls pay) or `after_input` (whenever the worker runs out
+    /// of work).
     #[serde(default)]
     pub busy_poll_mode: Option<String>,
     #[serde(default)]

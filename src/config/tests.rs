@@ -322,8 +322,9 @@ fn a_zero_header_read_timeout_is_refused_by_path() {
 fn busy_poll_is_read_and_a_window_past_the_limit_is_refused_by_path() {
     let with = |v: &str| MOSN_BOLT.replacen("\"servers\": [{", &format!("\"servers\": [{{\"busy_poll\": \"{v}\", "), 1);
     assert_ne!(with("50us"), MOSN_BOLT, "the field went in");
-    assert_eq!(load_str(MOSN_BOLT, false).unwrap().busy_poll, Duration::ZERO);
+    assert_eq!(load_str(MOSN_BOLT, false).unwrap().busy_poll, Duration::from_micros(250), "the default");
     assert_eq!(load_str(&with("50us"), false).unwrap().busy_poll, Duration::from_micros(50));
+    assert_eq!(load_str(&with("0s"), false).unwrap().busy_poll, Duration::ZERO, "off");
     let e = err(&with("20ms")).to_string();
     assert!(e.contains("servers[0].busy_poll") && e.contains("10ms"), "{e}");
 }
@@ -332,7 +333,7 @@ fn busy_poll_is_read_and_a_window_past_the_limit_is_refused_by_path() {
 fn busy_poll_mode_is_read_and_an_unknown_one_is_refused_by_path() {
     let with =
         |v: &str| MOSN_BOLT.replacen("\"servers\": [{", &format!("\"servers\": [{{\"busy_poll_mode\": \"{v}\", "), 1);
-    assert_eq!(load_str(MOSN_BOLT, false).unwrap().busy_poll_mode, BusyPollMode::AfterInput);
+    assert_eq!(load_str(MOSN_BOLT, false).unwrap().busy_poll_mode, BusyPollMode::Awaiting, "the default");
     assert_eq!(load_str(&with("awaiting"), false).unwrap().busy_poll_mode, BusyPollMode::Awaiting);
     assert_eq!(load_str(&with("after_input"), false).unwrap().busy_poll_mode, BusyPollMode::AfterInput);
     let e = err(&with("always")).to_string();

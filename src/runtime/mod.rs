@@ -185,7 +185,7 @@ impl Control {
             || settings.busy_poll_mode != old.busy_poll_mode
             || (version == 1 && !settings.busy_poll.is_zero())
         {
-            info!(version, window = ?settings.busy_poll, mode = settings.busy_poll_mode.name(), "busy_poll: each worker polls without sleeping for this long after its last input (0s: off; mode awaiting: only while it awaits an upstream answer)");
+            info!(version, window = ?settings.busy_poll, mode = settings.busy_poll_mode.name(), "busy_poll: each worker polls without sleeping for this long after its last input (0s: off; mode awaiting, the default: only while it awaits an upstream answer, on the credit its catches earned)");
         }
         let settings = Arc::new(settings);
         let mut acks = Vec::with_capacity(self.workers.len());

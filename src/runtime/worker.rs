@@ -206,6 +206,7 @@ fn snapshot(worker: &WorkerCtx) -> Snapshot {
     let mut s = Snapshot::default();
     worker.stats.add_to(&s.worker);
     s.worker.busy_polls.add(busy_poll::spins());
+    s.worker.busy_poll_nanos.add(busy_poll::spun().as_nanos() as u64);
     for l in worker.listeners.borrow().iter() {
         let copy = ListenerStats::default();
         l.stats.add_to(&copy);

@@ -65,6 +65,9 @@ pub struct Stats {
     /// (`runtime::busy_poll::spins`), which a snapshot copies in here; a
     /// worker's live `Stats` leaves it at zero.
     pub busy_polls: Counter,
+    /// Nanoseconds a worker spent in those polls without finding input
+    /// (`runtime::busy_poll::spun`, copied like `busy_polls`).
+    pub busy_poll_nanos: Counter,
 }
 
 impl Stats {
@@ -98,6 +101,7 @@ impl Stats {
         acc.codec_errors.add(self.codec_errors.get());
         acc.unknown_protocol.add(self.unknown_protocol.get());
         acc.busy_polls.add(self.busy_polls.get());
+        acc.busy_poll_nanos.add(self.busy_poll_nanos.get());
         for (a, b) in acc.requests_by_protocol.iter().zip(&self.requests_by_protocol) {
             a.add(b.get());
         }

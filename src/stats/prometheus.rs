@@ -109,6 +109,12 @@ pub fn render(t: &Totals) -> String {
     e.sample("unknown_protocol_total", &[], w.unknown_protocol.get());
     e.family("busy_polls_total", "counter", "Times a worker polled for events instead of sleeping (busy_poll).");
     e.sample("busy_polls_total", &[], w.busy_polls.get());
+    e.family(
+        "busy_poll_seconds_total",
+        "counter",
+        "Time workers spent polling for events without finding any (busy_poll): the price of the window.",
+    );
+    e.sample("busy_poll_seconds_total", &[], format_args!("{:.6}", w.busy_poll_nanos.get() as f64 / 1e9));
 
     let listeners = || t.listeners.iter().map(|(n, l)| (vec![("listener", n.as_str())], l));
     e.each("downstream_connections_total", "counter", "Client connections accepted.", listeners(), |l| {

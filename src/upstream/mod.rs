@@ -68,11 +68,19 @@ thread_local! {
     /// Requests (tries) this worker has sent to any host and not yet seen
     /// end: what `busy_poll`'s `awaiting` mode polls for.
     static AWAITING: Cell<u32> = const { Cell::new(0) };
+    /// Requests (tries) this worker has seen end, over its life: what
+    /// `busy_poll`'s `awaiting` mode counts its polls' catches by.
+    static ENDED: Cell<u64> = const { Cell::new(0) };
 }
 
 /// How many requests this worker awaits from upstream hosts, over them all.
 pub fn awaiting() -> u32 {
     AWAITING.get()
+}
+
+/// How many requests to upstream hosts this worker has seen end.
+pub fn ended() -> u64 {
+    ENDED.get()
 }
 
 /// One request in flight to a host ([`Host::in_flight`]).
@@ -177,6 +185,7 @@ impl Host {
     pub fn dec_active(&self) {
         if self.active.get() > 0 {
             AWAITING.set(AWAITING.get().saturating_sub(1));
+            ENDED.set(ENDED.get() + 1);
         }
         self.active.set(self.active.get().saturating_sub(1));
         self.count(|s| s.active.dec());
