@@ -34,18 +34,15 @@
 //! wake-up; with a slow upstream and input trickling in faster than the
 //! window (requests, heartbeats), every input would reopen the window while
 //! answers are owed, and the worker would spin its core for answers
-//! milliseconds away. So each answer a poll caught earns about what the sleep
-//! and wake-up it spared cost ([`EARNED_PER_CATCH_NANOS`]), each poll that
-//! found no input spends its time, and the worker polls only while the
-//! balance is positive; 1% of the time passing is added back, so that
-//! polling is tried again when answers speed up. The most polling can cost
-//! is then what it spared plus 1% of the core. Measured on bolt
-//! (`bench/bolt.sh`, 64 connections at a fixed rate): at 2,000 calls a second
-//! to an upstream that answers after 5 ms, 74 clock ticks of CPU over 8 s
-//! against 60 with polling off, where polling without the credit spent 475;
-//! at 1,000, 5,000 and 10,000 calls a second to a prompt upstream, 44, 201
-//! and 374 ticks against 45, 201 and 322 off, with p99 200–230 µs against
-//! 230–320 µs.
+//! milliseconds away. So each poll that caught answers earns about what
+//! the sleep and wake-up it spared cost ([`EARNED_PER_CATCH_NANOS`]; once,
+//! however many it caught: the stretch of polls it ended stood for one
+//! sleep), each poll that found no input spends its time, and the worker
+//! polls only while the balance is positive; 1% of the time passing is added
+//! back, so that polling is tried again when answers speed up. The most
+//! polling can cost is then what it spared plus 1% of the core. What it
+//! costs and buys at fixed rates, and with a slow upstream, is measured by
+//! `bench/busy_poll_cost.sh` (README, "Latency added at a fixed rate").
 
 use std::cell::Cell;
 use std::future::poll_fn;
@@ -73,10 +70,52 @@ thread_local! {
     static SPUN: Cell<Duration> = const { Cell::new(Duration::ZERO) };
     /// The `awaiting` mode's credit ([`Credit`]).
     static CREDIT: Cell<Credit> = const { Cell::new(Credit { nanos: CREDIT_CAP_NANOS, at: None }) };
+    /// When the worker last went to sleep, until it wakes.
+    static SLEPT_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// How busy the worker has been ([`Load`]).
+    static LOAD: Cell<Load> = const { Cell::new(Load { since: None, slept: Duration::ZERO, polled: Duration::ZERO, busy: false }) };
 }
 
-/// What an answer caught by a poll earns: about what the sleep and wake-up it
-/// spared cost the worker here (CPU per call at 5,000 bolt calls a second,
+/// The span over which [`Load`] is counted.
+const LOAD_PERIOD: Duration = Duration::from_millis(10);
+
+/// How busy the worker was over its last [`LOAD_PERIOD`]: the time neither
+/// slept nor spent in polls that found nothing. Above half, the `awaiting`
+/// mode does not poll. A worker that busy has short gaps between its work and
+/// sleeps through them cheaply (its caches stay warm), where a poll costs
+/// its whole length: at full load polling cost bolt 13% more CPU per call
+/// (1.41 µs against 1.25) and bought no latency. Its wake-ups are the costly
+/// ones of a mostly idle worker, which is where the poll pays.
+#[derive(Clone, Copy)]
+struct Load {
+    /// When the current period began.
+    since: Option<Instant>,
+    slept: Duration,
+    polled: Duration,
+    /// Whether the last whole period was more than half busy.
+    busy: bool,
+}
+
+impl Load {
+    /// Closes the period if it has run its length; returns whether the
+    /// worker counts as busy.
+    fn tally(&mut self, now: Instant) -> bool {
+        let Some(since) = self.since else {
+            self.since = Some(now);
+            return self.busy;
+        };
+        let passed = now.saturating_duration_since(since);
+        if passed >= LOAD_PERIOD {
+            let idle = self.slept + self.polled;
+            self.busy = idle < passed / 2;
+            *self = Load { since: Some(now), slept: Duration::ZERO, polled: Duration::ZERO, busy: self.busy };
+        }
+        self.busy
+    }
+}
+
+/// What a poll that caught answers earns: about what the sleep and wake-up
+/// it spared cost the worker here (CPU per call at 5,000 bolt calls a second,
 /// two wake-ups a call, less the same call's CPU at full load).
 const EARNED_PER_CATCH_NANOS: i64 = 25_000;
 /// The credit regained per unit of time, as a divisor: 1% of the worker's
@@ -85,9 +124,10 @@ const REFILL_DIVISOR: i64 = 100;
 /// The most credit kept: one long wait's worth.
 const CREDIT_CAP_NANOS: i64 = 1_000_000;
 
-/// The `awaiting` mode polls only on credit: each upstream answer its polls
-/// caught earns [`EARNED_PER_CATCH_NANOS`], time polled without finding
-/// input costs its length, and 1% of the time passing is added back, up to
+/// The `awaiting` mode polls only on credit: each poll that caught upstream
+/// answers earns [`EARNED_PER_CATCH_NANOS`] (once: the polls before it stood
+/// for one sleep, however many answers it found), time polled without
+/// finding input costs its length, and 1% of the time passing is added back, up to
 /// [`CREDIT_CAP_NANOS`]. Polling then costs at most what it spared plus 1% of
 /// the core, whatever the upstreams' pace.
 #[derive(Clone, Copy)]
@@ -98,10 +138,11 @@ struct Credit {
 }
 
 impl Credit {
-    /// After a poll: `caught` answers earned, `idle` (a poll that found no
-    /// input) spent.
-    fn settle(mut self, caught: u64, idle: Duration) -> Credit {
-        let earned = (caught.min(i64::MAX as u64) as i64).saturating_mul(EARNED_PER_CATCH_NANOS);
+    /// After a poll: `caught` (the poll found one or more answers, and so
+    /// ended a stretch of polls that stood for one sleep) earns once, `idle`
+    /// (a poll that found no input) spends.
+    fn settle(mut self, caught: bool, idle: Duration) -> Credit {
+        let earned = if caught { EARNED_PER_CATCH_NANOS } else { 0 };
         let spent = idle.as_nanos().min(i64::MAX as u128) as i64;
         self.nanos = self.nanos.saturating_add(earned).saturating_sub(spent);
         self
@@ -143,23 +184,51 @@ pub fn before_park() {
     if window.is_zero() {
         return;
     }
-    let awaiting_only = AWAITING_ONLY.get();
+    let now = Instant::now();
+    if poll_now(now, window, polled) {
+        if let Some(w) = SPINNER.take() {
+            SPINS.set(SPINS.get() + 1);
+            POLLED.set(Some((now, crate::upstream::ended())));
+            w.wake_by_ref();
+            SPINNER.set(Some(w));
+            return;
+        }
+    }
+    SLEPT_AT.set(Some(now));
+}
+
+/// The worker runtime's `on_thread_unpark` hook: counts the time slept, for
+/// [`Load`].
+pub fn after_unpark() {
+    if let Some(at) = SLEPT_AT.take() {
+        let mut load = LOAD.get();
+        load.slept += at.elapsed();
+        LOAD.set(load);
+    }
+}
+
+/// Whether the worker, out of work at `now`, should poll rather than sleep;
+/// settles the last poll's account (`polled`) on the way.
+fn poll_now(now: Instant, window: Duration, polled: Option<(Instant, u64)>) -> bool {
     let reads = transport::reads();
     let (seen, last) = SEEN.get();
-    let now = Instant::now();
     let mut credit = CREDIT.get();
+    let mut load = LOAD.get();
     if let Some((at, ended)) = polled {
         // The last call polled: the answers it caught earn credit, and a
         // poll that found no input costs its time.
         let idle = if reads == seen { now.saturating_duration_since(at) } else { Duration::ZERO };
         SPUN.set(SPUN.get() + idle);
-        credit = credit.settle(crate::upstream::ended().wrapping_sub(ended), idle);
+        load.polled += idle;
+        credit = credit.settle(crate::upstream::ended() != ended, idle);
     }
-    if awaiting_only {
+    let busy = load.tally(now);
+    LOAD.set(load);
+    if AWAITING_ONLY.get() {
         credit = credit.refill(now);
         CREDIT.set(credit);
-        if crate::upstream::awaiting() == 0 || credit.nanos <= 0 {
-            return;
+        if crate::upstream::awaiting() == 0 || credit.nanos <= 0 || busy {
+            return false;
         }
     }
     let last = if reads != seen {
@@ -168,17 +237,10 @@ pub fn before_park() {
     } else {
         match last {
             Some(t) => t,
-            None => return,
+            None => return false,
         }
     };
-    if now.saturating_duration_since(last) < window {
-        if let Some(w) = SPINNER.take() {
-            SPINS.set(SPINS.get() + 1);
-            POLLED.set(Some((now, crate::upstream::ended())));
-            w.wake_by_ref();
-            SPINNER.set(Some(w));
-        }
-    }
+    now.saturating_duration_since(last) < window
 }
 
 /// The task [`before_park`] wakes: it only hands out its waker.
@@ -199,19 +261,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_worker_idle_less_than_half_of_a_period_counts_as_busy() {
+        let t0 = Instant::now();
+        let mut load = Load { since: None, slept: Duration::ZERO, polled: Duration::ZERO, busy: false };
+        assert!(!load.tally(t0), "no period yet");
+        // 4 ms asleep and 2 ms polling for nothing in 10 ms: 40% busy.
+        load.slept = Duration::from_millis(4);
+        load.polled = Duration::from_millis(2);
+        assert!(!load.tally(t0 + Duration::from_millis(5)), "the period is not over");
+        assert!(!load.tally(t0 + LOAD_PERIOD));
+        // 1 ms asleep and 3 ms polling in the next 10 ms: 60% busy.
+        load.slept = Duration::from_millis(1);
+        load.polled = Duration::from_millis(3);
+        assert!(load.tally(t0 + LOAD_PERIOD * 2));
+        assert_eq!((load.slept, load.polled), (Duration::ZERO, Duration::ZERO), "a new period starts empty");
+        // A long sleep ends it.
+        load.slept = Duration::from_secs(1);
+        assert!(!load.tally(t0 + LOAD_PERIOD * 2 + Duration::from_secs(1)));
+    }
+
+    #[test]
     fn credit_is_earned_by_catches_spent_by_idle_polls_and_refilled_up_to_its_cap() {
         let t0 = Instant::now();
         let full = Credit { nanos: CREDIT_CAP_NANOS, at: Some(t0) };
         // Idle polls spend it, and below zero the worker stops polling.
-        let spent = full.settle(0, Duration::from_nanos(CREDIT_CAP_NANOS as u64 + 1));
+        let spent = full.settle(false, Duration::from_nanos(CREDIT_CAP_NANOS as u64 + 1));
         assert!(spent.nanos < 0);
-        // One catch earns what a sleep and a wake-up cost.
-        assert_eq!(spent.settle(1, Duration::ZERO).nanos, spent.nanos + EARNED_PER_CATCH_NANOS);
+        // A poll that caught answers earns what a sleep and a wake-up cost,
+        // once however many it caught: it stood for one sleep.
+        assert_eq!(spent.settle(true, Duration::ZERO).nanos, spent.nanos + EARNED_PER_CATCH_NANOS);
         // Time gives back 1% of itself: 10 ms gives 100 µs.
         let later = spent.refill(t0 + Duration::from_millis(10));
         assert_eq!(later.nanos, spent.nanos + 100_000);
         // Never past the cap, however many catches or however long idle.
-        assert_eq!(full.settle(1_000, Duration::ZERO).refill(t0 + Duration::from_secs(60)).nanos, CREDIT_CAP_NANOS);
-        assert_eq!(full.settle(u64::MAX, Duration::ZERO).refill(t0).nanos, CREDIT_CAP_NANOS);
+        assert_eq!(full.settle(true, Duration::ZERO).refill(t0 + Duration::from_secs(60)).nanos, CREDIT_CAP_NANOS);
     }
 }

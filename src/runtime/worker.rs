@@ -52,6 +52,7 @@ pub fn main(n: usize, mut commands: mpsc::UnboundedReceiver<Command>, drain_time
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_park(busy_poll::before_park)
+        .on_thread_unpark(busy_poll::after_unpark)
         .build_local(tokio::runtime::LocalOptions::default())?;
     rt.block_on(async {
         let worker = Rc::new(WorkerCtx::new(n));
