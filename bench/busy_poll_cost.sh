@@ -8,7 +8,8 @@
 # on PROXY_CPU; boltload sends RATE calls a second over 64 connections for
 # DURATION s. Per variant: ferrymesh's CPU per call (utime+stime over the
 # measured window), p50/p99 from each call's due time, and the share of the
-# window its polls spent finding nothing (ferrymesh_busy_poll_seconds_total).
+# window its polls spent finding nothing (ferrymesh_busy_poll_seconds_total),
+# and its polls per call (ferrymesh_busy_polls_total).
 # Variants alternate within a round; ROUNDS rounds.
 #
 #   CASES="1000 5000 10000 2000:5"   the default; "max": no rate, 64 x 8 in
@@ -34,7 +35,7 @@ variants="off default"
 [ -n "${NOCREDIT_BIN:-}" ] && variants="$variants no-credit"
 
 run_one() { # VARIANT RATE DELAY ROUND CASE (RATE max: as fast as answered)
-    local v=$1 rate=$2 delay=$3 round=$4 dir up lp ap bin fields t0 t1 json spun0 spun1
+    local v=$1 rate=$2 delay=$3 round=$4 dir up lp ap bin fields t0 t1 json spun0 spun1 polls0 polls1
     dir="$OUT/r$round-$rate-$delay-$v"
     [ "$rate" = max ] && rate=""
     mkdir -p "$dir"
@@ -62,15 +63,17 @@ run_one() { # VARIANT RATE DELAY ROUND CASE (RATE max: as fast as answered)
     isleep "$WARMUP"
     t0=$(cpu_ticks "$fpid")
     spun0=$(curl -s "127.0.0.1:$ap/stats/prometheus" | awk '$1=="ferrymesh_busy_poll_seconds_total" {print $2}')
+    polls0=$(curl -s "127.0.0.1:$ap/stats/prometheus" | awk '$1=="ferrymesh_busy_polls_total" {print $2}')
     isleep "$DURATION"
     t1=$(cpu_ticks "$fpid")
     spun1=$(curl -s "127.0.0.1:$ap/stats/prometheus" | awk '$1=="ferrymesh_busy_poll_seconds_total" {print $2}')
+    polls1=$(curl -s "127.0.0.1:$ap/stats/prometheus" | awk '$1=="ferrymesh_busy_polls_total" {print $2}')
     wait "$lpid" || true
     json=$(grep '^{' "$dir/boltload.out" | tail -1 || true)
     unspawn "$fpid"
     unspawn "$upid"
     [ -n "$json" ] || { warn "$v $rate:$delay: boltload printed no result; see $dir"; return 0; }
-    python3 - "$json" "$v" "${rate:-0}" "$delay" "$round" "$t0" "$t1" "${spun0:-0}" "${spun1:-0}" "$CLK_TCK" "$DURATION" "$5" <<'PY' | tee -a "$OUT/runs.jsonl"
+    python3 - "$json" "$v" "${rate:-0}" "$delay" "$round" "$t0" "$t1" "${spun0:-0}" "${spun1:-0}" "$CLK_TCK" "$DURATION" "$5" "${polls0:-0}" "${polls1:-0}" <<'PY' | tee -a "$OUT/runs.jsonl"
 import json, sys
 d = json.loads(sys.argv[1])
 v, rate, delay, rnd = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -80,6 +83,7 @@ rate = rate or round(d.get("rps", 0))
 print(json.dumps({"round": rnd, "case": sys.argv[12], "variant": v, "rate": rate, "delay_ms": delay,
                   "cpu_us_per_call": round((t1 - t0) / tck * 1e6 / req, 2),
                   "polled_nothing_share": round((s1 - s0) / dur, 4),
+                  "polls_per_call": round((float(sys.argv[14]) - float(sys.argv[13])) / req, 3),
                   "p50_us": d["p50_us"], "p99_us": d["p99_us"], "errors": d["errors"], "mismatches": d["mismatches"]}))
 PY
 }
@@ -97,8 +101,8 @@ done
 python3 - "$OUT/runs.jsonl" <<'PY' | tee "$OUT/summary.md"
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("| case (calls/s[:upstream delay ms]) | variant | calls/s | CPU µs/call | p50 µs | p99 µs | time polled finding nothing |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print("| case (calls/s[:upstream delay ms]) | variant | calls/s | CPU µs/call | p50 µs | p99 µs | time polled finding nothing | polls per call |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 seen = []
 for r in rows:
     k = (r["case"], r["variant"])
@@ -107,5 +111,5 @@ for r in rows:
 for k in seen:
     rs = [r for r in rows if (r["case"], r["variant"]) == k]
     med = lambda f: statistics.median(r[f] for r in rs)
-    print(f"| {k[0]} | {k[1]} | {med('rate'):,.0f} | {med('cpu_us_per_call'):.2f} | {med('p50_us'):.0f} | {med('p99_us'):.0f} | {100 * med('polled_nothing_share'):.1f}% |")
+    print(f"| {k[0]} | {k[1]} | {med('rate'):,.0f} | {med('cpu_us_per_call'):.2f} | {med('p50_us'):.0f} | {med('p99_us'):.0f} | {100 * med('polled_nothing_share'):.1f}% | {med('polls_per_call'):.2f} |")
 PY
