@@ -40,7 +40,8 @@
 //! sleep), each poll that found no input spends its time, and the worker
 //! polls only while the balance is positive; 1% of the time passing is added
 //! back, so that polling is tried again when answers speed up. The most
-//! polling can cost is then what it spared plus 1% of the core. What it
+//! polling can cost is then what it spared plus 1% of the core. Nor does
+//! the mode poll while the worker is more than half busy ([`Load`]). What it
 //! costs and buys at fixed rates, and with a slow upstream, is measured by
 //! `bench/busy_poll_cost.sh` (README, "Latency added at a fixed rate").
 
