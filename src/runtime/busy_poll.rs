@@ -215,8 +215,11 @@ fn poll_now(now: Instant, window: Duration, polled: Option<(Instant, u64)>) -> b
     let mut load = LOAD.get();
     if let Some((at, ended)) = polled {
         // The last call polled: the answers it caught earn credit, and a
-        // poll that found no input costs its time.
-        let idle = if reads == seen { now.saturating_duration_since(at) } else { Duration::ZERO };
+        // poll that found no input costs its time, at most the window's: a
+        // poll that took longer was the hypervisor's doing (the vCPU taken
+        // away), not the worker's, and charged whole it would leave the
+        // credit spent for a hundred times as long.
+        let idle = if reads == seen { now.saturating_duration_since(at).min(window) } else { Duration::ZERO };
         SPUN.set(SPUN.get() + idle);
         load.polled += idle;
         credit = credit.settle(crate::upstream::ended() != ended, idle);
