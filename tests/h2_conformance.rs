@@ -218,6 +218,16 @@ impl Client {
         }
     }
 
+    /// Each block, a whole request, goes on streams 1, 3, 5, … in turn, and
+    /// each answers 200 before the next is sent.
+    async fn each_answers_200(&mut self, blocks: &[Vec<u8>]) {
+        for (i, b) in blocks.iter().enumerate() {
+            let id = 1 + 2 * i as u32;
+            self.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, id, b)).await;
+            assert_eq!(self.response(id).await.0, 200, "stream {id}");
+        }
+    }
+
     /// A GET on `id` answers 200.
     async fn works(&mut self, id: u32) {
         self.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, id, &get("/ok"))).await;
@@ -640,12 +650,8 @@ async fn a_repeated_header_block_follows_the_table() {
     let indexing = |v: u8| [&base[..], &[0x40, 0x03, b'x', b'-', b'a', 0x01, v]].concat();
     // ...plus entry 62, whatever it holds.
     let again = [&base[..], &[0xbe]].concat();
-    let blocks = [indexing(b'1'), again.clone(), again.clone(), indexing(b'2'), again.clone(), again.clone()];
-    for (i, b) in blocks.iter().enumerate() {
-        let id = 1 + 2 * i as u32;
-        c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, id, b)).await;
-        assert_eq!(c.response(id).await.0, 200, "stream {id}");
-    }
+    c.each_answers_200(&[indexing(b'1'), again.clone(), again.clone(), indexing(b'2'), again.clone(), again.clone()])
+        .await;
     let seen: Vec<String> = up
         .seen()
         .iter()
@@ -672,16 +678,19 @@ async fn repeated_path_literals_keep_their_paths() {
     let (up, _p, addr) = setup().await;
     let mut c = Client::connect(addr, &[]).await;
     let paths = ["/p1", "/p1", "/p2", "/p1", "/p1", "/p11", "/p1"];
-    for (i, path) in paths.iter().enumerate() {
-        // GET http, :authority "x" and :path (static entry 4) as literals
-        // without indexing, then `x-n: i`.
-        let mut b = vec![0x82, 0x86, 0x01, 0x01, b'x', 0x04, path.len() as u8];
-        b.extend_from_slice(path.as_bytes());
-        b.extend_from_slice(&[0x00, 0x03, b'x', b'-', b'n', 0x01, b'0' + i as u8]);
-        let id = 1 + 2 * i as u32;
-        c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, id, &b)).await;
-        assert_eq!(c.response(id).await.0, 200, "stream {id}");
-    }
+    let blocks: Vec<Vec<u8>> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            // GET http, :authority "x" and :path (static entry 4) as literals
+            // without indexing, then `x-n: i`.
+            let mut b = vec![0x82, 0x86, 0x01, 0x01, b'x', 0x04, path.len() as u8];
+            b.extend_from_slice(path.as_bytes());
+            b.extend_from_slice(&[0x00, 0x03, b'x', b'-', b'n', 0x01, b'0' + i as u8]);
+            b
+        })
+        .collect();
+    c.each_answers_200(&blocks).await;
     let seen: Vec<String> = up.seen().iter().map(|r| r.uri.clone()).collect();
     assert_eq!(seen, paths);
 }
