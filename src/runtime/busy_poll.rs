@@ -142,21 +142,24 @@ impl Credit {
     /// (a poll that found no input) spends.
     fn settle(mut self, caught: bool, idle: Duration) -> Credit {
         let earned = if caught { EARNED_PER_CATCH_NANOS } else { 0 };
-        let spent = idle.as_nanos().min(i64::MAX as u128) as i64;
-        self.nanos = self.nanos.saturating_add(earned).saturating_sub(spent);
+        self.nanos = self.nanos.saturating_add(earned).saturating_sub(nanos(idle));
         self
     }
 
     /// Adds back 1% of the time since the last refill, up to the cap.
     fn refill(mut self, now: Instant) -> Credit {
         if let Some(at) = self.at {
-            let passed = now.saturating_duration_since(at).as_nanos().min(i64::MAX as u128) as i64;
-            self.nanos = self.nanos.saturating_add(passed / REFILL_DIVISOR);
+            self.nanos = self.nanos.saturating_add(nanos(now.saturating_duration_since(at)) / REFILL_DIVISOR);
         }
         self.nanos = self.nanos.min(CREDIT_CAP_NANOS);
         self.at = Some(now);
         self
     }
+}
+
+/// `d` in nanoseconds, as the credit counts them (saturating: 292 years).
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// Sets this worker's window (zero turns busy polling off) and mode.
