@@ -34,6 +34,15 @@ bench_init
 variants="off default"
 [ -n "${NOCREDIT_BIN:-}" ] && variants="$variants no-credit"
 
+# poll_counters ADMIN_PORT: "seconds polled finding nothing, polls", from one
+# scrape (0 for a build without the metric).
+poll_counters() {
+    curl -s "127.0.0.1:$1/stats/prometheus" | awk '
+        $1 == "ferrymesh_busy_poll_seconds_total" { s = $2 }
+        $1 == "ferrymesh_busy_polls_total" { p = $2 }
+        END { print (s == "" ? 0 : s), (p == "" ? 0 : p) }'
+}
+
 run_one() { # VARIANT RATE DELAY ROUND CASE (RATE max: as fast as answered)
     local v=$1 rate=$2 delay=$3 round=$4 dir up lp ap bin fields t0 t1 json spun0 spun1 polls0 polls1
     dir="$OUT/r$round-$rate-$delay-$v"
@@ -46,10 +55,8 @@ run_one() { # VARIANT RATE DELAY ROUND CASE (RATE max: as fast as answered)
     default) fields='' ;;
     no-credit) fields='"busy_poll":"250us","busy_poll_mode":"awaiting",'; bin=$NOCREDIT_BIN ;;
     esac
-    need_free_port "$up"
-    spawn "$LOAD_CPU" "$dir/upstream.log" "$BOLT_ECHO_BIN" --listen "127.0.0.1:$up" --delay-ms "$delay"
-    local upid=$SPAWN_PID
-    wait_line "$dir/upstream.log" "^READY " "$upid" "bolt-echo"
+    start_upstream "$dir" "$up" --delay-ms "$delay"
+    local upid=$UPSTREAM_PID
     render "$CONF_DIR/ferrymesh.json.tmpl" "$dir/tmpl.json" LISTEN_PORT="$lp" UPSTREAM_PORT="$up" POLL_FIELDS="$fields" PROTOCOL=bolt
     python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["admin"]={"address":{"socket_address":{"address":"127.0.0.1","port_value":int(sys.argv[2])}}}; json.dump(c,open(sys.argv[3],"w"))' \
         "$dir/tmpl.json" "$ap" "$dir/ferrymesh.json"
@@ -62,12 +69,10 @@ run_one() { # VARIANT RATE DELAY ROUND CASE (RATE max: as fast as answered)
     local lpid=$SPAWN_PID
     isleep "$WARMUP"
     t0=$(cpu_ticks "$fpid")
-    spun0=$(curl -s "127.0.0.1:$ap/stats/prometheus" | awk '$1=="ferrymesh_busy_poll_seconds_total" {print $2}')
-    polls0=$(curl -s "127.0.0.1:$ap/stats/prometheus" | awk '$1=="ferrymesh_busy_polls_total" {print $2}')
+    read -r spun0 polls0 < <(poll_counters "$ap")
     isleep "$DURATION"
     t1=$(cpu_ticks "$fpid")
-    spun1=$(curl -s "127.0.0.1:$ap/stats/prometheus" | awk '$1=="ferrymesh_busy_poll_seconds_total" {print $2}')
-    polls1=$(curl -s "127.0.0.1:$ap/stats/prometheus" | awk '$1=="ferrymesh_busy_polls_total" {print $2}')
+    read -r spun1 polls1 < <(poll_counters "$ap")
     wait "$lpid" || true
     json=$(grep '^{' "$dir/boltload.out" | tail -1 || true)
     unspawn "$fpid"

@@ -271,11 +271,13 @@ target_version() {
     esac
 }
 
-# start_upstream DIR PORT: bolt echo on LOAD_CPU; sets UPSTREAM_PID.
+# start_upstream DIR PORT [ARG...]: bolt echo on LOAD_CPU, given ARGs too
+# (e.g. --delay-ms N); sets UPSTREAM_PID.
 start_upstream() {
     local dir=$1 port=$2
+    shift 2
     need_free_port "$port"
-    spawn "$LOAD_CPU" "$dir/upstream.log" "$BOLT_ECHO_BIN" --listen "127.0.0.1:$port"
+    spawn "$LOAD_CPU" "$dir/upstream.log" "$BOLT_ECHO_BIN" --listen "127.0.0.1:$port" "$@"
     UPSTREAM_PID=$SPAWN_PID
     wait_line "$dir/upstream.log" "^READY " "$UPSTREAM_PID" "bolt-echo" && wait_port "$port" "$UPSTREAM_PID" "bolt-echo"
 }
