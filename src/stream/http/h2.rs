@@ -3,8 +3,8 @@
 //! One task per connection reads and parses frames, keeps every stream's
 //! state and windows, and writes what the streams queue. Each request's work
 //! (the service, then its response streamed back through the connection's
-//! output) is a future in that same task's `FuturesUnordered`, not a task of
-//! its own. Both sides of a stream live in one map behind an
+//! output) is a future in that same task's [`TaskSet`], not a task of its
+//! own. Both sides of a stream live in one map behind an
 //! `Rc<RefCell<_>>`: everything runs on the worker's thread, so nothing here
 //! locks. (`h2`, under hyper, keeps its stream store behind a mutex that
 //! every frame and every body poll takes.)
@@ -37,7 +37,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use http::header::{HeaderMap, CONTENT_LENGTH, TE};
 use http::{Method, Request, Response, Uri};
 use http_body_util::BodyExt as _;
@@ -54,6 +53,7 @@ use crate::network::tick::Tick;
 use crate::network::transport::Transport;
 use crate::protocol::http::h2::hpack::{self, Decoder, Kept, Name, Pseudo, Value};
 use crate::protocol::http::h2::{self as wire, flag, kind, setting, Head, Reason, HEAD_LEN, PREFACE};
+use crate::runtime::taskset::TaskSet;
 
 /// What a server connection announces and enforces.
 #[derive(Debug, Clone, Copy)]
@@ -373,8 +373,7 @@ struct Conn<S, M, W> {
     make_work: M,
     /// Each open stream's work (the service, then writing its response),
     /// run inside the connection's own task: no task spawned per request.
-    /// Also one that never ends ([`Guarded::keeper`]).
-    tasks: FuturesUnordered<Guarded<W>>,
+    tasks: TaskSet<Guarded<W>>,
     /// 0: waiting for the preface; 1: for the client's first SETTINGS; 2: greeted.
     greeting: u8,
     last_stream: u32,
@@ -508,29 +507,12 @@ struct Guarded<W> {
     slot: Option<WorkSlot<W>>,
 }
 
-impl<W> Guarded<W> {
-    /// A task that never ends and is never woken (stream 0 is no stream),
-    /// kept among a connection's tasks. `FuturesUnordered` asks its task to
-    /// be polled again whenever one pass has polled as many futures as it
-    /// holds, and a connection whose one stream waits on its upstream did
-    /// that on every request: a poll for nothing each time (about 900
-    /// instructions per h2c request at 1,000 a second). With the keeper
-    /// there is always one more than a pass polls; a future that wakes
-    /// itself still makes it yield.
-    fn keeper(shared: Rc<RefCell<Shared>>) -> Guarded<W> {
-        Guarded { id: 0, shared, slot: None }
-    }
-}
-
 impl<W: Future<Output = ()>> Future for Guarded<W> {
     type Output = Option<WorkSlot<W>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Unpin: the work itself is behind the slot's `Pin<Box<_>>`.
         let this = self.get_mut();
-        if this.id == 0 {
-            return Poll::Pending;
-        }
         let gone = {
             let mut sh = this.shared.borrow_mut();
             match sh.streams.get_mut(&this.id) {
@@ -658,7 +640,11 @@ where
     }));
     let _closer = Closer(shared.clone());
     let service = Rc::new(service);
-    let tasks = FuturesUnordered::from_iter([Guarded::keeper(shared.clone())]);
+    // The connection is polled only when something it waits on woke it,
+    // not when the task woke for its tick alone.
+    let woken = Arc::new(ConnWake::default());
+    let conn_waker = Waker::from(woken.clone());
+    let tasks = TaskSet::new(conn_waker.clone());
     let mut conn = Conn {
         io,
         bytes,
@@ -686,10 +672,6 @@ where
     // Polled only when armed or fired (`Tick`), not on each of the
     // connection's wake-ups: six a request at a fixed rate.
     let mut tick = Tick::at(idle_since + PARK_GRACE);
-    // The connection is polled only when something it waits on woke it,
-    // not when the task woke for its tick alone.
-    let woken = Arc::new(ConnWake::default());
-    let conn_waker = Waker::from(woken.clone());
     loop {
         tokio::select! {
             biased;
@@ -797,7 +779,7 @@ where
         let sh = self.shared.borrow();
         self.greeting == 2
             && sh.streams.is_empty()
-            && self.tasks.len() == 1
+            && self.tasks.is_empty()
             && sh.out.is_empty()
             && self.read.is_empty()
             && self.partial.is_none()
@@ -855,11 +837,11 @@ where
             }
             // Run the streams whose work can go on; what they answer is
             // written below, in the same pass.
-            while let Poll::Ready(Some(slot)) = self.tasks.poll_next_unpin(cx) {
+            self.tasks.run(|slot| {
                 if let Some(slot) = slot {
                     spare_work::give(slot);
                 }
-            }
+            });
             // Write what is queued.
             let mut sh = self.shared.borrow_mut();
             while !sh.out.is_empty() {
