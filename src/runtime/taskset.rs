@@ -35,6 +35,10 @@ pub struct TaskSet<F> {
     /// Slots whose future ended, the last freed on top (its memory is the
     /// warmest).
     free: Vec<u32>,
+    /// Slots pushed since the last run: polled first by the next one. Kept
+    /// here rather than marked in the words, which costs two atomic
+    /// read-modify-writes per push.
+    pushed: Vec<u32>,
     live: usize,
 }
 
@@ -97,6 +101,7 @@ impl<F: Future + Unpin> TaskSet<F> {
             words: Vec::new(),
             top: Arc::new(Top { summary: AtomicU64::new(0), owner }),
             free: Vec::new(),
+            pushed: Vec::new(),
             live: 0,
         }
     }
@@ -112,6 +117,7 @@ impl<F: Future + Unpin> TaskSet<F> {
 
     /// Adds a future, to be polled first by the next [`TaskSet::run`] (the
     /// owner is not woken: the caller is the owner, about to run the set).
+    /// Pushed futures are polled in the order pushed.
     pub fn push(&mut self, future: F) {
         let index = match self.free.pop() {
             Some(i) => i as usize,
@@ -119,7 +125,7 @@ impl<F: Future + Unpin> TaskSet<F> {
         };
         self.slots[index].future = Some(future);
         self.live += 1;
-        self.words[index / 64].mark(1 << (index % 64));
+        self.pushed.push(index as u32);
     }
 
     /// A new slot, with its waker (and its word, every 64 slots).
@@ -142,7 +148,18 @@ impl<F: Future + Unpin> TaskSet<F> {
     /// poll, for which the owner has been woken.
     pub fn run(&mut self, mut done: impl FnMut(F::Output)) {
         let mut budget = self.live.max(1);
+        // In the order pushed (the budget holds them all: each is held).
+        for i in 0..self.pushed.len() {
+            budget -= 1;
+            self.poll_slot(self.pushed[i] as usize, &mut done);
+        }
+        self.pushed.clear();
         loop {
+            // A load first: a run with nothing woken (most of a pass's) then
+            // writes nothing.
+            if self.top.summary.load(Ordering::Acquire) == 0 {
+                return;
+            }
             let summary = self.top.summary.swap(0, Ordering::AcqRel);
             if summary == 0 {
                 return;
