@@ -50,7 +50,7 @@ const HEADER_PROBE: usize = 64;
 const SPARE_MAX: usize = 8;
 
 thread_local! {
-    static SPARE: Spares<BytesMut> = const { Spares::new(SPARE_MAX) };
+    static SPARE: Spares<BytesMut> = const { Spares::new(SPARE_MAX, || SPARE.with(Spares::trim)) };
 }
 
 /// An empty buffer with room for `len` bytes, a kept one if there is one.

@@ -112,7 +112,7 @@ mod spare {
     use crate::stream::http::raw::spare::{KEEP, MAX_KEPT};
 
     thread_local! {
-        static EXCHANGE: Spares<Bufs> = const { Spares::new(KEEP) };
+        static EXCHANGE: Spares<Bufs> = const { Spares::new(KEEP, || EXCHANGE.with(Spares::trim)) };
     }
 
     #[inline]

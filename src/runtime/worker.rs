@@ -60,6 +60,7 @@ pub fn main(n: usize, mut commands: mpsc::UnboundedReceiver<Command>, drain_time
         let flusher = tokio::task::spawn_local(flush_logs(worker.clone()));
         let spinner = tokio::task::spawn_local(busy_poll::spinner());
         let deadlines = tokio::task::spawn_local(crate::network::timeouts::driver());
+        let trimmer = tokio::task::spawn_local(crate::network::spares::trimmer());
         while let Some(cmd) = commands.recv().await {
             match cmd {
                 Command::Apply { version, settings, sockets, done } => {
@@ -90,6 +91,7 @@ pub fn main(n: usize, mut commands: mpsc::UnboundedReceiver<Command>, drain_time
         flusher.abort();
         spinner.abort();
         deadlines.abort();
+        trimmer.abort();
         for l in worker.listeners.borrow().iter() {
             l.flush_logs();
         }

@@ -463,8 +463,9 @@ mod spare_work {
     use super::WorkSlot;
     use crate::network::spares::Spares;
 
-    /// Slots kept per worker.
-    const KEEP: usize = 64;
+    /// Slots kept per worker: as many as a burst of streams ends at once
+    /// (`network::spares`; the unused are let go within two seconds).
+    const KEEP: usize = 1024;
 
     thread_local! {
         // A `Spares<WorkSlot<W>>` for the one `W` a program serves with (the
@@ -476,11 +477,19 @@ mod spare_work {
         SLOTS.with(|s| s.borrow().as_ref()?.downcast_ref::<Spares<WorkSlot<W>>>()?.take())
     }
 
+    fn trim<W: 'static>() {
+        SLOTS.with(|s| {
+            if let Some(kept) = s.borrow().as_ref().and_then(|k| k.downcast_ref::<Spares<WorkSlot<W>>>()) {
+                kept.trim();
+            }
+        });
+    }
+
     /// Keeps an emptied slot.
     pub fn give<W: 'static>(slot: WorkSlot<W>) {
         SLOTS.with(|s| {
             let mut s = s.borrow_mut();
-            let kept = s.get_or_insert_with(|| Box::new(Spares::<WorkSlot<W>>::new(KEEP)));
+            let kept = s.get_or_insert_with(|| Box::new(Spares::<WorkSlot<W>>::new(KEEP, trim::<W>)));
             if let Some(kept) = kept.downcast_ref::<Spares<WorkSlot<W>>>() {
                 kept.give(slot);
             }

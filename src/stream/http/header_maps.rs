@@ -8,14 +8,15 @@ use http::HeaderMap;
 
 use crate::network::spares::Spares;
 
-/// Maps kept per worker.
-const KEEP: usize = 64;
+/// Maps kept per worker (the unused are let go within two seconds,
+/// `network::spares`).
+const KEEP: usize = 1024;
 /// The most fields a kept map may have room for: one grown by a large head
 /// is let go.
 const MAX_KEPT: usize = 64;
 
 thread_local! {
-    static MAPS: Spares<HeaderMap> = const { Spares::new(KEEP) };
+    static MAPS: Spares<HeaderMap> = const { Spares::new(KEEP, || MAPS.with(Spares::trim)) };
 }
 
 /// An empty map, with room if a kept one is there.

@@ -39,13 +39,15 @@ pub mod spare {
     use super::{BytesMut, READ_SPACE};
     use crate::network::spares::Spares;
 
-    /// Spares kept per worker, and the largest buffer worth keeping.
-    pub const KEEP: usize = 64;
+    /// Spares kept per worker (as many as a burst of answers gives back;
+    /// the unused are let go within two seconds, `network::spares`), and the
+    /// largest buffer worth keeping.
+    pub const KEEP: usize = 1024;
     pub const MAX_KEPT: usize = 256 * 1024;
 
     thread_local! {
-        static BUFS: Spares<BytesMut> = const { Spares::new(KEEP) };
-        static HEADS: Spares<Vec<u8>> = const { Spares::new(KEEP) };
+        static BUFS: Spares<BytesMut> = const { Spares::new(KEEP, || BUFS.with(Spares::trim)) };
+        static HEADS: Spares<Vec<u8>> = const { Spares::new(KEEP, || HEADS.with(Spares::trim)) };
     }
 
     #[inline]
@@ -335,7 +337,7 @@ pub struct RawFields {
 }
 
 thread_local! {
-    static KEPT_FIELDS: Spares<Box<RawFields>> = const { Spares::new(spare::KEEP) };
+    static KEPT_FIELDS: Spares<Box<RawFields>> = const { Spares::new(spare::KEEP, || KEPT_FIELDS.with(Spares::trim)) };
 }
 
 /// The longest head copy a kept box holds on to.
