@@ -10,13 +10,16 @@
 # tests/http/install.sh). Usage:
 #   cargo build --release && bash bench/http_instructions.sh   [N=20000 MODE=h1]
 #   RATE=1000 SECS=8 MODE=h2c bash bench/http_instructions.sh
+#   CONNS=64 N=40000 MODE=h2c bash bench/http_instructions.sh   # bench/http.sh's
+#     64 connections x 8 streams (default CONNS=8: 8 x 8, or 8 for HTTP/1.1)
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-20000}
 MODE=${MODE:-h1}
 RATE=${RATE:-}
 SECS=${SECS:-8}
-case $MODE in h1) LOAD=(--h1 -c 8) PROTO=http1 ;; h2c) LOAD=(-c 8 -m 8) PROTO=h2c ;; *) echo "MODE: h1 or h2c" >&2; exit 2 ;; esac
+CONNS=${CONNS:-8}
+case $MODE in h1) LOAD=(--h1 -c "$CONNS") PROTO=http1 ;; h2c) LOAD=(-c "$CONNS" -m 8) PROTO=h2c ;; *) echo "MODE: h1 or h2c" >&2; exit 2 ;; esac
 BOLTLOAD=${BOLTLOAD_BIN:-$ROOT/target/release/boltload}
 if [ -n "$RATE" ]; then N=$((RATE * SECS)); fi
 measure() {
