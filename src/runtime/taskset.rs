@@ -280,6 +280,16 @@ mod tests {
         out
     }
 
+    /// A set holding one gate, polled once, and the waker it kept.
+    fn one_waiting(value: u32) -> (TaskSet<Gate>, Arc<Owner>, Handle, Waker) {
+        let (mut set, owner) = set();
+        let (g, h) = gate(value);
+        set.push(g);
+        run(&mut set);
+        let waker = h.waker.take().expect("polled once, so its waker is kept");
+        (set, owner, h, waker)
+    }
+
     #[test]
     fn pushed_futures_are_polled_once_and_then_only_when_woken() {
         let (mut set, owner) = set();
@@ -306,11 +316,7 @@ mod tests {
 
     #[test]
     fn a_second_wake_before_the_run_wakes_the_owner_once() {
-        let (mut set, owner) = set();
-        let (g, h) = gate(7);
-        set.push(g);
-        run(&mut set);
-        let waker = h.waker.take().expect("polled");
+        let (mut set, owner, h, waker) = one_waiting(7);
         waker.wake_by_ref();
         waker.wake_by_ref();
         assert_eq!(owner.wakes(), 1);
@@ -320,11 +326,7 @@ mod tests {
 
     #[test]
     fn an_ended_futures_slot_is_reused_and_a_stale_wake_only_costs_a_poll() {
-        let (mut set, _owner) = set();
-        let (g, h) = gate(1);
-        set.push(g);
-        run(&mut set);
-        let stale = h.waker.take().expect("polled");
+        let (mut set, _owner, h, stale) = one_waiting(1);
         h.open.set(true);
         stale.wake_by_ref();
         assert_eq!(run(&mut set), vec![1]);
@@ -344,11 +346,7 @@ mod tests {
 
     #[test]
     fn wakes_from_another_thread_are_seen() {
-        let (mut set, owner) = set();
-        let (g, h) = gate(5);
-        set.push(g);
-        run(&mut set);
-        let waker = h.waker.take().expect("polled");
+        let (mut set, owner, h, waker) = one_waiting(5);
         h.open.set(true);
         std::thread::spawn(move || waker.wake()).join().expect("the waking thread ended");
         assert_eq!(owner.wakes(), 1);
