@@ -46,7 +46,8 @@ const HEADER_PROBE: usize = 64;
 /// second at 4,000 256 KiB requests a second), and each reuse then faults
 /// every page in again; that cost a third more CPU per request in some runs.
 /// At most this many are kept per worker, none larger than [`GATHER_MAX`]:
-/// a worker keeps at most 8 MiB after a burst of large frames.
+/// a worker keeps at most 8 MiB after a burst of large frames, and lets it go
+/// once the burst is over (the worker's trimmer, `network::spares`).
 const SPARE_MAX: usize = 8;
 
 thread_local! {
