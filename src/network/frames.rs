@@ -15,7 +15,7 @@
 //! read and no other, and its memory is held once, from its first bytes until
 //! its last is written.
 
-use super::spares::Spares;
+use super::spares::{thread_spares, Spares};
 use std::ops::Deref;
 
 use bytes::buf::Limit;
@@ -50,9 +50,7 @@ const HEADER_PROBE: usize = 64;
 /// once the burst is over (the worker's trimmer, `network::spares`).
 const SPARE_MAX: usize = 8;
 
-thread_local! {
-    static SPARE: Spares<BytesMut> = const { Spares::new(SPARE_MAX, || SPARE.with(Spares::trim)) };
-}
+thread_spares! { static SPARE: BytesMut = SPARE_MAX; }
 
 /// An empty buffer with room for `len` bytes, a kept one if there is one.
 fn buffer_for(len: usize) -> BytesMut {

@@ -29,17 +29,31 @@ pub struct Spares<T> {
     registered: Cell<bool>,
 }
 
+/// Declares a worker's spares of one kind: a `thread_local!` [`Spares`]
+/// whose trim is its own (`|| NAME.with(Spares::trim)`), so that a kind
+/// cannot be wired to another's.
+macro_rules! thread_spares {
+    ($vis:vis static $name:ident: $t:ty = $keep:expr;) => {
+        thread_local! {
+            $vis static $name: $crate::network::spares::Spares<$t> = const {
+                $crate::network::spares::Spares::new($keep, || $name.with($crate::network::spares::Spares::trim))
+            };
+        }
+    };
+}
+pub(crate) use thread_spares;
+
 thread_local! {
     /// The trims of the kinds this thread has kept any of.
     static TRIMS: RefCell<Vec<fn()>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How often a worker lets go of spares that went unused.
-pub const TRIM_EVERY: Duration = Duration::from_secs(1);
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 impl<T> Spares<T> {
     /// `trim` is the kind's own [`Spares::trim`] through its
-    /// `thread_local!` key: `|| KEY.with(Spares::trim)`.
+    /// `thread_local!` key ([`thread_spares`] declares one so).
     pub const fn new(keep: usize, trim: fn()) -> Spares<T> {
         Spares { kept: RefCell::new(Vec::new()), keep, used: Cell::new(false), trim, registered: Cell::new(false) }
     }
@@ -73,11 +87,13 @@ impl<T> Spares<T> {
         drop(dropped);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.kept.borrow().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
@@ -136,9 +152,7 @@ mod tests {
         assert!(s.is_empty());
     }
 
-    thread_local! {
-        static KIND: Spares<Vec<u8>> = const { Spares::new(8, || KIND.with(Spares::trim)) };
-    }
+    thread_spares! { static KIND: Vec<u8> = 8; }
 
     #[test]
     fn trim_all_reaches_each_kind_this_thread_kept() {

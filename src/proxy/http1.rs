@@ -108,12 +108,10 @@ struct Bufs {
 /// connection holds no buffer, as an idle bolt connection holds none.
 mod spare {
     use super::Bufs;
-    use crate::network::spares::Spares;
+    use crate::network::spares::{thread_spares, Spares};
     use crate::stream::http::raw::spare::{KEEP, MAX_KEPT};
 
-    thread_local! {
-        static EXCHANGE: Spares<Bufs> = const { Spares::new(KEEP, || EXCHANGE.with(Spares::trim)) };
-    }
+    thread_spares! { static EXCHANGE: Bufs = KEEP; }
 
     #[inline]
     pub(super) fn bufs() -> Bufs {

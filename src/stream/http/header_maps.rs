@@ -6,7 +6,7 @@
 
 use http::HeaderMap;
 
-use crate::network::spares::Spares;
+use crate::network::spares::{thread_spares, Spares};
 
 /// Maps kept per worker (the unused are let go within two seconds,
 /// `network::spares`).
@@ -15,9 +15,7 @@ const KEEP: usize = 1024;
 /// is let go.
 const MAX_KEPT: usize = 64;
 
-thread_local! {
-    static MAPS: Spares<HeaderMap> = const { Spares::new(KEEP, || MAPS.with(Spares::trim)) };
-}
+thread_spares! { static MAPS: HeaderMap = KEEP; }
 
 /// An empty map, with room if a kept one is there.
 pub fn take() -> HeaderMap {

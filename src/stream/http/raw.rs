@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
-use crate::network::spares::Spares;
+use crate::network::spares::{thread_spares, Spares};
 use crate::upstream::conn::HostConn;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
@@ -37,7 +37,7 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// idle connection holds one nor a request pays for a fresh allocation.
 pub mod spare {
     use super::{BytesMut, READ_SPACE};
-    use crate::network::spares::Spares;
+    use crate::network::spares::{thread_spares, Spares};
 
     /// Spares kept per worker (as many as a burst of answers gives back;
     /// the unused are let go within two seconds, `network::spares`), and the
@@ -45,10 +45,8 @@ pub mod spare {
     pub const KEEP: usize = 1024;
     pub const MAX_KEPT: usize = 256 * 1024;
 
-    thread_local! {
-        static BUFS: Spares<BytesMut> = const { Spares::new(KEEP, || BUFS.with(Spares::trim)) };
-        static HEADS: Spares<Vec<u8>> = const { Spares::new(KEEP, || HEADS.with(Spares::trim)) };
-    }
+    thread_spares! { static BUFS: BytesMut = KEEP; }
+    thread_spares! { static HEADS: Vec<u8> = KEEP; }
 
     #[inline]
     pub fn take() -> BytesMut {
@@ -336,9 +334,7 @@ pub struct RawFields {
     spans: smallvec::SmallVec<[[u32; 4]; 12]>,
 }
 
-thread_local! {
-    static KEPT_FIELDS: Spares<Box<RawFields>> = const { Spares::new(spare::KEEP, || KEPT_FIELDS.with(Spares::trim)) };
-}
+thread_spares! { static KEPT_FIELDS: Box<RawFields> = spare::KEEP; }
 
 /// The longest head copy a kept box holds on to.
 const MAX_KEPT_HEAD: usize = 8 * 1024;
