@@ -22,6 +22,7 @@ pub mod listener;
 pub mod park;
 pub mod prefixed;
 pub mod spares;
+pub mod taskset;
 pub mod tick;
 pub mod timeouts;
 pub mod transport;

@@ -18,7 +18,6 @@
 
 pub mod busy_poll;
 pub mod logging;
-pub mod taskset;
 pub mod worker;
 
 use std::cell::{Cell, RefCell};

@@ -49,11 +49,11 @@ use super::raw::{spare, RawFields};
 use super::{Body, BoxError};
 use crate::network::clock;
 use crate::network::counted::IoBytes;
+use crate::network::taskset::TaskSet;
 use crate::network::tick::Tick;
 use crate::network::transport::Transport;
 use crate::protocol::http::h2::hpack::{self, Decoder, Kept, Name, Pseudo, Value};
 use crate::protocol::http::h2::{self as wire, flag, kind, setting, Head, Reason, HEAD_LEN, PREFACE};
-use crate::runtime::taskset::TaskSet;
 
 /// What a server connection announces and enforces.
 #[derive(Debug, Clone, Copy)]
