@@ -285,10 +285,20 @@ impl Proxy {
         Self::start_probing(config, args, Duration::from_millis(20))
     }
 
-    /// [`Proxy::start_with`], looking for the open port every `probe`: a
-    /// short one sees the port the moment it opens.
+    /// [`Proxy::start_with`], looking for the open ports every `probe`: a
+    /// short one sees the first port the moment it opens. Every listener is
+    /// waited for, not only the first: ferrymesh opens them one after
+    /// another, and a client of the second, connecting the moment the first
+    /// accepted, was refused once (CI, on a loaded machine).
     pub fn start_probing(config: &Value, args: &[&str], probe: Duration) -> Proxy {
-        let addr: SocketAddr = config["servers"][0]["listeners"][0]["address"].as_str().unwrap().parse().unwrap();
+        let addrs: Vec<SocketAddr> = config["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["listeners"].as_array().into_iter().flatten())
+            .map(|l| l["address"].as_str().expect("listener address").parse().expect("listener address"))
+            .collect();
+        let addr = addrs[0];
         let path = std::env::temp_dir().join(format!(
             "ferrymesh-test-{}-{}.json",
             std::process::id(),
@@ -306,9 +316,11 @@ impl Proxy {
             .expect("spawn ferrymesh");
         let p = Proxy { child, addr, _config: tempfile_path::TempPath(path) };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "ferrymesh did not start listening on {addr}");
-            std::thread::sleep(probe);
+        for a in addrs {
+            while std::net::TcpStream::connect(a).is_err() {
+                assert!(Instant::now() < deadline, "ferrymesh did not start listening on {a}");
+                std::thread::sleep(probe);
+            }
         }
         p
     }
