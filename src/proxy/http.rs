@@ -924,7 +924,8 @@ async fn raw_exchange(
     head_request: bool,
     raw_head: bool,
 ) -> Result<Response<Body>, SendError> {
-    let mut up = raw::spare::take();
+    // Borrowed from the worker's spares once the answer arrives (`raw::send`).
+    let mut up = bytes::BytesMut::new();
     let ((head, facts), fields, conn) = if raw_head {
         let mut parse = |b: &[u8]| raw::response_raw(b, head_request);
         let ((head, fields), conn) = raw::send(pool, request, idempotent, &mut up, &mut parse).await?;

@@ -99,7 +99,8 @@ struct Bufs {
     req: Vec<u8>,
     /// The response head (and first body bytes) as it goes to the client.
     resp: Vec<u8>,
-    /// Bytes read from the upstream.
+    /// Bytes read from the upstream: empty (no room) until the answer
+    /// arrives.
     up: BytesMut,
 }
 
@@ -109,6 +110,7 @@ struct Bufs {
 mod spare {
     use super::Bufs;
     use crate::network::spares::{thread_spares, Spares};
+    use crate::stream::http::raw;
     use crate::stream::http::raw::spare::{KEEP, MAX_KEPT};
 
     thread_spares! { static EXCHANGE: Bufs = KEEP; }
@@ -118,9 +120,15 @@ mod spare {
         EXCHANGE.with(Spares::take).unwrap_or_default()
     }
 
+    /// The upstream read buffer goes back on its own: `raw::send` borrows
+    /// one only once the answer is there, so an exchange awaiting its
+    /// upstream holds none.
     #[inline]
-    pub(super) fn give_bufs(b: Bufs) {
-        if b.req.capacity().max(b.resp.capacity()).max(b.up.capacity()) <= MAX_KEPT {
+    pub(super) fn give_bufs(mut b: Bufs) {
+        if b.up.capacity() > 0 {
+            raw::spare::give(std::mem::take(&mut b.up));
+        }
+        if b.req.capacity().max(b.resp.capacity()) <= MAX_KEPT {
             EXCHANGE.with(|e| e.give(b));
         }
     }

@@ -26,6 +26,11 @@ impl HostConn {
     pub fn is_quiet(&mut self) -> bool {
         self.stream.is_quiet()
     }
+
+    /// Waits until there is something to read ([`Transport::readable`]).
+    pub async fn readable(&mut self) -> io::Result<()> {
+        self.stream.readable().await
+    }
 }
 
 impl Drop for HostConn {
