@@ -58,7 +58,8 @@ struct Top {
 /// The woken bits of 64 slots.
 struct Word {
     bits: AtomicU64,
-    index: usize,
+    /// This word's bit in the summary (word `w`: `1 << (w % 64)`).
+    summary_bit: u64,
     top: Arc<Top>,
 }
 
@@ -68,7 +69,7 @@ impl Word {
         if self.bits.fetch_or(mask, Ordering::AcqRel) & mask == mask {
             return false;
         }
-        self.top.summary.fetch_or(1 << (self.index % 64), Ordering::AcqRel);
+        self.top.summary.fetch_or(self.summary_bit, Ordering::AcqRel);
         true
     }
 }
@@ -132,7 +133,7 @@ impl<F: Future + Unpin> TaskSet<F> {
     fn grow(&mut self) -> usize {
         let index = self.slots.len();
         if index % 64 == 0 {
-            let word = Word { bits: AtomicU64::new(0), index: index / 64, top: self.top.clone() };
+            let word = Word { bits: AtomicU64::new(0), summary_bit: 1 << (index / 64 % 64), top: self.top.clone() };
             self.words.push(Arc::new(word));
         }
         let wake = SlotWake { word: self.words[index / 64].clone(), mask: 1 << (index % 64) };

@@ -125,9 +125,7 @@ mod spare {
     /// upstream holds none.
     #[inline]
     pub(super) fn give_bufs(mut b: Bufs) {
-        if b.up.capacity() > 0 {
-            raw::spare::give(std::mem::take(&mut b.up));
-        }
+        raw::spare::give(std::mem::take(&mut b.up));
         if b.req.capacity().max(b.resp.capacity()) <= MAX_KEPT {
             EXCHANGE.with(|e| e.give(b));
         }

@@ -473,16 +473,17 @@ mod spare_work {
         static SLOTS: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     }
 
+    /// `f` on this worker's kept slots of type `W`, if it keeps any.
+    fn with_kept<W: 'static, R>(f: impl FnOnce(&Spares<WorkSlot<W>>) -> R) -> Option<R> {
+        SLOTS.with(|s| Some(f(s.borrow().as_ref()?.downcast_ref::<Spares<WorkSlot<W>>>()?)))
+    }
+
     pub fn take<W: 'static>() -> Option<WorkSlot<W>> {
-        SLOTS.with(|s| s.borrow().as_ref()?.downcast_ref::<Spares<WorkSlot<W>>>()?.take())
+        with_kept(Spares::take).flatten()
     }
 
     fn trim<W: 'static>() {
-        SLOTS.with(|s| {
-            if let Some(kept) = s.borrow().as_ref().and_then(|k| k.downcast_ref::<Spares<WorkSlot<W>>>()) {
-                kept.trim();
-            }
-        });
+        with_kept::<W, _>(Spares::trim);
     }
 
     /// Keeps an emptied slot.
