@@ -98,6 +98,18 @@ impl ProxyError {
     }
 }
 
+impl ProxyError {
+    /// What the client is told: the error as displayed, but for a failed
+    /// connect, whose upstream address and OS error stay in the log (Envoy
+    /// too tells a client that a connect failed, not where to).
+    pub fn client_message(&self) -> String {
+        match self {
+            ProxyError::ConnectFailed(_) => "connect failed".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

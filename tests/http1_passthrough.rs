@@ -191,6 +191,15 @@ async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, aft
             "/garbage" => (b"HTTP/1.1 2x0 Nope\r\n\r\n".to_vec(), true),
             "/bad-chunk" => (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(), true),
             "/until-close" => (b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(), true),
+            // Framed twice: the coding decides, the length is stale.
+            "/coded-and-length" => (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
+                    .to_vec(),
+                true,
+            ),
+            "/no-content-framed" => {
+                (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), false)
+            }
             "/big" => {
                 let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n".to_vec();
                 r.extend(std::iter::repeat_n(b'b', 300_000));
@@ -373,6 +382,154 @@ Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: gzip\r\nX-Forwarded
     assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
     assert_eq!(body, b"until the end");
     assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn an_answer_framed_twice_goes_on_without_its_stale_length_on_both_paths() {
+    for passthrough in [true, false] {
+        let up = Scripted::start(After::KeepServing).await;
+        let port = free_port();
+        let proxy = Proxy::start(&config(port, up.addr, passthrough), 1);
+        // RFC 9112 §6.3: the coding frames the body (to the close), and a
+        // next hop reading the stale length would take the rest for another
+        // response.
+        let (out, closed) =
+            raw_exchange(proxy.addr, b"GET /coded-and-length HTTP/1.1\r\nHost: e\r\n\r\n", Duration::from_secs(2))
+                .await;
+        let head = out.split("\r\n\r\n").next().unwrap_or("").to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{out}");
+        assert!(!head.contains("content-length"), "passthrough {passthrough}: {out}");
+        // The pass-through relays the body to the close; hyper's path chunks it.
+        assert!(out.contains("helloHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"), "the body whole: {out}");
+        assert!(closed || !passthrough, "{out}");
+        // A 204 frames nothing: neither field goes on, and the connection does.
+        let mut c = Conn::open(proxy.addr).await;
+        c.send(b"GET /no-content-framed HTTP/1.1\r\nHost: e\r\n\r\n").await;
+        let (head, _) = c.response(false).await;
+        let lower = head.to_ascii_lowercase();
+        assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+        assert!(!lower.contains("content-length") && !lower.contains("transfer-encoding"), "{passthrough}: {head}");
+        c.send(b"GET /after HTTP/1.1\r\nHost: e\r\n\r\n").await;
+        assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
+    }
+}
+
+#[tokio::test]
+async fn an_h2c_upgrade_is_never_forwarded() {
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    // An upstream that took it would answer 101 and carry HTTP/2 requests no
+    // route sees: the request goes on as a plain one.
+    let mut c = Conn::open(proxy.addr).await;
+    c.send(b"GET /public HTTP/1.1\r\nHost: e\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let seen = String::from_utf8(body).unwrap().to_ascii_lowercase();
+    assert!(seen.starts_with("get /public http/1.1\r\n"), "{seen}");
+    for gone in ["upgrade", "http2-settings", "connection:"] {
+        assert!(!seen.contains(gone), "{gone} forwarded: {seen}");
+    }
+    // A WebSocket named beside it still asks for its upgrade.
+    c.send(b"GET /ws HTTP/1.1\r\nHost: e\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "the scripted upstream does not switch: {head}");
+    let seen = String::from_utf8(body).unwrap().to_ascii_lowercase();
+    assert!(seen.contains("upgrade: websocket\r\n") && !seen.contains("h2c"), "{seen}");
+}
+
+#[tokio::test]
+async fn a_host_that_names_no_host_is_refused_on_both_paths() {
+    for passthrough in [true, false] {
+        let up = Scripted::start(After::KeepServing).await;
+        let port = free_port();
+        let proxy = Proxy::start(&config(port, up.addr, passthrough), 1);
+        for host in ["evil.com/.e", "evil.com#.e", "evil.com .e", "evil.com, e", "u@e"] {
+            let req = format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            let (out, _) = raw_exchange(proxy.addr, req.as_bytes(), Duration::from_secs(2)).await;
+            assert_eq!(first_status(&out), Some(400), "{host}: {out}");
+            assert!(out.contains("invalid Host"), "{out}");
+        }
+        assert!(up.heads().is_empty(), "nothing reached the upstream: {:?}", up.heads());
+        let (out, _) =
+            raw_exchange(proxy.addr, b"GET /x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", Duration::from_secs(2)).await;
+        assert_eq!(first_status(&out), Some(200), "{out}");
+    }
+}
+
+#[tokio::test]
+async fn any_method_or_a_leading_empty_line_opens_an_auto_connection() {
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config_for(port, up.addr, true, "Auto"), 1);
+    for (first, line) in [
+        (&b"PROPFIND /dav/ HTTP/1.1\r\nHost: e\r\nDepth: 1\r\n\r\n"[..], "PROPFIND /dav/ HTTP/1.1"),
+        (b"PURGE /cached HTTP/1.1\r\nHost: e\r\n\r\n", "PURGE /cached HTTP/1.1"),
+        (b"\r\nGET /after-an-empty-line HTTP/1.1\r\nHost: e\r\n\r\n", "GET /after-an-empty-line HTTP/1.1"),
+    ] {
+        let mut c = Conn::open(proxy.addr).await;
+        c.send(first).await;
+        let (head, body) = c.response(false).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{line}: {head}");
+        assert!(String::from_utf8_lossy(&body).starts_with(line), "{line}: {}", String::from_utf8_lossy(&body));
+    }
+}
+
+#[tokio::test]
+async fn a_request_body_that_breaks_mid_stream_is_the_clients_fault() {
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let mut c = Conn::open(proxy.addr).await;
+    // The first chunk is good and goes on; the second is not a chunk.
+    c.send(b"POST /never HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").await;
+    for _ in 0..100 {
+        if !up.heads().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!up.heads().is_empty(), "the request reached the upstream");
+    c.send(b"ZZ\r\nworld\r\n0\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "not the upstream's 502: {head}");
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert_eq!(body, b"bad request: malformed body\n");
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn clients_are_told_when_a_connection_will_not_go_on() {
+    let up = Scripted::start(After::KeepServing).await;
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    // An HTTP/1.0 client cannot read chunks: the body ends with the close,
+    // and the head says so rather than keep-alive.
+    let mut c = Conn::open(proxy.addr).await;
+    c.send(b"GET /chunked HTTP/1.0\r\nHost: e\r\nConnection: keep-alive\r\n\r\n").await;
+    let (head, body) = c.response(false).await;
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("connection: close") && !lower.contains("keep-alive"), "{head}");
+    assert_eq!(body, b"hello world");
+    // A direct response to a request whose body is left unread: the
+    // connection closes after it, and the head says so.
+    let mut c = Conn::open(proxy.addr).await;
+    c.send(b"POST /admin HTTP/1.1\r\nHost: e\r\nContent-Length: 100000\r\n\r\nabc").await;
+    let (head, body) = c.response(false).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert_eq!(body, b"no");
+}
+
+#[tokio::test]
+async fn a_failed_connect_tells_the_client_nothing_of_the_upstream() {
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = free_port();
+    let proxy = Proxy::start(&config(port, nobody, true), 1);
+    let (out, _) = raw_exchange(proxy.addr, b"GET /x HTTP/1.1\r\nHost: e\r\n\r\n", Duration::from_secs(3)).await;
+    assert_eq!(first_status(&out), Some(502), "{out}");
+    assert!(out.ends_with("\r\n\r\nconnect failed\n"), "{out}");
+    assert!(!out.contains(&nobody.port().to_string()), "{out}");
 }
 
 #[tokio::test]

@@ -34,13 +34,26 @@ pub const STREAM_IDLE: Duration = Duration::from_secs(300);
 pub struct BodyClock {
     last: Cell<Instant>,
     ended: Cell<bool>,
+    /// The client's body broke (a malformed chunk, a reset): what the
+    /// upstream exchange then fails with is the client's doing.
+    failed: Cell<bool>,
     /// Wakes the wait, whose deadline the end brings forward.
     end_signal: Notify,
 }
 
 impl BodyClock {
     pub fn new() -> BodyClock {
-        BodyClock { last: Cell::new(Instant::now()), ended: Cell::new(false), end_signal: Notify::new() }
+        BodyClock {
+            last: Cell::new(Instant::now()),
+            ended: Cell::new(false),
+            failed: Cell::new(false),
+            end_signal: Notify::new(),
+        }
+    }
+
+    /// Whether the body ended in an error of the client's side.
+    pub fn failed(&self) -> bool {
+        self.failed.get()
     }
 
     fn tick(&self) {
@@ -82,7 +95,11 @@ impl hyper::body::Body for Ticking {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
-            Poll::Ready(None | Some(Err(_))) => self.clock.end(),
+            Poll::Ready(None) => self.clock.end(),
+            Poll::Ready(Some(Err(_))) => {
+                self.clock.failed.set(true);
+                self.clock.end();
+            }
             Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.clock.end(),
             Poll::Ready(Some(Ok(_))) => self.clock.tick(),
             Poll::Pending => {}

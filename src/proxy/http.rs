@@ -45,8 +45,8 @@ use crate::error::ProxyError;
 use crate::network::counted::Counted;
 use crate::network::prefixed::Prefixed;
 use crate::protocol::http::{
-    grpc_error_status, grpc_timeout, is_grpc, is_upgrade, strip_hop_by_hop, validate_request, MAX_HEADER_COUNT,
-    MAX_HEAD_BYTES,
+    drop_h2c_upgrade, grpc_error_status, grpc_timeout, is_grpc, is_upgrade, strip_hop_by_hop, validate_request,
+    MAX_HEADER_COUNT, MAX_HEAD_BYTES,
 };
 use crate::protocol::Protocol;
 use crate::router::{HttpActions, Redirect, RetryOn, RouteEntry, RouteInput, Target};
@@ -320,19 +320,31 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Body>, h2_server: bool) -> Respon
         0
     };
     let mut failed = None;
+    let http10 = req.version() == http::Version::HTTP_10;
+    let with_body = h1 && !req.body().is_end_stream();
     let (mut resp, route_ops) = match forward(&ctx, req, grpc, h2_server).await {
         Ok(pair) => pair,
         Err(err) => {
             stats.count_error(&err);
             failed = Some(err.label());
             let mut resp = error_response(&err, grpc);
-            if h1 && matches!(err, ProxyError::Malformed { .. }) {
-                // Framing can no longer be trusted: nothing more is read from this client.
+            // Framing can no longer be trusted, or a body may be left unread
+            // (hyper then closes the connection after the answer): the
+            // client is told that nothing more is read on this connection.
+            if h1 && (with_body || matches!(err, ProxyError::Malformed { .. })) {
                 resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             (resp, None)
         }
     };
+    if http10 && resp.body().size_hint().exact().is_none() && !resp.headers().contains_key(header::CONTENT_LENGTH) {
+        // An HTTP/1.0 client cannot read chunks: the body ends with the
+        // connection. hyper announces a kept-alive connection to a 1.0
+        // client unless the answer is a 1.0 one without keep-alive, which
+        // it closes after the answer.
+        *resp.version_mut() = http::Version::HTTP_10;
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(entry) = route_ops {
         for name in &entry.http().response_remove {
             resp.headers_mut().remove(name);
@@ -382,7 +394,7 @@ fn add_headers(h: &mut HeaderMap, list: &[crate::router::AddHeader]) {
 /// A proxy failure in the client's terms.
 fn error_response(err: &ProxyError, grpc: bool) -> Response<Body> {
     if grpc {
-        let message = err.to_string();
+        let message = err.client_message();
         // Trailers-only: the status rides in the headers of an empty 200.
         let mut resp = Response::new(empty());
         let h = resp.headers_mut();
@@ -458,7 +470,7 @@ async fn forward(
     }
     // Taken while the request is whole (a request not forwarded drops it,
     // and with it the upgrade).
-    let upgrade = is_upgrade(&req);
+    let upgrade = is_upgrade(&req) && drop_h2c_upgrade(req.headers_mut());
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let host = request_host(&parts.uri, &parts.headers);
@@ -676,6 +688,13 @@ async fn forward(
                 if upstream_head.is_none() || body.is_none() || !tries.refused() {
                     break;
                 }
+            }
+            Ok(Err(SendError::Reset(_))) if body_clock.as_ref().is_some_and(|c| c.failed()) => {
+                // The client's body broke mid-stream (hyper's client reports
+                // it as the exchange's failure): the client's fault, not the
+                // upstream's, and not worth another try.
+                info!(peer = %ctx.peer, upstream = %pool.host().addr, "malformed request body: request abandoned");
+                return Err(ProxyError::Malformed { status: 400, reason: "malformed body" });
             }
             Ok(Err(SendError::Reset(why))) => {
                 warn!(peer = %ctx.peer, upstream = %pool.host().addr, error = %why, "upstream reset");

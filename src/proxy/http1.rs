@@ -40,7 +40,7 @@ use super::tries::{Next, Tries};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
 use crate::protocol::http::h1::{self, BodyCursor, ConnectionTokens, Framing, Name};
-use crate::protocol::http::{http_error, HttpError, MAX_HEADER_BYTES, MAX_HEAD_BYTES, MAX_URI_BYTES};
+use crate::protocol::http::{http_error, valid_host, HttpError, MAX_HEADER_BYTES, MAX_HEAD_BYTES, MAX_URI_BYTES};
 use crate::router::{HttpActions, RetryOn, RouteEntry, RouteInput, Target};
 use crate::stream::http::raw::{self, Broken, Head, READ_SPACE};
 use crate::stream::http::{HttpPool, SendError};
@@ -407,7 +407,8 @@ fn prepare(ctx: &ConnCtx, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     if size > MAX_HEADER_BYTES || hosts != 1 || lengths > 1 || connection.others {
         return Prep::Hyper;
     }
-    let Some(authority) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
+    // An invalid Host goes to hyper's path, which refuses it (`validate_request`).
+    let Some(authority) = host.filter(|h| valid_host(h)).and_then(|h| std::str::from_utf8(h).ok()) else {
         return Prep::Hyper;
     };
     let host = strip_port(authority);
@@ -676,7 +677,7 @@ fn response_head(
         // the connection's own headers do not.
         let kind = h1::classify(f.name);
         let drop = facts.hop_by_hop(f.name, kind, fields)
-            || (facts.framing == Framing::Chunked && kind == Name::ContentLength)
+            || facts.stale_framing(kind)
             || headers::removed_or_set(&http.response_remove, &http.response_add, f.name);
         if !drop {
             push_header(out, f.name.as_bytes(), f.value);

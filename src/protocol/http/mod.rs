@@ -19,25 +19,33 @@ use crate::error::ProxyError;
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-const METHODS: [&[u8]; 9] =
-    [b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+/// The longest method detection waits for (`BASELINE-CONTROL` is 16).
+const MAX_METHOD: usize = 20;
 
-/// Whether `buf` starts an HTTP/1.x request (a known method and a space).
+/// Whether `buf` starts an HTTP/1.x request: a method (any token, RFC 9110
+/// §9.1: WebDAV's `PROPFIND`, a cache's `PURGE`) and a space, after the
+/// empty lines a server ignores before a request line (RFC 9112 §2.2). The
+/// HTTP/2 preface starts with one (`PRI *`) and is not one.
 pub fn detect_http1(buf: &[u8]) -> Detect {
-    let mut more = false;
-    for m in METHODS {
-        if buf.starts_with(m) {
-            return Detect::Match;
-        }
-        if m.starts_with(buf) {
-            more = true;
-        }
+    let blank = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    let line = &buf[blank..];
+    if line.starts_with(H2_PREFACE) {
+        return Detect::NoMatch;
     }
-    if more {
-        Detect::NeedMore
-    } else {
-        Detect::NoMatch
+    if H2_PREFACE.starts_with(line) && !line.is_empty() {
+        return Detect::NeedMore;
     }
+    let method = line.iter().take(MAX_METHOD + 1).take_while(|&&b| is_tchar(b)).count();
+    match line.get(method) {
+        None if method <= MAX_METHOD => Detect::NeedMore,
+        Some(b' ') if (1..=MAX_METHOD).contains(&method) => Detect::Match,
+        _ => Detect::NoMatch,
+    }
+}
+
+/// A byte of an HTTP token (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Whether `buf` starts with the HTTP/2 preface (prior knowledge, h2c).
@@ -100,6 +108,34 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Takes `h2c` out of a request's Upgrade, and HTTP2-Settings with it.
+/// ferrymesh does not switch a client to HTTP/2 by Upgrade, and an upstream
+/// that did would turn the connection into a tunnel whose HTTP/2 requests no
+/// route ever sees (h2c smuggling past a route's rules); Envoy drops these
+/// headers too. Another protocol named beside it (a WebSocket) may still
+/// upgrade. Returns whether the request still asks for an upgrade.
+pub fn drop_h2c_upgrade(headers: &mut HeaderMap) -> bool {
+    let is_h2c = |t: &[u8]| t.trim_ascii().eq_ignore_ascii_case(b"h2c");
+    let tokens = |v: &HeaderValue| v.as_bytes().split(|&b| b == b',').map(<[u8]>::to_vec).collect::<Vec<_>>();
+    let all: Vec<Vec<u8>> = headers.get_all(header::UPGRADE).iter().flat_map(tokens).collect();
+    if !all.iter().any(|t| is_h2c(t)) {
+        return !all.is_empty();
+    }
+    headers.remove(HeaderName::from_static("http2-settings"));
+    headers.remove(header::UPGRADE);
+    let others: Vec<&[u8]> = all.iter().map(|t| t.trim_ascii()).filter(|t| !t.is_empty() && !is_h2c(t)).collect();
+    if others.is_empty() {
+        return false;
+    }
+    match HeaderValue::from_bytes(&others.join(&b", "[..])) {
+        Ok(v) => {
+            headers.insert(header::UPGRADE, v);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Whether the request asks to switch protocols (WebSocket and the like).
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
@@ -111,6 +147,36 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
+
+/// Whether a Host value or a URI's authority (past any userinfo) is one:
+/// a registered name, an IPv4 address or a bracketed IP literal, and an
+/// optional port: RFC 3986's bytes for those, the set Envoy checks too
+/// (nghttp2's `check_authority`, without the `@` of userinfo, which a Host
+/// never carries). A Host with a space, a slash or a `#` names no host, yet
+/// a domain match on its end would route it (`evil.com/.internal.example`
+/// matched `*.internal.example`) and the upstream would receive it as sent.
+pub fn valid_host(host: &[u8]) -> bool {
+    host.iter().all(|&b| HOST_BYTES[usize::from(b)])
+}
+
+/// The bytes of [`valid_host`], as a table: the HTTP/1.1 pass-through
+/// checks every request's Host, a few instructions a byte.
+const HOST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let extra = b"-._~%!$&'()*+,;=:[]";
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric();
+        i += 1;
+    }
+    let mut j = 0;
+    while j < extra.len() {
+        t[extra[j] as usize] = true;
+        j += 1;
+    }
+    t
+};
 
 /// Why a request is refused before it is forwarded, and with which status.
 #[derive(Debug, PartialEq, Eq)]
@@ -149,6 +215,12 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<(), Invalid> {
     let hosts = h.get_all(header::HOST).iter().count();
     if hosts > 1 {
         return Err(Invalid("more than one Host header", 400));
+    }
+    let authority = uri.authority().map(|a| a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, host)| host));
+    if !h.get(header::HOST).is_none_or(|v| valid_host(v.as_bytes()))
+        || !authority.is_none_or(|a| valid_host(a.as_bytes()))
+    {
+        return Err(Invalid("invalid Host", 400));
     }
     if version == Version::HTTP_11 || version == Version::HTTP_10 {
         if version == Version::HTTP_11 && hosts == 0 && req.uri().authority().is_none() {
@@ -224,7 +296,7 @@ pub fn http_error(err: &ProxyError) -> HttpError {
         ProxyError::DirectResponse { body, .. } => {
             HttpError { status: error_status(err), labelled: false, body: body.clone() }
         }
-        _ => HttpError { status: error_status(err), labelled: true, body: format!("{err}\n") },
+        _ => HttpError { status: error_status(err), labelled: true, body: format!("{}\n", err.client_message()) },
     }
 }
 

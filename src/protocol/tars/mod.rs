@@ -247,7 +247,7 @@ impl Codec for Tars {
         jce::write_int(out, 5, i64::from(Tars::error_answer(err)));
         jce::write_empty_bytes(out, 6);
         jce::write_empty_map(out, 7);
-        jce::write_string(out, 8, &err.to_string());
+        jce::write_string(out, 8, &err.client_message());
         let len = (out.len() - start) as u32;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
     }

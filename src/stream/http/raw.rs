@@ -203,6 +203,8 @@ pub struct Facts {
     pub framing: Framing,
     /// The upstream keeps the connection open after this response.
     pub reusable: bool,
+    /// The head carries a Transfer-Encoding.
+    transfer_coded: bool,
     connection: ConnectionTokens,
 }
 
@@ -247,10 +249,24 @@ pub fn parse_head<'h, 'b>(
     let framing =
         h1::response_framing(status, head_request, &lengths[..nl], &encodings[..ne]).map_err(|b| Broken::Bad(b.0))?;
     let reusable = response.version == Some(1) && !connection.close && framing != Framing::UntilClose;
-    Ok(Some(Head::Final(Facts { head_len, status, framing, reusable, connection })))
+    Ok(Some(Head::Final(Facts { head_len, status, framing, reusable, transfer_coded: ne > 0, connection })))
 }
 
 impl Facts {
+    /// Whether a framing field of the answer is left out however its body
+    /// goes on: a Content-Length beside a Transfer-Encoding, which decides
+    /// where the body ends (RFC 9112 §6.3: an intermediary removes it, so
+    /// the next hop cannot read the body by the length and the rest as
+    /// another response), and either of them on a 204, which has no body to
+    /// frame (RFC 9110 §8.6, RFC 9112 §6.1).
+    pub fn stale_framing(&self, kind: Name) -> bool {
+        match kind {
+            Name::ContentLength => self.transfer_coded || self.status == 204,
+            Name::TransferEncoding => self.status == 204,
+            _ => false,
+        }
+    }
+
     /// Whether response header `name` (classified as `kind`) belongs to the
     /// connection, not the message: the hop-by-hop ones and those
     /// `Connection` names, except the framing fields (which RFC 9110 §7.6.1
@@ -320,7 +336,9 @@ fn passed_on<'a, 'b>(
         let kind = h1::classify(f.name);
         let framing = match kind {
             Name::TransferEncoding => true,
-            Name::ContentLength => !matches!(facts.framing, Framing::Length(_) | Framing::Empty),
+            Name::ContentLength => {
+                !matches!(facts.framing, Framing::Length(_) | Framing::Empty) || facts.stale_framing(kind)
+            }
             _ => false,
         };
         !framing && !facts.hop_by_hop(f.name, kind, fields)
