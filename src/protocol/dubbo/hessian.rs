@@ -18,11 +18,19 @@ pub struct Reader<'a> {
     pos: usize,
     /// Field counts of the class definitions seen, by reference number.
     classes: smallvec::SmallVec<[usize; 4]>,
+    /// How many values [`Reader::skip`] is inside of.
+    depth: usize,
 }
+
+/// The deepest nesting of lists, maps and objects skipped. Each level is a
+/// frame of the worker's stack: a 20 KB argument nested 20,000 deep
+/// overflowed it and aborted the process. Java's own Hessian reader
+/// recurses too, so real arguments stay far shallower than this.
+pub const MAX_DEPTH: usize = 256;
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, pos: 0, classes: smallvec::SmallVec::new() }
+        Reader { buf, pos: 0, classes: smallvec::SmallVec::new(), depth: 0 }
     }
 
     pub fn at_end(&self) -> bool {
@@ -164,8 +172,19 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// Skips one value of any type.
+    /// Skips one value of any type; a value nested deeper than
+    /// [`MAX_DEPTH`] is malformed.
     pub fn skip(&mut self) -> R<()> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Malformed);
+        }
+        self.depth += 1;
+        let skipped = self.skip_value();
+        self.depth -= 1;
+        skipped
+    }
+
+    fn skip_value(&mut self) -> R<()> {
         let b = self.peek().ok_or(Malformed)?;
         match b {
             b'N' | b'T' | b'F' => self.pos += 1,
@@ -440,6 +459,30 @@ mod tests {
         assert!(Reader::new(&[b'X', 0xbf]).skip().is_err(), "a count past the end");
         assert!(Reader::new(&[0x61]).skip().is_err(), "an unknown class");
         assert!(Reader::new(&[0xff]).string().is_err());
+    }
+
+    #[test]
+    fn nesting_is_bounded_not_the_stack() {
+        // Lists of one element (0x79), nested: at the bound they are read,
+        // past it refused, and 100,000 deep no longer overflows the stack.
+        let nested = |depth: usize| {
+            let mut v = vec![0x79; depth - 1];
+            v.push(b'N');
+            v
+        };
+        let deepest = nested(MAX_DEPTH);
+        let mut r = Reader::new(&deepest);
+        assert_eq!(r.skip(), Ok(()));
+        assert!(r.at_end());
+        assert!(Reader::new(&nested(MAX_DEPTH + 1)).skip().is_err());
+        assert!(Reader::new(&nested(100_000)).skip().is_err());
+        // Class definitions, each followed by the value that uses it, nest too.
+        let mut defs = Vec::new();
+        for _ in 0..100_000 {
+            defs.extend_from_slice(&[b'C', 0x01, b'c', 0x90]);
+        }
+        defs.push(b'N');
+        assert!(Reader::new(&defs).skip().is_err());
     }
 
     #[test]
