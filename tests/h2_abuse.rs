@@ -253,6 +253,61 @@ async fn a_zero_window_reader_holds_no_memory() {
     .await;
 }
 
+/// CPU time of `pid` (user and system), from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime
+    // are the 14th and 15th of the line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
+/// A client that lets its streams' windows open but keeps the connection's
+/// shut holds answers waiting; the worker waits with them, not spins (each
+/// pass woke the waiting streams, whose wake brought on the next pass: a
+/// core at 100% for as long as the client liked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shut_connection_window_costs_no_cpu() {
+    let (_up, _p, addr, pid) = setup().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // SETTINGS_INITIAL_WINDOW_SIZE 1 MiB; the connection window stays at 65,535.
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0x10, 0, 0]));
+    for k in 0..4u32 {
+        let mut block = vec![0x82, 0x86, 0x44, 12];
+        block.extend_from_slice(b"/bytes/90000");
+        block.extend_from_slice(&[0x41, 0x01, b'x']);
+        hello.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1 + 2 * k, &block));
+    }
+    s.write_all(&hello).await.unwrap();
+    // Read until the connection window is spent.
+    let (mut buf, mut data) = (Vec::new(), 0usize);
+    let mut chunk = [0u8; 16384];
+    while data < 65_535 {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            if buf[3] == DATA {
+                data += len;
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    let before = cpu_time(pid);
+    let slowest = good_client(addr, 5);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = cpu_time(pid) - before;
+    assert!(slowest < Duration::from_secs(2), "good client slowed to {slowest:?}");
+    // Spinning, the worker took all of these 2 s and more; waiting, a few ms.
+    assert!(spent < Duration::from_millis(700), "the worker spent {spent:?} of CPU while the window was shut");
+}
+
 /// HTTP/1.1: a client that asks for 200 MB and never reads; another that
 /// sends its head a byte a second. Neither holds memory or the worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -483,6 +483,91 @@ async fn stream_states_rst_stream_and_goaway() {
     c.expect_goaway(STREAM_CLOSED).await;
 }
 
+/// END_STREAM takes no window (RFC 9113 §6.9.1): an answer whose end is
+/// known only after its last data (chunked from the upstream) ends with the
+/// stream window at 0, and a client that opens the window only once a
+/// stream ends is not left waiting for ever (nor one whose connection
+/// window another stream spent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_an_answer_needs_no_window() {
+    let (_up, _p, addr) = setup().await;
+    // "chunk0;" is 7 bytes, chunked by the upstream: the window is exactly it.
+    let mut c = Client::connect(addr, &[(4, 7)]).await;
+    c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, 1, &get("/stream/1"))).await;
+    let (status, body, _) = c.response(1).await;
+    assert_eq!((status, body.as_slice()), (200, &b"chunk0;"[..]));
+    // A second stream's empty end while the first holds the connection
+    // window at 0.
+    let mut c = Client::connect(addr, &[(4, 1 << 20)]).await;
+    c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, 1, &get("/bytes/70000"))).await;
+    let mut got = 0;
+    while got < 65_535 {
+        let f = c.next_meaningful().await.expect("the first answer's data");
+        if f.kind == kind::DATA {
+            got += f.payload.len();
+        }
+    }
+    c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, 3, &get("/stream/0"))).await;
+    let (status, body, _) = c.response(3).await;
+    assert_eq!((status, body.len()), (200, 0));
+}
+
+/// Frames a client sent before it saw our RST_STREAM are ignored (RFC 9113
+/// §5.1): trailers for a stream reset for its body, or refused, leave the
+/// connection and its other streams alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_on_a_stream_we_reset_are_ignored() {
+    let (_up, _p, addr) = setup().await;
+    let mut c = Client::connect(addr, &[]).await;
+    c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, 1, &get("/slow/300"))).await;
+    let head = block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/"),
+        (":authority", "x"),
+        ("content-length", "1"),
+    ]);
+    c.send(&frame(kind::HEADERS, END_HEADERS, 3, &head)).await;
+    c.send(&frame(kind::DATA, 0, 3, b"more than one byte")).await;
+    c.expect_rst(3, PROTOCOL_ERROR).await;
+    c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, 3, &block(&[("x-t", "1")]))).await;
+    let (status, _, _) = c.response(1).await;
+    assert_eq!(status, 200, "the stream in flight is answered");
+    c.works(5).await;
+    // A new request on a closed stream is still a connection error.
+    c.send(&frame(kind::HEADERS, END_HEADERS, 3, &post("/"))).await;
+    c.expect_goaway(STREAM_CLOSED).await;
+}
+
+/// Requests whose streams the client resets do not stay counted as active
+/// on their listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_requests_leave_the_active_gauge() {
+    let up = HttpUpstream::start("up", false).await;
+    let admin_port = free_port();
+    let mut config = proxy_config(free_port(), "Http2", "Http1", &[up.addr]);
+    config["admin"] = support::admin(admin_port);
+    let p = Proxy::start(&config, 1);
+    let mut c = Client::connect(p.addr, &[]).await;
+    for id in [1u32, 3, 5] {
+        c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, id, &get("/slow/2000"))).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let active = |port| {
+        support::scrape(port)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("ferrymesh_downstream_requests_active"))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+    };
+    assert_eq!(active(admin_port), 3.0, "three in flight");
+    for id in [1u32, 3, 5] {
+        c.send(&frame(kind::RST_STREAM, 0, id, &8u32.to_be_bytes())).await;
+    }
+    c.works(7).await;
+    assert_eq!(active(admin_port), 0.0, "none in flight after the resets");
+}
+
 /// An HTTP/1.1 upstream that answers as soon as it has a request's head,
 /// then reads and drops whatever body follows.
 async fn early_answering_upstream() -> SocketAddr {

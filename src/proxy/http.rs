@@ -276,15 +276,18 @@ where
     }
 }
 
-/// A request of a connection in flight, until dropped: also when the
-/// request's future is dropped unfinished (an HTTP/2 stream reset, a client
-/// gone), or the connection would never count as idle again.
+/// A request of a connection in flight, counted on its connection and its
+/// listener until dropped: also when the request's future is dropped
+/// unfinished (an HTTP/2 stream reset, a client gone), or the connection
+/// would never count as idle again, and the listener's `requests_active`
+/// would only grow.
 struct Busy<'c>(&'c ConnCtx);
 
 impl<'c> Busy<'c> {
     fn new(ctx: &'c ConnCtx) -> Busy<'c> {
         ctx.active.set(ctx.active.get() + 1);
         ctx.last_active.set(clock::now());
+        ctx.listener.stats.requests_active.inc();
         Busy(ctx)
     }
 }
@@ -293,6 +296,7 @@ impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.active.set(self.0.active.get().saturating_sub(1));
         self.0.last_active.set(clock::now());
+        self.0.listener.stats.requests_active.dec();
     }
 }
 
@@ -313,7 +317,6 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Body>, h2_server: bool) -> Respon
     stats.count_request(slot);
     let lstats = &ctx.listener.stats;
     lstats.requests.inc();
-    lstats.requests_active.inc();
     let received = if ctx.listener.logs() {
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0)
     } else {
@@ -351,7 +354,6 @@ async fn handle(ctx: Rc<ConnCtx>, req: Request<Body>, h2_server: bool) -> Respon
         }
         add_headers(resp.headers_mut(), &entry.http().response_add);
     }
-    lstats.requests_active.dec();
     ctx.listener.log(|| {
         let duration = started.elapsed();
         // A raw answer's fields are in its body, which knows its length.

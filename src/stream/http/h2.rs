@@ -175,8 +175,13 @@ struct Shared {
     out: BytesMut,
     conn_waker: Option<Waker>,
     streams: HashMap<u32, Stream, foldhash::fast::FixedState>,
-    /// Stream tasks waiting for the connection window or for `out` to drain.
+    /// Stream tasks waiting for `out` to drain below `HIGH_WATER`.
     waiting: Vec<Waker>,
+    /// Stream tasks waiting for the client to open the connection's window.
+    /// Apart from `waiting`: a client that keeps the window shut while
+    /// `out` is empty would otherwise have them woken on every pass, each
+    /// wake bringing on the next pass (a worker spun at 100%).
+    window_waiting: Vec<Waker>,
     send_window: i64,
     /// The client's SETTINGS.
     peer_initial_window: i64,
@@ -191,7 +196,13 @@ struct Shared {
     /// The connection task is inside `Conn::poll`, which writes what is
     /// queued and looks at the streams after running them.
     polling: bool,
+    /// The streams we reset last: the client may have sent their trailers
+    /// before it saw the reset, and those are ignored ([`Shared::rst`]).
+    recent_resets: VecDeque<u32>,
 }
+
+/// How many reset streams [`Shared::recent_resets`] remembers.
+const RECENT_RESETS: usize = 32;
 
 impl Shared {
     /// Wakes the connection task for output queued or a stream ended. Not
@@ -209,6 +220,12 @@ impl Shared {
 
     fn wake_waiting(&mut self) {
         for w in self.waiting.drain(..) {
+            w.wake();
+        }
+    }
+
+    fn wake_window_waiting(&mut self) {
+        for w in self.window_waiting.drain(..) {
             w.wake();
         }
     }
@@ -257,15 +274,31 @@ impl Shared {
     /// Resets `id` from our side with `reason`.
     fn reset(&mut self, id: u32, reason: Reason) {
         self.drop_stream(id);
-        wire::write_rst(&mut self.out, id, reason);
+        self.rst(id, reason);
         self.wake_conn();
     }
 
-    /// Drops `id` once both directions are done.
+    /// Writes RST_STREAM for `id` and remembers it among the recent resets.
+    fn rst(&mut self, id: u32, reason: Reason) {
+        wire::write_rst(&mut self.out, id, reason);
+        if self.recent_resets.len() == RECENT_RESETS {
+            self.recent_resets.pop_front();
+        }
+        self.recent_resets.push_back(id);
+    }
+
+    /// Drops `id` once both directions are done. A body the answer came
+    /// before (an upstream that answered without reading it) may still hold
+    /// received bytes: they go back to the connection's window, else each
+    /// such stream would keep them from it for good, and uploads on the
+    /// connection would stall once the window was gone.
     fn finish_if_done(&mut self, id: u32) {
         let done = self.streams.get(&id).is_some_and(|s| s.send_end && (s.recv_end || s.recv_dropped));
         if done {
-            self.streams.remove(&id);
+            if let Some(s) = self.streams.remove(&id) {
+                let owed: usize = s.recv.iter().map(Bytes::len).sum();
+                self.release(0, owed as u32);
+            }
             self.reset_budget = (self.reset_budget + 1).min(RESET_BUDGET);
             self.last_active = clock::now();
             self.wake_conn();
@@ -638,6 +671,7 @@ where
         conn_waker: None,
         streams: HashMap::default(),
         waiting: Vec::new(),
+        window_waiting: Vec::new(),
         send_window,
         peer_initial_window,
         peer_max_frame,
@@ -647,6 +681,7 @@ where
         reset_budget: RESET_BUDGET,
         last_active: idle_since,
         polling: false,
+        recent_resets: VecDeque::new(),
     }));
     let _closer = Closer(shared.clone());
     let service = Rc::new(service);
@@ -766,7 +801,7 @@ struct Closer(Rc<RefCell<Shared>>);
 impl Drop for Closer {
     fn drop(&mut self) {
         let mut sh = self.0.borrow_mut();
-        if sh.streams.is_empty() && sh.waiting.is_empty() {
+        if sh.streams.is_empty() && sh.waiting.is_empty() && sh.window_waiting.is_empty() {
             return;
         }
         sh.closed = true;
@@ -774,6 +809,7 @@ impl Drop for Closer {
             s.wake();
         }
         sh.wake_waiting();
+        sh.wake_window_waiting();
     }
 }
 
@@ -1201,6 +1237,17 @@ where
             return Err(ConnError(Reason::PROTOCOL_ERROR, "even stream id from a client"));
         }
         if id <= self.last_stream {
+            if end_stream && self.shared.borrow().recent_resets.contains(&id) {
+                // Trailers the client had sent before it saw our reset (a
+                // refused stream, a body we stopped): ignored, as RFC 9113
+                // §5.1 asks of frames on a stream we reset, but decoded, as
+                // the table they may change is the connection's. Counted as
+                // an empty frame: a flood of them creates nothing, and is
+                // stopped as one.
+                self.count_empty()?;
+                self.decode(block)?;
+                return Ok(());
+            }
             return Err(ConnError(Reason::STREAM_CLOSED, "HEADERS on a closed stream"));
         }
         self.last_stream = id;
@@ -1212,7 +1259,7 @@ where
         }
         let mut sh = self.shared.borrow_mut();
         if sh.streams.len() >= sh.limits.max_concurrent as usize {
-            wire::write_rst(&mut sh.out, id, Reason::REFUSED_STREAM);
+            sh.rst(id, Reason::REFUSED_STREAM);
             return Ok(());
         }
         let (send_window, recv_window) = (sh.peer_initial_window, i64::from(sh.limits.stream_window));
@@ -1225,19 +1272,19 @@ where
             let max = sh.peer_max_frame;
             wire::write_headers(&mut sh.out, id, &block, true, max);
             if !end_stream {
-                wire::write_rst(&mut sh.out, id, Reason::NO_ERROR);
+                sh.rst(id, Reason::NO_ERROR);
             }
             sh.wake_conn();
             return Ok(());
         }
         let request = if fields.malformed { None } else { request(fields, &mut self.uris) };
         let Some((parts, expected)) = request else {
-            wire::write_rst(&mut sh.out, id, Reason::PROTOCOL_ERROR);
+            sh.rst(id, Reason::PROTOCOL_ERROR);
             return Ok(());
         };
         stream.expected = expected;
         if expected.is_some_and(|n| end_stream && n != 0) {
-            wire::write_rst(&mut sh.out, id, Reason::PROTOCOL_ERROR);
+            sh.rst(id, Reason::PROTOCOL_ERROR);
             return Ok(());
         }
         let head_request = parts.method == Method::HEAD;
@@ -1419,7 +1466,7 @@ where
             if sh.send_window > i64::from(wire::MAX_WINDOW) {
                 return Err(ConnError(Reason::FLOW_CONTROL_ERROR, "connection window overflow"));
             }
-            sh.wake_waiting();
+            sh.wake_window_waiting();
             return Ok(());
         }
         if head.stream > self.last_stream {
@@ -1559,9 +1606,28 @@ async fn capacity(shared: &Rc<RefCell<Shared>>, id: u32, want: usize) -> Option<
         }
         if s.send_window <= 0 {
             s.send_waker = Some(cx.waker().clone());
+        } else if conn <= 0 {
+            sh.window_waiting.push(cx.waker().clone());
         } else {
             sh.waiting.push(cx.waker().clone());
         }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Waits until the output has room for more of stream `id`'s frames (below
+/// `HIGH_WATER`); `None` once the stream or the connection is gone.
+async fn output_room(shared: &Rc<RefCell<Shared>>, id: u32) -> Option<()> {
+    poll_fn(|cx| {
+        let mut sh = shared.borrow_mut();
+        if sh.closed || sh.streams.get(&id).is_none_or(|s| s.reset) {
+            return Poll::Ready(None);
+        }
+        if sh.out.len() < HIGH_WATER {
+            return Poll::Ready(Some(()));
+        }
+        sh.waiting.push(cx.waker().clone());
         Poll::Pending
     })
     .await
@@ -1589,7 +1655,11 @@ async fn respond(shared: &Rc<RefCell<Shared>>, id: u32, resp: Response<Body>, he
         }
     }
     loop {
-        if capacity(shared, id, 1).await.is_none() {
+        // The next frame is taken once the output has room, not the window:
+        // END_STREAM and trailers take none (RFC 9113 §6.9, §6.9.1), and a
+        // client that opens the window only once the stream ends would wait
+        // for them for ever. Data waits for its window below, one frame held.
+        if output_room(shared, id).await.is_none() {
             return;
         }
         match body.frame().await {
@@ -1697,7 +1767,7 @@ fn stop_request_body(sh: &mut Shared, id: u32) {
     s.recv_end = true;
     s.recv_dropped = true;
     let owed: usize = s.recv.drain(..).map(|b| b.len()).sum();
-    wire::write_rst(&mut sh.out, id, Reason::NO_ERROR);
+    sh.rst(id, Reason::NO_ERROR);
     sh.release(0, owed as u32);
 }
 
@@ -1750,6 +1820,80 @@ mod tests {
         assert!(!woken.take());
     }
 
+    /// A connection's shared state with 64 KiB windows, no stream open.
+    fn shared() -> Shared {
+        let limits = Limits {
+            max_concurrent: 8,
+            stream_window: 65_535,
+            conn_window: 65_535,
+            max_header_list: 1024,
+            header_table: 0,
+        };
+        Shared {
+            limits,
+            out: BytesMut::new(),
+            conn_waker: None,
+            streams: HashMap::default(),
+            waiting: Vec::new(),
+            window_waiting: Vec::new(),
+            send_window: 0,
+            peer_initial_window: 0,
+            peer_max_frame: 16_384,
+            recv_window: 0,
+            recv_release: 0,
+            closed: false,
+            reset_budget: RESET_BUDGET,
+            last_active: Instant::now(),
+            polling: false,
+            recent_resets: VecDeque::new(),
+        }
+    }
+
+    /// A stream answered before its whole body was read (the upstream
+    /// answered without reading it) ends with bytes still held: they go back
+    /// to the connection's window, which lost them for good before.
+    #[test]
+    fn a_body_the_answer_came_before_gives_its_window_back() {
+        let mut sh = shared();
+        let mut s = Stream::new(0, 0);
+        s.recv.push_back(Bytes::from(vec![0u8; 40_000]));
+        s.recv_end = true;
+        s.send_end = true;
+        sh.streams.insert(1, s);
+        sh.finish_if_done(1);
+        assert!(sh.streams.is_empty());
+        // 40,000 is past half the 65,535 window: a WINDOW_UPDATE at once.
+        let mut update = BytesMut::new();
+        wire::write_window_update(&mut update, 0, 40_000);
+        assert_eq!(&sh.out[..], &update[..], "WINDOW_UPDATE 40,000 on stream 0");
+    }
+
+    /// Streams waiting for the connection's window are not woken when the
+    /// output drains (each pass would wake them, and their wake bring on the
+    /// next pass), only when the window opens.
+    #[test]
+    fn a_stream_waiting_for_the_connection_window_waits_for_it_alone() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let shared = Rc::new(RefCell::new(shared()));
+        shared.borrow_mut().streams.insert(1, Stream::new(1000, 0));
+        let mut wait = Box::pin(capacity(&shared, 1, 100));
+        let mut cx = Context::from_waker(&waker);
+        assert!(wait.as_mut().poll(&mut cx).is_pending(), "the connection window is 0");
+        shared.borrow_mut().wake_waiting();
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 0, "not woken by the output draining");
+        shared.borrow_mut().send_window = 500;
+        shared.borrow_mut().wake_window_waiting();
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1, "woken by the window");
+        assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(Some(100)));
+    }
+
     #[test]
     fn an_ended_streams_slot_is_reused_and_its_work_dropped_in_place() {
         struct Work(Rc<Cell<u32>>);
@@ -1766,29 +1910,7 @@ mod tests {
         }
         use std::cell::Cell;
         let dropped = Rc::new(Cell::new(0));
-        let limits = Limits {
-            max_concurrent: 8,
-            stream_window: 65_535,
-            conn_window: 65_535,
-            max_header_list: 1024,
-            header_table: 0,
-        };
-        let shared = Rc::new(RefCell::new(Shared {
-            limits,
-            out: BytesMut::new(),
-            conn_waker: None,
-            streams: HashMap::default(),
-            waiting: Vec::new(),
-            send_window: 0,
-            peer_initial_window: 0,
-            peer_max_frame: 16_384,
-            recv_window: 0,
-            recv_release: 0,
-            closed: false,
-            reset_budget: RESET_BUDGET,
-            last_active: Instant::now(),
-            polling: false,
-        }));
+        let shared = Rc::new(RefCell::new(shared()));
         shared.borrow_mut().streams.insert(1, Stream::new(0, 0));
         let slot: WorkSlot<Work> = Box::pin(Some(Work(dropped.clone())));
         let at = &*slot as *const Option<Work>;
