@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ferrymesh::protocol::bolt::{status, RequestBuilder};
+use ferrymesh::protocol::bolt::{status, RequestBuilder, BOLT_V1};
 use ferrymesh::protocol::{Codec, FrameKind};
 use serde_json::json;
 use support::*;
@@ -151,6 +151,69 @@ async fn requests_beyond_max_request_per_conn_overflow() {
     for _ in 0..2 {
         assert_eq!(cl.recv().await.status, status::TIMEOUT);
     }
+}
+
+/// `max_request_per_conn` holds for requests that waited for the connection
+/// to be dialled too: they were all sent once it was up.
+#[tokio::test]
+async fn max_request_per_conn_holds_while_the_connection_dials() {
+    let up = Upstream::start("u", Mode::Delay(Duration::from_millis(300))).await;
+    let mut c = cluster("c", &[up.addr]);
+    c["max_request_per_conn"] = json!(5);
+    let proxy = Proxy::start(&config(free_port(), vec![route_all("c")], vec![c]), 1);
+    let mut cl = Client::connect(proxy.addr).await;
+    // Sent at once, on a cold pool: all wait for the same dial.
+    let burst: Vec<u8> = (1..=20).flat_map(|id| request(id, "x")).collect();
+    cl.send(&burst).await;
+    let mut statuses = HashMap::new();
+    for _ in 0..20 {
+        *statuses.entry(cl.recv().await.status).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.get(&status::SUCCESS), Some(&5), "{statuses:?}");
+    assert_eq!(statuses.get(&status::SERVER_THREADPOOL_BUSY), Some(&15), "{statuses:?}");
+    assert_eq!(up.requests_seen(), 5);
+}
+
+/// A client that sends and does not read its answers is read no more once
+/// they pile up (1 MiB unwritten, or 1,024 requests owed), rather than have
+/// the worker hold every answer it asked for (8,000 answers of 64 KiB held
+/// 519 MB). Nothing is lost: once it reads, every answer comes.
+#[tokio::test]
+async fn a_client_that_does_not_read_is_read_no_more() {
+    let up = Upstream::start("u", Mode::Echo).await;
+    let proxy = Proxy::start(&config(free_port(), vec![route_all("c")], vec![cluster("c", &[up.addr])]), 1);
+    let cl = Client::connect(proxy.addr).await;
+    let (mut rd, mut wr) = cl.sock.into_split();
+    let body = "b".repeat(16 * 1024);
+    const N: u32 = 4000;
+    let writer = tokio::spawn(async move {
+        for id in 1..=N {
+            use tokio::io::AsyncWriteExt;
+            wr.write_all(&request(id, &body)).await.expect("write");
+        }
+        wr
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let forwarded = up.requests_seen();
+    assert!(forwarded < 1600, "{forwarded} of {N} requests forwarded to a client that reads nothing");
+    // Now it reads: every answer, once.
+    let mut buf = bytes::BytesMut::new();
+    let mut ids = std::collections::HashSet::new();
+    while ids.len() < N as usize {
+        use tokio::io::AsyncReadExt;
+        while let Some(info) = BOLT_V1.decode(&buf, 64 << 20).unwrap() {
+            let frame = buf.split_to(info.len);
+            assert_eq!(BOLT_V1.response_status(&frame), status::SUCCESS);
+            assert!(ids.insert(info.id), "answer {} twice", info.id);
+        }
+        if ids.len() == N as usize {
+            break;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), rd.read_buf(&mut buf)).await.expect("answers").unwrap();
+        assert!(n > 0, "closed after {} answers", ids.len());
+    }
+    drop(writer.await.unwrap());
+    assert_eq!(up.requests_seen(), N as usize);
 }
 
 /// A client that leaves with requests in flight frees their upstream slots:

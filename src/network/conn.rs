@@ -22,6 +22,13 @@ const READ_BUDGET: usize = 16;
 /// connection that once sent a large frame does not keep the memory while idle.
 const KEEP_OUT_CAPACITY: usize = 16 * 1024;
 
+/// Answers waiting to be written past which a client connection is read no
+/// more until it takes them (Envoy's default per-connection buffer limit):
+/// a client that sends requests and never reads would otherwise have its
+/// answers pile up without bound (8,000 pipelined requests for 64 KiB
+/// answers held 519 MB).
+pub const OUTPUT_LIMIT: usize = 1024 * 1024;
+
 thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
 }
@@ -243,7 +250,8 @@ pub trait Handler {
     fn on_eof(&mut self) -> Option<&'static str>;
     /// Timers and other events. `Ready` closes the connection.
     fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<&'static str>;
-    /// Whether reading is paused (draining, after EOF).
+    /// Whether reading is paused (draining, or answers piled up unread:
+    /// [`OUTPUT_LIMIT`]). The drive reads again once it is not, after a write.
     fn read_paused(&self) -> bool;
     /// Called once nothing is left to write: `Some` closes the connection.
     fn idle_close(&self) -> Option<&'static str>;
@@ -280,7 +288,12 @@ fn poll_conn<H: Handler>(
     eof: &mut bool,
 ) -> Poll<Closed> {
     let mut reads = 0;
-    while !*eof && !handler.read_paused() {
+    let mut held = false;
+    while !*eof {
+        if handler.read_paused() {
+            held = true;
+            break;
+        }
         let step = if let Some(mut space) = handler.read_space() {
             match stream.poll_read_buf(cx, &mut space) {
                 Poll::Pending => Ok(false),
@@ -328,6 +341,11 @@ fn poll_conn<H: Handler>(
     }
     if let Err(e) = flush(cx, stream, shared, handler) {
         return Poll::Ready(Closed::Io(e));
+    }
+    if held && !*eof && !handler.read_paused() {
+        // The write let reading go on (the client took its answers): no
+        // read readiness will come for bytes already waiting, so look now.
+        cx.waker().wake_by_ref();
     }
     if shared.closed.get() {
         return Poll::Ready(Closed::Local("closed"));

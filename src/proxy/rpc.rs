@@ -32,7 +32,7 @@ use super::{ListenerCtx, ListenerGen, WorkerCtx, LINGER};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
 use crate::network::clock;
-use crate::network::conn::{drive, Closed, Handler};
+use crate::network::conn::{drive, Closed, Handler, OUTPUT_LIMIT};
 use crate::network::frames::{Frame, FrameReader};
 use crate::network::tick::Tick;
 use crate::network::transport::Transport;
@@ -99,13 +99,19 @@ pub(super) async fn serve(
     let waiting = conn.inflight();
     if waiting > 0 {
         // Its requests still waiting upstream are nobody's now.
-        let clusters = listener.now().clusters.clone();
-        let dropped: usize = clusters.iter().flat_map(|c| &c.pools).map(|p| p.drop_abandoned()).sum();
+        let dropped = conn.drop_abandoned().unwrap_or_else(|| {
+            let clusters = listener.now().clusters.clone();
+            clusters.iter().flat_map(|c| &c.pools).map(|p| p.drop_abandoned()).sum()
+        });
         debug!(%peer, waiting, dropped, "client connection closed with requests in flight");
     }
     debug!(%peer, listener = %listener.name, reason = ?why, "client connection closed");
     None
 }
+
+/// Requests of one client connection in flight past which it is read no
+/// more until answers go out (with 64 KiB answers, 64 MiB owed at most).
+pub const MAX_IN_FLIGHT: u32 = 1024;
 
 /// How an RPC connection's phase ended quiet: when it last read, and
 /// whether it read anything (a wake-up may find nothing to read).
@@ -228,8 +234,12 @@ impl Handler for DownstreamHandler<'_> {
         Poll::Pending
     }
 
+    /// Draining, or the client has not taken its answers: answers past
+    /// [`OUTPUT_LIMIT`] unwritten, or [`MAX_IN_FLIGHT`] requests owed. Both
+    /// bound what a client that sends and never reads can make the worker
+    /// hold: requests already read are answered, and answers wait for it.
     fn read_paused(&self) -> bool {
-        self.draining
+        self.draining || self.req.conn.io.pending() >= OUTPUT_LIMIT || self.req.conn.inflight() >= MAX_IN_FLIGHT
     }
 
     fn idle_close(&self) -> Option<&'static str> {

@@ -161,7 +161,7 @@ impl HostPool {
 
     /// Starts dialling a new connection and adds it to the pool.
     fn dial(self: &Rc<Self>) -> Rc<ClientConn> {
-        let conn = ClientConn::new(self.codec, self.host.clone(), self.max_frame);
+        let conn = ClientConn::new(self.codec, self.host.clone(), self.max_frame, self.max_per_conn);
         self.conns.borrow_mut().push(conn.clone());
         let pool: Weak<HostPool> = Rc::downgrade(self);
         let weak_conn = Rc::downgrade(&conn);

@@ -1,8 +1,8 @@
 //! Server side: the downstream connection as the stream layer sees it, and the
 //! server stream that answers one request on it.
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -15,6 +15,9 @@ use crate::network::frames::Frame;
 use crate::protocol::{Codec, FrameInfo};
 use crate::stats::Stats;
 use crate::upstream::Host;
+
+use super::client::ClientConn;
+use smallvec::SmallVec;
 
 /// What a response hook (the proxy's response filters) decides.
 pub enum HookResult {
@@ -60,11 +63,28 @@ pub struct ServerConn {
     pub stats: Rc<Stats>,
     observer: Option<Rc<dyn StreamObserver>>,
     inflight: Cell<u32>,
+    /// The upstream connections its requests went to: a few at most, as
+    /// requests multiplex onto a pool's connections. When it closes with
+    /// requests in flight, only these are asked to forget them.
+    upstreams: RefCell<SmallVec<[Weak<ClientConn>; 2]>>,
+    /// Its requests went to more connections than `upstreams` keeps.
+    lost_track: Cell<bool>,
 }
+
+/// How many upstream connections a client connection keeps track of.
+const TRACKED_UPSTREAMS: usize = 8;
 
 impl ServerConn {
     pub fn new(codec: &'static dyn Codec, stats: Rc<Stats>, observer: Option<Rc<dyn StreamObserver>>) -> ServerConn {
-        ServerConn { io: ConnShared::default(), codec, stats, observer, inflight: Cell::new(0) }
+        ServerConn {
+            io: ConnShared::default(),
+            codec,
+            stats,
+            observer,
+            inflight: Cell::new(0),
+            upstreams: RefCell::new(SmallVec::new()),
+            lost_track: Cell::new(false),
+        }
     }
 
     pub fn observer(&self) -> Option<&Rc<dyn StreamObserver>> {
@@ -74,6 +94,34 @@ impl ServerConn {
     /// Requests of this connection still waiting for their answer.
     pub fn inflight(&self) -> u32 {
         self.inflight.get()
+    }
+
+    /// Notes that a request went to `upstream`: nearly always the one the
+    /// last went to, a compare.
+    fn went_to(&self, upstream: &Rc<ClientConn>) {
+        let mut ups = self.upstreams.borrow_mut();
+        if ups.iter().any(|u| std::ptr::eq(u.as_ptr(), Rc::as_ptr(upstream))) {
+            return;
+        }
+        ups.retain(|u| u.strong_count() > 0);
+        if ups.len() < TRACKED_UPSTREAMS {
+            ups.push(Rc::downgrade(upstream));
+        } else {
+            self.lost_track.set(true);
+        }
+    }
+
+    /// Has the upstream connections this (closed) connection's requests
+    /// went to forget those still waiting ([`ClientConn::drop_abandoned`]):
+    /// how many, or `None` when it lost track of where they went, and every
+    /// pool must look. The cost is that of the few tables its requests are
+    /// in, not of every upstream connection of every cluster of the listener.
+    pub fn drop_abandoned(&self) -> Option<usize> {
+        if self.lost_track.get() {
+            return None;
+        }
+        let ups: SmallVec<[Rc<ClientConn>; 2]> = self.upstreams.borrow().iter().filter_map(Weak::upgrade).collect();
+        Some(ups.iter().map(|c| c.drop_abandoned()).sum())
     }
 
     /// Opens a server stream for request `info` (not for oneway requests),
@@ -151,8 +199,10 @@ impl ServerStream {
     }
 
     /// The host the request went to (for the access log).
-    pub fn set_upstream(&mut self, host: &Rc<Host>) {
+    /// The request is written on `conn`, to `host`.
+    pub fn set_upstream(&mut self, host: &Rc<Host>, conn: &Rc<ClientConn>) {
         self.upstream = Some(host.clone());
+        self.conn.went_to(conn);
     }
 
     fn upstream_text(&self) -> Option<&str> {
