@@ -80,7 +80,9 @@ impl<T> IdMap<T> {
         let i = self.find(id)?;
         self.len -= 1;
         let entry = self.slots[i].take().map(|(_, e)| e);
-        self.shrink_if_sparse();
+        if self.slots.len() > KEEP_SLOTS {
+            self.shrink_if_sparse();
+        }
         entry
     }
 
@@ -142,6 +144,7 @@ impl<T> IdMap<T> {
     /// id in a slot of its own (or stays). Each try walks the table once per
     /// size tried, paid for by the removals that brought the table this low;
     /// after a failed one, the next waits for half the entries to go.
+    #[cold]
     fn shrink_if_sparse(&mut self) {
         let size = self.slots.len();
         if size <= KEEP_SLOTS || self.len * 8 >= size || self.len > self.shrink_below {

@@ -69,6 +69,10 @@ pub struct ServerConn {
     upstreams: RefCell<SmallVec<[Weak<ClientConn>; 2]>>,
     /// Its requests went to more connections than `upstreams` keeps.
     lost_track: Cell<bool>,
+    /// The last of `upstreams` a request went to, compared by address: the
+    /// `Weak` kept for it holds its allocation, so no other connection can
+    /// come to have that address while it is here.
+    last_upstream: Cell<*const ClientConn>,
 }
 
 /// How many upstream connections a client connection keeps track of.
@@ -84,6 +88,7 @@ impl ServerConn {
             inflight: Cell::new(0),
             upstreams: RefCell::new(SmallVec::new()),
             lost_track: Cell::new(false),
+            last_upstream: Cell::new(std::ptr::null()),
         }
     }
 
@@ -98,14 +103,26 @@ impl ServerConn {
 
     /// Notes that a request went to `upstream`: nearly always the one the
     /// last went to, a compare.
+    #[inline]
     fn went_to(&self, upstream: &Rc<ClientConn>) {
+        if !std::ptr::eq(self.last_upstream.get(), Rc::as_ptr(upstream)) {
+            self.note_upstream(upstream);
+        }
+    }
+
+    #[cold]
+    fn note_upstream(&self, upstream: &Rc<ClientConn>) {
         let mut ups = self.upstreams.borrow_mut();
         if ups.iter().any(|u| std::ptr::eq(u.as_ptr(), Rc::as_ptr(upstream))) {
+            self.last_upstream.set(Rc::as_ptr(upstream));
             return;
         }
+        // Gone ones make room; the last may be among them.
+        self.last_upstream.set(std::ptr::null());
         ups.retain(|u| u.strong_count() > 0);
         if ups.len() < TRACKED_UPSTREAMS {
             ups.push(Rc::downgrade(upstream));
+            self.last_upstream.set(Rc::as_ptr(upstream));
         } else {
             self.lost_track.set(true);
         }
@@ -198,8 +215,7 @@ impl ServerStream {
         self.started
     }
 
-    /// The host the request went to (for the access log).
-    /// The request is written on `conn`, to `host`.
+    /// The request is written on `conn`, to `host` (for the access log).
     pub fn set_upstream(&mut self, host: &Rc<Host>, conn: &Rc<ClientConn>) {
         self.upstream = Some(host.clone());
         self.conn.went_to(conn);

@@ -212,13 +212,16 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<(), Invalid> {
     let version = req.version();
     // Two Hosts are ambiguous in any version (an HTTP/2 request may carry
     // `host` fields beside, or instead of, `:authority`).
-    let hosts = h.get_all(header::HOST).iter().count();
-    if hosts > 1 {
+    let mut host_fields = h.get_all(header::HOST).iter();
+    let host = host_fields.next();
+    if host_fields.next().is_some() {
         return Err(Invalid("more than one Host header", 400));
     }
-    let authority = uri.authority().map(|a| a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, host)| host));
-    if !h.get(header::HOST).is_none_or(|v| valid_host(v.as_bytes()))
-        || !authority.is_none_or(|a| valid_host(a.as_bytes()))
+    let hosts = usize::from(host.is_some());
+    // A URI's authority may carry userinfo (the upstream never sees it).
+    let authority_ok = |a: &[u8]| a.iter().all(|&b| b == b'@' || HOST_BYTES[usize::from(b)]);
+    if !host.is_none_or(|v| valid_host(v.as_bytes()))
+        || !uri.authority().is_none_or(|a| authority_ok(a.as_str().as_bytes()))
     {
         return Err(Invalid("invalid Host", 400));
     }
