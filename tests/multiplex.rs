@@ -219,6 +219,47 @@ macro_rules! suite {
 
 suite!(bolt => &BOLT, dubbo => &DUBBO, tars => &TARS, toy => &TOY);
 
+/// A Dubbo request whose argument nests 20,000 lists deep, on a listener
+/// whose route needs an attachment (so the argument is skipped to reach
+/// them): it overflowed the worker's stack and aborted the process. Now the
+/// request is answered (no route: its attachments cannot be read) and the
+/// proxy goes on serving.
+#[tokio::test]
+async fn a_dubbo_argument_nested_past_the_bound_is_answered_not_a_crash() {
+    use ferrymesh::protocol::dubbo::hessian::write_string;
+    let up = RpcUpstream::start(&DUBBO, "u", Answer::Echo).await;
+    let port = free_port();
+    let mut config = rpc_config(&DUBBO, port, SERVICE, "5s", vec![cluster("c", &[up.addr])]);
+    config["servers"][0]["routers"][0]["virtual_hosts"][0]["routers"][0]["match"]["headers"][0]["name"] =
+        serde_json::json!("interface");
+    let mut proxy = Proxy::start(&config, 1);
+    let mut body: Vec<u8> = Vec::new();
+    for s in ["2.0.2", SERVICE, "1.0", "echo", "Ljava/lang/Object;"] {
+        write_string(&mut body, s);
+    }
+    body.extend(std::iter::repeat_n(0x79, 19_999));
+    body.push(b'N');
+    body.push(b'H');
+    for s in ["interface", SERVICE] {
+        write_string(&mut body, s);
+    }
+    body.push(b'Z');
+    // Dubbo's head: magic, request + two-way + hessian2, status, id, length.
+    let mut deep = vec![0xda, 0xbb, 0x80 | 0x40 | 2, 0];
+    deep.extend_from_slice(&7u64.to_be_bytes());
+    deep.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    deep.extend(body);
+    let mut c = RpcClient::connect(&DUBBO, addr(port)).await;
+    c.send(&deep).await;
+    let (info, frame) = c.recv().await;
+    assert_eq!(info.id, 7);
+    assert!(DUBBO.ok_text(&frame).is_none(), "an error answer, not the upstream's");
+    assert!(proxy.child.try_wait().unwrap().is_none(), "the process lives");
+    c.send(&DUBBO.request(8, SERVICE, "fine")).await;
+    let (info, frame) = c.recv().await;
+    assert_eq!((info.id, DUBBO.ok_text(&frame).as_deref()), (8, Some("fine|u")));
+}
+
 /// A bolt listener and a Dubbo listener on one cluster, with HTTP beside
 /// them, all under load at once: each frame meets only connections of its
 /// own protocol (a pool per host and protocol), and no answer is mixed up.
