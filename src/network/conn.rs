@@ -185,6 +185,14 @@ impl ConnShared {
         self.out.borrow().len()
     }
 
+    /// Whether at least `n` bytes wait to be written: on every request, so
+    /// the handed-over frames are summed only when there are any.
+    #[inline]
+    pub fn pending_at_least(&self, n: usize) -> bool {
+        let out = self.out.borrow();
+        out.copied.len() >= n || (!out.bufs.is_empty() && out.len() >= n)
+    }
+
     /// Takes everything queued for writing (for tests that run no driver).
     #[doc(hidden)]
     pub fn take_output(&self) -> BytesMut {

@@ -239,7 +239,7 @@ impl Handler for DownstreamHandler<'_> {
     /// bound what a client that sends and never reads can make the worker
     /// hold: requests already read are answered, and answers wait for it.
     fn read_paused(&self) -> bool {
-        self.draining || self.req.conn.io.pending() >= OUTPUT_LIMIT || self.req.conn.inflight() >= MAX_IN_FLIGHT
+        self.draining || self.req.conn.inflight() >= MAX_IN_FLIGHT || self.req.conn.io.pending_at_least(OUTPUT_LIMIT)
     }
 
     fn idle_close(&self) -> Option<&'static str> {

@@ -221,16 +221,15 @@ impl ClientConn {
         if !self.is_ready() || self.io.is_closed() {
             return Err(Box::new((stream, ProxyError::UpstreamReset)));
         }
-        if self.io.pending() >= OUTPUT_LIMIT {
-            return Err(Box::new((stream, ProxyError::Overflow)));
-        }
         let mut inner = self.inner.borrow_mut();
-        // The pool checks the limit when it picks a ready connection; a
-        // request that waited for the dial is checked here.
-        if self.max_in_flight > 0 && inner.streams.len() >= self.max_in_flight as usize {
-            return Err(Box::new((stream, ProxyError::Overflow)));
-        }
-        let Some(id) = inner.streams.next_free() else {
+        // No id, too many in flight (the pool checks `max_request_per_conn`
+        // when it picks a ready connection; a request that waited for the
+        // dial is checked here), or too much unwritten: one overflow path,
+        // as each path that hands the request back costs every request a
+        // few dozen instructions in moves of it.
+        let full = (self.max_in_flight > 0 && inner.streams.len() >= self.max_in_flight as usize)
+            || self.io.pending_at_least(OUTPUT_LIMIT);
+        let Some(id) = (if full { None } else { inner.streams.next_free() }) else {
             return Err(Box::new((stream, ProxyError::Overflow)));
         };
         if let Some(mut stream) = stream {

@@ -79,11 +79,14 @@ impl<T> IdMap<T> {
     pub fn remove(&mut self, id: u64) -> Option<T> {
         let i = self.find(id)?;
         self.len -= 1;
-        let entry = self.slots[i].take().map(|(_, e)| e);
         if self.slots.len() > KEEP_SLOTS {
+            let entry = self.slots[i].take().map(|(_, e)| e);
             self.shrink_if_sparse();
+            return entry;
         }
-        entry
+        // Returned straight from the slot: an entry is a whole request's
+        // state, and holding it across the check above cost a copy of it.
+        self.slots[i].take().map(|(_, e)| e)
     }
 
     fn find(&self, id: u64) -> Option<usize> {

@@ -216,6 +216,7 @@ impl ServerStream {
     }
 
     /// The request is written on `conn`, to `host` (for the access log).
+    #[inline(always)]
     pub fn set_upstream(&mut self, host: &Rc<Host>, conn: &Rc<ClientConn>) {
         self.upstream = Some(host.clone());
         self.conn.went_to(conn);
