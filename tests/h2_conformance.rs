@@ -512,6 +512,29 @@ async fn the_end_of_an_answer_needs_no_window() {
     assert_eq!((status, body.len()), (200, 0));
 }
 
+/// `expect: 100-continue` is answered at once with an interim 100 (as
+/// Envoy does), and the body that follows is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_expecting_100_continue_gets_it() {
+    let (_up, _p, addr) = setup().await;
+    let mut c = Client::connect(addr, &[]).await;
+    let head = block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/upload"),
+        (":authority", "x"),
+        ("expect", "100-continue"),
+        ("content-length", "5"),
+    ]);
+    c.send(&frame(kind::HEADERS, END_HEADERS, 1, &head)).await;
+    let f = c.next_meaningful().await.expect("the interim answer");
+    assert_eq!((f.kind, f.stream, f.flags & END_STREAM), (kind::HEADERS, 1, 0), "{f:?}");
+    assert_eq!(c.decode(&f.payload).0, Some(100));
+    c.send(&frame(kind::DATA, END_STREAM, 1, b"hello")).await;
+    let (status, body, _) = c.response(1).await;
+    assert_eq!((status, body.as_slice()), (200, &b"up got 5"[..]));
+}
+
 /// Frames a client sent before it saw our RST_STREAM are ignored (RFC 9113
 /// §5.1): trailers for a stream reset for its body, or refused, leave the
 /// connection and its other streams alone.
@@ -665,6 +688,8 @@ async fn malformed_requests_reset_their_stream() {
         [&[("x-first", "1")], &base[..]].concat(),
         [&base[..], &[(":path", "/again")]].concat(),
         [&base[..], &[("x-bad", "a\nb")]].concat(),
+        [&base[..], &[("x-pad", " a")]].concat(),
+        [&base[..], &[("x-pad", "a\t")]].concat(),
         [&base[..], &[("content-length", "5x")]].concat(),
         [&base[..], &[("content-length", "3")]].concat(),
     ];

@@ -37,7 +37,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderMap, CONTENT_LENGTH, TE};
+use http::header::{HeaderMap, CONTENT_LENGTH, EXPECT, TE};
 use http::{Method, Request, Response, Uri};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Frame};
@@ -1277,6 +1277,7 @@ where
             sh.wake_conn();
             return Ok(());
         }
+        let continue_expected = fields.continue_expected && !end_stream;
         let request = if fields.malformed { None } else { request(fields, &mut self.uris) };
         let Some((parts, expected)) = request else {
             sh.rst(id, Reason::PROTOCOL_ERROR);
@@ -1295,6 +1296,12 @@ where
             Body::new(RecvBody { id, shared: self.shared.clone(), size: expected, done: false })
         };
         sh.streams.insert(id, stream);
+        if continue_expected {
+            // Answered here, as Envoy does: `Expect` goes no further (it is
+            // per hop), and a client waiting for the 100 sends its body now,
+            // not after its own wait (curl: a second).
+            write_head(&mut sh, id, Some(100), &HeaderMap::new(), None, false);
+        }
         drop(sh);
         let req = Request::from_parts(parts, body);
         let (service, shared) = (self.service.clone(), self.shared.clone());
@@ -1332,6 +1339,7 @@ where
         let mut headers = header_maps::take();
         let mut malformed = false;
         let mut length = None;
+        let mut continue_expected = false;
         self.decoder
             .decode(block, |f| {
                 size += f.size();
@@ -1349,11 +1357,19 @@ where
                         *slot = Some(v);
                     }
                     (Name::Header(h), Value::Header(v)) => {
-                        if hpack::is_connection_specific(&h) || (h == TE && v != "trailers") {
+                        // RFC 9113 §8.2.1: no value starts or ends with
+                        // whitespace (HTTP/1.1 would strip it, so the two
+                        // hops could read it differently).
+                        let edges = v.as_bytes().first().zip(v.as_bytes().last());
+                        let padded = edges.is_some_and(|(a, z)| matches!(a, b' ' | b'\t') || matches!(z, b' ' | b'\t'));
+                        if padded || hpack::is_connection_specific(&h) || (h == TE && v != "trailers") {
                             malformed = true;
                         }
                         if h == CONTENT_LENGTH && length.is_none() {
                             length = Some(v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
+                        }
+                        if h == EXPECT && v.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+                            continue_expected = true;
                         }
                         headers.append(h, v);
                     }
@@ -1372,9 +1388,10 @@ where
                 length: None,
                 malformed,
                 too_large: true,
+                continue_expected: false,
             });
         }
-        Ok(Decoded { pseudo, headers, length, malformed, too_large: false })
+        Ok(Decoded { pseudo, headers, length, malformed, too_large: false, continue_expected })
     }
 
     fn rst(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
@@ -1500,6 +1517,8 @@ struct Decoded {
     length: Option<Option<u64>>,
     malformed: bool,
     too_large: bool,
+    /// `expect: 100-continue`: the client waits for a 100 before its body.
+    continue_expected: bool,
 }
 
 impl Decoded {
