@@ -78,6 +78,7 @@ pub(super) async fn serve(
             memo: RefCell::default(),
         },
         reader: FrameReader::default(),
+        held: Vec::new(),
         draining: listener.draining(),
         drain_signal: listener.drain_watch(),
         idle_timer: None,
@@ -109,8 +110,9 @@ pub(super) async fn serve(
     None
 }
 
-/// Requests of one client connection in flight past which it is read no
-/// more until answers go out (with 64 KiB answers, 64 MiB owed at most).
+/// Requests of one client connection in flight past which what it sends
+/// waits ([`HOLD_LIMIT`] read ahead, then not read) until answers go out
+/// (with 64 KiB answers, 64 MiB owed at most).
 pub const MAX_IN_FLIGHT: u32 = 1024;
 
 /// How an RPC connection's phase ended quiet: when it last read, and
@@ -143,9 +145,22 @@ struct DownstreamHandler<'a> {
     read_any: bool,
     last_active: Instant,
     idle: Duration,
+    /// Bytes read while [`MAX_IN_FLIGHT`] requests are owed, not yet handed
+    /// on (at most about [`HOLD_LIMIT`]): read only so that the client's
+    /// close is still seen, which drops its requests waiting upstream.
+    held: Vec<u8>,
 }
 
+/// How much a connection with [`MAX_IN_FLIGHT`] requests owed reads ahead.
+const HOLD_LIMIT: usize = 64 * 1024;
+
 impl DownstreamHandler<'_> {
+    /// Whether what is read now waits in `held`: requests are owed to the
+    /// limit, or earlier bytes wait there already.
+    fn holding(&self) -> bool {
+        !self.held.is_empty() || self.req.conn.inflight() >= MAX_IN_FLIGHT
+    }
+
     /// `n` bytes arrived; `read` hands their whole frames to the request path.
     fn on_bytes(
         &mut self,
@@ -184,12 +199,19 @@ impl DownstreamHandler<'_> {
 
 impl Handler for DownstreamHandler<'_> {
     fn on_read(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        if self.holding() {
+            self.held.extend_from_slice(data);
+            return Ok(());
+        }
         self.on_bytes(data.len(), |reader, max, req| {
             reader.feed(data, req.conn.codec, max, |frame, info| req.on_frame(frame, info))
         })
     }
 
     fn read_space(&mut self) -> Option<Limit<&mut BytesMut>> {
+        if self.holding() {
+            return None;
+        }
         self.reader.space()
     }
 
@@ -210,6 +232,18 @@ impl Handler for DownstreamHandler<'_> {
     }
 
     fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<&'static str> {
+        if !self.held.is_empty() && self.req.conn.inflight() < MAX_IN_FLIGHT {
+            // Answers made room: what waited goes on, and the socket is read
+            // again (reading stopped while `held` was full).
+            let held = std::mem::take(&mut self.held);
+            let fed = self.on_bytes(held.len(), |reader, max, req| {
+                reader.feed(&held, req.conn.codec, max, |frame, info| req.on_frame(frame, info))
+            });
+            if let Err(why) = fed {
+                return Poll::Ready(why);
+            }
+            cx.waker().wake_by_ref();
+        }
         if !self.draining && Pin::new(&mut self.drain_signal).poll(cx).is_ready() {
             self.draining = true;
         }
@@ -235,11 +269,14 @@ impl Handler for DownstreamHandler<'_> {
     }
 
     /// Draining, or the client has not taken its answers: answers past
-    /// [`OUTPUT_LIMIT`] unwritten, or [`MAX_IN_FLIGHT`] requests owed. Both
-    /// bound what a client that sends and never reads can make the worker
-    /// hold: requests already read are answered, and answers wait for it.
+    /// [`OUTPUT_LIMIT`] unwritten, or [`MAX_IN_FLIGHT`] requests owed and
+    /// [`HOLD_LIMIT`] bytes read ahead. Both bound what a client that sends
+    /// and never reads can make the worker hold: requests already read are
+    /// answered, and answers wait for it. The read-ahead lets a client with
+    /// requests owed to a slow upstream be heard when it closes (unless it
+    /// sent more than that after them), to drop them.
     fn read_paused(&self) -> bool {
-        self.draining || self.req.conn.inflight() >= MAX_IN_FLIGHT || self.req.conn.io.pending_at_least(OUTPUT_LIMIT)
+        self.draining || self.req.conn.io.pending_at_least(OUTPUT_LIMIT) || self.held.len() >= HOLD_LIMIT
     }
 
     fn idle_close(&self) -> Option<&'static str> {
@@ -247,7 +284,7 @@ impl Handler for DownstreamHandler<'_> {
     }
 
     fn quiet(&self) -> bool {
-        self.graced && self.req.conn.inflight() == 0 && !self.reader.has_partial()
+        self.graced && self.req.conn.inflight() == 0 && !self.reader.has_partial() && self.held.is_empty()
     }
 }
 

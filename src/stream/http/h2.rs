@@ -1297,9 +1297,8 @@ where
         };
         sh.streams.insert(id, stream);
         if continue_expected {
-            // Answered here, as Envoy does: `Expect` goes no further (it is
-            // per hop), and a client waiting for the 100 sends its body now,
-            // not after its own wait (curl: a second).
+            // Answered here, as Envoy does: a client waiting for the 100
+            // sends its body now, not after its own wait (curl: a second).
             write_head(&mut sh, id, Some(100), &HeaderMap::new(), None, false);
         }
         drop(sh);
@@ -1626,7 +1625,12 @@ async fn capacity(shared: &Rc<RefCell<Shared>>, id: u32, want: usize) -> Option<
         if s.send_window <= 0 {
             s.send_waker = Some(cx.waker().clone());
         } else if conn <= 0 {
-            sh.window_waiting.push(cx.waker().clone());
+            // Once per task: a stream reset while it waits leaves its waker
+            // here until the window opens, and its slot's next stream has
+            // the same waker.
+            if !sh.window_waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                sh.window_waiting.push(cx.waker().clone());
+            }
         } else {
             sh.waiting.push(cx.waker().clone());
         }
