@@ -253,6 +253,40 @@ async fn a_departed_clients_requests_free_their_upstream_slots() {
     assert_eq!(got.1, status::TIMEOUT, "a free slot (the upstream is silent), not an overflow: {got:?}");
 }
 
+/// An upstream that accepts and never reads takes requests only until 32 MiB
+/// wait unwritten on its connection; past that they fail at once with the
+/// overflow answer, rather than pile up until heartbeats give up on it.
+#[tokio::test]
+async fn an_upstream_that_does_not_read_takes_no_more_past_the_bound() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let proxy = Proxy::start(&config(free_port(), vec![route_all("c")], vec![cluster("c", &[up])]), 1);
+    let mut cl = Client::connect(proxy.addr).await;
+    let body = "b".repeat(1 << 20);
+    const N: u32 = 48;
+    // ferrymesh reads on (what it owes the client is small): the writes end.
+    for id in 1..=N {
+        let mut r = RequestBuilder::new(id, SERVICE, body.as_bytes());
+        r.timeout_ms = 3000;
+        cl.send(&r.encode()).await;
+    }
+    let mut statuses = HashMap::new();
+    for _ in 0..N {
+        let r = cl.recv_within(Duration::from_secs(10)).await.expect("every request answered");
+        *statuses.entry(r.status).or_insert(0) += 1;
+    }
+    let busy = statuses.get(&status::SERVER_THREADPOOL_BUSY).copied().unwrap_or(0);
+    assert!(busy >= 4, "requests past 32 MiB unwritten overflow: {statuses:?}");
+    assert_eq!(busy + statuses.get(&status::TIMEOUT).copied().unwrap_or(0), N as usize, "{statuses:?}");
+    holder.abort();
+}
+
 /// A client with more requests in flight than the cap on unread answers
 /// (1,024), none answered yet, is still read: its close is seen at once, and
 /// its requests give their upstream slots back.
