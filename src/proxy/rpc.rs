@@ -432,7 +432,6 @@ impl RequestPath<'_> {
         let attempt = Attempt { cluster, codec: upstream, hash_key, tried: &[] };
         match attempt.pick() {
             Err(err) => fail(stream, err, stats),
-            Ok((_, Pick::Overflow)) => fail(stream, ProxyError::Overflow, stats),
             Ok((_, Pick::Ready(conn))) => {
                 if let Err(refused) = conn.send(frame, stream, timeout) {
                     let (stream, err) = *refused;
@@ -532,7 +531,6 @@ async fn wait_and_send(mut w: Waiting, first_host: usize, mut conn: Rc<ClientCon
         match attempt.pick() {
             // No other host to try: the client hears about the failed connect.
             Err(_) => return fail(w.stream, err, &w.stats),
-            Ok((_, Pick::Overflow)) => return fail(w.stream, ProxyError::Overflow, &w.stats),
             Ok((host, Pick::Ready(c) | Pick::Wait(c))) => {
                 info!(from = %conn.addr(), to = %c.addr(), error = %err, "retrying request on another host");
                 c.host().count(|s| s.retries.inc());

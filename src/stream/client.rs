@@ -222,11 +222,11 @@ impl ClientConn {
             return Err(Box::new((stream, ProxyError::UpstreamReset)));
         }
         let mut inner = self.inner.borrow_mut();
-        // No id, too many in flight (the pool checks `max_request_per_conn`
-        // when it picks a ready connection; a request that waited for the
-        // dial is checked here), or too much unwritten: one overflow path,
-        // as each path that hands the request back costs every request a
-        // few dozen instructions in moves of it.
+        // No id, `max_request_per_conn` reached (checked here alone, for a
+        // request the pool picked a ready connection for and one that
+        // waited for the dial alike), or too much unwritten: one overflow
+        // path, as each path that hands the request back costs every
+        // request a few dozen instructions in moves of it.
         let full = (self.max_in_flight > 0 && inner.streams.len() >= self.max_in_flight as usize)
             || self.io.pending_at_least(OUTPUT_LIMIT);
         let Some(id) = (if full { None } else { inner.streams.next_free() }) else {

@@ -18,12 +18,11 @@ use super::client::ClientConn;
 
 /// Where a request can go now.
 pub enum Pick {
-    /// A connected connection with room.
+    /// A connected connection (the one with the fewest requests in flight:
+    /// at `max_request_per_conn`, it refuses the request, `ClientConn::send`).
     Ready(Rc<ClientConn>),
     /// A connection being dialled: wait for it.
     Wait(Rc<ClientConn>),
-    /// Every connection is at `max_request_per_conn`.
-    Overflow,
 }
 
 /// The multiplexed pools of one host on one worker, one per protocol family
@@ -109,7 +108,7 @@ impl HostPool {
         // The usual pool: one connection, ready, and no room for another.
         if let [only] = &conns[..] {
             if self.max_conns <= 1 && only.is_ready() {
-                return self.room_on(only.clone());
+                return Pick::Ready(only.clone());
             }
         }
         // One pass: the ready connection with the fewest requests in flight
@@ -140,22 +139,13 @@ impl HostPool {
                 if room {
                     self.dial();
                 }
-                self.room_on(c)
+                Pick::Ready(c)
             }
             None if room => Pick::Wait(self.dial()),
             None => match first_connecting {
                 Some(c) => Pick::Wait(c),
                 None => Pick::Wait(self.dial()),
             },
-        }
-    }
-
-    /// `c`, a ready connection, unless it is at `max_request_per_conn`.
-    fn room_on(&self, c: Rc<ClientConn>) -> Pick {
-        if self.max_per_conn > 0 && c.in_flight() >= self.max_per_conn as usize {
-            Pick::Overflow
-        } else {
-            Pick::Ready(c)
         }
     }
 
