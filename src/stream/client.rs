@@ -233,7 +233,7 @@ impl ClientConn {
             return Err(Box::new((stream, ProxyError::Overflow)));
         };
         if let Some(mut stream) = stream {
-            stream.set_upstream(&self.host, self);
+            stream.set_upstream(self);
             let deadline = clock::now() + timeout;
             if inner.set_deadline(id, deadline, Waiting::Request(stream)) {
                 // Its task arms the earlier timer.

@@ -215,10 +215,10 @@ impl ServerStream {
         self.started
     }
 
-    /// The request is written on `conn`, to `host` (for the access log).
+    /// The request is written on `conn` (its host for the access log).
     #[inline(always)]
-    pub fn set_upstream(&mut self, host: &Rc<Host>, conn: &Rc<ClientConn>) {
-        self.upstream = Some(host.clone());
+    pub fn set_upstream(&mut self, conn: &Rc<ClientConn>) {
+        self.upstream = Some(conn.host().clone());
         self.conn.went_to(conn);
     }
 
