@@ -161,6 +161,13 @@ impl DownstreamHandler<'_> {
         !self.held.is_empty() || self.req.conn.inflight() >= MAX_IN_FLIGHT
     }
 
+    /// Hands the whole frames of `data`, bytes read, to the request path.
+    fn feed(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        self.on_bytes(data.len(), |reader, max, req| {
+            reader.feed(data, req.conn.codec, max, |frame, info| req.on_frame(frame, info))
+        })
+    }
+
     /// `n` bytes arrived; `read` hands their whole frames to the request path.
     fn on_bytes(
         &mut self,
@@ -203,9 +210,7 @@ impl Handler for DownstreamHandler<'_> {
             self.held.extend_from_slice(data);
             return Ok(());
         }
-        self.on_bytes(data.len(), |reader, max, req| {
-            reader.feed(data, req.conn.codec, max, |frame, info| req.on_frame(frame, info))
-        })
+        self.feed(data)
     }
 
     fn read_space(&mut self) -> Option<Limit<&mut BytesMut>> {
@@ -236,10 +241,7 @@ impl Handler for DownstreamHandler<'_> {
             // Answers made room: what waited goes on, and the socket is read
             // again (reading stopped while `held` was full).
             let held = std::mem::take(&mut self.held);
-            let fed = self.on_bytes(held.len(), |reader, max, req| {
-                reader.feed(&held, req.conn.codec, max, |frame, info| req.on_frame(frame, info))
-            });
-            if let Err(why) = fed {
+            if let Err(why) = self.feed(&held) {
                 return Poll::Ready(why);
             }
             cx.waker().wake_by_ref();
