@@ -266,8 +266,8 @@ impl Shared {
         let mut s = self.streams.remove(&id)?;
         s.reset = true;
         s.wake();
-        let owed: usize = s.recv.iter().map(Bytes::len).sum();
-        self.release(0, owed as u32);
+        let owed = take_held(&mut s.recv);
+        self.release(0, owed);
         Some(s)
     }
 
@@ -295,9 +295,9 @@ impl Shared {
     fn finish_if_done(&mut self, id: u32) {
         let done = self.streams.get(&id).is_some_and(|s| s.send_end && (s.recv_end || s.recv_dropped));
         if done {
-            if let Some(s) = self.streams.remove(&id) {
-                let owed: usize = s.recv.iter().map(Bytes::len).sum();
-                self.release(0, owed as u32);
+            if let Some(mut s) = self.streams.remove(&id) {
+                let owed = take_held(&mut s.recv);
+                self.release(0, owed);
             }
             self.reset_budget = (self.reset_budget + 1).min(RESET_BUDGET);
             self.last_active = clock::now();
@@ -381,9 +381,9 @@ impl Drop for RecvBody {
             // Answered, and the rest of the body is not wanted.
             stop_request_body(&mut sh, id);
         } else {
-            let owed: usize = s.recv.drain(..).map(|b| b.len()).sum();
+            let owed = take_held(&mut s.recv);
             // Given back to the connection only: the stream takes no more.
-            sh.release(0, owed as u32);
+            sh.release(0, owed);
         }
         sh.finish_if_done(id);
         sh.wake_conn();
@@ -1789,9 +1789,15 @@ fn stop_request_body(sh: &mut Shared, id: u32) {
     let Some(s) = sh.streams.get_mut(&id) else { return };
     s.recv_end = true;
     s.recv_dropped = true;
-    let owed: usize = s.recv.drain(..).map(|b| b.len()).sum();
+    let owed = take_held(&mut s.recv);
     sh.rst(id, Reason::NO_ERROR);
-    sh.release(0, owed as u32);
+    sh.release(0, owed);
+}
+
+/// Empties a stream's received bytes, which no reader will take: how many,
+/// for the connection's window ([`Shared::release`] on stream 0).
+fn take_held(recv: &mut VecDeque<Bytes>) -> u32 {
+    recv.drain(..).map(|b| b.len()).sum::<usize>() as u32
 }
 
 #[cfg(test)]
