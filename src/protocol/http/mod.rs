@@ -156,7 +156,13 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 /// a domain match on its end would route it (`evil.com/.internal.example`
 /// matched `*.internal.example`) and the upstream would receive it as sent.
 pub fn valid_host(host: &[u8]) -> bool {
-    host.iter().all(|&b| HOST_BYTES[usize::from(b)])
+    host_bytes(host, false)
+}
+
+/// Whether every byte of `b` is one of [`valid_host`]'s, or, with
+/// `userinfo`, the `@` a URI's authority may carry (the upstream never sees it).
+fn host_bytes(b: &[u8], userinfo: bool) -> bool {
+    b.iter().all(|&c| HOST_BYTES[usize::from(c)] || (userinfo && c == b'@'))
 }
 
 /// The bytes of [`valid_host`], as a table: the HTTP/1.1 pass-through
@@ -217,16 +223,13 @@ pub fn validate_request<B>(req: &Request<B>) -> Result<(), Invalid> {
     if host_fields.next().is_some() {
         return Err(Invalid("more than one Host header", 400));
     }
-    let hosts = usize::from(host.is_some());
-    // A URI's authority may carry userinfo (the upstream never sees it).
-    let authority_ok = |a: &[u8]| a.iter().all(|&b| b == b'@' || HOST_BYTES[usize::from(b)]);
     if !host.is_none_or(|v| valid_host(v.as_bytes()))
-        || !uri.authority().is_none_or(|a| authority_ok(a.as_str().as_bytes()))
+        || !uri.authority().is_none_or(|a| host_bytes(a.as_str().as_bytes(), true))
     {
         return Err(Invalid("invalid Host", 400));
     }
     if version == Version::HTTP_11 || version == Version::HTTP_10 {
-        if version == Version::HTTP_11 && hosts == 0 && req.uri().authority().is_none() {
+        if version == Version::HTTP_11 && host.is_none() && req.uri().authority().is_none() {
             return Err(Invalid("HTTP/1.1 request without Host", 400));
         }
         let te = h.get_all(header::TRANSFER_ENCODING).iter().count();
