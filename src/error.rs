@@ -96,9 +96,7 @@ impl ProxyError {
             ProxyError::Internal(_) => "internal",
         }
     }
-}
 
-impl ProxyError {
     /// What the client is told: the error as displayed, but for a failed
     /// connect, whose upstream address and OS error stay in the log (Envoy
     /// too tells a client that a connect failed, not where to).
