@@ -106,6 +106,14 @@ impl Scripted {
     }
 }
 
+/// A scripted upstream behaving as `after`, and ferrymesh in front of it
+/// with the pass-through on or off.
+async fn scripted(after: After, passthrough: bool) -> (Scripted, Proxy) {
+    let up = Scripted::start(after).await;
+    let proxy = Proxy::start(&config(free_port(), up.addr, passthrough), 1);
+    (up, proxy)
+}
+
 async fn serve_scripted(mut sock: TcpStream, heads: Arc<Mutex<Vec<String>>>, after: After, gate: Option<Arc<Barrier>>) {
     let mut buf = Vec::new();
     let mut answered = 0;
@@ -305,9 +313,7 @@ impl Conn {
 
 #[tokio::test]
 async fn every_framing_passes_through_on_one_kept_alive_connection() {
-    let up = Scripted::start(After::KeepServing).await;
-    let port = free_port();
-    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let (up, proxy) = scripted(After::KeepServing, true).await;
     let mut c = Conn::open(proxy.addr).await;
 
     // Proxy headers, hop-by-hop removal, rewrites; client header case kept.
@@ -387,9 +393,7 @@ Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: gzip\r\nX-Forwarded
 #[tokio::test]
 async fn an_answer_framed_twice_goes_on_without_its_stale_length_on_both_paths() {
     for passthrough in [true, false] {
-        let up = Scripted::start(After::KeepServing).await;
-        let port = free_port();
-        let proxy = Proxy::start(&config(port, up.addr, passthrough), 1);
+        let (_up, proxy) = scripted(After::KeepServing, passthrough).await;
         // RFC 9112 §6.3: the coding frames the body (to the close), and a
         // next hop reading the stale length would take the rest for another
         // response.
@@ -416,9 +420,7 @@ async fn an_answer_framed_twice_goes_on_without_its_stale_length_on_both_paths()
 
 #[tokio::test]
 async fn an_h2c_upgrade_is_never_forwarded() {
-    let up = Scripted::start(After::KeepServing).await;
-    let port = free_port();
-    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let (_up, proxy) = scripted(After::KeepServing, true).await;
     // An upstream that took it would answer 101 and carry HTTP/2 requests no
     // route sees: the request goes on as a plain one.
     let mut c = Conn::open(proxy.addr).await;
@@ -441,9 +443,7 @@ async fn an_h2c_upgrade_is_never_forwarded() {
 #[tokio::test]
 async fn a_host_that_names_no_host_is_refused_on_both_paths() {
     for passthrough in [true, false] {
-        let up = Scripted::start(After::KeepServing).await;
-        let port = free_port();
-        let proxy = Proxy::start(&config(port, up.addr, passthrough), 1);
+        let (up, proxy) = scripted(After::KeepServing, passthrough).await;
         for host in ["evil.com/.e", "evil.com#.e", "evil.com .e", "evil.com, e", "u@e"] {
             let req = format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n");
             let (out, _) = raw_exchange(proxy.addr, req.as_bytes(), Duration::from_secs(2)).await;
@@ -477,9 +477,7 @@ async fn any_method_or_a_leading_empty_line_opens_an_auto_connection() {
 
 #[tokio::test]
 async fn a_request_body_that_breaks_mid_stream_is_the_clients_fault() {
-    let up = Scripted::start(After::KeepServing).await;
-    let port = free_port();
-    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let (up, proxy) = scripted(After::KeepServing, true).await;
     let mut c = Conn::open(proxy.addr).await;
     // The first chunk is good and goes on; the second is not a chunk.
     c.send(b"POST /never HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").await;
@@ -500,9 +498,7 @@ async fn a_request_body_that_breaks_mid_stream_is_the_clients_fault() {
 
 #[tokio::test]
 async fn clients_are_told_when_a_connection_will_not_go_on() {
-    let up = Scripted::start(After::KeepServing).await;
-    let port = free_port();
-    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let (_up, proxy) = scripted(After::KeepServing, true).await;
     // An HTTP/1.0 client cannot read chunks: the body ends with the close,
     // and the head says so rather than keep-alive.
     let mut c = Conn::open(proxy.addr).await;
@@ -534,9 +530,7 @@ async fn a_failed_connect_tells_the_client_nothing_of_the_upstream() {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let up = Scripted::start(After::KeepServing).await;
-    let port = free_port();
-    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let (_up, proxy) = scripted(After::KeepServing, true).await;
     let mut c = Conn::open(proxy.addr).await;
     c.send(b"GET /p1 HTTP/1.1\r\nHost: e\r\n\r\nPOST /p2 HTTP/1.1\r\nHost: e\r\nContent-Length: 3\r\n\r\nabcGET /p3 HTTP/1.1\r\nHost: e\r\nConnection: close\r\n\r\n").await;
     for p in ["GET /p1 ", "POST /p2 ", "GET /p3 "] {
@@ -549,9 +543,7 @@ async fn pipelined_requests_are_answered_in_order() {
 #[tokio::test]
 async fn a_closed_pooled_connection_is_redialled_for_idempotent_requests_only() {
     // Every upstream connection answers once, then reads the next request and closes.
-    let up = Scripted::start(After::DropNext).await;
-    let port = free_port();
-    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let (up, proxy) = scripted(After::DropNext, true).await;
     let mut c = Conn::open(proxy.addr).await;
     for path in ["/a", "/b", "/c"] {
         c.send(format!("GET {path} HTTP/1.1\r\nHost: e\r\n\r\n").as_bytes()).await;
@@ -570,9 +562,7 @@ async fn a_closed_pooled_connection_is_redialled_for_idempotent_requests_only() 
 
 #[tokio::test]
 async fn a_malformed_response_is_a_502() {
-    let up = Scripted::start(After::KeepServing).await;
-    let port = free_port();
-    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let (_up, proxy) = scripted(After::KeepServing, true).await;
     let (out, _) = raw_exchange(
         proxy.addr,
         b"GET /garbage HTTP/1.1\r\nHost: e\r\n\r\nGET /fine HTTP/1.1\r\nHost: e\r\nConnection: close\r\n\r\n",
@@ -610,9 +600,7 @@ async fn a_request_left_to_hyper_moves_the_connection_mid_stream() {
 #[tokio::test]
 async fn header_case_shows_which_path_carried_a_request() {
     for passthrough in [true, false] {
-        let up = Scripted::start(After::KeepServing).await;
-        let port = free_port();
-        let proxy = Proxy::start(&config(port, up.addr, passthrough), 1);
+        let (_up, proxy) = scripted(After::KeepServing, passthrough).await;
         let mut c = Conn::open(proxy.addr).await;
         c.send(b"GET /x HTTP/1.1\r\nHost: e\r\nX-Custom: 1\r\n\r\n").await;
         let (head, body) = c.response(false).await;
@@ -627,9 +615,7 @@ async fn header_case_shows_which_path_carried_a_request() {
 
 #[tokio::test]
 async fn targets_and_routes_the_pass_through_cannot_judge_go_to_hyper() {
-    let up = Scripted::start(After::KeepServing).await;
-    let port = free_port();
-    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let (up, proxy) = scripted(After::KeepServing, true).await;
     // A fragment must not take `/admin#x` past the exact `/admin` route.
     let (out, _) =
         raw_exchange(proxy.addr, b"GET /admin#x HTTP/1.1\r\nHost: e\r\n\r\n", Duration::from_millis(500)).await;
@@ -656,9 +642,7 @@ async fn targets_and_routes_the_pass_through_cannot_judge_go_to_hyper() {
 async fn slow_heads_are_cut_on_kept_alive_connections_and_slow_bodies_are_not() {
     // On the pass-through and on hyper's path alike.
     for passthrough in [true, false] {
-        let up = Scripted::start(After::KeepServing).await;
-        let port = free_port();
-        let proxy = Proxy::start(&config(port, up.addr, passthrough), 1);
+        let (_up, proxy) = scripted(After::KeepServing, passthrough).await;
         let mut c = Conn::open(proxy.addr).await;
         // A kept-alive connection idle past the header-read time (500ms) is
         // kept: the idle timeout (90s) governs the wait for a first byte.
@@ -708,9 +692,7 @@ async fn slow_heads_are_cut_on_kept_alive_connections_and_slow_bodies_are_not() 
 #[tokio::test]
 async fn answers_keep_their_length_on_both_paths() {
     for passthrough in [true, false] {
-        let up = Scripted::start(After::KeepServing).await;
-        let port = free_port();
-        let proxy = Proxy::start(&config(port, up.addr, passthrough), 1);
+        let (_up, proxy) = scripted(After::KeepServing, passthrough).await;
         let mut c = Conn::open(proxy.addr).await;
         for (path, status) in [("/admin", "403"), ("/no-content", "204")] {
             c.send(format!("GET {path} HTTP/1.1\r\nHost: e\r\n\r\n").as_bytes()).await;
@@ -937,9 +919,7 @@ async fn http2_requests_redial_a_closed_pooled_connection() {
 
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_swept() {
-    let up = Scripted::start(After::HalfCloseAfterAnswer).await;
-    let port = free_port();
-    let proxy = Proxy::start(&config(port, up.addr, true), 1);
+    let (up, proxy) = scripted(After::HalfCloseAfterAnswer, true).await;
     let mut c = Conn::open(proxy.addr).await;
     c.send(b"GET /once HTTP/1.1\r\nHost: e\r\n\r\n").await;
     assert!(c.response(false).await.0.starts_with("HTTP/1.1 200"));
@@ -959,9 +939,7 @@ async fn a_connection_accepted_before_a_drain_gets_its_first_answer() {
     let big = post_for_hyper("/late");
     let requests: [&[u8]; 2] = [b"GET /late HTTP/1.1\r\nHost: e\r\n\r\n", &big];
     for request in requests {
-        let up = Scripted::start(After::KeepServing).await;
-        let port = free_port();
-        let mut proxy = Proxy::start(&config(port, up.addr, true), 1);
+        let (_up, mut proxy) = scripted(After::KeepServing, true).await;
         let mut c = Conn::open(proxy.addr).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         proxy.signal("TERM");
