@@ -244,6 +244,36 @@ async fn a_client_that_does_not_read_is_read_no_more() {
     assert_eq!(up.requests_seen(), N as usize);
 }
 
+/// A client that stops taking its answers is closed once 15 s pass with
+/// none of them written (MOSN's write deadline), rather than held with its
+/// answers until its idle timeout: the requests it is still writing fail.
+#[tokio::test]
+async fn a_client_that_takes_no_answers_is_closed_after_the_write_timeout() {
+    let up = Upstream::start("u", Mode::Echo).await;
+    let proxy = Proxy::start(&config(free_port(), vec![route_all("c")], vec![cluster("c", &[up.addr])]), 1);
+    let cl = Client::connect(proxy.addr).await;
+    let (_rd, mut wr) = cl.sock.into_split();
+    let body = "b".repeat(16 * 1024);
+    let start = std::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        // More than ferrymesh holds unwritten plus both sides' socket
+        // buffers: the writes block, until the connection is closed.
+        for id in 1..=20_000 {
+            use tokio::io::AsyncWriteExt;
+            if let Err(e) = wr.write_all(&request(id, &body)).await {
+                return Some((id, e));
+            }
+        }
+        None
+    });
+    let ended =
+        tokio::time::timeout(Duration::from_secs(40), writer).await.expect("the connection was closed").unwrap();
+    let (id, e) = ended.expect("the writes ended with an error");
+    let after = start.elapsed();
+    assert!(after >= Duration::from_secs(15), "closed after {after:?} (request {id}: {e})");
+    assert!(up.requests_seen() < 20_000, "it was read no more once its answers piled up");
+}
+
 /// A client that leaves with requests in flight frees their upstream slots:
 /// they held `max_request_per_conn` until the upstream answered or their
 /// timeout (chosen by the client, up to 24 days) ran out.

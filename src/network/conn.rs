@@ -5,12 +5,15 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::buf::Limit;
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::time::Instant;
 
 use super::clock;
 use super::frames::{self, Frame, GATHER_MIN};
+use super::tick::Tick;
 use super::transport::Transport;
 use crate::protocol::Codec;
 
@@ -28,6 +31,15 @@ const KEEP_OUT_CAPACITY: usize = 16 * 1024;
 /// answers pile up without bound (8,000 pipelined requests for 64 KiB
 /// answers held 519 MB).
 pub const OUTPUT_LIMIT: usize = 1024 * 1024;
+
+/// How long output may wait with the peer taking none of it before the
+/// connection is closed ([`Closed::Local`] with [`WRITE_TIMEOUT_REASON`]):
+/// MOSN's write deadline. A peer that stops reading otherwise holds its
+/// bounded buffers, and whatever waits on its answers, until its idle
+/// timeout or heartbeats end it.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Why a connection closed whose peer took no output for its write timeout.
+pub const WRITE_TIMEOUT_REASON: &str = "write timeout";
 
 thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
@@ -270,6 +282,53 @@ pub trait Handler {
     fn quiet(&self) -> bool {
         false
     }
+    /// How long output may wait unwritten, the peer taking none of it,
+    /// before the connection closes.
+    fn write_timeout(&self) -> Duration {
+        WRITE_TIMEOUT
+    }
+}
+
+/// Whether the peer takes what is written: since when output has waited
+/// with nothing taken, and the timer that ends the wait. Touched only when
+/// a write left output waiting (the socket's buffer full), not per request.
+#[derive(Default)]
+struct WriteStall {
+    since: Option<Instant>,
+    /// Armed for `since` plus the write timeout; kept once made.
+    tick: Option<Tick>,
+    armed: bool,
+}
+
+impl WriteStall {
+    /// After a flush that wrote `wrote` bytes and left output waiting
+    /// (`waiting`): whether the peer has taken nothing for `timeout`.
+    fn expired(&mut self, cx: &mut Context<'_>, wrote: usize, waiting: bool, timeout: Duration) -> bool {
+        if !waiting {
+            self.since = None;
+        } else if wrote > 0 || self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+        if let (Some(since), false) = (self.since, self.armed) {
+            match &mut self.tick {
+                Some(t) => t.reset(since + timeout),
+                None => self.tick = Some(Tick::at(since + timeout)),
+            }
+            self.armed = true;
+        }
+        let Some(tick) = self.tick.as_mut().filter(|_| self.armed) else { return false };
+        while tick.poll(cx).is_ready() {
+            self.armed = false;
+            // Written since it was armed: the wait runs from the last write.
+            let Some(since) = self.since else { return false };
+            if Instant::now() >= since + timeout {
+                return true;
+            }
+            tick.reset(since + timeout);
+            self.armed = true;
+        }
+        false
+    }
 }
 
 /// Drives `stream` until it closes or the handler lets it go quiet: reads go
@@ -278,7 +337,8 @@ pub trait Handler {
 /// nothing is left to write, and the caller may drive it again.
 pub async fn drive<H: Handler>(stream: &mut Transport, shared: &ConnShared, handler: &mut H) -> Closed {
     let mut eof = false;
-    let why = poll_fn(|cx| poll_conn(cx, stream, shared, handler, &mut eof)).await;
+    let mut stall = WriteStall::default();
+    let why = poll_fn(|cx| poll_conn(cx, stream, shared, handler, &mut eof, &mut stall)).await;
     if !matches!(why, Closed::Quiet) {
         shared.closed.set(true);
         // Drop what can no longer be sent, and the waker.
@@ -294,6 +354,7 @@ fn poll_conn<H: Handler>(
     shared: &ConnShared,
     handler: &mut H,
     eof: &mut bool,
+    stall: &mut WriteStall,
 ) -> Poll<Closed> {
     let mut reads = 0;
     let mut held = false;
@@ -347,8 +408,13 @@ fn poll_conn<H: Handler>(
         let _ = flush(cx, stream, shared, handler);
         return Poll::Ready(Closed::Local(why));
     }
-    if let Err(e) = flush(cx, stream, shared, handler) {
-        return Poll::Ready(Closed::Io(e));
+    let wrote = match flush(cx, stream, shared, handler) {
+        Ok(n) => n,
+        Err(e) => return Poll::Ready(Closed::Io(e)),
+    };
+    let waiting = !shared.out.borrow().is_empty();
+    if (waiting || stall.armed) && stall.expired(cx, wrote, waiting, handler.write_timeout()) {
+        return Poll::Ready(Closed::Local(WRITE_TIMEOUT_REASON));
     }
     if held && !*eof && !handler.read_paused() {
         // The write let reading go on (the client took its answers): no
@@ -370,29 +436,31 @@ fn poll_conn<H: Handler>(
     Poll::Pending
 }
 
-/// Writes as much of the output as the socket takes.
+/// Writes as much of the output as the socket takes; returns how much.
 fn flush<H: Handler>(
     cx: &mut Context<'_>,
     stream: &mut Transport,
     shared: &ConnShared,
     handler: &mut H,
-) -> io::Result<()> {
+) -> io::Result<usize> {
     let mut out = shared.out.borrow_mut();
+    let mut wrote = 0;
     while !out.is_empty() {
-        let wrote = if out.bufs.is_empty() {
+        let step = if out.bufs.is_empty() {
             stream.poll_write_some(cx, &out.copied)
         } else {
             let mut iov = [IoSlice::new(&[]); MAX_IOV + 1];
             let n = out.slices(&mut iov);
             stream.poll_write_vectored(cx, &iov[..n])
         };
-        match wrote {
-            Poll::Pending => return Ok(()),
+        match step {
+            Poll::Pending => return Ok(wrote),
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => {
                 out.consume(n);
                 handler.on_written(n);
+                wrote += n;
             }
         }
     }
@@ -403,7 +471,7 @@ fn flush<H: Handler>(
     if out.copied.capacity() > KEEP_OUT_CAPACITY {
         out.copied = BytesMut::new();
     }
-    Ok(())
+    Ok(wrote)
 }
 
 #[cfg(test)]
@@ -495,6 +563,88 @@ mod tests {
         let chunks = shared.out.borrow().bufs.len();
         assert!(chunks >= want.len() / KEEP_OUT_CAPACITY, "{chunks} chunks for {} bytes", want.len());
         assert_eq!(write_out(&shared, &[5, OUT_CHUNK, 3, 3 * OUT_CHUNK + 17]), want);
+    }
+
+    /// Writes what is queued until the peer has taken it all, with a short
+    /// write timeout.
+    struct Writer(Duration);
+
+    impl Handler for Writer {
+        fn on_read(&mut self, _: &[u8]) -> Result<(), &'static str> {
+            Ok(())
+        }
+        fn on_eof(&mut self) -> Option<&'static str> {
+            Some("")
+        }
+        fn poll_events(&mut self, _: &mut Context<'_>) -> Poll<&'static str> {
+            Poll::Pending
+        }
+        fn read_paused(&self) -> bool {
+            false
+        }
+        fn idle_close(&self) -> Option<&'static str> {
+            Some("all written")
+        }
+        fn write_timeout(&self) -> Duration {
+            self.0
+        }
+    }
+
+    /// A connection with `out` bytes queued whose socket buffers are small
+    /// (64 KiB each way), and its peer's end.
+    async fn queued(out: usize) -> (Transport, ConnShared, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpSocket::new_v4().unwrap();
+        listener.set_recv_buffer_size(64 * 1024).unwrap();
+        listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listener.listen(1).unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(64 * 1024).unwrap();
+        let ours = socket.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (peer, _) = listener.accept().await.unwrap();
+        let shared = ConnShared::default();
+        shared.push(|b| b.resize(out, b'x'));
+        (Transport::Tcp(ours), shared, peer)
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_takes_nothing_is_closed_after_the_write_timeout() {
+        let (mut stream, shared, _peer) = queued(4 << 20).await;
+        let t = Instant::now();
+        let why = tokio::time::timeout(
+            Duration::from_secs(10),
+            drive(&mut stream, &shared, &mut Writer(Duration::from_millis(300))),
+        )
+        .await
+        .expect("the drive ended");
+        assert!(matches!(why, Closed::Local(WRITE_TIMEOUT_REASON)), "{why:?}");
+        assert!(t.elapsed() >= Duration::from_millis(300), "closed after {:?}", t.elapsed());
+        assert!(shared.is_closed() && shared.pending() == 0, "what could not be sent is dropped");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_reads_slowly_is_not_cut_while_it_takes_bytes() {
+        let (mut stream, shared, mut peer) = queued(1 << 20).await;
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut got, mut buf) = (0, vec![0u8; 256 * 1024]);
+            loop {
+                // A pause of most of the write timeout before each read,
+                // which empties the socket's small buffer (a smaller read
+                // may leave too little room for loopback's 64 KiB segments,
+                // and the window shut): the whole takes many timeouts.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                match peer.read(&mut buf).await {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got += n,
+                }
+            }
+        });
+        let t = Instant::now();
+        let why = drive(&mut stream, &shared, &mut Writer(Duration::from_millis(400))).await;
+        assert!(matches!(why, Closed::Local("all written")), "{why:?} after {:?}", t.elapsed());
+        assert!(t.elapsed() > Duration::from_millis(1200), "the peer took it all in {:?}", t.elapsed());
+        drop(stream);
+        assert_eq!(reader.await.unwrap(), 1 << 20);
     }
 
     #[test]

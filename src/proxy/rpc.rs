@@ -32,7 +32,7 @@ use super::{ListenerCtx, ListenerGen, WorkerCtx, LINGER};
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
 use crate::network::clock;
-use crate::network::conn::{drive, Closed, Handler, OUTPUT_LIMIT};
+use crate::network::conn::{drive, Closed, Handler, OUTPUT_LIMIT, WRITE_TIMEOUT_REASON};
 use crate::network::frames::{Frame, FrameReader};
 use crate::network::tick::Tick;
 use crate::network::transport::Transport;
@@ -106,7 +106,11 @@ pub(super) async fn serve(
         });
         debug!(%peer, waiting, dropped, "client connection closed with requests in flight");
     }
-    debug!(%peer, listener = %listener.name, reason = ?why, "client connection closed");
+    if matches!(why, Closed::Local(WRITE_TIMEOUT_REASON)) {
+        warn!(%peer, listener = %listener.name, waiting, "client took no answers for the write timeout; closed");
+    } else {
+        debug!(%peer, listener = %listener.name, reason = ?why, "client connection closed");
+    }
     None
 }
 
