@@ -16,7 +16,7 @@ use support::{free_port, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::h2::kind::{CONTINUATION, DATA, HEADERS, PING, RST_STREAM, SETTINGS};
+use support::h2::kind::{CONTINUATION, DATA, HEADERS, PING, RST_STREAM, SETTINGS, WINDOW_UPDATE};
 use support::h2::{frame, END_HEADERS, END_STREAM, PREFACE};
 
 /// GET / with :authority x, HPACK from the static table.
@@ -352,4 +352,48 @@ async fn http1_slow_readers_and_slow_heads_are_bounded() {
     assert!(after < before + 64 * 1024, "10 slow readers of 20 MB grew RSS from {before} to {after} KiB");
     assert!(slow_head.await.unwrap(), "a head sent a byte at a time was not cut by header_read_timeout");
     drop(readers);
+}
+
+/// Reads what `s` gives until it ends (the end of input or an error) or
+/// nothing comes for 5 s: the bytes read, and whether it ended.
+async fn read_to_end_or_quiet(s: &mut TcpStream) -> (usize, bool) {
+    let (mut got, mut buf) = (0, vec![0u8; 256 * 1024]);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, true),
+            Ok(Ok(n)) => got += n,
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+/// Clients that stop reading their answers are closed once 15 s pass with
+/// none of their bytes taken (MOSN's write deadline), over HTTP/1.1 and
+/// HTTP/2: each asks for 64 MB, more than the kernel's buffers hold, and
+/// reads nothing for 17 s; then its connection ends before the answer does.
+/// (Without the deadline the whole answer comes and the connection stays.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_take_no_answer_are_closed_after_the_write_timeout() {
+    const N: usize = 64_000_000;
+    let up = HttpUpstream::start("up", false).await;
+    let p1 = Proxy::start(&proxy_config(free_port(), "Http1", "Http1", &[up.addr]), 1);
+    let p2 = Proxy::start(&proxy_config(free_port(), "Http2", "Http1", &[up.addr]), 1);
+    let path = format!("/bytes/{N}");
+    let mut h1 = TcpStream::connect(p1.addr).await.unwrap();
+    h1.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut h2 = TcpStream::connect(p2.addr).await.unwrap();
+    let mut hello = PREFACE.to_vec();
+    // Stream and connection windows of 2^31 - 1: only TCP holds the answer back.
+    hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+    hello.extend(frame(WINDOW_UPDATE, 0, 0, &(0x7fff_ffff_u32 - 65_535).to_be_bytes()));
+    // GET, http, :authority x, :path as a literal without indexing.
+    let mut block = vec![0x82, 0x86, 0x41, 0x01, b'x', 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    hello.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
+    h2.write_all(&hello).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(17)).await;
+    for (name, s) in [("HTTP/1.1", &mut h1), ("HTTP/2", &mut h2)] {
+        let (got, ended) = read_to_end_or_quiet(s).await;
+        assert!(ended && got < N, "{name}: read {got} bytes of {N}; the connection ended: {ended}");
+    }
 }

@@ -148,6 +148,19 @@ impl Transport {
         }
     }
 
+    /// Writes `buf` from `*at` on, moving `at` past what the connection
+    /// takes, then pushes out what TLS holds: ready once all is written.
+    pub fn poll_write_all(&mut self, cx: &mut Context<'_>, buf: &[u8], at: &mut usize) -> Poll<io::Result<()>> {
+        while *at < buf.len() {
+            match std::task::ready!(self.poll_write_some(cx, &buf[*at..])) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => *at += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        self.poll_flush_held(cx)
+    }
+
     /// Pushes out what TLS still holds (records sealed but not yet written).
     /// Plain TCP holds nothing.
     #[inline]

@@ -21,18 +21,20 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 
 use crate::network::clock;
+use crate::network::conn::WRITE_TIMEOUT;
 use crate::network::tick::Tick;
 use crate::network::transport::Transport;
 use bytes::{Buf, BytesMut};
 use httparse::Status;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::accesslog::Entry;
 use crate::upstream::conn::HostConn;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::headers::{self, push_header, HostRule, Rules};
 use super::http::{exhausted, strip_port, ConnCtx, REPLAY_LIMIT};
@@ -202,7 +204,8 @@ async fn serve_requests(
                         served += 1;
                         let close = request.close;
                         let arrived = read_at.take().unwrap_or_else(clock::now);
-                        let timing = Timing { arrived, tick: &mut tick, step: spec.header_read_timeout };
+                        let timer = ConnTimer { tick: &mut tick, step: spec.header_read_timeout };
+                        let timing = Timing { arrived, timer };
                         let open = exchange(ctx, &mut client, request, &mut bufs, timing).await;
                         spare::give_bufs(bufs);
                         if buf.is_empty() {
@@ -501,16 +504,19 @@ async fn exchange(
     let close = request.close || ctx.listener.draining();
     let started = arrived.into_std();
     let received = bufs.req.len() as u64;
-    let (open, status, upstream, error) = match send_with_tries(ctx, &request, bufs, timing, close).await {
+    let Timing { arrived, mut timer } = timing;
+    let tries = send_with_tries(ctx, &request, bufs, arrived, timer.reborrow(), close).await;
+    let (open, status, upstream, error) = match tries {
         Ok((answer, conn, pool)) => {
             stats.count_response(if answer.status >= 500 { 500 } else { 200 });
-            let open =
-                relay_body(ctx, client, conn, &pool, &answer, bufs).await && answer.framing != Framing::UntilClose;
+            let open = relay_body(ctx, client, conn, &pool, &answer, bufs, timer).await
+                && answer.framing != Framing::UntilClose;
             (open, answer.status, Some(pool.host().clone()), None)
         }
         Err(err) => {
             stats.count_error(&err);
-            let open = write_error(client, &err, close, &mut bufs.resp, &ctx.listener.stats.bytes_sent).await;
+            let to = Out { ctx, client, timer };
+            let open = write_error(to, &err, close, &mut bufs.resp).await;
             (open, err.code(), None, Some(err.label()))
         }
     };
@@ -540,21 +546,70 @@ async fn exchange(
 struct Timing<'t> {
     /// When its last bytes were read: its timeout and its first try start then.
     arrived: Instant,
-    /// The connection's timer, which times the tries ([`within`])...
+    timer: ConnTimer<'t>,
+}
+
+/// The connection's timer, which times the tries and the writes of the
+/// answer ([`within`])...
+struct ConnTimer<'t> {
     tick: &'t mut Tick,
     /// ...never re-armed more than this ahead (the connection's own checks
     /// need it back no later).
     step: std::time::Duration,
 }
 
+impl ConnTimer<'_> {
+    fn reborrow(&mut self) -> ConnTimer<'_> {
+        ConnTimer { tick: self.tick, step: self.step }
+    }
+}
+
+/// Where an answer goes: the client (whose listener counts the bytes sent),
+/// and the timer that holds its writes to the write deadline.
+struct Out<'a, 't> {
+    ctx: &'a ConnCtx,
+    client: &'a mut Transport,
+    timer: ConnTimer<'t>,
+}
+
+impl Out<'_, '_> {
+    /// Writes and flushes `bytes`; false when that fails or the client has
+    /// not taken them within [`WRITE_TIMEOUT`] (MOSN's write deadline). The
+    /// connection's timer is moved only when the first attempt leaves some
+    /// unwritten: a small answer costs it nothing.
+    async fn write(&mut self, bytes: &[u8]) -> bool {
+        let (client, mut at) = (&mut *self.client, 0);
+        let first = std::future::poll_fn(|cx| Poll::Ready(client.poll_write_all(cx, bytes, &mut at))).await;
+        let done = match first {
+            Poll::Ready(r) => r.is_ok(),
+            Poll::Pending => {
+                let deadline = Instant::now() + WRITE_TIMEOUT;
+                let rest = std::pin::pin!(std::future::poll_fn(|cx| client.poll_write_all(cx, bytes, &mut at)));
+                match within(self.timer.reborrow(), deadline, rest).await {
+                    Ok(r) => r.is_ok(),
+                    Err(()) => {
+                        let (peer, pending) = (&self.ctx.peer, bytes.len() - at);
+                        info!(%peer, pending, "HTTP/1.1 client took no answer bytes for the write timeout; closed");
+                        false
+                    }
+                }
+            }
+        };
+        if done {
+            self.ctx.listener.stats.bytes_sent.add(bytes.len() as u64);
+        }
+        done
+    }
+}
+
 async fn send_with_tries(
     ctx: &ConnCtx,
     request: &Prepared,
     bufs: &mut Bufs,
-    timing: Timing<'_>,
+    arrived: Instant,
+    mut timer: ConnTimer<'_>,
     close: bool,
 ) -> Result<(Answer, HostConn, Rc<HttpPool>), ProxyError> {
-    let Timing { arrived, tick, step } = timing;
     let deadline = arrived + request.route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     let mut tries = Tries::new(&request.route, &request.cluster, request.hash_key.as_deref(), deadline);
     let mut last_err = ProxyError::NoHealthyHost;
@@ -573,7 +628,7 @@ async fn send_with_tries(
         let mut parse = |b: &[u8]| response_head(b, request, close, resp);
         let sent = {
             let send = std::pin::pin!(raw::send(&pool, req, request.idempotent, up, &mut parse));
-            within(tick, tries.try_deadline(), step, send).await
+            within(timer.reborrow(), tries.try_deadline(), send).await
         };
         drop(in_flight);
         let upstream = pool.host().addr;
@@ -623,11 +678,11 @@ async fn send_with_tries(
 /// value, it was copied twice more on its way (about 120 instructions of an
 /// HTTP/1.1 request).
 async fn within<F: std::future::Future>(
-    tick: &mut Tick,
+    timer: ConnTimer<'_>,
     deadline: Instant,
-    step: std::time::Duration,
     mut fut: std::pin::Pin<&mut F>,
 ) -> Result<F::Output, ()> {
+    let ConnTimer { tick, step } = timer;
     if tick.deadline() > deadline {
         tick.reset(deadline);
     }
@@ -703,8 +758,10 @@ async fn relay_body(
     pool: &Rc<HttpPool>,
     answer: &Answer,
     bufs: &mut Bufs,
+    timer: ConnTimer<'_>,
 ) -> bool {
     let Bufs { resp, up, .. } = bufs;
+    let mut to = Out { ctx, client, timer };
     let mut reusable = answer.reusable;
     let mut body = BodyCursor::new(answer.framing);
     // The body bytes that came with the head go out in the same write.
@@ -713,16 +770,14 @@ async fn relay_body(
         // Nothing has gone to the client yet: it gets a 502, then the close.
         warn!(peer = %ctx.peer, upstream = %pool.host().addr, "malformed chunked response body");
         ctx.worker.stats.count_error(&ProxyError::UpstreamReset);
-        let _ = write_error(client, &ProxyError::UpstreamReset, true, resp, &ctx.listener.stats.bytes_sent).await;
+        let _ = write_error(to, &ProxyError::UpstreamReset, true, resp).await;
         return false;
     };
     reusable &= take == first.len();
     resp.extend_from_slice(&first[..take]);
-    if client.write_all(resp).await.is_err() || client.flush().await.is_err() {
+    if !to.write(resp).await {
         return false;
     }
-    let sent = &ctx.listener.stats.bytes_sent;
-    sent.add(resp.len() as u64);
     while !body.is_done() {
         up.clear();
         up.reserve(2 * READ_SPACE);
@@ -739,10 +794,9 @@ async fn relay_body(
             return false;
         };
         reusable &= take == up.len();
-        if client.write_all(&up[..take]).await.is_err() || client.flush().await.is_err() {
+        if !to.write(&up[..take]).await {
             return false;
         }
-        sent.add(take as u64);
     }
     if reusable {
         pool.put_raw(conn);
@@ -752,13 +806,7 @@ async fn relay_body(
 
 /// Answers a failed request (HTTP's form of a proxy error, as hyper's path
 /// writes it). Returns whether the client connection stays usable.
-async fn write_error(
-    client: &mut Transport,
-    err: &ProxyError,
-    close: bool,
-    out: &mut Vec<u8>,
-    sent: &crate::stats::Counter,
-) -> bool {
+async fn write_error(mut to: Out<'_, '_>, err: &ProxyError, close: bool, out: &mut Vec<u8>) -> bool {
     use std::io::Write as _;
     let HttpError { status, labelled, body } = http_error(err);
     out.clear();
@@ -773,11 +821,7 @@ async fn write_error(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
-    let ok = client.write_all(out).await.is_ok() && client.flush().await.is_ok();
-    if ok {
-        sent.add(out.len() as u64);
-    }
-    ok
+    to.write(out).await
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ pub(super) async fn serve(
         debug!(%peer, waiting, dropped, "client connection closed with requests in flight");
     }
     if matches!(why, Closed::Local(WRITE_TIMEOUT_REASON)) {
-        warn!(%peer, listener = %listener.name, waiting, "client took no answers for the write timeout; closed");
+        info!(%peer, listener = %listener.name, waiting, "client took no answers for the write timeout; closed");
     } else {
         debug!(%peer, listener = %listener.name, reason = ?why, "client connection closed");
     }

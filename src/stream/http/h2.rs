@@ -42,12 +42,13 @@ use http::{Method, Request, Response, Uri};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Frame};
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::header_maps;
 use super::raw::{spare, RawFields};
 use super::{Body, BoxError};
 use crate::network::clock;
+use crate::network::conn::WRITE_TIMEOUT;
 use crate::network::counted::IoBytes;
 use crate::network::taskset::TaskSet;
 use crate::network::tick::Tick;
@@ -433,6 +434,9 @@ struct Conn<S, M, W> {
     /// kept from the second on, so one that serves a request and idles
     /// allocates nothing for repeats.
     decoded_one: bool,
+    /// Since when output has waited with the client taking none of it; the
+    /// connection's tick closes it past [`WRITE_TIMEOUT`].
+    stalled_since: Option<Instant>,
 }
 
 /// Longer blocks are decoded every time rather than kept.
@@ -709,6 +713,7 @@ where
         uris: UriCache::default(),
         last_block: None,
         decoded_one: false,
+        stalled_since: None,
     };
     if draining {
         conn.go_away(Reason::NO_ERROR, u32::MAX >> 1);
@@ -736,13 +741,19 @@ where
             _ = drain.as_mut(), if conn.going_away.is_none() => {
                 conn.go_away(Reason::NO_ERROR, conn.last_stream);
             }
-            _ = &mut tick, if conn.going_away.is_none() => {
+            _ = &mut tick => {
                 let now = Instant::now();
+                if conn.stalled_since.is_some_and(|since| now >= since + WRITE_TIMEOUT) {
+                    let streams = conn.shared.borrow().streams.len();
+                    info!(streams, "HTTP/2 client took no output for the write timeout; closed");
+                    return None;
+                }
                 let (busy, last_active) = {
                     let sh = conn.shared.borrow();
                     (!sh.streams.is_empty(), sh.last_active)
                 };
-                if busy {
+                if busy || conn.going_away.is_some() {
+                    // Going away, it only waits for its output to be taken.
                     tick.reset(now + BUSY_TICK);
                 } else if now >= last_active + idle {
                     debug!("closing idle client HTTP/2 connection");
@@ -890,18 +901,26 @@ where
             });
             // Write what is queued.
             let mut sh = self.shared.borrow_mut();
+            let mut wrote = false;
             while !sh.out.is_empty() {
                 match self.io.poll_write_some(cx, &sh.out) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => {
                         sh.out.advance(n);
                         self.bytes.add(0, n);
+                        wrote = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => break,
+                    Poll::Pending => {
+                        if wrote || self.stalled_since.is_none() {
+                            self.stalled_since = Some(clock::now());
+                        }
+                        break;
+                    }
                 }
             }
             if sh.out.is_empty() {
+                self.stalled_since = None;
                 if let Poll::Ready(Err(e)) = self.io.poll_flush_held(cx) {
                     return Poll::Ready(Err(e));
                 }
