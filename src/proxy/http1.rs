@@ -205,8 +205,7 @@ async fn serve_requests(
                         let close = request.close;
                         let arrived = read_at.take().unwrap_or_else(clock::now);
                         let timer = ConnTimer { tick: &mut tick, step: spec.header_read_timeout };
-                        let timing = Timing { arrived, timer };
-                        let open = exchange(ctx, &mut client, request, &mut bufs, timing).await;
+                        let open = exchange(ctx, &mut client, request, &mut bufs, arrived, timer).await;
                         spare::give_bufs(bufs);
                         if buf.is_empty() {
                             raw::spare::give(std::mem::take(&mut buf));
@@ -495,16 +494,16 @@ async fn exchange(
     client: &mut Transport,
     request: Prepared,
     bufs: &mut Bufs,
-    timing: Timing<'_>,
+    // When its last bytes were read: its timeout and its first try start then.
+    arrived: Instant,
+    mut timer: ConnTimer<'_>,
 ) -> bool {
-    let arrived = timing.arrived;
     let stats = &ctx.worker.stats;
     stats.count_request(crate::stats::http_slots()[0]);
     ctx.listener.stats.requests.inc();
     let close = request.close || ctx.listener.draining();
     let started = arrived.into_std();
     let received = bufs.req.len() as u64;
-    let Timing { arrived, mut timer } = timing;
     let tries = send_with_tries(ctx, &request, bufs, arrived, timer.reborrow(), close).await;
     let (open, status, upstream, error) = match tries {
         Ok((answer, conn, pool)) => {
@@ -540,13 +539,6 @@ async fn exchange(
         }
     });
     open
-}
-
-/// When a request came in, and what times it.
-struct Timing<'t> {
-    /// When its last bytes were read: its timeout and its first try start then.
-    arrived: Instant,
-    timer: ConnTimer<'t>,
 }
 
 /// The connection's timer, which times the tries and the writes of the
