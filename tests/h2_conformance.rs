@@ -950,3 +950,86 @@ async fn pypi_h2_client_scenarios() {
     );
     assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 8, "{stdout}");
 }
+
+/// An HTTP/1.1 upstream that keeps its receive buffer small, reads a
+/// request's head and none of its body, answers a second later and closes.
+async fn stalling_upstream() -> SocketAddr {
+    raw_upstream(|mut s| async move {
+        let _ = socket2::SockRef::from(&s).set_recv_buffer_size(4096);
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => head.push(byte[0]),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    })
+    .await
+}
+
+/// Request bytes the server holds for a stream whose upstream never read
+/// them go back to the connection's window once the stream is done: each
+/// of these streams ends with up to its whole window (256 KiB) held, and
+/// five would shut the 1 MiB connection window for good if they did not
+/// (every later upload on the connection stalled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_an_upstream_never_read_go_back_to_the_connection_window() {
+    let up = stalling_upstream().await;
+    let p = Proxy::start(&proxy_config(free_port(), "Http2", "Http1", &[up]), 1);
+    let mut c = Client::connect(p.addr, &[]).await;
+    let stream_window = c.settings.iter().find(|(id, _)| *id == 4).map_or(65_535, |(_, v)| *v as i64);
+    let (mut conn_window, mut held_most) = (65_535_i64, 0);
+    let credit = |f: &Frame, conn: &mut i64, stream: &mut i64, id: u32| {
+        if f.kind == kind::WINDOW_UPDATE {
+            let inc = i64::from(u32::from_be_bytes(f.payload[..4].try_into().unwrap()));
+            if f.stream == 0 {
+                *conn += inc;
+            } else if f.stream == id {
+                *stream += inc;
+            }
+        }
+    };
+    for id in [1, 3, 5, 7, 9] {
+        c.send(&frame(kind::HEADERS, END_HEADERS, id, &post("/upload"))).await;
+        let mut window = stream_window;
+        // Send while the windows allow; once no credit comes for 300 ms,
+        // the stream is stalled: the server holds what it could not pass on.
+        loop {
+            let n = conn_window.min(window).min(16_384);
+            if n > 0 {
+                c.send(&frame(kind::DATA, 0, id, &vec![b'u'; n as usize])).await;
+                (conn_window, window) = (conn_window - n, window - n);
+                continue;
+            }
+            match tokio::time::timeout(Duration::from_millis(300), c.next()).await {
+                Ok(Some(f)) => credit(&f, &mut conn_window, &mut window, id),
+                Ok(None) => panic!("the server closed the connection"),
+                Err(_) => break,
+            }
+        }
+        held_most = held_most.max(stream_window - window);
+        c.send(&frame(kind::DATA, END_STREAM, id, &[])).await;
+        // The answer ends the stream.
+        loop {
+            let f = c.next().await.expect("an answer");
+            credit(&f, &mut conn_window, &mut 0, id);
+            if f.stream == id && (f.flags & END_STREAM != 0 || f.kind == kind::RST_STREAM) {
+                break;
+            }
+        }
+    }
+    assert!(held_most > 0, "no stream stalled: the test proves nothing");
+    // What the five streams held comes back (the server gives the window
+    // back in steps of half of it, 512 KiB).
+    while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(500), c.next()).await {
+        credit(&f, &mut conn_window, &mut 0, 0);
+    }
+    assert!(conn_window >= 256 * 1024, "the connection window stays at {conn_window} bytes");
+    c.send(&frame(kind::HEADERS, END_HEADERS | END_STREAM, 11, &get("/after"))).await;
+    let (status, body, _) = c.response(11).await;
+    assert_eq!((status, body.as_slice()), (200, &b"ok"[..]));
+}
