@@ -867,3 +867,110 @@ async fn the_route_timeout_counts_from_the_end_of_a_streamed_body() {
         assert!(t0.elapsed() < Duration::from_millis(1500), "{upstream}: {:?}", t0.elapsed());
     }
 }
+
+/// An answer whose body stops coming is cut once the listener's
+/// `stream_idle_timeout` passes with no progress (Envoy's stream idle
+/// timeout), on each path an answer's body takes: the HTTP/1.1
+/// pass-through, the raw exchange behind the HTTP/2 server, and hyper's
+/// client (a chunked upload). The upstream sends its head and 1,000 of the
+/// 100,000 bytes it announces, then nothing for 20 s; without the bound
+/// each client waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_stops_midway_is_cut_after_the_stream_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = raw_upstream(|mut s| async move {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // The head, and a chunked body's last chunk when there is one.
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                if !head.contains("transfer-encoding: chunked") || got.ends_with(b"0\r\n\r\n") {
+                    break;
+                }
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let mut answer = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n".to_vec();
+        answer.extend_from_slice(&[b'a'; 1000]);
+        let _ = s.write_all(&answer).await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    })
+    .await;
+    let with_idle = |downstream: &str| {
+        let mut cfg = proxy_config(free_port(), downstream, "Http1", &[up]);
+        cfg["servers"][0]["listeners"][0]["filter_chains"][0]["filters"][0]["config"]["stream_idle_timeout"] =
+            json!("1s");
+        Proxy::start(&cfg, 1)
+    };
+    let (h1, h2) = (with_idle("Http1"), with_idle("Http2"));
+
+    // Reads until the connection ends (true) or 6 s pass with nothing (false).
+    async fn read_until_end(s: &mut tokio::net::TcpStream) -> (Vec<u8>, bool) {
+        let (mut got, mut buf) = (Vec::new(), [0u8; 16384]);
+        loop {
+            match tokio::time::timeout(Duration::from_secs(6), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return (got, true),
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Err(_) => return (got, false),
+            }
+        }
+    }
+    let requests: [&[u8]; 2] = [
+        b"GET /stalls HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /stalls HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ];
+    for request in requests {
+        let t = Instant::now();
+        let mut s = tokio::net::TcpStream::connect(h1.addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let (got, ended) = read_until_end(&mut s).await;
+        let text = String::from_utf8_lossy(&got[..got.len().min(40)]).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+        assert!(ended && got.len() < 100_000, "{:?}: {} bytes, ended: {ended}", request[0] as char, got.len());
+        assert!(t.elapsed() < Duration::from_secs(5), "cut after {:?}", t.elapsed());
+    }
+
+    // HTTP/2: the stream is reset (or the connection closed), not left open.
+    use support::h2::kind::{HEADERS, RST_STREAM, SETTINGS};
+    use support::h2::{frame, END_HEADERS, END_STREAM, PREFACE};
+    let t = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(h2.addr).await.unwrap();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    // GET, http, :authority x, :path /stalls as a literal without indexing.
+    let mut block = vec![0x82, 0x86, 0x41, 0x01, b'x', 0x04, 7];
+    block.extend_from_slice(b"/stalls");
+    hello.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
+    s.write_all(&hello).await.unwrap();
+    let mut buf = Vec::new();
+    let reset = loop {
+        let mut chunk = [0u8; 16384];
+        match tokio::time::timeout(Duration::from_secs(6), s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break false,
+        }
+        // Frames so far: a RST_STREAM on stream 1 ends the wait.
+        let (mut at, mut seen) = (0, false);
+        while buf.len() >= at + 9 {
+            let len = u32::from_be_bytes([0, buf[at], buf[at + 1], buf[at + 2]]) as usize;
+            let (kind, flags, stream) =
+                (buf[at + 3], buf[at + 4], u32::from_be_bytes(buf[at + 5..at + 9].try_into().unwrap()));
+            assert!(
+                !(stream == 1 && flags & END_STREAM != 0 && kind != RST_STREAM),
+                "the cut answer ended as if whole"
+            );
+            seen |= kind == RST_STREAM && stream == 1;
+            at += 9 + len;
+        }
+        if seen {
+            break true;
+        }
+    };
+    assert!(reset, "HTTP/2: the stream was neither reset nor closed");
+    assert!(t.elapsed() < Duration::from_secs(5), "HTTP/2 cut after {:?}", t.elapsed());
+}

@@ -61,6 +61,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// close before nginx's default keep-alive timeout (75 s) would close them.
 /// (MOSN keeps them forever when unset.)
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an HTTP body may make no progress (Envoy's default
+/// `stream_idle_timeout`).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest `busy_poll` accepted: past a few hundred microseconds it buys
@@ -130,6 +133,8 @@ pub struct ListenerSpec {
     pub max_frame: usize,
     /// HTTP: time allowed for a request head.
     pub header_read_timeout: Duration,
+    /// HTTP: how long a request or response body may make no progress.
+    pub stream_idle_timeout: Duration,
     /// HTTP/1.1 requests may take the pass-through path (`proxy::http1`).
     pub http1_passthrough: bool,
     pub filters: Vec<FilterSpec>,
@@ -801,6 +806,9 @@ fn listener_spec(
     if proxy.header_read_timeout.as_ref().is_some_and(|d| d.0.is_zero()) {
         return Err(ConfigError::new(format!("{ppath}.header_read_timeout"), "must be positive"));
     }
+    if proxy.stream_idle_timeout.as_ref().is_some_and(|d| d.0.is_zero()) {
+        return Err(ConfigError::new(format!("{ppath}.stream_idle_timeout"), "must be positive"));
+    }
     let mut filters = Vec::new();
     for (k, f) in l.stream_filters.iter().enumerate() {
         let fpath = format!("{path}.stream_filters[{k}]");
@@ -824,6 +832,7 @@ fn listener_spec(
         },
         max_frame,
         header_read_timeout: proxy.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        stream_idle_timeout: proxy.stream_idle_timeout.map_or(DEFAULT_STREAM_IDLE_TIMEOUT, |d| d.0),
         http1_passthrough: proxy.http1_passthrough.unwrap_or(true),
         filters,
         access_logs: access_logs(l, &name, path)?,

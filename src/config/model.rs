@@ -165,6 +165,11 @@ pub struct ProxyConfig {
     /// ferrymesh: HTTP clients must send a whole request head within this (default 10s).
     #[serde(default)]
     pub header_read_timeout: Option<DurationStr>,
+    /// ferrymesh: how long an HTTP request or response body may make no
+    /// progress before its exchange is cut (default 5m, Envoy's
+    /// `stream_idle_timeout`).
+    #[serde(default)]
+    pub stream_idle_timeout: Option<DurationStr>,
     /// ferrymesh: serve plain HTTP/1.1 requests on the pass-through path
     /// (default true); false sends every request through hyper.
     #[serde(default)]

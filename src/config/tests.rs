@@ -301,21 +301,26 @@ fn mosn_tls_shapes_load_and_bad_ones_are_refused_by_path() {
 }
 
 #[test]
-fn a_zero_header_read_timeout_is_refused_by_path() {
-    let text = MOSN_BOLT.replace(
-        "\"router_config_name\": \"client_router\"}",
-        "\"router_config_name\": \"client_router\", \"header_read_timeout\": \"0s\"}",
-    );
-    let e = err(&text).to_string();
-    assert!(
-        e.contains("filter_chains[0].filters[0].config.header_read_timeout") && e.contains("must be positive"),
-        "{e}"
-    );
-    let ok = MOSN_BOLT.replace(
-        "\"router_config_name\": \"client_router\"}",
-        "\"router_config_name\": \"client_router\", \"header_read_timeout\": \"2s\"}",
-    );
-    assert_eq!(load_str(&ok, false).unwrap().listeners[0].header_read_timeout, Duration::from_secs(2));
+fn a_zero_header_read_or_stream_idle_timeout_is_refused_by_path() {
+    for field in ["header_read_timeout", "stream_idle_timeout"] {
+        let with = |value: &str| {
+            MOSN_BOLT.replace(
+                "\"router_config_name\": \"client_router\"}",
+                &format!("\"router_config_name\": \"client_router\", \"{field}\": \"{value}\"}}"),
+            )
+        };
+        let e = err(&with("0s")).to_string();
+        assert!(
+            e.contains(&format!("filter_chains[0].filters[0].config.{field}")) && e.contains("must be positive"),
+            "{e}"
+        );
+        let spec = load_str(&with("2s"), false).unwrap();
+        let l = &spec.listeners[0];
+        let got = if field == "header_read_timeout" { l.header_read_timeout } else { l.stream_idle_timeout };
+        assert_eq!(got, Duration::from_secs(2), "{field}");
+    }
+    let defaults = load_str(MOSN_BOLT, false).unwrap();
+    assert_eq!(defaults.listeners[0].stream_idle_timeout, crate::config::DEFAULT_STREAM_IDLE_TIMEOUT);
 }
 
 #[test]

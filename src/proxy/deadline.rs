@@ -6,10 +6,15 @@
 //! stream ends is not cut while the client still sends. The body's end is
 //! its last frame, or its drop (hyper stops polling a body once its length is
 //! written, and drops it). Until then, a body that stalls (a client gone
-//! quiet, an upstream that stops reading) is cut after [`STREAM_IDLE`]
-//! without progress (Envoy's `stream_idle_timeout`), or the route's timeout
-//! if that is longer. A gRPC client's own deadline (`grpc-timeout`) stays
-//! counted from the request's arrival, since it bounds the whole call.
+//! quiet, an upstream that stops reading) is cut after the listener's
+//! `stream_idle_timeout` without progress (5 minutes, Envoy's default), or
+//! the route's timeout if that is longer. A gRPC client's own deadline
+//! (`grpc-timeout`) stays counted from the request's arrival, since it bounds
+//! the whole call.
+//!
+//! The answer's body is held to the same bound ([`cut_when_idle`]): once its
+//! head is in, the route's timeout is spent, and an upstream that stops in
+//! the middle of a body would otherwise hold the exchange until it closes.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -21,17 +26,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
+use crate::network::clock;
 use crate::stream::http::{Body, BoxError};
-
-/// How long a streamed request body may make no progress before the wait
-/// for its answer gives up (Envoy's default `stream_idle_timeout`).
-pub const STREAM_IDLE: Duration = Duration::from_secs(300);
 
 /// When a streamed request body last made progress (wrapped, then each
 /// frame taken), and whether it has ended.
 pub struct BodyClock {
+    /// How long it may make no progress (`stream_idle_timeout`).
+    idle: Duration,
     last: Cell<Instant>,
     ended: Cell<bool>,
     /// The client's body broke (a malformed chunk, a reset): what the
@@ -42,8 +46,9 @@ pub struct BodyClock {
 }
 
 impl BodyClock {
-    pub fn new() -> BodyClock {
+    pub fn new(idle: Duration) -> BodyClock {
         BodyClock {
+            idle,
             last: Cell::new(Instant::now()),
             ended: Cell::new(false),
             failed: Cell::new(false),
@@ -121,7 +126,8 @@ pub enum Deadline {
     /// Until this instant.
     At(Instant),
     /// Until `timeout` after the streamed body's end (while it streams,
-    /// `STREAM_IDLE` or `timeout` without progress), and never past `hard`.
+    /// the clock's idle bound or `timeout` without progress), and never
+    /// past `hard`.
     AfterBody { clock: Rc<BodyClock>, timeout: Duration, hard: Option<Instant> },
 }
 
@@ -142,7 +148,7 @@ impl Deadline {
             Deadline::AfterBody { clock, timeout, hard } => {
                 tokio::pin!(fut);
                 loop {
-                    let quiet = if clock.ended.get() { *timeout } else { (*timeout).max(STREAM_IDLE) };
+                    let quiet = if clock.ended.get() { *timeout } else { (*timeout).max(clock.idle) };
                     let after_body = clock.last.get() + quiet;
                     let limit = hard.map_or(after_body, |h| h.min(after_body));
                     if Instant::now() >= limit {
@@ -160,19 +166,69 @@ impl Deadline {
     }
 }
 
+/// `body`, ended with an error once it makes no progress for `idle`: an
+/// upstream that stops in the middle of its answer. The timer is made the
+/// first time the body waits, and moved only when it fires.
+pub fn cut_when_idle(mut body: Body, idle: Duration) -> Body {
+    let fields = body.take_fields();
+    Body::with_fields(Idle { body, idle, last: clock::now(), timer: None }, fields)
+}
+
+struct Idle {
+    body: Body,
+    idle: Duration,
+    /// When the body last gave a frame.
+    last: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl hyper::body::Body for Idle {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if polled.is_ready() {
+            this.last = clock::now();
+            return polled;
+        }
+        let due = this.last + this.idle;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= due {
+                return Poll::Ready(Some(Err("the upstream's answer made no progress for stream_idle_timeout".into())));
+            }
+            // Frames came since it was armed: the wait runs from the last.
+            timer.as_mut().reset(due);
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
+    const STREAM_IDLE: Duration = crate::config::DEFAULT_STREAM_IDLE_TIMEOUT;
+
     /// The timeout counts from the body's end: gaps longer than it while the
     /// body streams are waited out, the end starts it, a body dropped unpolled
     /// (hyper, once a length is written) has ended, a stall is cut after
-    /// STREAM_IDLE, and a hard deadline holds throughout.
+    /// the idle bound, and a hard deadline holds throughout.
     #[tokio::test(start_paused = true)]
     async fn the_timeout_counts_from_the_end_of_the_body() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
-        let clock = Rc::new(BodyClock::new());
+        let clock = Rc::new(BodyClock::new(STREAM_IDLE));
         let mut body = watched(Body::new(StreamBody::new(receiver_stream(rx))), clock.clone());
         let deadline = Deadline::AfterBody { clock: clock.clone(), timeout: Duration::from_secs(1), hard: None };
         let t0 = Instant::now();
@@ -193,7 +249,7 @@ mod tests {
         assert_eq!(Instant::now() - t0, Duration::from_secs(16), "1 s after the end at 15 s");
 
         // Dropped without its end polled: ended then.
-        let clock = Rc::new(BodyClock::new());
+        let clock = Rc::new(BodyClock::new(STREAM_IDLE));
         let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
         drop(watched(Body::new(StreamBody::new(receiver_stream(rx))), clock.clone()));
         let dropped = Deadline::AfterBody { clock, timeout: Duration::from_secs(1), hard: None };
@@ -201,8 +257,8 @@ mod tests {
         assert!(dropped.wait(std::future::pending::<()>()).await.is_err());
         assert_eq!(Instant::now() - t1, Duration::from_secs(1));
 
-        // A body that never moves is cut after STREAM_IDLE.
-        let clock = Rc::new(BodyClock::new());
+        // A body that never moves is cut after the idle bound.
+        let clock = Rc::new(BodyClock::new(STREAM_IDLE));
         let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
         let _stalled_body = watched(Body::new(StreamBody::new(receiver_stream(rx))), clock.clone());
         let stalled = Deadline::AfterBody { clock, timeout: Duration::from_secs(1), hard: None };
@@ -211,13 +267,43 @@ mod tests {
         assert_eq!(Instant::now() - t2, STREAM_IDLE);
 
         let hard = Deadline::AfterBody {
-            clock: Rc::new(BodyClock::new()),
+            clock: Rc::new(BodyClock::new(STREAM_IDLE)),
             timeout: Duration::from_secs(10),
             hard: Some(Instant::now() + Duration::from_secs(2)),
         };
         let t3 = Instant::now();
         assert!(hard.wait(std::future::pending::<()>()).await.is_err());
         assert_eq!(Instant::now() - t3, Duration::from_secs(2), "the hard deadline");
+    }
+
+    /// An answer's body that gives a frame every 0.8 s is not cut by a 1 s
+    /// idle bound, however long it runs; once it stops, it is cut 1 s after
+    /// its last frame, with an error rather than an end.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_body_is_cut_only_when_it_stops() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let mut body = cut_when_idle(Body::new(StreamBody::new(receiver_stream(rx))), Duration::from_secs(1));
+        let sender = async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"x")))).await;
+            }
+            tx
+        };
+        let t0 = Instant::now();
+        let reader = async {
+            let mut frames = 0;
+            loop {
+                match body.frame().await {
+                    Some(Ok(_)) => frames += 1,
+                    Some(Err(_)) => return (frames, true),
+                    None => return (frames, false),
+                }
+            }
+        };
+        let ((frames, cut), _tx) = tokio::join!(reader, sender);
+        assert_eq!((frames, cut), (5, true), "every frame, then the cut");
+        assert_eq!(Instant::now() - t0, Duration::from_millis(5 * 800 + 1000), "1 s after the last frame");
     }
 
     fn receiver_stream<T>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_core::Stream<Item = T> {

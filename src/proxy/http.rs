@@ -479,6 +479,7 @@ async fn forward(
     // The generation this request lives in, to its end.
     let gen = ctx.listener.now();
     let table = &gen.spec.router;
+    let idle = gen.spec.stream_idle_timeout;
     let route: Arc<RouteEntry> = {
         let method = parts.method.as_str();
         let path = parts.uri.path();
@@ -550,7 +551,7 @@ async fn forward(
         ReqBody::Replay(Bytes::new())
     } else {
         // A streamed body's end starts the route's timeout (`deadline`).
-        let clock = Rc::new(BodyClock::new());
+        let clock = Rc::new(BodyClock::new(gen.spec.stream_idle_timeout));
         let streamed = deadline::watched(first_frame_checked(body, version).await?, clock.clone());
         body_clock = Some(clock);
         ReqBody::Stream(streamed)
@@ -602,7 +603,8 @@ async fn forward(
         let (sent, can_retry) = if let Some(request) = &raw_request {
             let in_flight = pool.host().in_flight();
             let sent =
-                deadline::by(try_deadline, raw_exchange(&pool, request, idempotent, head_request, raw_head)).await;
+                deadline::by(try_deadline, raw_exchange(&pool, request, idempotent, head_request, raw_head, idle))
+                    .await;
             drop(in_flight);
             (sent, tries.more_left() && policy_retries)
         } else {
@@ -657,7 +659,7 @@ async fn forward(
             // requests would otherwise carry and copy too.
             let sent = wait.wait(Box::pin(pool.send(sender, upstream_req))).await;
             drop(in_flight);
-            let sent = sent.map(|r| r.map(|resp| downstream_response(resp, &mut downstream_upgrade, ctx)));
+            let sent = sent.map(|r| r.map(|resp| downstream_response(resp, &mut downstream_upgrade, ctx, idle)));
             (sent, can_retry)
         };
         match sent {
@@ -902,11 +904,13 @@ fn redirect(req: &http::request::Parts, host: Option<&str>, r: &Redirect) -> Res
     resp
 }
 
-/// The upstream response as the client gets it; a 101 becomes a tunnel.
+/// The upstream response as the client gets it, its body cut should it make
+/// no progress for `idle`; a 101 becomes a tunnel.
 fn downstream_response(
     mut resp: Response<Incoming>,
     downstream_upgrade: &mut Option<hyper::upgrade::OnUpgrade>,
     ctx: &ConnCtx,
+    idle: Duration,
 ) -> Response<Body> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
@@ -931,19 +935,21 @@ fn downstream_response(
     strip_hop_by_hop(&mut parts.headers, switching);
     // The client hears its own HTTP version (hyper writes HTTP/1.1 or HTTP/2).
     parts.version = http::Version::default();
-    Response::from_parts(parts, incoming(body))
+    Response::from_parts(parts, deadline::cut_when_idle(incoming(body), idle))
 }
 
 /// One try of a request whose whole body is in hand, on a raw HTTP/1.1
 /// connection of `pool`.
 /// With `raw_head`, the answer's head fields stay as they came, in its body
-/// (`Body::with_fields`), for the HTTP/2 server to encode.
+/// (`Body::with_fields`), for the HTTP/2 server to encode. A body still to
+/// be read is cut should it make no progress for `idle`.
 async fn raw_exchange(
     pool: &Rc<HttpPool>,
     request: &[u8],
     idempotent: bool,
     head_request: bool,
     raw_head: bool,
+    idle: Duration,
 ) -> Result<Response<Body>, SendError> {
     // Borrowed from the worker's spares once the answer arrives (`raw::send`).
     let mut up = bytes::BytesMut::new();
@@ -957,7 +963,10 @@ async fn raw_exchange(
         (head, None, conn)
     };
     let body = raw::RawBody::new(pool.clone(), conn, up, &facts);
-    Ok(head.map(|()| Body::with_fields(body, fields)))
+    // Most answers came whole with their head: nothing to wait for.
+    let reading = body.reading();
+    let body = Body::with_fields(body, fields);
+    Ok(head.map(|()| if reading { deadline::cut_when_idle(body, idle) } else { body }))
 }
 
 #[cfg(test)]

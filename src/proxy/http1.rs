@@ -773,7 +773,24 @@ async fn relay_body(
     while !body.is_done() {
         up.clear();
         up.reserve(2 * READ_SPACE);
-        match conn.read_buf(up).await {
+        // A read that must wait goes on under the connection's timer, to the
+        // listener's `stream_idle_timeout`.
+        let read = {
+            let mut read = std::pin::pin!(conn.read_buf(up));
+            match std::future::poll_fn(|cx| Poll::Ready(std::future::Future::poll(read.as_mut(), cx))).await {
+                Poll::Ready(r) => Ok(r),
+                Poll::Pending => {
+                    let idle = ctx.listener.now().spec.stream_idle_timeout;
+                    within(to.timer.reborrow(), Instant::now() + idle, read).await
+                }
+            }
+        };
+        let Ok(read) = read else {
+            let (peer, upstream) = (&ctx.peer, pool.host().addr);
+            info!(%peer, %upstream, "upstream's answer made no progress for stream_idle_timeout; cut");
+            return false;
+        };
+        match read {
             Ok(0) if body.close() => break,
             Ok(0) | Err(_) => {
                 warn!(peer = %ctx.peer, upstream = %pool.host().addr, "upstream closed inside a response body");

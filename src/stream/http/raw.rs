@@ -483,6 +483,11 @@ impl RawBody {
         body
     }
 
+    /// Whether more of the body is still to be read from the upstream.
+    pub fn reading(&self) -> bool {
+        self.conn.is_some()
+    }
+
     /// Gives the connection back to the pool if the exchange ended cleanly.
     fn release(&mut self) {
         if let Some(conn) = self.conn.take() {
