@@ -551,7 +551,7 @@ async fn forward(
         ReqBody::Replay(Bytes::new())
     } else {
         // A streamed body's end starts the route's timeout (`deadline`).
-        let clock = Rc::new(BodyClock::new(gen.spec.stream_idle_timeout));
+        let clock = Rc::new(BodyClock::new(idle));
         let streamed = deadline::watched(first_frame_checked(body, version).await?, clock.clone());
         body_clock = Some(clock);
         ReqBody::Stream(streamed)

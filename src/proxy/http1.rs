@@ -571,20 +571,13 @@ impl Out<'_, '_> {
     /// unwritten: a small answer costs it nothing.
     async fn write(&mut self, bytes: &[u8]) -> bool {
         let (client, mut at) = (&mut *self.client, 0);
-        let first = std::future::poll_fn(|cx| Poll::Ready(client.poll_write_all(cx, bytes, &mut at))).await;
-        let done = match first {
-            Poll::Ready(r) => r.is_ok(),
-            Poll::Pending => {
-                let deadline = Instant::now() + WRITE_TIMEOUT;
-                let rest = std::pin::pin!(std::future::poll_fn(|cx| client.poll_write_all(cx, bytes, &mut at)));
-                match within(self.timer.reborrow(), deadline, rest).await {
-                    Ok(r) => r.is_ok(),
-                    Err(()) => {
-                        let (peer, pending) = (&self.ctx.peer, bytes.len() - at);
-                        info!(%peer, pending, "HTTP/1.1 client took no answer bytes for the write timeout; closed");
-                        false
-                    }
-                }
+        let write = std::pin::pin!(std::future::poll_fn(|cx| client.poll_write_all(cx, bytes, &mut at)));
+        let done = match at_once_or_within(self.timer.reborrow(), WRITE_TIMEOUT, write).await {
+            Ok(r) => r.is_ok(),
+            Err(()) => {
+                let (peer, pending) = (&self.ctx.peer, bytes.len() - at);
+                info!(%peer, pending, "HTTP/1.1 client took no answer bytes for the write timeout; closed");
+                false
             }
         };
         if done {
@@ -691,6 +684,22 @@ async fn within<F: std::future::Future>(
     }
 }
 
+/// `fut`'s output if it is ready at once; else `fut` goes on under the
+/// connection's timer ([`within`]) for at most `wait` more. The timer is
+/// touched only by what must wait: an answer's write that the socket takes
+/// whole, a body's read that finds bytes, cost it nothing.
+async fn at_once_or_within<F: std::future::Future>(
+    timer: ConnTimer<'_>,
+    wait: std::time::Duration,
+    mut fut: std::pin::Pin<&mut F>,
+) -> Result<F::Output, ()> {
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(out) => Ok(out),
+        Poll::Pending => within(timer, Instant::now() + wait, fut).await,
+    }
+}
+
 /// Parses the response head at the start of `up` and writes the client's
 /// version of it into `out`. `None` while the head is incomplete.
 fn response_head(
@@ -773,18 +782,8 @@ async fn relay_body(
     while !body.is_done() {
         up.clear();
         up.reserve(2 * READ_SPACE);
-        // A read that must wait goes on under the connection's timer, to the
-        // listener's `stream_idle_timeout`.
-        let read = {
-            let mut read = std::pin::pin!(conn.read_buf(up));
-            match std::future::poll_fn(|cx| Poll::Ready(std::future::Future::poll(read.as_mut(), cx))).await {
-                Poll::Ready(r) => Ok(r),
-                Poll::Pending => {
-                    let idle = ctx.listener.now().spec.stream_idle_timeout;
-                    within(to.timer.reborrow(), Instant::now() + idle, read).await
-                }
-            }
-        };
+        let idle = ctx.listener.now().spec.stream_idle_timeout;
+        let read = at_once_or_within(to.timer.reborrow(), idle, std::pin::pin!(conn.read_buf(up))).await;
         let Ok(read) = read else {
             let (peer, upstream) = (&ctx.peer, pool.host().addr);
             info!(%peer, %upstream, "upstream's answer made no progress for stream_idle_timeout; cut");
