@@ -368,9 +368,10 @@ async fn read_to_end_or_quiet(s: &mut TcpStream) -> (usize, bool) {
 }
 
 /// Clients that stop reading their answers are closed once 15 s pass with
-/// none of their bytes taken (MOSN's write deadline), over HTTP/1.1 and
-/// HTTP/2: each asks for 64 MB, more than the kernel's buffers hold, and
-/// reads nothing for 17 s; then its connection ends before the answer does.
+/// none of their bytes taken (MOSN's write deadline), over HTTP/1.1 (the
+/// pass-through, and hyper's server) and HTTP/2: each asks for 64 MB, more
+/// than the kernel's buffers hold, and reads nothing for 17 s; then its
+/// connection ends before the answer does.
 /// (Without the deadline the whole answer comes and the connection stays.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_take_no_answer_are_closed_after_the_write_timeout() {
@@ -378,9 +379,17 @@ async fn clients_that_take_no_answer_are_closed_after_the_write_timeout() {
     let up = HttpUpstream::start("up", false).await;
     let p1 = Proxy::start(&proxy_config(free_port(), "Http1", "Http1", &[up.addr]), 1);
     let p2 = Proxy::start(&proxy_config(free_port(), "Http2", "Http1", &[up.addr]), 1);
+    // Every request through hyper's server instead of the pass-through.
+    let mut hyper_cfg = proxy_config(free_port(), "Http1", "Http1", &[up.addr]);
+    hyper_cfg["servers"][0]["listeners"][0]["filter_chains"][0]["filters"][0]["config"]["http1_passthrough"] =
+        json!(false);
+    let p3 = Proxy::start(&hyper_cfg, 1);
     let path = format!("/bytes/{N}");
+    let get = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut h1 = TcpStream::connect(p1.addr).await.unwrap();
-    h1.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    h1.write_all(get.as_bytes()).await.unwrap();
+    let mut on_hyper = TcpStream::connect(p3.addr).await.unwrap();
+    on_hyper.write_all(get.as_bytes()).await.unwrap();
     let mut h2 = TcpStream::connect(p2.addr).await.unwrap();
     let mut hello = PREFACE.to_vec();
     // Stream and connection windows of 2^31 - 1: only TCP holds the answer back.
@@ -392,7 +401,7 @@ async fn clients_that_take_no_answer_are_closed_after_the_write_timeout() {
     hello.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
     h2.write_all(&hello).await.unwrap();
     tokio::time::sleep(Duration::from_secs(17)).await;
-    for (name, s) in [("HTTP/1.1", &mut h1), ("HTTP/2", &mut h2)] {
+    for (name, s) in [("HTTP/1.1", &mut h1), ("HTTP/2", &mut h2), ("HTTP/1.1 on hyper", &mut on_hyper)] {
         let (got, ended) = read_to_end_or_quiet(s).await;
         assert!(ended && got < N, "{name}: read {got} bytes of {N}; the connection ended: {ended}");
     }

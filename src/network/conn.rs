@@ -3,6 +3,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::future::Future as _;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -472,6 +473,87 @@ fn flush<H: Handler>(
         out.copied = BytesMut::new();
     }
     Ok(wrote)
+}
+
+/// A socket whose writes fail with `TimedOut` once the peer has taken none
+/// of them for [`WRITE_TIMEOUT`]: for the connections hyper drives (HTTP/1.1
+/// requests the pass-through leaves to it), which have no loop of ours to
+/// keep the deadline. Reads pass through untouched.
+pub struct WriteDeadline<S> {
+    inner: S,
+    /// Set when a write finds the socket full; its sleep ends at that
+    /// instant plus [`WRITE_TIMEOUT`]. A write that takes bytes clears it.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    peer: std::net::SocketAddr,
+}
+
+impl<S> WriteDeadline<S> {
+    pub fn new(inner: S, peer: std::net::SocketAddr) -> WriteDeadline<S> {
+        WriteDeadline { inner, stalled: None, peer }
+    }
+
+    /// After a write or flush that returned `polled` (and took bytes:
+    /// `wrote`). The sleep is polled on every refused write, so it always
+    /// holds the waker of the task that writes.
+    fn note<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>, wrote: bool) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            if wrote {
+                self.stalled = None;
+            }
+            return polled;
+        }
+        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            let peer = self.peer;
+            tracing::info!(%peer, "HTTP/1.1 client took no answer bytes for the write timeout; closed");
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, WRITE_TIMEOUT_REASON)));
+        }
+        Poll::Pending
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        let wrote = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        self.note(cx, polled, wrote)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let wrote = matches!(polled, Poll::Ready(Ok(n)) if n > 0);
+        self.note(cx, polled, wrote)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A flush is no sign the peer takes anything (on TCP it is always
+        // ready, and hyper flushes between writes the socket refused); only
+        // a write that takes bytes ends a wait.
+        let polled = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.note(cx, polled, false)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ use super::{ListenerCtx, WorkerCtx};
 use crate::accesslog::Entry;
 use crate::config::DEFAULT_ROUTE_TIMEOUT;
 use crate::error::ProxyError;
+use crate::network::conn::WriteDeadline;
 use crate::network::counted::Counted;
 use crate::network::prefixed::Prefixed;
 use crate::protocol::http::{
@@ -210,7 +211,7 @@ async fn serve_hyper(stream: Transport, read: bytes::BytesMut, ctx: Rc<ConnCtx>)
     // The header-read time counts from a head's first byte, not through the
     // keep-alive wait before it (`head_timer`).
     let reads = Reads::default();
-    let stream = Counted::new(stream, ctx.listener.hyper_bytes.clone());
+    let stream = Counted::new(WriteDeadline::new(stream, ctx.peer), ctx.listener.hyper_bytes.clone());
     let io = Prefixed::new(read, stream).on_bytes({
         let reads = reads.clone();
         move || reads.note()
