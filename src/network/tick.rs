@@ -11,6 +11,13 @@
 //! The waker kept is the task's that polled first, so a `Tick` must be
 //! polled by one task for its whole life, as a connection's handler is (its
 //! task drives it from accept or dial to close).
+//!
+//! A poll counts as the registering one only if the task had coop budget
+//! left: tokio's `Sleep` answers a task out of budget with `Pending` without
+//! keeping its waker (it wakes the task to run again instead). Counted as
+//! registered, such a poll left the timer dead: a write deadline kept on a
+//! `Tick` around hyper's socket (hyper streaming 64 MB to a client that read
+//! nothing spends the budget) missed its close in about half the runs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,8 +43,9 @@ impl Tick {
         if self.registered && !self.sleep.is_elapsed() {
             return Poll::Pending;
         }
+        let budget = tokio::task::coop::has_budget_remaining();
         let ready = self.sleep.as_mut().poll(cx);
-        self.registered = ready.is_pending();
+        self.registered = ready.is_pending() && budget;
         ready
     }
 
@@ -108,5 +116,25 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2)).await;
         assert_eq!(count.0.load(Ordering::SeqCst), 3);
         assert!(tick.poll(&mut cx).is_ready());
+    }
+
+    /// A task that arms a `Tick` after spending its coop budget (a busy
+    /// connection's poll) still hears it fire: the poll without budget did
+    /// not leave the task's waker with the sleep, so the next one does.
+    #[tokio::test]
+    async fn a_tick_armed_out_of_budget_still_fires() {
+        let mut tick = Tick::at(Instant::now() + Duration::from_millis(50));
+        let mut first = true;
+        let fired = std::future::poll_fn(|cx| {
+            if std::mem::take(&mut first) {
+                // Spend the budget as a busy poll does, then arm the timer.
+                while tokio::task::coop::has_budget_remaining() {
+                    let spend = std::pin::pin!(tokio::task::coop::consume_budget());
+                    let _ = spend.poll(cx);
+                }
+            }
+            tick.poll(cx)
+        });
+        tokio::time::timeout(Duration::from_secs(2), fired).await.expect("the tick fired");
     }
 }
