@@ -3,18 +3,16 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::future::Future as _;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::buf::Limit;
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::time::Instant;
 
 use super::clock;
 use super::frames::{self, Frame, GATHER_MIN};
-use super::tick::Tick;
+use super::tick::Stall;
 use super::transport::Transport;
 use crate::protocol::Codec;
 
@@ -290,55 +288,13 @@ pub trait Handler {
     }
 }
 
-/// Whether the peer takes what is written: since when output has waited
-/// with nothing taken, and the timer that ends the wait. Touched only when
-/// a write left output waiting (the socket's buffer full), not per request.
-#[derive(Default)]
-struct WriteStall {
-    since: Option<Instant>,
-    /// Armed for `since` plus the write timeout; kept once made.
-    tick: Option<Tick>,
-    armed: bool,
-}
-
-impl WriteStall {
-    /// After a flush that wrote `wrote` bytes and left output waiting
-    /// (`waiting`): whether the peer has taken nothing for `timeout`.
-    fn expired(&mut self, cx: &mut Context<'_>, wrote: usize, waiting: bool, timeout: Duration) -> bool {
-        if !waiting {
-            self.since = None;
-        } else if wrote > 0 || self.since.is_none() {
-            self.since = Some(Instant::now());
-        }
-        if let (Some(since), false) = (self.since, self.armed) {
-            match &mut self.tick {
-                Some(t) => t.reset(since + timeout),
-                None => self.tick = Some(Tick::at(since + timeout)),
-            }
-            self.armed = true;
-        }
-        let Some(tick) = self.tick.as_mut().filter(|_| self.armed) else { return false };
-        while tick.poll(cx).is_ready() {
-            self.armed = false;
-            // Written since it was armed: the wait runs from the last write.
-            let Some(since) = self.since else { return false };
-            if Instant::now() >= since + timeout {
-                return true;
-            }
-            tick.reset(since + timeout);
-            self.armed = true;
-        }
-        false
-    }
-}
-
 /// Drives `stream` until it closes or the handler lets it go quiet: reads go
 /// to `handler`, output from `shared` is written. Returns why it ended.
 /// `shared` is marked closed, unless the connection went quiet: then
 /// nothing is left to write, and the caller may drive it again.
 pub async fn drive<H: Handler>(stream: &mut Transport, shared: &ConnShared, handler: &mut H) -> Closed {
     let mut eof = false;
-    let mut stall = WriteStall::default();
+    let mut stall = Stall::default();
     let why = poll_fn(|cx| poll_conn(cx, stream, shared, handler, &mut eof, &mut stall)).await;
     if !matches!(why, Closed::Quiet) {
         shared.closed.set(true);
@@ -355,7 +311,7 @@ fn poll_conn<H: Handler>(
     shared: &ConnShared,
     handler: &mut H,
     eof: &mut bool,
-    stall: &mut WriteStall,
+    stall: &mut Stall,
 ) -> Poll<Closed> {
     let mut reads = 0;
     let mut held = false;
@@ -413,8 +369,13 @@ fn poll_conn<H: Handler>(
         Ok(n) => n,
         Err(e) => return Poll::Ready(Closed::Io(e)),
     };
+    // The write deadline: touched only when a write left output waiting
+    // (the socket's buffer full), not per request.
     let waiting = !shared.out.borrow().is_empty();
-    if (waiting || stall.armed) && stall.expired(cx, wrote, waiting, handler.write_timeout()) {
+    if !waiting || wrote > 0 {
+        stall.progress();
+    }
+    if waiting && stall.stalled(cx, handler.write_timeout()) {
         return Poll::Ready(Closed::Local(WRITE_TIMEOUT_REASON));
     }
     if held && !*eof && !handler.read_paused() {
@@ -481,29 +442,26 @@ fn flush<H: Handler>(
 /// keep the deadline. Reads pass through untouched.
 pub struct WriteDeadline<S> {
     inner: S,
-    /// Set when a write finds the socket full; its sleep ends at that
-    /// instant plus [`WRITE_TIMEOUT`]. A write that takes bytes clears it.
-    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Since when the socket has refused writes.
+    stall: Stall,
     peer: std::net::SocketAddr,
 }
 
 impl<S> WriteDeadline<S> {
     pub fn new(inner: S, peer: std::net::SocketAddr) -> WriteDeadline<S> {
-        WriteDeadline { inner, stalled: None, peer }
+        WriteDeadline { inner, stall: Stall::default(), peer }
     }
 
     /// After a write or flush that returned `polled` (and took bytes:
-    /// `wrote`). The sleep is polled on every refused write, so it always
-    /// holds the waker of the task that writes.
+    /// `wrote`).
     fn note<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>, wrote: bool) -> Poll<io::Result<T>> {
         if polled.is_ready() {
             if wrote {
-                self.stalled = None;
+                self.stall.progress();
             }
             return polled;
         }
-        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
-        if sleep.as_mut().poll(cx).is_ready() {
+        if self.stall.stalled(cx, WRITE_TIMEOUT) {
             let peer = self.peer;
             tracing::info!(%peer, "HTTP/1.1 client took no answer bytes for the write timeout; closed");
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, WRITE_TIMEOUT_REASON)));
@@ -560,6 +518,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S
 mod tests {
     use super::*;
     use crate::protocol::bolt::{RequestBuilder, BOLT_V1};
+    use tokio::time::Instant;
 
     fn frame(id: u32, len: usize) -> Vec<u8> {
         RequestBuilder::new(id, "svc", "x".repeat(len).as_bytes()).encode()

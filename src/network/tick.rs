@@ -22,6 +22,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
@@ -58,6 +59,45 @@ impl Tick {
     /// When the timer is armed for.
     pub fn deadline(&self) -> Instant {
         self.sleep.deadline()
+    }
+}
+
+/// How long something has made no progress (a peer that takes no bytes, a
+/// body that gives no frames), timed on a [`Tick`] armed once per wait and
+/// moved only when it fires: progress costs a store, never the timer wheel.
+#[derive(Default)]
+pub struct Stall {
+    /// Since when nothing could go on; `None` after progress.
+    since: Option<Instant>,
+    tick: Option<Tick>,
+    armed: bool,
+}
+
+impl Stall {
+    /// Something went on: a wait, if there was one, is over.
+    pub fn progress(&mut self) {
+        self.since = None;
+    }
+
+    /// Nothing could go on: whether that has been so for `timeout`, counted
+    /// from the first such call since the last progress. Until then the
+    /// task is woken when it may be.
+    pub fn stalled(&mut self, cx: &mut Context<'_>, timeout: Duration) -> bool {
+        let due = *self.since.get_or_insert_with(Instant::now) + timeout;
+        let tick = self.tick.get_or_insert_with(|| Tick::at(due));
+        if !self.armed {
+            tick.reset(due);
+            self.armed = true;
+        }
+        while tick.poll(cx).is_ready() {
+            if Instant::now() >= due {
+                self.armed = false;
+                return true;
+            }
+            // Armed for an earlier wait: progress came since.
+            tick.reset(due);
+        }
+        false
     }
 }
 

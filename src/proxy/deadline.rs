@@ -26,9 +26,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::sync::Notify;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
-use crate::network::clock;
+use crate::network::tick::Stall;
 use crate::stream::http::{Body, BoxError};
 
 /// When a streamed request body last made progress (wrapped, then each
@@ -167,19 +167,17 @@ impl Deadline {
 }
 
 /// `body`, ended with an error once it makes no progress for `idle`: an
-/// upstream that stops in the middle of its answer. The timer is made the
-/// first time the body waits, and moved only when it fires.
+/// upstream that stops in the middle of its answer.
 pub fn cut_when_idle(mut body: Body, idle: Duration) -> Body {
     let fields = body.take_fields();
-    Body::with_fields(Idle { body, idle, last: clock::now(), timer: None }, fields)
+    Body::with_fields(Idle { body, idle, stall: Stall::default() }, fields)
 }
 
 struct Idle {
     body: Body,
     idle: Duration,
-    /// When the body last gave a frame.
-    last: Instant,
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Since when the body has given no frame.
+    stall: Stall,
 }
 
 impl hyper::body::Body for Idle {
@@ -190,17 +188,11 @@ impl hyper::body::Body for Idle {
         let this = &mut *self;
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         if polled.is_ready() {
-            this.last = clock::now();
+            this.stall.progress();
             return polled;
         }
-        let due = this.last + this.idle;
-        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-        while timer.as_mut().poll(cx).is_ready() {
-            if timer.deadline() >= due {
-                return Poll::Ready(Some(Err("the upstream's answer made no progress for stream_idle_timeout".into())));
-            }
-            // Frames came since it was armed: the wait runs from the last.
-            timer.as_mut().reset(due);
+        if this.stall.stalled(cx, this.idle) {
+            return Poll::Ready(Some(Err("the upstream's answer made no progress for stream_idle_timeout".into())));
         }
         Poll::Pending
     }
