@@ -573,6 +573,85 @@ async fn websocket_upgrade_is_tunnelled() {
     assert_eq!(up.seen()[0].header("upgrade"), Some("websocket"));
 }
 
+/// A tunnel lives while bytes move and is cut once nothing moves either way
+/// for `stream_idle_timeout`; and an upstream that stops reading is cut at
+/// the write timeout (15 s) whatever the idle bound.
+#[tokio::test]
+async fn a_tunnel_is_cut_when_idle_or_when_its_upstream_takes_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: e\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    // Answers the upgrade, then echoes (or, with `reads` false, never reads).
+    async fn serve(mut s: tokio::net::TcpStream, reads: bool) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ =
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").await;
+        if !reads {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
+        }
+        while let Ok(n @ 1..) = s.read(&mut buf).await {
+            if s.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+    let echo = raw_upstream(|s| serve(s, true)).await;
+    let deaf = raw_upstream(|s| serve(s, false)).await;
+    let start = |up, idle: &str| {
+        let mut cfg = http_config(free_port(), "Http1", "Http1", all_to("c"), vec![cluster("c", &[up])]);
+        cfg["servers"][0]["listeners"][0]["filter_chains"][0]["filters"][0]["config"]["stream_idle_timeout"] =
+            json!(idle);
+        Proxy::start(&cfg, 1)
+    };
+    let (quick, patient) = (start(echo, "1s"), start(deaf, "5m"));
+    let upgrade = |addr| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(UPGRADE).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf[..n]));
+        s
+    };
+
+    let deaf_client = async {
+        // Writes until the proxy gives up on the upstream and closes.
+        let mut s = upgrade(patient.addr).await;
+        let t = Instant::now();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0usize;
+        while tokio::time::timeout(Duration::from_secs(40), s.write_all(&chunk)).await.is_ok_and(|w| w.is_ok()) {
+            sent += chunk.len();
+            assert!(sent < 256 << 20, "the tunnel took {sent} bytes its upstream never read");
+        }
+        t.elapsed()
+    };
+    let echo_client = async {
+        let mut s = upgrade(quick.addr).await;
+        let mut buf = [0u8; 64];
+        for msg in [&b"one"[..], b"two", b"three", b"four"] {
+            // 0.6 s apart, under the 1 s bound: the tunnel lives.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            s.write_all(msg).await.unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap().unwrap();
+            assert_eq!(&buf[..n], msg);
+        }
+        let quiet = Instant::now();
+        let end = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+        assert!(matches!(end, Ok(Ok(0)) | Ok(Err(_))), "an idle tunnel stays open: {end:?}");
+        quiet.elapsed()
+    };
+    let (deaf_after, idle_after) = tokio::join!(deaf_client, echo_client);
+    assert!(idle_after >= Duration::from_millis(900) && idle_after < Duration::from_secs(4), "{idle_after:?}");
+    assert!(deaf_after >= Duration::from_secs(14) && deaf_after < Duration::from_secs(35), "{deaf_after:?}");
+}
+
 #[tokio::test]
 async fn limits_and_slow_clients() {
     let up = HttpUpstream::start("up", false).await;

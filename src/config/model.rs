@@ -165,9 +165,9 @@ pub struct ProxyConfig {
     /// ferrymesh: HTTP clients must send a whole request head within this (default 10s).
     #[serde(default)]
     pub header_read_timeout: Option<DurationStr>,
-    /// ferrymesh: how long an HTTP request or response body may make no
-    /// progress before its exchange is cut (default 5m, Envoy's
-    /// `stream_idle_timeout`).
+    /// ferrymesh: how long an HTTP request or response body, or an upgraded
+    /// connection's tunnel, may make no progress before it is cut (default
+    /// 5m, Envoy's `stream_idle_timeout`).
     #[serde(default)]
     pub stream_idle_timeout: Option<DurationStr>,
     /// ferrymesh: serve plain HTTP/1.1 requests on the pass-through path

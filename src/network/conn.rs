@@ -438,18 +438,21 @@ fn flush<H: Handler>(
 
 /// A socket whose writes fail with `TimedOut` once the peer has taken none
 /// of them for [`WRITE_TIMEOUT`]: for the connections hyper drives (HTTP/1.1
-/// requests the pass-through leaves to it), which have no loop of ours to
-/// keep the deadline. Reads pass through untouched.
+/// requests the pass-through leaves to it) and a tunnel's upstream end,
+/// which have no loop of ours to keep the deadline. Reads pass through
+/// untouched.
 pub struct WriteDeadline<S> {
     inner: S,
     /// Since when the socket has refused writes.
     stall: Stall,
     peer: std::net::SocketAddr,
+    /// Who the peer is, for the log line of the close.
+    who: &'static str,
 }
 
 impl<S> WriteDeadline<S> {
-    pub fn new(inner: S, peer: std::net::SocketAddr) -> WriteDeadline<S> {
-        WriteDeadline { inner, stall: Stall::default(), peer }
+    pub fn new(inner: S, peer: std::net::SocketAddr, who: &'static str) -> WriteDeadline<S> {
+        WriteDeadline { inner, stall: Stall::default(), peer, who }
     }
 
     /// After a write or flush that returned `polled` (and took bytes:
@@ -462,8 +465,8 @@ impl<S> WriteDeadline<S> {
             return polled;
         }
         if self.stall.stalled(cx, WRITE_TIMEOUT) {
-            let peer = self.peer;
-            tracing::info!(%peer, "HTTP/1.1 client took no answer bytes for the write timeout; closed");
+            let (peer, who) = (self.peer, self.who);
+            tracing::info!(%peer, "{who} took no bytes for the write timeout; closed");
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, WRITE_TIMEOUT_REASON)));
         }
         Poll::Pending

@@ -1,5 +1,6 @@
 //! A stream that counts the bytes read from and written to it, for IO that
-//! leaves ferrymesh's own loops (hyper's connections).
+//! leaves ferrymesh's own loops (hyper's connections), and to tell whether an
+//! upgraded connection's tunnel moves (`tunnel`).
 //!
 //! The counters are atomics because hyper wants its IO `Send`; each set
 //! belongs to one worker's listener and only that worker's thread adds to it,

@@ -26,3 +26,4 @@ pub mod taskset;
 pub mod tick;
 pub mod timeouts;
 pub mod transport;
+pub mod tunnel;

@@ -45,6 +45,7 @@ use crate::error::ProxyError;
 use crate::network::conn::WriteDeadline;
 use crate::network::counted::Counted;
 use crate::network::prefixed::Prefixed;
+use crate::network::tunnel;
 use crate::protocol::http::{
     drop_h2c_upgrade, grpc_error_status, grpc_timeout, is_grpc, is_upgrade, strip_hop_by_hop, validate_request,
     MAX_HEADER_COUNT, MAX_HEAD_BYTES,
@@ -211,7 +212,8 @@ async fn serve_hyper(stream: Transport, read: bytes::BytesMut, ctx: Rc<ConnCtx>)
     // The header-read time counts from a head's first byte, not through the
     // keep-alive wait before it (`head_timer`).
     let reads = Reads::default();
-    let stream = Counted::new(WriteDeadline::new(stream, ctx.peer), ctx.listener.hyper_bytes.clone());
+    let stream =
+        Counted::new(WriteDeadline::new(stream, ctx.peer, "HTTP/1.1 client"), ctx.listener.hyper_bytes.clone());
     let io = Prefixed::new(read, stream).on_bytes({
         let reads = reads.clone();
         move || reads.note()
@@ -660,7 +662,9 @@ async fn forward(
             // requests would otherwise carry and copy too.
             let sent = wait.wait(Box::pin(pool.send(sender, upstream_req))).await;
             drop(in_flight);
-            let sent = sent.map(|r| r.map(|resp| downstream_response(resp, &mut downstream_upgrade, ctx, idle)));
+            let upstream = pool.host().addr;
+            let sent =
+                sent.map(|r| r.map(|resp| downstream_response(resp, &mut downstream_upgrade, ctx, upstream, idle)));
             (sent, can_retry)
         };
         match sent {
@@ -906,11 +910,13 @@ fn redirect(req: &http::request::Parts, host: Option<&str>, r: &Redirect) -> Res
 }
 
 /// The upstream response as the client gets it, its body cut should it make
-/// no progress for `idle`; a 101 becomes a tunnel.
+/// no progress for `idle`; a 101 from `upstream` becomes a tunnel, cut when
+/// nothing moves through it for `idle` (`network::tunnel`).
 fn downstream_response(
     mut resp: Response<Incoming>,
     downstream_upgrade: &mut Option<hyper::upgrade::OnUpgrade>,
     ctx: &ConnCtx,
+    upstream: std::net::SocketAddr,
     idle: Duration,
 ) -> Response<Body> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -920,13 +926,13 @@ fn downstream_response(
             let peer = ctx.peer;
             tokio::task::spawn_local(async move {
                 match tokio::try_join!(down, up) {
-                    Ok((down, up)) => {
-                        let (mut d, mut u) = (TokioIo::new(down), TokioIo::new(up));
-                        match tokio::io::copy_bidirectional(&mut d, &mut u).await {
-                            Ok((to_up, to_down)) => debug!(%peer, to_up, to_down, "tunnel closed"),
-                            Err(e) => debug!(%peer, error = %e, "tunnel ended"),
+                    Ok((down, up)) => match tunnel::relay(TokioIo::new(down), TokioIo::new(up), upstream, idle).await {
+                        Ok((to_up, to_down)) => debug!(%peer, %upstream, to_up, to_down, "tunnel closed"),
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            info!(%peer, %upstream, error = %e, "tunnel cut")
                         }
-                    }
+                        Err(e) => debug!(%peer, %upstream, error = %e, "tunnel ended"),
+                    },
                     Err(e) => warn!(%peer, error = %e, "upgrade failed"),
                 }
             });
