@@ -8,9 +8,12 @@
 //! which leaves the waker with the timer, and after that only once the timer
 //! has fired (`Sleep::is_elapsed`, a load of its state).
 //!
-//! The waker kept is the task's that polled first, so a `Tick` must be
-//! polled by one task for its whole life, as a connection's handler is (its
-//! task drives it from accept or dial to close).
+//! The waker kept is the one of the task that polled it last with effect: a
+//! poll from another task (a socket handed on, as hyper hands an upgraded
+//! connection to the tunnel's task) polls the `Sleep` again, which moves the
+//! timer to the new task. Kept as a flag, the registration of a `Tick`
+//! polled by hyper's connection task and then, after an upgrade, by the
+//! tunnel's would have woken only the first, which had ended.
 //!
 //! A poll counts as the registering one only if the task had coop budget
 //! left: tokio's `Sleep` answers a task out of budget with `Pending` without
@@ -28,32 +31,41 @@ use tokio::time::{Instant, Sleep};
 
 pub struct Tick {
     sleep: Pin<Box<Sleep>>,
-    /// Whether `sleep` has been polled since it was last armed, so that it
-    /// holds the waker and will wake the task when it fires.
-    registered: bool,
+    /// The waker `sleep` holds, named by its data and vtable pointers
+    /// (`Waker::will_wake`'s test) once polled since it was last armed;
+    /// `None` until then. A task's address cannot be another's while the
+    /// sleep holds a waker of it.
+    registered: Option<(usize, usize)>,
+}
+
+/// What names a waker: `Waker::will_wake` compares these two pointers.
+fn waker_id(cx: &Context<'_>) -> (usize, usize) {
+    let w = cx.waker();
+    (w.data() as usize, w.vtable() as *const _ as usize)
 }
 
 impl Tick {
     pub fn at(deadline: Instant) -> Tick {
-        Tick { sleep: Box::pin(tokio::time::sleep_until(deadline)), registered: false }
+        Tick { sleep: Box::pin(tokio::time::sleep_until(deadline)), registered: None }
     }
 
     /// Ready once the deadline has passed; until then pending, with the
     /// task's waker left with the timer.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.registered && !self.sleep.is_elapsed() {
+        let waker = waker_id(cx);
+        if self.registered == Some(waker) && !self.sleep.is_elapsed() {
             return Poll::Pending;
         }
         let budget = tokio::task::coop::has_budget_remaining();
         let ready = self.sleep.as_mut().poll(cx);
-        self.registered = ready.is_pending() && budget;
+        self.registered = (ready.is_pending() && budget).then_some(waker);
         ready
     }
 
     /// Arms the timer for `deadline`; the next [`Tick::poll`] registers it.
     pub fn reset(&mut self, deadline: Instant) {
         self.sleep.as_mut().reset(deadline);
-        self.registered = false;
+        self.registered = None;
     }
 
     /// When the timer is armed for.
@@ -125,6 +137,19 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// A `Tick` registered by one task and then polled by another (a
+    /// socket handed on) wakes the second.
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_polled_by_another_task_wakes_that_one() {
+        let mut tick = Tick::at(Instant::now() + Duration::from_millis(50));
+        let first = tokio::spawn(async move {
+            std::future::poll_fn(|cx| Poll::Ready(tick.poll(cx).is_pending())).await.then_some(tick)
+        });
+        let tick = first.await.unwrap().expect("pending when first polled");
+        let second = tokio::spawn(tick);
+        tokio::time::timeout(Duration::from_secs(2), second).await.expect("the second task was never woken").unwrap();
     }
 
     #[tokio::test(start_paused = true)]
