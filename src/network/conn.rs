@@ -445,6 +445,8 @@ pub struct WriteDeadline<S> {
     inner: S,
     /// Since when the socket has refused writes.
     stall: Stall,
+    /// The last flush was pending: bytes held below (by TLS) were waiting.
+    flushing: bool,
     peer: std::net::SocketAddr,
     /// Who the peer is, for the log line of the close.
     who: &'static str,
@@ -452,7 +454,7 @@ pub struct WriteDeadline<S> {
 
 impl<S> WriteDeadline<S> {
     pub fn new(inner: S, peer: std::net::SocketAddr, who: &'static str) -> WriteDeadline<S> {
-        WriteDeadline { inner, stall: Stall::default(), peer, who }
+        WriteDeadline { inner, stall: Stall::default(), flushing: false, peer, who }
     }
 
     /// After a write or flush that returned `polled` (and took bytes:
@@ -466,7 +468,7 @@ impl<S> WriteDeadline<S> {
         }
         if self.stall.stalled(cx, WRITE_TIMEOUT) {
             let (peer, who) = (self.peer, self.who);
-            tracing::info!(%peer, "{who} took no bytes for the write timeout; closed");
+            tracing::info!(%peer, who, "peer took no bytes for the write timeout; closed");
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, WRITE_TIMEOUT_REASON)));
         }
         Poll::Pending
@@ -505,11 +507,14 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S
     }
 
     fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // A flush is no sign the peer takes anything (on TCP it is always
-        // ready, and hyper flushes between writes the socket refused); only
-        // a write that takes bytes ends a wait.
+        // A ready flush is no sign the peer takes anything (on TCP it is
+        // always ready, and hyper flushes between writes the socket
+        // refused), unless the flush before it was pending: then what TLS
+        // held went out.
         let polled = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
-        self.note(cx, polled, false)
+        let flushed = polled.is_ready() && self.flushing;
+        self.flushing = polled.is_pending();
+        self.note(cx, polled, flushed)
     }
 
     fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -1,5 +1,5 @@
 //! An upgraded connection (after a 101): its two ends copied into each other
-//! until one closes, and cut when neither moves a byte for the stream idle
+//! until both close, and cut when neither moves a byte for the stream idle
 //! timeout.
 //!
 //! A tunnel is the client's and the upstream's own protocol (a WebSocket,
@@ -23,14 +23,24 @@ use super::conn::WriteDeadline;
 use super::counted::{Counted, IoBytes};
 use super::tick::Stall;
 
-/// Why a tunnel was cut that moved nothing for its idle timeout.
-pub const IDLE_REASON: &str = "tunnel idle";
+/// How a tunnel ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Both ends closed (each may half-close first): the bytes carried to
+    /// the upstream and to the client.
+    Closed { to_up: u64, to_down: u64 },
+    /// No byte moved either way for the idle timeout.
+    Idle,
+    /// An end failed: reset, or a write deadline (`TimedOut`).
+    Failed(io::Error),
+}
 
 /// Copies `down` (the client) and `up` (the upstream, at `upstream`) into
-/// each other until one closes: the bytes carried each way, to the upstream
-/// first. Fails with `TimedOut` once no byte has moved either way for
-/// `idle`, or the upstream has taken none for the write timeout.
-pub async fn relay<D, U>(down: D, up: U, upstream: SocketAddr, idle: Duration) -> io::Result<(u64, u64)>
+/// each other until both have closed (a half-close passes through) or one
+/// fails. Cut once no byte has moved either way for `idle`; the upstream
+/// end fails once it has taken no bytes for the write timeout (the client's
+/// socket keeps its own, where hyper serves it).
+pub async fn relay<D, U>(down: D, up: U, upstream: SocketAddr, idle: Duration) -> Ended
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -44,14 +54,17 @@ where
     let (mut stall, mut seen) = (Stall::default(), 0);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(done) = copy.as_mut().poll(cx) {
-            return Poll::Ready(done);
+            return Poll::Ready(match done {
+                Ok((to_up, to_down)) => Ended::Closed { to_up, to_down },
+                Err(e) => Ended::Failed(e),
+            });
         }
         if moved() != seen {
             seen = moved();
             stall.progress();
         }
         if stall.stalled(cx, idle) {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, IDLE_REASON)));
+            return Poll::Ready(Ended::Idle);
         }
         Poll::Pending
     })
@@ -89,7 +102,7 @@ mod tests {
         let both = async { tokio::join!(relay, talk) };
         let ((ended, at), quiet) =
             tokio::time::timeout(Duration::from_secs(10), both).await.expect("an idle tunnel was never cut");
-        assert_eq!(ended.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(matches!(ended, Ended::Idle), "{ended:?}");
         let waited = at - quiet;
         assert!(waited >= Duration::from_secs(1) && waited < Duration::from_millis(1100), "cut after {waited:?}");
     }

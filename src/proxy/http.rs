@@ -45,7 +45,7 @@ use crate::error::ProxyError;
 use crate::network::conn::WriteDeadline;
 use crate::network::counted::Counted;
 use crate::network::prefixed::Prefixed;
-use crate::network::tunnel;
+use crate::network::tunnel::{self, Ended};
 use crate::protocol::http::{
     drop_h2c_upgrade, grpc_error_status, grpc_timeout, is_grpc, is_upgrade, strip_hop_by_hop, validate_request,
     MAX_HEADER_COUNT, MAX_HEAD_BYTES,
@@ -927,11 +927,12 @@ fn downstream_response(
             tokio::task::spawn_local(async move {
                 match tokio::try_join!(down, up) {
                     Ok((down, up)) => match tunnel::relay(TokioIo::new(down), TokioIo::new(up), upstream, idle).await {
-                        Ok((to_up, to_down)) => debug!(%peer, %upstream, to_up, to_down, "tunnel closed"),
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                            info!(%peer, %upstream, error = %e, "tunnel cut")
+                        Ended::Closed { to_up, to_down } => debug!(%peer, %upstream, to_up, to_down, "tunnel closed"),
+                        Ended::Idle => {
+                            info!(%peer, %upstream, ?idle, "tunnel cut: nothing moved for the stream idle timeout")
                         }
-                        Err(e) => debug!(%peer, %upstream, error = %e, "tunnel ended"),
+                        // A write deadline's close is logged where it fires.
+                        Ended::Failed(e) => debug!(%peer, %upstream, error = %e, "tunnel ended"),
                     },
                     Err(e) => warn!(%peer, error = %e, "upgrade failed"),
                 }
