@@ -32,17 +32,6 @@ fn counter(m: &std::collections::HashMap<String, f64>, key: &str) -> f64 {
     m.get(key).copied().unwrap_or(0.0)
 }
 
-fn wait_for_log(log: &Path, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) || std::time::Instant::now() > deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 // Multi-threaded: openssl and curl block a thread while in-process upstreams serve.
 
 /// MOSN's TLS example, for bolt: a client → ferrymesh "client" (plaintext

@@ -13,7 +13,7 @@ use serde_json::json;
 use support::http::{proxy_config, HttpUpstream};
 use support::peers::{grpc_client, grpc_server, Peer};
 use support::tls::*;
-use support::{free_port, Proxy};
+use support::{free_port, wait_for_log, Proxy};
 
 fn curl(args: &[&str]) -> (bool, String) {
     let out =
@@ -32,6 +32,11 @@ async fn curl_over_tls_with_http1_and_http2() {
     let mut ctx = server_context(&leaf, None);
     ctx["alpn"] = json!("h2,http/1.1");
     cfg["servers"][0]["listeners"][0]["filter_chains"][0]["tls_context"] = ctx;
+    let access = pki.path("access.log");
+    cfg["servers"][0]["listeners"][0]["access_logs"] = json!([{
+        "log_path": access.to_str().unwrap(),
+        "log_format": "%protocol% %downstream_tls_version% %requested_server_name% %response_code%"
+    }]);
     let _p = Proxy::start(&cfg, 1);
     let ca = pki.ca_path.to_str().unwrap();
     let url = format!("https://127.0.0.1:{port}/hello");
@@ -58,6 +63,22 @@ async fn curl_over_tls_with_http1_and_http2() {
     let out = Command::new("python3").args(["-c", &script]).output().expect("python3");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.trim() == "ok 20", "{text}{}", String::from_utf8_lossy(&out.stderr));
+    // Every access-log line says what the handshake gave, the
+    // pass-through's (curl's HTTP/1.1 and the 20 pipelined) as the HTTP/2
+    // server's; only the request by name sent SNI.
+    let passed = |text: &str| text.lines().filter(|l| *l == "http1 TLSv1.3 - 200").count();
+    let mut logged = wait_for_log(&access, "web.example");
+    for _ in 0..50 {
+        if passed(&logged) >= 21 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        logged = std::fs::read_to_string(&access).unwrap_or_default();
+    }
+    let lines: Vec<&str> = logged.lines().collect();
+    assert_eq!(passed(&logged), 21, "{logged}");
+    assert!(lines.iter().all(|l| l.contains(" TLSv1.3 ")), "{logged}");
+    assert!(lines.iter().any(|l| l.ends_with(" TLSv1.3 web.example 200")), "{logged}");
     // Without the CA, curl refuses ferrymesh's certificate.
     let (ok, _) = curl(&[&url]);
     assert!(!ok);

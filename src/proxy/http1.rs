@@ -535,7 +535,7 @@ async fn exchange(
             bytes_sent: 0,
             downstream_remote: ctx.peer_text(),
             downstream_local: None,
-            tls: None,
+            tls: ctx.tls.as_deref(),
         }
     });
     open

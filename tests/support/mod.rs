@@ -19,6 +19,19 @@ use tokio::task::JoinHandle;
 
 pub const SERVICE: &str = "com.example.EchoService:1.0";
 
+/// The text of a log file once it holds `needle`, or after 5 s whatever it
+/// holds (the writer flushes on its own time).
+pub fn wait_for_log(log: &std::path::Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A port that was free a moment ago, for a listener a test starts later
 /// (a proxy's, an admin server's, a peer's). Taken below the kernel's
 /// ephemeral range (32768 and up), not by binding port 0: a port from that
