@@ -17,6 +17,7 @@ pub mod accesslog;
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod host;
 pub mod network;
 pub mod protocol;
 pub mod proxy;

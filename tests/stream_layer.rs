@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferrymesh::config::{ClusterSpec, HostSpec, KeepaliveSpec};
+use ferrymesh::host::Host;
 use ferrymesh::protocol::bolt::{status, RequestBuilder, BOLT_V1};
 use ferrymesh::protocol::{Codec, FrameInfo};
 use ferrymesh::stats::Stats;
 use ferrymesh::stream::pool::{HostPool, Pick};
 use ferrymesh::stream::server::ServerConn;
 use ferrymesh::upstream::lb::LbKind;
-use ferrymesh::upstream::Host;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 

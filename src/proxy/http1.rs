@@ -32,7 +32,7 @@ use httparse::Status;
 use tokio::io::AsyncReadExt;
 
 use crate::accesslog::Entry;
-use crate::upstream::conn::HostConn;
+use crate::host::conn::HostConn;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 

@@ -22,7 +22,7 @@
 //!
 //! In the `awaiting` mode ([`BusyPollMode::Awaiting`], the default) the
 //! window polls only while the worker awaits an answer from an upstream host
-//! ([`crate::upstream::awaiting`]): the wait it spares is the answer's, the
+//! ([`crate::host::awaiting`]): the wait it spares is the answer's, the
 //! one between the hops of a call, and a worker that owes every client its
 //! answer sleeps until the next request. What polling for the next request
 //! too would buy (the first hop's wake-up) costs the gaps between requests,
@@ -190,7 +190,7 @@ pub fn before_park() {
     if poll_now(now, window, polled) {
         if let Some(w) = SPINNER.take() {
             SPINS.set(SPINS.get() + 1);
-            POLLED.set(Some((now, crate::upstream::ended())));
+            POLLED.set(Some((now, crate::host::ended())));
             w.wake_by_ref();
             SPINNER.set(Some(w));
             return;
@@ -225,14 +225,14 @@ fn poll_now(now: Instant, window: Duration, polled: Option<(Instant, u64)>) -> b
         let idle = if reads == seen { now.saturating_duration_since(at).min(window) } else { Duration::ZERO };
         SPUN.set(SPUN.get() + idle);
         load.polled += idle;
-        credit = credit.settle(crate::upstream::ended() != ended, idle);
+        credit = credit.settle(crate::host::ended() != ended, idle);
     }
     let busy = load.tally(now);
     LOAD.set(load);
     if AWAITING_ONLY.get() {
         credit = credit.refill(now);
         CREDIT.set(credit);
-        if crate::upstream::awaiting() == 0 || credit.nanos <= 0 || busy {
+        if crate::host::awaiting() == 0 || credit.nanos <= 0 || busy {
             return false;
         }
     }

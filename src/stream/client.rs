@@ -23,13 +23,13 @@ use super::idmap::IdMap;
 use super::server::ServerStream;
 use crate::config::KeepaliveSpec;
 use crate::error::ProxyError;
+use crate::host::Host;
 use crate::network::clock;
 use crate::network::conn::{drive, ConnShared, Handler};
 use crate::network::deadlines::Deadlines;
 use crate::network::frames::{Frame, FrameReader};
 use crate::network::tick::Tick;
 use crate::protocol::{Codec, CodecError, FrameInfo, FrameKind};
-use crate::upstream::Host;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnState {

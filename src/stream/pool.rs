@@ -11,8 +11,8 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use crate::config::{ClusterSpec, KeepaliveSpec};
+use crate::host::Host;
 use crate::protocol::Codec;
-use crate::upstream::Host;
 
 use super::client::ClientConn;
 

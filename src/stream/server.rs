@@ -9,12 +9,12 @@ use bytes::BytesMut;
 use tracing::{debug, error};
 
 use crate::error::ProxyError;
+use crate::host::Host;
 use crate::network::clock;
 use crate::network::conn::ConnShared;
 use crate::network::frames::Frame;
 use crate::protocol::{Codec, FrameInfo};
 use crate::stats::Stats;
-use crate::upstream::Host;
 
 use super::client::ClientConn;
 use smallvec::SmallVec;

@@ -18,9 +18,9 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::host::conn::HostConn;
 use crate::network::clock;
 use crate::network::transport::Transport;
-use crate::upstream::conn::HostConn;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -30,8 +30,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::host::Host;
 use crate::protocol::http::MAX_HEAD_BYTES;
-use crate::upstream::Host;
 
 pub mod h2;
 pub mod header_maps;

@@ -11,8 +11,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
+use crate::host::conn::HostConn;
 use crate::network::spares::{thread_spares, Spares};
-use crate::upstream::conn::HostConn;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use hyper::body::Frame;
@@ -647,7 +647,7 @@ mod tests {
     async fn the_read_buffer_is_borrowed_when_the_answer_arrives() {
         const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: h\r\n\r\n";
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let host = Rc::new(crate::upstream::Host::new(listener.local_addr().unwrap(), 1));
+        let host = Rc::new(crate::host::Host::new(listener.local_addr().unwrap(), 1));
         let pool = HttpPool::new(host, std::time::Duration::from_secs(1), None);
         let spare = spare::take();
         let at = spare.as_ptr();

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use super::{step_from, Candidates, LbContext, DRAWS};
-use crate::upstream::Host;
+use crate::host::Host;
 
 pub fn choose(hosts: &[Rc<Host>], candidates: &Candidates, ctx: &LbContext) -> Option<usize> {
     let n = candidates.len();

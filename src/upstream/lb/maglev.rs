@@ -14,7 +14,7 @@ use std::rc::Rc;
 use siphasher::sip::SipHasher24;
 
 use super::{Candidates, LbContext};
-use crate::upstream::Host;
+use crate::host::Host;
 
 pub const DEFAULT_TABLE_SIZE: usize = 65537;
 const SIP_KEY: u64 = 0xbeef_cafe_babe_dead;

@@ -2,7 +2,7 @@
 //!
 //! Every balancer picks in constant or logarithmic time, whatever the number
 //! of hosts: they draw from [`Candidates`], the cluster's list of healthy
-//! hosts that passive health keeps up to date (`upstream::health`), or from
+//! hosts that passive health keeps up to date (`host::health`), or from
 //! every host in panic mode, never from a list built per request. The hosts a
 //! request already tried (`exclude`, a handful at most) are skipped by drawing
 //! again a bounded number of times. `None` only when no candidate is left.
@@ -15,7 +15,7 @@ mod weighted;
 
 use std::rc::Rc;
 
-use super::{HealthSet, Host};
+use crate::host::{HealthSet, Host};
 
 pub use maglev::Maglev;
 

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::*;
-use crate::upstream::Host;
+use crate::host::Host;
 
 /// Hosts of one cluster, sharing one health list.
 fn hosts(weights: &[u32]) -> Vec<Rc<Host>> {

@@ -22,7 +22,7 @@ use std::rc::Rc;
 use smallvec::SmallVec;
 
 use super::{Candidates, LbContext};
-use crate::upstream::Host;
+use crate::host::Host;
 
 /// Virtual time for one cycle; a host of weight w is due every `CYCLE / w`.
 const CYCLE: u64 = 1 << 40;
