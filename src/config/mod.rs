@@ -24,7 +24,6 @@ use crate::proxy::filter::FilterSpec;
 use crate::router::RouteTable;
 use crate::tls::client::ClientTls;
 use crate::tls::server::ServerTls;
-use crate::upstream::lb::LbKind;
 
 /// A configuration problem, located by its JSON path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +169,44 @@ pub struct HostSpec {
     pub weight: u32,
     /// Dialled in plaintext though the cluster has TLS (MOSN's `tls_disable`).
     pub tls_disable: bool,
+}
+
+/// The balancer a cluster is configured with (`lb_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbKind {
+    RoundRobin,
+    Random,
+    WeightedRoundRobin,
+    LeastRequest,
+    Maglev,
+}
+
+impl LbKind {
+    /// MOSN names (`LB_ROUNDROBIN`) and Envoy-style names (`ROUND_ROBIN`).
+    pub fn from_name(name: &str) -> Option<LbKind> {
+        let n = name.to_ascii_uppercase();
+        let n = n.strip_prefix("LB_").unwrap_or(&n).replace('_', "");
+        Some(match n.as_str() {
+            // MOSN's request round robin turns per request, as ours does.
+            "ROUNDROBIN" | "REQUESTROUNDROBIN" => LbKind::RoundRobin,
+            "RANDOM" => LbKind::Random,
+            "WEIGHTEDROUNDROBIN" => LbKind::WeightedRoundRobin,
+            "LEASTREQUEST" | "LEASTACTIVEREQUEST" | "LEASTCONNECTION" => LbKind::LeastRequest,
+            "MAGLEV" | "CONSISTENTHASH" => LbKind::Maglev,
+            _ => return None,
+        })
+    }
+
+    /// The name MOSN's configuration uses.
+    pub fn mosn_name(self) -> &'static str {
+        match self {
+            LbKind::RoundRobin => "LB_ROUNDROBIN",
+            LbKind::Random => "LB_RANDOM",
+            LbKind::WeightedRoundRobin => "LB_WEIGHTED_ROUNDROBIN",
+            LbKind::LeastRequest => "LB_LEAST_REQUEST",
+            LbKind::Maglev => "LB_MAGLEV",
+        }
+    }
 }
 
 /// A validated cluster.

@@ -2,7 +2,7 @@
 //! requests in flight, passive health, and the dial of its connections.
 //!
 //! Below the stream layer: a stream pool counts its requests and connections
-//! against its host, and a cluster (`crate::upstream`) holds hosts and pools.
+//! against its host, and a cluster (`upstream::Cluster`) holds hosts and pools.
 //!
 //! Health is passive for now: a failed connect marks the host unhealthy for a
 //! backoff that doubles on each failure in a row (1 s up to 30 s); the first
