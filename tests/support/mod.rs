@@ -327,11 +327,14 @@ impl Proxy {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn ferrymesh");
-        let p = Proxy { child, addr, _config: tempfile_path::TempPath(path) };
+        let mut p = Proxy { child, addr, _config: tempfile_path::TempPath(path) };
         let deadline = Instant::now() + Duration::from_secs(10);
         for a in addrs {
             while std::net::TcpStream::connect(a).is_err() {
                 assert!(Instant::now() < deadline, "ferrymesh did not start listening on {a}");
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    panic!("ferrymesh exited while starting: {status}");
+                }
                 std::thread::sleep(probe);
             }
         }
@@ -358,12 +361,17 @@ impl Proxy {
         assert!(ok.success());
     }
 
-    /// Waits for the process to exit and returns its code.
+    /// Waits for the process to exit and returns its code; `None` if it
+    /// has not exited within `within`. A process ended by a signal fails
+    /// the test here, naming the signal (a crash, or a signal that found no
+    /// handler yet).
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
+                let code = status.code();
+                assert!(code.is_some(), "ferrymesh ended by a signal: {status}");
+                return code;
             }
             if Instant::now() > deadline {
                 return None;
