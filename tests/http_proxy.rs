@@ -574,14 +574,22 @@ async fn websocket_upgrade_is_tunnelled() {
 }
 
 /// A tunnel lives while bytes move and is cut once nothing moves either way
-/// for `stream_idle_timeout`; and an upstream that stops reading is cut at
-/// the write timeout (15 s) whatever the idle bound.
+/// for `stream_idle_timeout`; and an upstream that stops reading, or a client
+/// that does, is cut at the write timeout (15 s) whatever the idle bound.
 #[tokio::test]
 async fn a_tunnel_is_cut_when_idle_or_when_its_upstream_takes_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: e\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
-    // Answers the upgrade, then echoes (or, with `reads` false, never reads).
-    async fn serve(mut s: tokio::net::TcpStream, reads: bool) {
+    #[derive(Clone, Copy)]
+    enum Then {
+        Echo,
+        /// Never reads.
+        Deaf,
+        /// Writes without end.
+        Flood,
+    }
+    // Answers the upgrade, then does what `then` says.
+    async fn serve(mut s: tokio::net::TcpStream, then: Then) {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         while !got.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -592,9 +600,14 @@ async fn a_tunnel_is_cut_when_idle_or_when_its_upstream_takes_nothing() {
         }
         let _ =
             s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").await;
-        if !reads {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            return;
+        match then {
+            Then::Deaf => return tokio::time::sleep(Duration::from_secs(60)).await,
+            Then::Flood => {
+                let chunk = vec![b'f'; 64 * 1024];
+                while s.write_all(&chunk).await.is_ok() {}
+                return;
+            }
+            Then::Echo => {}
         }
         while let Ok(n @ 1..) = s.read(&mut buf).await {
             if s.write_all(&buf[..n]).await.is_err() {
@@ -602,15 +615,16 @@ async fn a_tunnel_is_cut_when_idle_or_when_its_upstream_takes_nothing() {
             }
         }
     }
-    let echo = raw_upstream(|s| serve(s, true)).await;
-    let deaf = raw_upstream(|s| serve(s, false)).await;
+    let echo = raw_upstream(|s| serve(s, Then::Echo)).await;
+    let deaf = raw_upstream(|s| serve(s, Then::Deaf)).await;
+    let flood = raw_upstream(|s| serve(s, Then::Flood)).await;
     let start = |up, idle: &str| {
         let mut cfg = http_config(free_port(), "Http1", "Http1", all_to("c"), vec![cluster("c", &[up])]);
         cfg["servers"][0]["listeners"][0]["filter_chains"][0]["filters"][0]["config"]["stream_idle_timeout"] =
             json!(idle);
         Proxy::start(&cfg, 1)
     };
-    let (quick, patient) = (start(echo, "2s"), start(deaf, "5m"));
+    let (quick, patient, flooded) = (start(echo, "2s"), start(deaf, "5m"), start(flood, "5m"));
     let upgrade = |addr| async move {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(UPGRADE).await.unwrap();
@@ -632,6 +646,24 @@ async fn a_tunnel_is_cut_when_idle_or_when_its_upstream_takes_nothing() {
         }
         t.elapsed()
     };
+    let reader_that_stops = async {
+        // Reads nothing after the 101: the upstream's flood fills the way to
+        // it, and only the client's write deadline, kept on its socket
+        // through the upgrade, can end the tunnel before 5 minutes.
+        let mut s = upgrade(flooded.addr).await;
+        tokio::time::sleep(Duration::from_secs(17)).await;
+        // What the kernel's buffers held, then the end; with the tunnel
+        // still open the flood goes on once read, so stop after 256 MB.
+        let (mut buf, mut got) = (vec![0u8; 64 * 1024], 0usize);
+        while got < 256 << 20 {
+            match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(n)) => got += n,
+                Err(_) => return false,
+            }
+        }
+        false
+    };
     let echo_client = async {
         let mut s = upgrade(quick.addr).await;
         let mut buf = [0u8; 64];
@@ -649,7 +681,8 @@ async fn a_tunnel_is_cut_when_idle_or_when_its_upstream_takes_nothing() {
         assert!(matches!(end, Ok(Ok(0)) | Ok(Err(_))), "an idle tunnel stays open: {end:?}");
         quiet.elapsed()
     };
-    let (deaf_after, idle_after) = tokio::join!(deaf_client, echo_client);
+    let (deaf_after, idle_after, flood_cut) = tokio::join!(deaf_client, echo_client, reader_that_stops);
+    assert!(flood_cut, "a tunnel whose client reads nothing stays open past the write timeout");
     assert!(idle_after >= Duration::from_secs(2) && idle_after < Duration::from_secs(7), "{idle_after:?}");
     assert!(deaf_after >= Duration::from_secs(14) && deaf_after < Duration::from_secs(35), "{deaf_after:?}");
 }

@@ -779,10 +779,10 @@ async fn relay_body(
     if !to.write(resp).await {
         return false;
     }
+    let idle = ctx.listener.now().spec.stream_idle_timeout;
     while !body.is_done() {
         up.clear();
         up.reserve(2 * READ_SPACE);
-        let idle = ctx.listener.now().spec.stream_idle_timeout;
         let read = at_once_or_within(to.timer.reborrow(), idle, std::pin::pin!(conn.read_buf(up))).await;
         let Ok(read) = read else {
             let (peer, upstream) = (&ctx.peer, pool.host().addr);
